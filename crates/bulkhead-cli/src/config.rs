@@ -1,0 +1,244 @@
+//! The binary's one `Config`: defaults → `bulkhead.toml` → `BULKHEAD_*` env → flags.
+//!
+//! Every field is documented here and in `bulkhead.example.toml`. Secrets live in [`Secret`]
+//! (redacted in `Debug`) and can come from a file via the matching `*_file` setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Top-level keys that environment variables may set; other `BULKHEAD_*` variables (such as
+/// `BULKHEAD_PG_BIN` or `BULKHEAD_CONFIG`) belong to other parts and are not config keys.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "database_url",
+    "database_url_file",
+    "data_dir",
+    "log",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on. Default `127.0.0.1:8080`; port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// URL of an existing PostgreSQL server for the platform database. When unset, `bulkhead up`
+    /// runs a private cluster under `data_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<Secret>,
+    /// A file whose contents are `database_url` (for secrets mounted as files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url_file: Option<PathBuf>,
+    /// Directory for local state: the embedded PostgreSQL cluster and, later, vault and files.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log collectors. Default `text`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `bulkhead=debug,info`. `RUST_LOG` wins when set.
+    #[serde(default = "default_log_filter")]
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            filter: default_log_filter(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".bulkhead")
+}
+
+fn default_log_filter() -> String {
+    "info".to_owned()
+}
+
+/// A secret string: redacted in `Debug`, read only through [`Secret::expose`].
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the layers. A missing `path` is fine unless it was named explicitly.
+    pub fn load(path: &Path, overrides: Overrides) -> anyhow::Result<Self> {
+        let env = Env::prefixed("BULKHEAD_").split("__").filter(|key| {
+            let top = key.as_str().split('.').next().unwrap_or_default();
+            ENV_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+        });
+        let mut config: Self = Figment::new()
+            .merge(Toml::file(path))
+            .merge(env)
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .with_context(|| format!("invalid configuration (file {})", path.display()))?;
+        if let Some(file) = config.database_url_file.take() {
+            if config.database_url.is_some() {
+                bail!("invalid configuration: set database_url or database_url_file, not both");
+            }
+            let url = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading database_url_file {}", file.display()))?;
+            config.database_url = Some(Secret::new(url.trim().to_owned()));
+        }
+        Ok(config)
+    }
+}
+
+/// Starts `tracing` output on stderr in the configured format.
+pub fn init_logging(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(log.filter.as_str()));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads `toml` with `env` set, inside a figment jail (its own directory and environment).
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure's error type
+    fn load(toml: &str, env: &[(&str, &str)], overrides: Overrides) -> Result<Config, String> {
+        let mut out = Err(String::new());
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bulkhead.toml", toml)?;
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            out = Config::load(Path::new("bulkhead.toml"), overrides).map_err(|e| format!("{e:#}"));
+            Ok(())
+        });
+        out
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = load("", &[], Overrides::default()).unwrap();
+        assert_eq!(config.listen, default_listen());
+        assert_eq!(config.data_dir, PathBuf::from(".bulkhead"));
+        assert!(config.database_url.is_none());
+        assert_eq!(config.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn file_then_env_then_flags_override_defaults() {
+        let toml = "listen = \"127.0.0.1:9000\"\ndata_dir = \"/var/lib/bulkhead\"\n[log]\nformat = \"json\"\n";
+        let config = load(toml, &[], Overrides::default()).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.log.format, LogFormat::Json);
+
+        let env = [
+            ("BULKHEAD_LISTEN", "127.0.0.1:9001"),
+            ("BULKHEAD_LOG__FILTER", "debug"),
+        ];
+        let config = load(toml, &env, Overrides::default()).unwrap();
+        assert_eq!(config.listen.port(), 9001);
+        assert_eq!(config.log.filter, "debug");
+
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9002".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let config = load(toml, &env, flags).unwrap();
+        assert_eq!(config.listen.port(), 9002);
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/bulkhead"));
+    }
+
+    #[test]
+    fn other_bulkhead_variables_are_not_config_keys() {
+        let env = [
+            ("BULKHEAD_PG_BIN", "/opt/pg/bin"),
+            ("BULKHEAD_CONFIG", "x.toml"),
+        ];
+        assert!(load("", &env, Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it() {
+        let err = load("lisen = \"127.0.0.1:1\"\n", &[], Overrides::default()).unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn the_database_url_is_redacted_in_debug() {
+        let flags = Overrides {
+            database_url: Some(Secret::new("postgres://u:hunter2@h/db".into())),
+            ..Overrides::default()
+        };
+        let config = load("", &[], flags).unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn database_url_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("url");
+        std::fs::write(&secret, "postgres://u:p@h/db\n").unwrap();
+        let env = [("BULKHEAD_DATABASE_URL_FILE", secret.to_str().unwrap())];
+        let config = load("", &env, Overrides::default()).unwrap();
+        assert_eq!(config.database_url.unwrap().expose(), "postgres://u:p@h/db");
+    }
+}

@@ -1,0 +1,53 @@
+//! The `bulkhead` binary: parses the command line and hands off to a subcommand module.
+
+mod config;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+/// Bulkhead: a self-hosted multi-tenant application platform.
+///
+/// Every tenant sees only its own data; every app reaches only its own database.
+#[derive(Debug, Parser)]
+#[command(name = "bulkhead", version, propagate_version = true)]
+struct Cli {
+    /// Configuration file (TOML). Settings are layered: defaults, then this file, then
+    /// BULKHEAD_* environment variables (`__` separates nested keys), then flags.
+    #[arg(
+        long,
+        global = true,
+        default_value = "bulkhead.toml",
+        env = "BULKHEAD_CONFIG"
+    )]
+    config: std::path::PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Bulkhead on this machine with embedded defaults: the first-run command.
+    ///
+    /// Without --database-url, starts a private PostgreSQL cluster under <data-dir>/postgres
+    /// (creating it on first run, reusing it afterwards), serves the HTTP API, and stops the
+    /// cluster cleanly on Ctrl-C or SIGTERM. With --database-url, uses that server instead and
+    /// starts nothing. GET /healthz answers while the process runs; GET /readyz answers 200
+    /// only while the database does.
+    Up(up::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up::run(&cli.config, args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

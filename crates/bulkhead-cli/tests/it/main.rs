@@ -1,0 +1,6 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Drives the real `bulkhead` binary.
+
+mod cli;
+mod support;
+mod up;

@@ -1,0 +1,154 @@
+//! Runs the `bulkhead` binary as a child process and talks HTTP to it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
+
+/// A running `bulkhead` process whose stderr is collected line by line.
+pub struct Running {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    pub fn spawn(cwd: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .env_remove("BULKHEAD_DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[bulkhead] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits for the "listening on http://ADDR" log line and returns ADDR.
+    pub fn wait_listening(&mut self) -> SocketAddr {
+        let line = self.wait_for_line("listening on http://");
+        let addr = line.split("listening on http://").nth(1).unwrap();
+        addr.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(line) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("bulkhead exited ({status}) before logging {needle:?}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line {needle:?} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn logged(&self, needle: &str) -> bool {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn wait(mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bulkhead did not exit within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET; returns the status code and body.
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+/// Polls `GET path` until it answers `status`, for up to 30 s.
+pub fn wait_status(addr: SocketAddr, path: &str, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (got, body) = get(addr, path);
+        if got == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} stayed {got} ({body}), wanted {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A temporary working directory the `postgres` OS user can enter.
+pub fn workdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}

@@ -1,0 +1,132 @@
+//! `bulkhead up`: reuse of the embedded cluster, readiness that follows the database, and a
+//! clean stop on Ctrl-C and SIGTERM.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bulkhead_pgcluster::{Cluster, Durability, Opened, StopMode, process_alive, wait_until};
+
+use crate::support::{Running, get, wait_status, workdir};
+
+fn cluster_in(cwd: &Path) -> Cluster {
+    let (cluster, opened) =
+        Cluster::open_or_init(&cwd.join(".bulkhead/postgres"), Durability::Durable).unwrap();
+    assert_eq!(
+        opened,
+        Opened::Reused,
+        "bulkhead up should have created the cluster"
+    );
+    cluster
+}
+
+async fn superuser(cluster: &Cluster) -> tokio_postgres::Client {
+    let url = cluster.superuser_url("bulkhead");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+fn assert_no_server_left(cluster: &Cluster, pid: u32) {
+    assert!(
+        wait_until(Duration::from_secs(10), || !process_alive(pid)),
+        "postmaster {pid} still alive after bulkhead exited"
+    );
+    assert!(!cluster.data_dir().join("postmaster.pid").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_reuses_its_cluster_and_leaves_no_server_after_ctrl_c_or_sigterm() {
+    let cwd = workdir();
+    let mut first = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
+    let addr = first.wait_listening();
+    assert!(first.logged("created a new PostgreSQL cluster"));
+    assert_eq!(get(addr, "/healthz").0, 200);
+    wait_status(addr, "/readyz", 200);
+
+    let cluster = cluster_in(cwd.path());
+    let pid = cluster
+        .postmaster_pid()
+        .expect("postgres runs while bulkhead up runs");
+    superuser(&cluster)
+        .await
+        .batch_execute("CREATE TABLE marker (note text); INSERT INTO marker VALUES ('first run')")
+        .await
+        .unwrap();
+
+    first.signal("INT");
+    assert!(first.wait().success(), "Ctrl-C should be a clean exit");
+    assert_no_server_left(&cluster, pid);
+
+    let mut second = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
+    let addr = second.wait_listening();
+    assert!(second.logged("reusing the PostgreSQL cluster"));
+    wait_status(addr, "/readyz", 200);
+    let cluster = cluster_in(cwd.path());
+    let pid = cluster.postmaster_pid().unwrap();
+    let note: String = superuser(&cluster)
+        .await
+        .query_one("SELECT note FROM marker", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        note, "first run",
+        "the second run must see the first run's data"
+    );
+
+    second.signal("TERM");
+    assert!(second.wait().success(), "SIGTERM should be a clean exit");
+    assert_no_server_left(&cluster, pid);
+}
+
+#[test]
+fn readyz_goes_unready_while_postgres_is_stopped_and_ready_when_it_returns() {
+    let cwd = workdir();
+    let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
+    let addr = up.wait_listening();
+    wait_status(addr, "/readyz", 200);
+
+    let mut cluster = cluster_in(cwd.path());
+    cluster.stop(StopMode::Fast).unwrap();
+    wait_status(addr, "/readyz", 503);
+    let (_, body) = get(addr, "/readyz");
+    assert!(body.contains("database_unavailable"), "{body}");
+    assert_eq!(
+        get(addr, "/healthz").0,
+        200,
+        "liveness does not depend on the database"
+    );
+
+    cluster.start().unwrap();
+    wait_status(addr, "/readyz", 200);
+    let pid = cluster.postmaster_pid().unwrap();
+
+    up.signal("INT");
+    assert!(up.wait().success());
+    // The server was restarted by the test, not by bulkhead, but the reaper armed by bulkhead
+    // still stops whatever runs in its directory when bulkhead exits.
+    assert!(wait_until(Duration::from_secs(15), || !process_alive(pid)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_with_a_database_url_uses_that_server_and_starts_none() {
+    let db = bulkhead_testkit::pg().unwrap().fresh_db().await.unwrap();
+    let cwd = workdir();
+    let url = db.superuser_url();
+    let mut up = Running::spawn(
+        cwd.path(),
+        &["up", "--listen", "127.0.0.1:0", "--database-url", &url],
+    );
+    let addr = up.wait_listening();
+    wait_status(addr, "/readyz", 200);
+    assert!(
+        !cwd.path().join(".bulkhead").exists(),
+        "no embedded cluster with --database-url"
+    );
+    up.signal("TERM");
+    assert!(up.wait().success());
+    // The external server is untouched.
+    db.superuser().await.unwrap();
+}

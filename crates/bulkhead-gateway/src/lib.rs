@@ -1,0 +1,103 @@
+//! Bulkhead's HTTP front door.
+//!
+//! Serves `GET /healthz` (the process is up) and `GET /readyz` (the platform database answers a
+//! query right now). Later issues mount tenant resolution and app routes here. The gateway holds
+//! a pool to the platform database only; it must never hold an app's or a tenant's credentials.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+/// How long a readiness probe may take before it counts as "not ready".
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    platform_db: Pool,
+}
+
+impl AppState {
+    pub fn new(platform_db: Pool) -> Self {
+        Self { platform_db }
+    }
+}
+
+/// A small pool to the platform database with a bounded wait, so a stopped server makes
+/// `/readyz` answer 503 quickly instead of hanging.
+pub fn platform_pool(config: tokio_postgres::Config) -> Result<Pool, String> {
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(4)
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(PROBE_TIMEOUT),
+            create: Some(PROBE_TIMEOUT),
+            recycle: Some(PROBE_TIMEOUT),
+        })
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The gateway's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then finishes in-flight requests.
+pub async fn launch(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(PROBE_TIMEOUT, probe(&state.platform_db)).await {
+        Ok(Ok(())) => Json(json!({ "status": "ready" })).into_response(),
+        Ok(Err(cause)) => unready(&cause),
+        Err(_) => unready("timed out"),
+    }
+}
+
+async fn probe(pool: &Pool) -> Result<(), String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    client
+        .simple_query("SELECT 1")
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn unready(cause: &str) -> Response {
+    tracing::warn!(%cause, "readiness probe failed: platform database unavailable");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": "unready", "error": { "code": "database_unavailable" } })),
+    )
+        .into_response()
+}
