@@ -1,0 +1,136 @@
+//! Stable error codes: what a client may rely on. The mapping to HTTP statuses lives here and
+//! only here, with a test of the whole table.
+
+use serde::Serialize;
+
+/// Every error a client can see, by stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The manifest names no such entity.
+    UnknownEntity,
+    /// The entity has no such field.
+    UnknownField,
+    /// A value has the wrong JSON type for its field.
+    WrongType,
+    /// A value has the right type but is outside what the field accepts.
+    OutOfRange,
+    /// A required field is missing or null.
+    MissingField,
+    /// The tenant does not exist (or is not visible): never says which.
+    TenantNotFound,
+    /// No row with this id in this tenant.
+    NotFound,
+    /// A unique constraint would be violated.
+    UniqueViolation,
+    /// A reference points at a row that does not exist in this tenant.
+    ReferenceNotFound,
+    /// The row is still referenced by other rows.
+    StillReferenced,
+    /// Row-level security refused the write (a tenant mismatch).
+    RlsRefused,
+    /// Cross-tenant access not granted in the manifest.
+    CrossTenantDenied,
+    /// Global (cross_tenant) entities are written only through the admin path.
+    ReadOnlyEntity,
+    /// No database connection became free in time.
+    PoolExhausted,
+    /// A query was malformed (bad cursor, bad filter).
+    BadQuery,
+    /// A manifest change needs the explicit destructive flag.
+    DestructiveChange,
+    /// The manifest is invalid.
+    InvalidManifest,
+    /// The database could not be reached.
+    DatabaseUnavailable,
+    /// Anything else; the body is opaque and the log has the cause.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownEntity => "unknown_entity",
+            Self::UnknownField => "unknown_field",
+            Self::WrongType => "wrong_type",
+            Self::OutOfRange => "out_of_range",
+            Self::MissingField => "missing_field",
+            Self::TenantNotFound => "tenant_not_found",
+            Self::NotFound => "not_found",
+            Self::UniqueViolation => "unique_violation",
+            Self::ReferenceNotFound => "reference_not_found",
+            Self::StillReferenced => "still_referenced",
+            Self::RlsRefused => "rls_refused",
+            Self::CrossTenantDenied => "cross_tenant_denied",
+            Self::ReadOnlyEntity => "read_only_entity",
+            Self::PoolExhausted => "pool_exhausted",
+            Self::BadQuery => "bad_query",
+            Self::DestructiveChange => "destructive_change",
+            Self::InvalidManifest => "invalid_manifest",
+            Self::DatabaseUnavailable => "database_unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status for this code: the one mapping in the codebase.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::UnknownEntity | Self::NotFound | Self::TenantNotFound => 404,
+            Self::UnknownField
+            | Self::WrongType
+            | Self::OutOfRange
+            | Self::MissingField
+            | Self::BadQuery
+            | Self::InvalidManifest => 400,
+            Self::UniqueViolation
+            | Self::ReferenceNotFound
+            | Self::StillReferenced
+            | Self::DestructiveChange => 409,
+            Self::RlsRefused | Self::CrossTenantDenied | Self::ReadOnlyEntity => 403,
+            Self::PoolExhausted | Self::DatabaseUnavailable => 503,
+            Self::Internal => 500,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode::{self, *};
+
+    const TABLE: &[(ErrorCode, &str, u16)] = &[
+        (UnknownEntity, "unknown_entity", 404),
+        (UnknownField, "unknown_field", 400),
+        (WrongType, "wrong_type", 400),
+        (OutOfRange, "out_of_range", 400),
+        (MissingField, "missing_field", 400),
+        (TenantNotFound, "tenant_not_found", 404),
+        (NotFound, "not_found", 404),
+        (UniqueViolation, "unique_violation", 409),
+        (ReferenceNotFound, "reference_not_found", 409),
+        (StillReferenced, "still_referenced", 409),
+        (RlsRefused, "rls_refused", 403),
+        (CrossTenantDenied, "cross_tenant_denied", 403),
+        (ReadOnlyEntity, "read_only_entity", 403),
+        (PoolExhausted, "pool_exhausted", 503),
+        (BadQuery, "bad_query", 400),
+        (DestructiveChange, "destructive_change", 409),
+        (InvalidManifest, "invalid_manifest", 400),
+        (DatabaseUnavailable, "database_unavailable", 503),
+        (Internal, "internal", 500),
+    ];
+
+    #[test]
+    fn the_code_and_status_table_is_stable() {
+        for (code, name, status) in TABLE {
+            assert_eq!(code.as_str(), *name);
+            assert_eq!(code.http_status(), *status, "{name}");
+            assert_eq!(serde_json::to_value(code).unwrap(), *name);
+        }
+    }
+}

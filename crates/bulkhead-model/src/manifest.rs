@@ -1,0 +1,1095 @@
+//! App manifests: the entities an app declares, parsed from YAML and validated as a whole.
+//!
+//! ```yaml
+//! app: helpdesk
+//! entities:
+//!   customer:
+//!     fields:
+//!       name: { type: text, required: true, unique: true, search: true }
+//!   ticket:
+//!     owner: author                 # filled with the acting user's id
+//!     fields:
+//!       title: { type: text, required: true, search: true }
+//!       prio: { type: int, default: 3 }
+//!       status: { type: enum, values: [open, closed], default: open }
+//!       customer: { type: ref, entity: customer }
+//!       body: text                  # shorthand for { type: text }
+//!     unique: [[customer, title]]
+//!     indexes: [[status, prio]]
+//!   country:
+//!     cross_tenant: true            # global reference data, no tenant column
+//!     fields:
+//!       code: { type: text, required: true, unique: true }
+//! cross_tenant_reads: [ticket]      # entities this app may read across tenants, audited
+//! ```
+//!
+//! Validation reports every problem at once, each with `file:line:col` and a path such as
+//! `entities.ticket.fields.prio`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{AppId, Ident, PLATFORM_COLUMNS};
+use crate::yaml::{self, Node, Pos};
+
+/// A field's type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FieldType {
+    Text {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_length: Option<u32>,
+    },
+    Int,
+    Bigint,
+    Numeric,
+    Bool,
+    Timestamp,
+    Date,
+    Uuid,
+    Json,
+    Enum {
+        values: Vec<String>,
+    },
+    Ref {
+        entity: Ident,
+    },
+}
+
+/// The type names a manifest may use, in the order error messages list them.
+pub const TYPE_NAMES: &[&str] = &[
+    "text",
+    "int",
+    "bigint",
+    "numeric",
+    "bool",
+    "timestamp",
+    "date",
+    "uuid",
+    "json",
+    "enum",
+    "ref",
+];
+
+impl FieldType {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FieldType::Text { .. } => "text",
+            FieldType::Int => "int",
+            FieldType::Bigint => "bigint",
+            FieldType::Numeric => "numeric",
+            FieldType::Bool => "bool",
+            FieldType::Timestamp => "timestamp",
+            FieldType::Date => "date",
+            FieldType::Uuid => "uuid",
+            FieldType::Json => "json",
+            FieldType::Enum { .. } => "enum",
+            FieldType::Ref { .. } => "ref",
+        }
+    }
+
+    /// Checks a JSON value against this type. `Null` is handled by the caller (required-ness).
+    pub fn check(&self, value: &Value) -> Result<(), ValueProblem> {
+        let wrong = || ValueProblem::WrongType {
+            expected: self.expected(),
+        };
+        match self {
+            FieldType::Text { max_length } => {
+                let s = value.as_str().ok_or_else(wrong)?;
+                if s.contains('\0') {
+                    return Err(ValueProblem::OutOfRange {
+                        detail: "text may not contain NUL characters".into(),
+                    });
+                }
+                if let Some(max) = max_length
+                    && s.chars().count() > *max as usize
+                {
+                    return Err(ValueProblem::OutOfRange {
+                        detail: format!("longer than {max} characters"),
+                    });
+                }
+                Ok(())
+            }
+            FieldType::Int => {
+                let n = value.as_i64().ok_or_else(wrong)?;
+                i32::try_from(n)
+                    .map(drop)
+                    .map_err(|_| ValueProblem::OutOfRange {
+                        detail: format!("{n} does not fit a 32-bit integer"),
+                    })
+            }
+            FieldType::Bigint => value.as_i64().map(drop).ok_or_else(|| {
+                if value.is_number() {
+                    ValueProblem::OutOfRange {
+                        detail: format!("{value} does not fit a 64-bit integer"),
+                    }
+                } else {
+                    wrong()
+                }
+            }),
+            FieldType::Numeric => match value {
+                Value::Number(_) => Ok(()),
+                Value::String(s) if is_decimal(s) => Ok(()),
+                _ => Err(wrong()),
+            },
+            FieldType::Bool => value.as_bool().map(drop).ok_or_else(wrong),
+            FieldType::Timestamp => match value.as_str() {
+                Some(s) if is_timestamp(s) => Ok(()),
+                _ => Err(wrong()),
+            },
+            FieldType::Date => match value.as_str() {
+                Some(s) if is_date(s) => Ok(()),
+                _ => Err(wrong()),
+            },
+            FieldType::Uuid | FieldType::Ref { .. } => match value.as_str() {
+                Some(s) if is_uuid(s) => Ok(()),
+                _ => Err(wrong()),
+            },
+            FieldType::Json => Ok(()),
+            FieldType::Enum { values } => {
+                let s = value.as_str().ok_or_else(wrong)?;
+                if values.iter().any(|v| v == s) {
+                    Ok(())
+                } else {
+                    Err(ValueProblem::OutOfRange {
+                        detail: format!("{s:?} is not one of {}", values.join(", ")),
+                    })
+                }
+            }
+        }
+    }
+
+    fn expected(&self) -> String {
+        match self {
+            FieldType::Text { .. } => "a string".into(),
+            FieldType::Int => "a 32-bit integer".into(),
+            FieldType::Bigint => "a 64-bit integer".into(),
+            FieldType::Numeric => "a number or a decimal string".into(),
+            FieldType::Bool => "true or false".into(),
+            FieldType::Timestamp => "an RFC 3339 timestamp string".into(),
+            FieldType::Date => "a YYYY-MM-DD date string".into(),
+            FieldType::Uuid => "a UUID string".into(),
+            FieldType::Ref { entity } => format!("the id (UUID string) of a {entity}"),
+            FieldType::Json => "any JSON value".into(),
+            FieldType::Enum { values } => format!("one of {}", values.join(", ")),
+        }
+    }
+}
+
+/// Why a value does not fit a field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueProblem {
+    WrongType { expected: String },
+    OutOfRange { detail: String },
+}
+
+fn is_decimal(s: &str) -> bool {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let mut parts = body.splitn(2, '.');
+    let int = parts.next().unwrap_or_default();
+    let frac = parts.next();
+    !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+        && (1..=12).contains(&s[5..7].parse::<u8>().unwrap_or(0))
+        && (1..=31).contains(&s[8..10].parse::<u8>().unwrap_or(0))
+}
+
+fn is_timestamp(s: &str) -> bool {
+    // YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM); PostgreSQL does the final check.
+    s.len() >= 20
+        && is_date(&s[..10])
+        && matches!(s.as_bytes()[10], b'T' | b't' | b' ')
+        && (s.ends_with('Z') || s.ends_with('z') || s[19..].contains(['+', '-']))
+        && s[11..19].bytes().enumerate().all(|(i, c)| {
+            if i == 2 || i == 5 {
+                c == b':'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+}
+
+fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+/// One field of an entity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Field {
+    pub name: Ident,
+    #[serde(flatten)]
+    pub ty: FieldType,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    #[serde(default)]
+    pub unique: bool,
+    #[serde(default)]
+    pub search: bool,
+    #[serde(default)]
+    pub index: bool,
+}
+
+/// One entity (a table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    pub name: Ident,
+    pub fields: Vec<Field>,
+    /// Global reference data: no tenant column, readable by every tenant, written only by
+    /// the admin path.
+    #[serde(default)]
+    pub cross_tenant: bool,
+    /// The field filled with the acting user's id on insert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Ident>,
+    /// Composite unique constraints (each led by `tenant_id` in the schema).
+    #[serde(default)]
+    pub unique: Vec<Vec<Ident>>,
+    /// Extra indexes (each led by `tenant_id` in the schema).
+    #[serde(default)]
+    pub indexes: Vec<Vec<Ident>>,
+}
+
+impl Entity {
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name.as_str() == name)
+    }
+
+    /// Tenant entities have a `tenant_id` column and row-level security.
+    pub fn is_tenant_scoped(&self) -> bool {
+        !self.cross_tenant
+    }
+}
+
+/// A validated app manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppManifest {
+    pub app: AppId,
+    pub entities: Vec<Entity>,
+    /// Tenant entities this app may read across tenants through the audited escape hatch.
+    #[serde(default)]
+    pub cross_tenant_reads: Vec<Ident>,
+}
+
+impl AppManifest {
+    pub fn entity(&self, name: &str) -> Option<&Entity> {
+        self.entities.iter().find(|e| e.name.as_str() == name)
+    }
+
+    pub fn tenant_entities(&self) -> impl Iterator<Item = &Entity> {
+        self.entities.iter().filter(|e| e.is_tenant_scoped())
+    }
+
+    pub fn global_entities(&self) -> impl Iterator<Item = &Entity> {
+        self.entities.iter().filter(|e| e.cross_tenant)
+    }
+
+    /// Whether the manifest grants cross-tenant reads of `entity`.
+    pub fn grants_cross_tenant(&self, entity: &str) -> bool {
+        self.cross_tenant_reads.iter().any(|e| e.as_str() == entity)
+    }
+
+    /// Parses and validates a manifest. `source` names the file in error messages.
+    pub fn from_yaml(text: &str, source: &str) -> Result<Self, ManifestError> {
+        let root = yaml::parse(text).map_err(|errs| ManifestError {
+            source: source.to_owned(),
+            problems: errs
+                .into_iter()
+                .map(|e| Problem {
+                    pos: e.pos,
+                    path: String::new(),
+                    message: e.message,
+                })
+                .collect(),
+        })?;
+        let mut v = Validator::default();
+        let manifest = v.manifest(&root);
+        match manifest {
+            Some(m) if v.problems.is_empty() => Ok(m),
+            _ => {
+                v.problems.sort_by_key(|p| (p.pos.line, p.pos.col));
+                Err(ManifestError {
+                    source: source.to_owned(),
+                    problems: v.problems,
+                })
+            }
+        }
+    }
+}
+
+/// One validation problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub pos: Pos,
+    /// Dotted path such as `entities.ticket.fields.prio`; empty for syntax errors.
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem of a manifest, each rendered as `file:line:col: path: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    pub source: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} has {} problem(s):", self.source, self.problems.len())?;
+        for p in &self.problems {
+            if p.path.is_empty() {
+                writeln!(
+                    f,
+                    "  {}:{}:{}: {}",
+                    self.source, p.pos.line, p.pos.col, p.message
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "  {}:{}:{}: {}: {}",
+                    self.source, p.pos.line, p.pos.col, p.path, p.message
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+#[derive(Default)]
+struct Validator {
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn problem(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            pos,
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// The entries of a mapping, reporting keys outside `allowed`.
+    fn map<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        allowed: &[&str],
+    ) -> Option<&'n [(String, Pos, Node)]> {
+        match node {
+            Node::Map { entries, .. } => {
+                if !allowed.is_empty() {
+                    for (key, pos, _) in entries {
+                        if !allowed.contains(&key.as_str()) {
+                            self.problem(
+                                *pos,
+                                &join(path, key),
+                                format!(
+                                    "unknown key {key:?}, expected one of {}",
+                                    allowed.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
+                Some(entries)
+            }
+            other => {
+                self.problem(
+                    other.pos(),
+                    path,
+                    format!("expected a mapping, found {}", other.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, node: &Node, path: &str) -> bool {
+        match node {
+            Node::Scalar {
+                value, plain: true, ..
+            } if value == "true" => true,
+            Node::Scalar {
+                value, plain: true, ..
+            } if value == "false" => false,
+            other => {
+                self.problem(other.pos(), path, "expected true or false");
+                false
+            }
+        }
+    }
+
+    fn string<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n str> {
+        match node {
+            Node::Scalar { value, .. } => Some(value),
+            other => {
+                self.problem(
+                    other.pos(),
+                    path,
+                    format!("expected a string, found {}", other.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    fn ident(&mut self, node: &Node, path: &str) -> Option<Ident> {
+        let s = self.string(node, path)?;
+        match Ident::parse(s) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.problem(node.pos(), path, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn ident_at(&mut self, name: &str, pos: Pos, path: &str) -> Option<Ident> {
+        if PLATFORM_COLUMNS.contains(&name) {
+            self.problem(
+                pos,
+                path,
+                format!("{name:?} is a platform column and cannot be declared"),
+            );
+            return None;
+        }
+        match Ident::parse(name) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.problem(pos, path, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn ident_list(&mut self, node: &Node, path: &str) -> Vec<(Ident, Pos)> {
+        match node {
+            Node::Seq { items, .. } => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| {
+                    let p = format!("{path}[{i}]");
+                    self.ident(item, &p).map(|id| (id, item.pos()))
+                })
+                .collect(),
+            other => {
+                self.problem(
+                    other.pos(),
+                    path,
+                    format!("expected a list, found {}", other.kind()),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn manifest(&mut self, root: &Node) -> Option<AppManifest> {
+        let entries = self.map(root, "", &["app", "entities", "cross_tenant_reads"])?;
+        let mut app = None;
+        let mut entities = Vec::new();
+        let mut entity_positions = Vec::new();
+        let mut reads = Vec::new();
+        for (key, pos, node) in entries {
+            match key.as_str() {
+                "app" => {
+                    if let Some(s) = self.string(node, "app") {
+                        match AppId::parse(s) {
+                            Ok(id) => app = Some(id),
+                            Err(e) => self.problem(node.pos(), "app", e.to_string()),
+                        }
+                    }
+                }
+                "entities" => {
+                    if let Some(list) = self.map(node, "entities", &[]) {
+                        for (name, epos, enode) in list {
+                            let path = format!("entities.{name}");
+                            let Some(ident) = self.ident_at(name, *epos, &path) else {
+                                continue;
+                            };
+                            if let Some(entity) = self.entity(ident, enode, &path) {
+                                entity_positions.push(*epos);
+                                entities.push(entity);
+                            }
+                        }
+                    }
+                }
+                "cross_tenant_reads" => reads = self.ident_list(node, "cross_tenant_reads"),
+                _ => {}
+            }
+            let _ = pos;
+        }
+        let Some(app) = app else {
+            if !entries.iter().any(|(k, _, _)| k == "app") {
+                self.problem(root.pos(), "app", "missing: every manifest names its app");
+            }
+            return None;
+        };
+        if entities.is_empty() && !entries.iter().any(|(k, _, _)| k == "entities") {
+            self.problem(
+                root.pos(),
+                "entities",
+                "missing: declare at least one entity",
+            );
+        }
+        self.cross_checks(&entities, &entity_positions, &reads);
+        Some(AppManifest {
+            app,
+            entities,
+            cross_tenant_reads: reads.into_iter().map(|(id, _)| id).collect(),
+        })
+    }
+
+    fn entity(&mut self, name: Ident, node: &Node, path: &str) -> Option<Entity> {
+        let entries = self.map(
+            node,
+            path,
+            &["fields", "cross_tenant", "owner", "unique", "indexes"],
+        )?;
+        let mut entity = Entity {
+            name,
+            fields: Vec::new(),
+            cross_tenant: false,
+            owner: None,
+            unique: Vec::new(),
+            indexes: Vec::new(),
+        };
+        let mut owner_pos = Pos::default();
+        for (key, _, value) in entries {
+            let p = join(path, key);
+            match key.as_str() {
+                "fields" => {
+                    if let Some(fields) = self.map(value, &p, &[]) {
+                        for (fname, fpos, fnode) in fields {
+                            let fp = join(&p, fname);
+                            let Some(id) = self.ident_at(fname, *fpos, &fp) else {
+                                continue;
+                            };
+                            if let Some(field) = self.field(id, fnode, &fp) {
+                                entity.fields.push(field);
+                            }
+                        }
+                    }
+                }
+                "cross_tenant" => entity.cross_tenant = self.bool(value, &p),
+                "owner" => {
+                    owner_pos = value.pos();
+                    entity.owner = self.ident(value, &p);
+                }
+                "unique" | "indexes" => {
+                    let sets = match value {
+                        Node::Seq { items, .. } => items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, item)| {
+                                let ip = format!("{p}[{i}]");
+                                (self.ident_list(item, &ip), ip)
+                            })
+                            .collect::<Vec<_>>(),
+                        other => {
+                            self.problem(other.pos(), &p, "expected a list of field lists");
+                            Vec::new()
+                        }
+                    };
+                    for (set, ip) in sets {
+                        let mut names = Vec::new();
+                        for (id, pos) in set {
+                            if names.contains(&id) {
+                                self.problem(pos, &ip, format!("field {id} listed twice"));
+                            }
+                            names.push(id);
+                        }
+                        if !names.is_empty() {
+                            if key == "unique" {
+                                entity.unique.push(names);
+                            } else {
+                                entity.indexes.push(names);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if entity.fields.is_empty() && !entries.iter().any(|(k, _, _)| k == "fields") {
+            self.problem(node.pos(), path, "missing key \"fields\"");
+        }
+        if let Some(owner) = entity.owner.clone() {
+            match entity.field(owner.as_str()) {
+                None => entity.fields.push(Field {
+                    name: owner,
+                    ty: FieldType::Text { max_length: None },
+                    required: false,
+                    default: None,
+                    unique: false,
+                    search: false,
+                    index: true,
+                }),
+                Some(f) if !matches!(f.ty, FieldType::Text { .. }) => self.problem(
+                    owner_pos,
+                    &join(path, "owner"),
+                    format!("owner field {owner} must be of type text"),
+                ),
+                Some(_) => {}
+            }
+            if entity.cross_tenant {
+                self.problem(
+                    owner_pos,
+                    &join(path, "owner"),
+                    "a cross_tenant (global) entity has no owner",
+                );
+            }
+        }
+        Some(entity)
+    }
+
+    fn field(&mut self, name: Ident, node: &Node, path: &str) -> Option<Field> {
+        // Shorthand: `title: text`.
+        if let Node::Scalar { value, .. } = node {
+            let ty = self.simple_type(value, node.pos(), path)?;
+            return Some(Field {
+                name,
+                ty,
+                required: false,
+                default: None,
+                unique: false,
+                search: false,
+                index: false,
+            });
+        }
+        let entries = self.map(
+            node,
+            path,
+            &[
+                "type",
+                "required",
+                "default",
+                "unique",
+                "search",
+                "index",
+                "values",
+                "entity",
+                "max_length",
+            ],
+        )?;
+        let get = |k: &str| entries.iter().find(|(key, _, _)| key == k).map(|e| &e.2);
+        let Some(type_node) = get("type") else {
+            self.problem(node.pos(), path, "missing key \"type\"");
+            return None;
+        };
+        let type_path = join(path, "type");
+        let type_name = self.string(type_node, &type_path)?;
+        let ty = match type_name {
+            "enum" => {
+                let vpath = join(path, "values");
+                let Some(values) = get("values") else {
+                    self.problem(node.pos(), path, "an enum needs \"values\"");
+                    return None;
+                };
+                let values: Vec<String> = match values {
+                    Node::Seq { items, .. } if !items.is_empty() => items
+                        .iter()
+                        .filter_map(|v| self.string(v, &vpath).map(str::to_owned))
+                        .collect(),
+                    other => {
+                        self.problem(other.pos(), &vpath, "expected a non-empty list of strings");
+                        return None;
+                    }
+                };
+                for (i, v) in values.iter().enumerate() {
+                    if values[..i].contains(v) {
+                        self.problem(
+                            get("values").map(Node::pos).unwrap_or_default(),
+                            &vpath,
+                            format!("duplicate enum value {v:?}"),
+                        );
+                    }
+                }
+                FieldType::Enum { values }
+            }
+            "ref" => {
+                let Some(target) = get("entity") else {
+                    self.problem(node.pos(), path, "a ref needs \"entity\"");
+                    return None;
+                };
+                FieldType::Ref {
+                    entity: self.ident(target, &join(path, "entity"))?,
+                }
+            }
+            other => self.simple_type(other, type_node.pos(), &type_path)?,
+        };
+        for (k, needs) in [
+            ("values", "enum"),
+            ("entity", "ref"),
+            ("max_length", "text"),
+        ] {
+            if let Some(n) = get(k)
+                && ty.name() != needs
+            {
+                self.problem(
+                    n.pos(),
+                    &join(path, k),
+                    format!("{k:?} only applies to type {needs}"),
+                );
+            }
+        }
+        let ty = match (ty, get("max_length")) {
+            (FieldType::Text { .. }, Some(n)) => match n.to_json().as_u64() {
+                Some(max) if (1..=10_000_000).contains(&max) => FieldType::Text {
+                    max_length: u32::try_from(max).ok(),
+                },
+                _ => {
+                    self.problem(
+                        n.pos(),
+                        &join(path, "max_length"),
+                        "expected a positive integer",
+                    );
+                    FieldType::Text { max_length: None }
+                }
+            },
+            (ty, _) => ty,
+        };
+        let mut field = Field {
+            name,
+            ty,
+            required: false,
+            default: None,
+            unique: false,
+            search: false,
+            index: false,
+        };
+        for (key, flag) in [
+            ("required", &mut field.required),
+            ("unique", &mut field.unique),
+            ("search", &mut field.search),
+            ("index", &mut field.index),
+        ] {
+            if let Some(n) = get(key) {
+                *flag = self.bool(n, &join(path, key));
+            }
+        }
+        if let Some(n) = get("default") {
+            let dpath = join(path, "default");
+            let value = n.to_json();
+            if matches!(field.ty, FieldType::Ref { .. }) {
+                self.problem(n.pos(), &dpath, "a ref cannot have a default");
+            } else if let Err(p) = field.ty.check(&value) {
+                let msg = match p {
+                    ValueProblem::WrongType { expected } => {
+                        format!("default {value} is not {expected}")
+                    }
+                    ValueProblem::OutOfRange { detail } => format!("default {detail}"),
+                };
+                self.problem(n.pos(), &dpath, msg);
+            } else {
+                field.default = Some(value);
+            }
+        }
+        if field.search && !matches!(field.ty, FieldType::Text { .. } | FieldType::Enum { .. }) {
+            self.problem(
+                get("search").map(Node::pos).unwrap_or_default(),
+                &join(path, "search"),
+                "only text and enum fields can be searched",
+            );
+        }
+        if field.unique && matches!(field.ty, FieldType::Json) {
+            self.problem(
+                get("unique").map(Node::pos).unwrap_or_default(),
+                &join(path, "unique"),
+                "a json field cannot be unique",
+            );
+        }
+        Some(field)
+    }
+
+    fn simple_type(&mut self, name: &str, pos: Pos, path: &str) -> Option<FieldType> {
+        Some(match name {
+            "text" => FieldType::Text { max_length: None },
+            "int" => FieldType::Int,
+            "bigint" => FieldType::Bigint,
+            "numeric" => FieldType::Numeric,
+            "bool" => FieldType::Bool,
+            "timestamp" => FieldType::Timestamp,
+            "date" => FieldType::Date,
+            "uuid" => FieldType::Uuid,
+            "json" => FieldType::Json,
+            "enum" | "ref" => {
+                self.problem(
+                    pos,
+                    path,
+                    format!("type {name} needs the long form {{ type: {name}, … }}"),
+                );
+                return None;
+            }
+            other => {
+                self.problem(
+                    pos,
+                    path,
+                    format!(
+                        "unknown type {other:?}, expected one of {}",
+                        TYPE_NAMES.join(", ")
+                    ),
+                );
+                return None;
+            }
+        })
+    }
+
+    /// Checks that need the whole manifest: references, unique/index field names, grants.
+    fn cross_checks(&mut self, entities: &[Entity], positions: &[Pos], reads: &[(Ident, Pos)]) {
+        for (entity, pos) in entities.iter().zip(positions) {
+            let path = format!("entities.{}", entity.name);
+            for field in &entity.fields {
+                if let FieldType::Ref { entity: target } = &field.ty {
+                    let fpath = format!("{path}.fields.{}.entity", field.name);
+                    match entities.iter().find(|e| e.name == *target) {
+                        None => self.problem(
+                            *pos,
+                            &fpath,
+                            format!("refers to entity {target:?}, which is not declared"),
+                        ),
+                        Some(t) if entity.cross_tenant && !t.cross_tenant => self.problem(
+                            *pos,
+                            &fpath,
+                            format!(
+                                "global entity {} cannot refer to tenant entity {target}",
+                                entity.name
+                            ),
+                        ),
+                        Some(_) => {}
+                    }
+                }
+            }
+            for (kind, sets) in [("unique", &entity.unique), ("indexes", &entity.indexes)] {
+                for (i, set) in sets.iter().enumerate() {
+                    for name in set {
+                        if entity.field(name.as_str()).is_none() {
+                            self.problem(
+                                *pos,
+                                &format!("{path}.{kind}[{i}]"),
+                                format!("unknown field {name:?}"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for (i, (name, pos)) in reads.iter().enumerate() {
+            let path = format!("cross_tenant_reads[{i}]");
+            match entities.iter().find(|e| e.name == *name) {
+                None => self.problem(*pos, &path, format!("unknown entity {name:?}")),
+                Some(e) if e.cross_tenant => self.problem(
+                    *pos,
+                    &path,
+                    format!(
+                        "{name} is global (cross_tenant: true) and readable by every tenant already"
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if reads[..i].iter().any(|(n, _)| n == name) {
+                self.problem(*pos, &path, format!("{name} listed twice"));
+            }
+        }
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"app: helpdesk
+entities:
+  customer:
+    fields:
+      name: { type: text, required: true, unique: true, search: true }
+  ticket:
+    owner: author
+    fields:
+      title: { type: text, required: true, search: true, max_length: 200 }
+      prio: { type: int, default: 3 }
+      status: { type: enum, values: [open, closed], default: open }
+      customer: { type: ref, entity: customer }
+      country: { type: ref, entity: country }
+      body: text
+      due: date
+      paid: numeric
+    unique: [[customer, title]]
+    indexes: [[status, prio]]
+  country:
+    cross_tenant: true
+    fields:
+      code: { type: text, required: true, unique: true }
+cross_tenant_reads: [ticket]
+"#;
+
+    #[test]
+    fn a_good_manifest_parses_with_everything_in_it() {
+        let m = AppManifest::from_yaml(GOOD, "helpdesk.yaml").unwrap();
+        assert_eq!(m.app.as_str(), "helpdesk");
+        let ticket = m.entity("ticket").unwrap();
+        assert_eq!(ticket.field("prio").unwrap().default, Some(3.into()));
+        assert_eq!(
+            ticket.field("author").unwrap().ty,
+            FieldType::Text { max_length: None },
+            "owner field is added as text"
+        );
+        assert!(m.entity("country").unwrap().cross_tenant);
+        assert!(m.grants_cross_tenant("ticket"));
+        assert!(!m.grants_cross_tenant("customer"));
+    }
+
+    #[test]
+    fn a_manifest_round_trips_through_json() {
+        let m = AppManifest::from_yaml(GOOD, "x").unwrap();
+        let json = serde_json::to_string(&m).unwrap();
+        let back: AppManifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(m, back);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_line_and_path() {
+        let bad = r#"app: helpdesk
+entities:
+  ticket:
+    fields:
+      prio: { type: integer }
+      select: text
+      customer: { type: ref, entity: client }
+      tenant_id: text
+      status: { type: enum, values: [a, b], default: c }
+    unique: [[nope]]
+  Bad-Name:
+    fields: { x: text }
+cross_tenant_reads: [missing]
+"#;
+        let err = AppManifest::from_yaml(bad, "helpdesk.yaml").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "helpdesk.yaml:5:21: entities.ticket.fields.prio.type: unknown type \"integer\", expected one of text, int"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("entities.ticket.fields.select"), "{text}");
+        assert!(text.contains("client"), "{text}");
+        assert!(text.contains("platform column"), "{text}");
+        assert!(
+            text.contains("entities.ticket.fields.status.default"),
+            "{text}"
+        );
+        assert!(text.contains("entities.ticket.unique[0]"), "{text}");
+        assert!(text.contains("entities.Bad-Name"), "{text}");
+        assert!(text.contains("cross_tenant_reads[0]"), "{text}");
+        assert!(err.problems.len() >= 8, "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_and_duplicate_names_are_refused() {
+        let bad = "app: helpdesk\nentities:\n  ticket:\n    feilds: {}\n    fields:\n      a: text\n      a: int\n";
+        let err = AppManifest::from_yaml(bad, "m.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duplicate key \"a\""), "{err}");
+    }
+
+    #[test]
+    fn unknown_entity_keys_are_refused() {
+        let bad =
+            "app: helpdesk\nentities:\n  ticket:\n    feilds: {}\n    fields:\n      a: text\n";
+        let err = AppManifest::from_yaml(bad, "m.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m.yaml:4:5: entities.ticket.feilds: unknown key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_global_entity_cannot_point_at_tenant_data_or_be_granted() {
+        let bad = "app: helpdesk\nentities:\n  t:\n    fields: { a: text }\n  g:\n    cross_tenant: true\n    fields:\n      r: { type: ref, entity: t }\ncross_tenant_reads: [g]\n";
+        let err = AppManifest::from_yaml(bad, "m.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot refer to tenant entity"), "{err}");
+        assert!(err.contains("readable by every tenant already"), "{err}");
+    }
+
+    #[test]
+    fn values_are_checked_by_type() {
+        assert!(FieldType::Int.check(&Value::from(5)).is_ok());
+        assert!(matches!(
+            FieldType::Int.check(&Value::from(1_i64 << 40)),
+            Err(ValueProblem::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            FieldType::Int.check(&Value::from("5")),
+            Err(ValueProblem::WrongType { .. })
+        ));
+        assert!(
+            FieldType::Uuid
+                .check(&Value::from("0b6e6c1e-5a4f-4e4b-9c1e-000000000000"))
+                .is_ok()
+        );
+        assert!(FieldType::Uuid.check(&Value::from("nope")).is_err());
+        assert!(FieldType::Date.check(&Value::from("2026-11-23")).is_ok());
+        assert!(FieldType::Date.check(&Value::from("2026-13-23")).is_err());
+        assert!(
+            FieldType::Timestamp
+                .check(&Value::from("2026-11-23T10:00:00Z"))
+                .is_ok()
+        );
+        assert!(
+            FieldType::Timestamp
+                .check(&Value::from("2026-11-23T10:00:00+01:00"))
+                .is_ok()
+        );
+        assert!(FieldType::Numeric.check(&Value::from("12.50")).is_ok());
+        assert!(FieldType::Numeric.check(&Value::from("12.5.0")).is_err());
+        assert!(
+            FieldType::Text {
+                max_length: Some(3)
+            }
+            .check(&Value::from("abcd"))
+            .is_err()
+        );
+        assert!(
+            FieldType::Text { max_length: None }
+                .check(&Value::from("a\0b"))
+                .is_err()
+        );
+    }
+}
