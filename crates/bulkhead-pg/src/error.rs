@@ -1,0 +1,143 @@
+//! The data layer's errors, each with a stable [`ErrorCode`]. Database errors are classified
+//! by SQLSTATE here and nowhere else.
+
+use bulkhead_model::{ErrorCode, ManifestError};
+
+/// What went wrong, typed. `Display` is safe to show a client except for [`Error::Database`]
+/// and [`Error::Internal`], whose messages belong in the log only.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown entity {0:?}")]
+    UnknownEntity(String),
+    #[error("{entity} has no field {field:?}")]
+    UnknownField { entity: String, field: String },
+    #[error("{entity}.{field}: expected {expected}")]
+    WrongType {
+        entity: String,
+        field: String,
+        expected: String,
+    },
+    #[error("{entity}.{field}: {detail}")]
+    OutOfRange {
+        entity: String,
+        field: String,
+        detail: String,
+    },
+    #[error("{entity}.{field} is required")]
+    MissingField { entity: String, field: String },
+    #[error("tenant not found")]
+    TenantNotFound,
+    #[error("no {entity} with this id")]
+    NotFound { entity: String },
+    #[error("{entity}: a row with the same {constraint} already exists")]
+    UniqueViolation { entity: String, constraint: String },
+    #[error("{entity}: a referenced row does not exist in this tenant ({constraint})")]
+    ReferenceNotFound { entity: String, constraint: String },
+    #[error("{entity}: the row is still referenced ({constraint})")]
+    StillReferenced { entity: String, constraint: String },
+    #[error("row-level security refused the write")]
+    RlsRefused,
+    #[error("cross-tenant access to {entity:?} is not granted in the manifest")]
+    CrossTenantDenied { entity: String },
+    #[error("{entity} is global reference data, written only through the admin path")]
+    ReadOnlyEntity { entity: String },
+    #[error("no database connection became free within {waited_ms} ms")]
+    PoolExhausted { waited_ms: u64 },
+    #[error("bad query: {0}")]
+    BadQuery(String),
+    #[error("the migration has destructive steps ({0}); re-run with the destructive flag")]
+    DestructiveChange(String),
+    #[error(transparent)]
+    InvalidManifest(#[from] ManifestError),
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
+    #[error("database error: {0}")]
+    Database(#[source] tokio_postgres::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The stable code a client sees.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::UnknownEntity(_) => ErrorCode::UnknownEntity,
+            Error::UnknownField { .. } => ErrorCode::UnknownField,
+            Error::WrongType { .. } => ErrorCode::WrongType,
+            Error::OutOfRange { .. } => ErrorCode::OutOfRange,
+            Error::MissingField { .. } => ErrorCode::MissingField,
+            Error::TenantNotFound => ErrorCode::TenantNotFound,
+            Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::UniqueViolation { .. } => ErrorCode::UniqueViolation,
+            Error::ReferenceNotFound { .. } => ErrorCode::ReferenceNotFound,
+            Error::StillReferenced { .. } => ErrorCode::StillReferenced,
+            Error::RlsRefused => ErrorCode::RlsRefused,
+            Error::CrossTenantDenied { .. } => ErrorCode::CrossTenantDenied,
+            Error::ReadOnlyEntity { .. } => ErrorCode::ReadOnlyEntity,
+            Error::PoolExhausted { .. } => ErrorCode::PoolExhausted,
+            Error::BadQuery(_) => ErrorCode::BadQuery,
+            Error::DestructiveChange(_) => ErrorCode::DestructiveChange,
+            Error::InvalidManifest(_) => ErrorCode::InvalidManifest,
+            Error::DatabaseUnavailable(_) => ErrorCode::DatabaseUnavailable,
+            Error::Database(_) | Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Classifies a database error raised by a statement on `entity`. `deleting` tells a
+    /// foreign-key violation on delete (still referenced) from one on write (missing target).
+    pub(crate) fn from_db(err: tokio_postgres::Error, entity: &str, deleting: bool) -> Self {
+        let Some(db) = err.as_db_error() else {
+            return if err.is_closed() {
+                Error::DatabaseUnavailable(err.to_string())
+            } else {
+                Error::Database(err)
+            };
+        };
+        let constraint = db.constraint().unwrap_or_default().to_owned();
+        let column = db.column().unwrap_or_default().to_owned();
+        let entity = entity.to_owned();
+        match db.code().code() {
+            "23505" => Error::UniqueViolation { entity, constraint },
+            "23503" if deleting => Error::StillReferenced { entity, constraint },
+            "23503" => Error::ReferenceNotFound { entity, constraint },
+            "23502" => Error::MissingField {
+                entity,
+                field: column,
+            },
+            "23514" => Error::OutOfRange {
+                entity,
+                field: constraint,
+                detail: "violates a check constraint".into(),
+            },
+            "22P02" | "22007" | "22008" | "22003" | "22001" => Error::OutOfRange {
+                entity,
+                field: column,
+                detail: db.message().to_owned(),
+            },
+            "42501" if db.message().contains("row-level security") => Error::RlsRefused,
+            "57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006" => {
+                Error::DatabaseUnavailable(db.message().to_owned())
+            }
+            _ => Error::Database(err),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        use deadpool_postgres::PoolError;
+        match err {
+            PoolError::Timeout(_) => Error::PoolExhausted { waited_ms: 0 },
+            PoolError::Backend(e) => {
+                if e.as_db_error().is_some() {
+                    Error::DatabaseUnavailable(e.to_string())
+                } else {
+                    Error::DatabaseUnavailable(format!("{e}"))
+                }
+            }
+            other => Error::DatabaseUnavailable(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,815 @@
+//! SQL for entity reads and writes, built from the validated manifest.
+//!
+//! Identifiers come only from the manifest through `quote_ident`; every value is a bound
+//! parameter with an explicit cast, so parameter types never depend on inference. Every
+//! statement on a tenant entity filters `tenant_id = $1` itself (index use, defence in depth
+//! under RLS). This module builds statements; it never executes them.
+
+use bulkhead_model::names::quote_ident as q;
+use bulkhead_model::{AppManifest, Entity, FieldType, TenantId, ValueProblem};
+use serde_json::{Map, Value};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::error::{Error, Result};
+
+/// A bound parameter.
+pub type Param = Box<dyn ToSql + Sync + Send>;
+
+/// Borrowed parameters in the shape tokio-postgres takes.
+pub fn param_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// Most rows a single page may return.
+pub const MAX_LIMIT: i64 = 1000;
+/// Rows per page when the caller does not say.
+pub const DEFAULT_LIMIT: i64 = 50;
+
+/// A filter on an entity's fields (and `id`, `created_at`, `updated_at`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    Eq(String, Value),
+    Ne(String, Value),
+    Lt(String, Value),
+    Lte(String, Value),
+    Gt(String, Value),
+    Gte(String, Value),
+    In(String, Vec<Value>),
+    /// `true`: the field is null; `false`: it is not.
+    IsNull(String, bool),
+    /// Case-insensitive substring match on a text or enum field.
+    Contains(String, String),
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+}
+
+impl Filter {
+    pub fn eq(field: &str, value: impl Into<Value>) -> Self {
+        Filter::Eq(field.to_owned(), value.into())
+    }
+    pub fn ne(field: &str, value: impl Into<Value>) -> Self {
+        Filter::Ne(field.to_owned(), value.into())
+    }
+    pub fn lt(field: &str, value: impl Into<Value>) -> Self {
+        Filter::Lt(field.to_owned(), value.into())
+    }
+    pub fn lte(field: &str, value: impl Into<Value>) -> Self {
+        Filter::Lte(field.to_owned(), value.into())
+    }
+    pub fn gt(field: &str, value: impl Into<Value>) -> Self {
+        Filter::Gt(field.to_owned(), value.into())
+    }
+    pub fn gte(field: &str, value: impl Into<Value>) -> Self {
+        Filter::Gte(field.to_owned(), value.into())
+    }
+    pub fn is_in(field: &str, values: Vec<Value>) -> Self {
+        Filter::In(field.to_owned(), values)
+    }
+    pub fn is_null(field: &str) -> Self {
+        Filter::IsNull(field.to_owned(), true)
+    }
+    pub fn not_null(field: &str) -> Self {
+        Filter::IsNull(field.to_owned(), false)
+    }
+    pub fn contains(field: &str, text: &str) -> Self {
+        Filter::Contains(field.to_owned(), text.to_owned())
+    }
+}
+
+/// Sort direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Asc,
+    Desc,
+}
+
+/// What a list query asks for.
+#[derive(Debug, Clone)]
+pub struct QuerySpec {
+    pub filter: Option<Filter>,
+    pub order_field: String,
+    pub direction: Direction,
+    pub limit: i64,
+    pub after: Option<String>,
+}
+
+impl Default for QuerySpec {
+    fn default() -> Self {
+        Self {
+            filter: None,
+            order_field: "created_at".into(),
+            direction: Direction::Asc,
+            limit: DEFAULT_LIMIT,
+            after: None,
+        }
+    }
+}
+
+/// The type of a column, including the platform columns.
+fn column_type(entity: &Entity, name: &str) -> Result<FieldType> {
+    match name {
+        "id" => Ok(FieldType::Uuid),
+        "created_at" | "updated_at" => Ok(FieldType::Timestamp),
+        _ => entity
+            .field(name)
+            .map(|f| f.ty.clone())
+            .ok_or_else(|| Error::UnknownField {
+                entity: entity.name.to_string(),
+                field: name.to_owned(),
+            }),
+    }
+}
+
+/// A column as the select list reads it (text for types without a plain Rust mapping).
+fn read_expr(name: &str, ty: &FieldType) -> String {
+    let col = q(name);
+    match ty {
+        FieldType::Timestamp => {
+            format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+        }
+        FieldType::Numeric | FieldType::Date | FieldType::Uuid | FieldType::Ref { .. } => {
+            format!("{col}::text")
+        }
+        _ => col,
+    }
+}
+
+/// The select list for an entity, in a fixed order that [`record_from_row`] reads back.
+pub fn select_list(entity: &Entity, with_tenant: bool) -> String {
+    let mut cols = Vec::new();
+    if with_tenant {
+        cols.push(q("tenant_id"));
+    }
+    cols.push(read_expr("id", &FieldType::Uuid));
+    cols.push(read_expr("created_at", &FieldType::Timestamp));
+    cols.push(read_expr("updated_at", &FieldType::Timestamp));
+    for f in &entity.fields {
+        cols.push(read_expr(f.name.as_str(), &f.ty));
+    }
+    cols.join(", ")
+}
+
+/// Reads a row produced by [`select_list`] into a JSON record.
+pub fn record_from_row(entity: &Entity, row: &Row, with_tenant: bool) -> Result<Value> {
+    let mut out = Map::new();
+    let mut i = 0;
+    let bad = |e: tokio_postgres::Error| Error::Internal(format!("decoding a row: {e}"));
+    if with_tenant {
+        out.insert(
+            "tenant_id".into(),
+            Value::String(row.try_get(i).map_err(bad)?),
+        );
+        i += 1;
+    }
+    for name in ["id", "created_at", "updated_at"] {
+        let v: String = row.try_get(i).map_err(bad)?;
+        out.insert(name.into(), Value::String(v));
+        i += 1;
+    }
+    for f in &entity.fields {
+        let v = match f.ty {
+            FieldType::Int => row
+                .try_get::<_, Option<i32>>(i)
+                .map_err(bad)?
+                .map(Value::from),
+            FieldType::Bigint => row
+                .try_get::<_, Option<i64>>(i)
+                .map_err(bad)?
+                .map(Value::from),
+            FieldType::Bool => row
+                .try_get::<_, Option<bool>>(i)
+                .map_err(bad)?
+                .map(Value::from),
+            FieldType::Json => row.try_get::<_, Option<Value>>(i).map_err(bad)?,
+            _ => row
+                .try_get::<_, Option<String>>(i)
+                .map_err(bad)?
+                .map(Value::from),
+        };
+        out.insert(f.name.to_string(), v.unwrap_or(Value::Null));
+        i += 1;
+    }
+    Ok(Value::Object(out))
+}
+
+/// Collects parameters and hands out `$n` placeholders.
+#[derive(Default)]
+#[allow(missing_debug_implementations)]
+pub struct Binder {
+    pub params: Vec<Param>,
+}
+
+impl Binder {
+    fn push(&mut self, p: Param) -> String {
+        self.params.push(p);
+        format!("${}", self.params.len())
+    }
+
+    pub fn tenant(&mut self, tenant: &TenantId) -> String {
+        format!("{}::text", self.push(Box::new(tenant.as_str().to_owned())))
+    }
+
+    fn text(&mut self, s: String) -> String {
+        format!("{}::text", self.push(Box::new(s)))
+    }
+
+    fn limit(&mut self, n: i64) -> String {
+        format!("{}::int8", self.push(Box::new(n)))
+    }
+
+    /// Binds a checked value of type `ty` (or NULL) and returns the cast placeholder.
+    fn value(&mut self, entity: &Entity, field: &str, ty: &FieldType, v: &Value) -> Result<String> {
+        if v.is_null() {
+            let p = self.push(Box::new(None::<String>));
+            return Ok(format!("{p}::text::{}", crate::ddl::sql_type(ty)));
+        }
+        ty.check(v).map_err(|p| problem(entity, field, p))?;
+        Ok(match ty {
+            FieldType::Int => {
+                let n = v.as_i64().and_then(|n| i32::try_from(n).ok()).unwrap_or(0);
+                format!("{}::int4", self.push(Box::new(n)))
+            }
+            FieldType::Bigint => format!("{}::int8", self.push(Box::new(v.as_i64().unwrap_or(0)))),
+            FieldType::Bool => format!(
+                "{}::bool",
+                self.push(Box::new(v.as_bool().unwrap_or(false)))
+            ),
+            FieldType::Json => format!("{}::jsonb", self.push(Box::new(v.clone()))),
+            FieldType::Text { .. } | FieldType::Enum { .. } => {
+                self.text(v.as_str().unwrap_or_default().to_owned())
+            }
+            FieldType::Numeric => {
+                let s = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                format!("{}::numeric", self.text(s))
+            }
+            other => {
+                let s = v.as_str().unwrap_or_default().to_owned();
+                format!("{}::{}", self.text(s), crate::ddl::sql_type(other))
+            }
+        })
+    }
+}
+
+fn problem(entity: &Entity, field: &str, p: ValueProblem) -> Error {
+    match p {
+        ValueProblem::WrongType { expected } => Error::WrongType {
+            entity: entity.name.to_string(),
+            field: field.to_owned(),
+            expected,
+        },
+        ValueProblem::OutOfRange { detail } => Error::OutOfRange {
+            entity: entity.name.to_string(),
+            field: field.to_owned(),
+            detail,
+        },
+    }
+}
+
+fn table(schema: &str, entity: &Entity) -> String {
+    format!("{}.{}", q(schema), q(entity.name.as_str()))
+}
+
+/// Validates an `id` argument as a UUID string and binds it.
+fn bind_id(b: &mut Binder, entity: &Entity, id: &str) -> Result<String> {
+    b.value(entity, "id", &FieldType::Uuid, &Value::from(id))
+}
+
+fn tenant_clause(b: &mut Binder, entity: &Entity, tenant: Option<&TenantId>) -> Result<String> {
+    match (entity.is_tenant_scoped(), tenant) {
+        (true, Some(t)) => Ok(format!("{} = {}", q("tenant_id"), b.tenant(t))),
+        (false, _) => Ok("TRUE".into()),
+        // Fail closed: a tenant entity is never queried without its tenant.
+        (true, None) => Err(Error::TenantNotFound),
+    }
+}
+
+fn filter_sql(b: &mut Binder, entity: &Entity, f: &Filter, depth: usize) -> Result<String> {
+    if depth > 16 {
+        return Err(Error::BadQuery("filters nest deeper than 16 levels".into()));
+    }
+    let cmp = |b: &mut Binder, field: &str, op: &str, v: &Value| -> Result<String> {
+        let ty = column_type(entity, field)?;
+        if matches!(ty, FieldType::Json) {
+            return Err(Error::BadQuery(format!(
+                "{field} is json and cannot be compared"
+            )));
+        }
+        if v.is_null() {
+            return Err(Error::BadQuery(format!(
+                "compare {field} with null using is_null"
+            )));
+        }
+        let p = b.value(entity, field, &ty, v)?;
+        Ok(format!("{} {op} {p}", q(field)))
+    };
+    Ok(match f {
+        Filter::Eq(field, v) if v.is_null() => {
+            column_type(entity, field)?;
+            format!("{} IS NULL", q(field))
+        }
+        Filter::Ne(field, v) if v.is_null() => {
+            column_type(entity, field)?;
+            format!("{} IS NOT NULL", q(field))
+        }
+        Filter::Eq(field, v) => cmp(b, field, "=", v)?,
+        Filter::Ne(field, v) => format!("({} OR {} IS NULL)", cmp(b, field, "<>", v)?, q(field)),
+        Filter::Lt(field, v) => cmp(b, field, "<", v)?,
+        Filter::Lte(field, v) => cmp(b, field, "<=", v)?,
+        Filter::Gt(field, v) => cmp(b, field, ">", v)?,
+        Filter::Gte(field, v) => cmp(b, field, ">=", v)?,
+        Filter::In(field, values) => {
+            if values.len() > 1000 {
+                return Err(Error::BadQuery("in() takes at most 1000 values".into()));
+            }
+            if values.is_empty() {
+                column_type(entity, field)?;
+                "FALSE".into()
+            } else {
+                let ty = column_type(entity, field)?;
+                let ps = values
+                    .iter()
+                    .map(|v| b.value(entity, field, &ty, v))
+                    .collect::<Result<Vec<_>>>()?;
+                format!("{} IN ({})", q(field), ps.join(", "))
+            }
+        }
+        Filter::IsNull(field, null) => {
+            column_type(entity, field)?;
+            format!("{} IS {}NULL", q(field), if *null { "" } else { "NOT " })
+        }
+        Filter::Contains(field, text) => {
+            let ty = column_type(entity, field)?;
+            if !matches!(ty, FieldType::Text { .. } | FieldType::Enum { .. }) {
+                return Err(Error::BadQuery(format!(
+                    "contains() needs a text field; {field} is {}",
+                    ty.name()
+                )));
+            }
+            let escaped = text
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let p = b.text(format!("%{escaped}%"));
+            format!("{} ILIKE {p}", q(field))
+        }
+        Filter::And(list) | Filter::Or(list) => {
+            let (joiner, empty) = if matches!(f, Filter::And(_)) {
+                (" AND ", "TRUE")
+            } else {
+                (" OR ", "FALSE")
+            };
+            if list.is_empty() {
+                empty.into()
+            } else {
+                let parts = list
+                    .iter()
+                    .map(|x| filter_sql(b, entity, x, depth + 1))
+                    .collect::<Result<Vec<_>>>()?;
+                format!("({})", parts.join(joiner))
+            }
+        }
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() > 8192 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// An opaque keyset cursor: the last row's order value and id.
+pub fn encode_cursor(order_value: &Value, id: &Value) -> String {
+    hex(Value::Array(vec![order_value.clone(), id.clone()])
+        .to_string()
+        .as_bytes())
+}
+
+fn decode_cursor(cursor: &str) -> Result<(Value, String)> {
+    let bad = || Error::BadQuery("invalid cursor".into());
+    let bytes = unhex(cursor).ok_or_else(bad)?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    match v {
+        Value::Array(mut items) if items.len() == 2 => {
+            let id = items
+                .pop()
+                .and_then(|i| i.as_str().map(str::to_owned))
+                .ok_or_else(bad)?;
+            let value = items.pop().ok_or_else(bad)?;
+            Ok((value, id))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// `SELECT … WHERE tenant … AND filters AND keyset ORDER BY … LIMIT n+1`.
+pub fn select_sql(
+    schema: &str,
+    entity: &Entity,
+    tenant: Option<&TenantId>,
+    spec: &QuerySpec,
+) -> Result<(String, Vec<Param>)> {
+    let mut b = Binder::default();
+    let mut clauses = vec![tenant_clause(&mut b, entity, tenant)?];
+    if let Some(f) = &spec.filter {
+        clauses.push(filter_sql(&mut b, entity, f, 0)?);
+    }
+    let order_ty = column_type(entity, &spec.order_field)?;
+    if matches!(order_ty, FieldType::Json) {
+        return Err(Error::BadQuery(format!(
+            "cannot order by json field {}",
+            spec.order_field
+        )));
+    }
+    let col = q(&spec.order_field);
+    let id = q("id");
+    if let Some(cursor) = &spec.after {
+        let (value, last_id) = decode_cursor(cursor)?;
+        let pid = bind_id(&mut b, entity, &last_id)?;
+        let (op, dir_nulls_last) = match spec.direction {
+            Direction::Asc => (">", true),
+            Direction::Desc => ("<", false),
+        };
+        let clause = if spec.order_field == "id" {
+            format!("{id} {op} {pid}")
+        } else if value.is_null() {
+            // NULLs sort last ascending and first descending (PostgreSQL's default).
+            if dir_nulls_last {
+                format!("({col} IS NULL AND {id} {op} {pid})")
+            } else {
+                format!("(({col} IS NULL AND {id} {op} {pid}) OR {col} IS NOT NULL)")
+            }
+        } else {
+            let pv = b.value(entity, &spec.order_field, &order_ty, &value)?;
+            if dir_nulls_last {
+                format!("(({col}, {id}) {op} ({pv}, {pid}) OR {col} IS NULL)")
+            } else {
+                format!("({col}, {id}) {op} ({pv}, {pid})")
+            }
+        };
+        clauses.push(clause);
+    }
+    if !(1..=MAX_LIMIT).contains(&spec.limit) {
+        return Err(Error::BadQuery(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let dir = match spec.direction {
+        Direction::Asc => "ASC",
+        Direction::Desc => "DESC",
+    };
+    let order = if spec.order_field == "id" {
+        format!("{id} {dir}")
+    } else {
+        format!("{col} {dir}, {id} {dir}")
+    };
+    let limit = b.limit(spec.limit + 1);
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} ORDER BY {order} LIMIT {limit}",
+        select_list(entity, false),
+        table(schema, entity),
+        clauses.join(" AND ")
+    );
+    Ok((sql, b.params))
+}
+
+/// One branch of a cross-tenant read: every row of `schema` with its `tenant_id`.
+pub fn cross_branch(
+    b: &mut Binder,
+    schema: &str,
+    entity: &Entity,
+    spec: &QuerySpec,
+) -> Result<String> {
+    let mut clauses = vec!["TRUE".to_owned()];
+    if let Some(f) = &spec.filter {
+        clauses.push(filter_sql(b, entity, f, 0)?);
+    }
+    Ok(format!(
+        "(SELECT {} FROM {} WHERE {} ORDER BY 1, 2 LIMIT {})",
+        select_list(entity, true),
+        table(schema, entity),
+        clauses.join(" AND "),
+        spec.limit.clamp(1, MAX_LIMIT)
+    ))
+}
+
+pub fn count_sql(
+    schema: &str,
+    entity: &Entity,
+    tenant: Option<&TenantId>,
+    filter: Option<&Filter>,
+) -> Result<(String, Vec<Param>)> {
+    let mut b = Binder::default();
+    let mut clauses = vec![tenant_clause(&mut b, entity, tenant)?];
+    if let Some(f) = filter {
+        clauses.push(filter_sql(&mut b, entity, f, 0)?);
+    }
+    let sql = format!(
+        "SELECT count(*) FROM {} WHERE {}",
+        table(schema, entity),
+        clauses.join(" AND ")
+    );
+    Ok((sql, b.params))
+}
+
+pub fn get_sql(
+    schema: &str,
+    entity: &Entity,
+    tenant: Option<&TenantId>,
+    id: &str,
+) -> Result<(String, Vec<Param>)> {
+    let mut b = Binder::default();
+    let tc = tenant_clause(&mut b, entity, tenant)?;
+    let pid = bind_id(&mut b, entity, id)?;
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {tc} AND {} = {pid}",
+        select_list(entity, false),
+        table(schema, entity),
+        q("id")
+    );
+    Ok((sql, b.params))
+}
+
+fn object<'v>(entity: &Entity, v: &'v Value) -> Result<&'v Map<String, Value>> {
+    v.as_object()
+        .ok_or_else(|| Error::BadQuery(format!("a {} record must be a JSON object", entity.name)))
+}
+
+fn check_writable_field<'e>(entity: &'e Entity, name: &str) -> Result<&'e bulkhead_model::Field> {
+    entity.field(name).ok_or_else(|| Error::UnknownField {
+        entity: entity.name.to_string(),
+        field: name.to_owned(),
+    })
+}
+
+/// `INSERT … RETURNING`. `owner` fills the entity's owner field with the acting user's id,
+/// whatever the record says.
+pub fn insert_sql(
+    schema: &str,
+    entity: &Entity,
+    record: &Value,
+    tenant: Option<&TenantId>,
+    owner: Option<&str>,
+) -> Result<(String, Vec<Param>)> {
+    let obj = object(entity, record)?;
+    let mut b = Binder::default();
+    let mut cols = Vec::new();
+    let mut vals = Vec::new();
+    if entity.is_tenant_scoped() {
+        let t = tenant.ok_or(Error::TenantNotFound)?;
+        cols.push(q("tenant_id"));
+        vals.push(b.tenant(t));
+    }
+    for name in obj.keys() {
+        check_writable_field(entity, name)?;
+    }
+    for field in &entity.fields {
+        let is_owner = entity.owner.as_ref() == Some(&field.name);
+        let value = match (is_owner, owner) {
+            (true, Some(user)) => Some(Value::from(user)),
+            _ => obj.get(field.name.as_str()).cloned(),
+        };
+        match value {
+            None | Some(Value::Null) if field.required && field.default.is_none() => {
+                return Err(Error::MissingField {
+                    entity: entity.name.to_string(),
+                    field: field.name.to_string(),
+                });
+            }
+            Some(Value::Null) if field.required => {
+                return Err(Error::MissingField {
+                    entity: entity.name.to_string(),
+                    field: field.name.to_string(),
+                });
+            }
+            None => {}
+            Some(v) => {
+                cols.push(q(field.name.as_str()));
+                vals.push(b.value(entity, field.name.as_str(), &field.ty, &v)?);
+            }
+        }
+    }
+    let sql = if cols.is_empty() {
+        format!(
+            "INSERT INTO {} DEFAULT VALUES RETURNING {}",
+            table(schema, entity),
+            select_list(entity, false)
+        )
+    } else {
+        format!(
+            "INSERT INTO {} ({}) VALUES ({}) RETURNING {}",
+            table(schema, entity),
+            cols.join(", "),
+            vals.join(", "),
+            select_list(entity, false)
+        )
+    };
+    Ok((sql, b.params))
+}
+
+pub fn update_sql(
+    schema: &str,
+    entity: &Entity,
+    tenant: Option<&TenantId>,
+    id: &str,
+    patch: &Value,
+) -> Result<(String, Vec<Param>)> {
+    let obj = object(entity, patch)?;
+    let mut b = Binder::default();
+    let tc = tenant_clause(&mut b, entity, tenant)?;
+    let pid = bind_id(&mut b, entity, id)?;
+    let mut sets = Vec::new();
+    for (name, value) in obj {
+        let field = check_writable_field(entity, name)?;
+        if entity.owner.as_ref() == Some(&field.name) {
+            return Err(Error::BadQuery(format!(
+                "{}.{name} is the owner field and is set by the platform",
+                entity.name
+            )));
+        }
+        if value.is_null() && field.required {
+            return Err(Error::MissingField {
+                entity: entity.name.to_string(),
+                field: name.clone(),
+            });
+        }
+        let p = b.value(entity, name, &field.ty, value)?;
+        sets.push(format!("{} = {p}", q(name)));
+    }
+    sets.push(format!("{} = now()", q("updated_at")));
+    let sql = format!(
+        "UPDATE {} SET {} WHERE {tc} AND {} = {pid} RETURNING {}",
+        table(schema, entity),
+        sets.join(", "),
+        q("id"),
+        select_list(entity, false)
+    );
+    Ok((sql, b.params))
+}
+
+pub fn delete_sql(
+    schema: &str,
+    entity: &Entity,
+    tenant: Option<&TenantId>,
+    id: &str,
+) -> Result<(String, Vec<Param>)> {
+    let mut b = Binder::default();
+    let tc = tenant_clause(&mut b, entity, tenant)?;
+    let pid = bind_id(&mut b, entity, id)?;
+    let sql = format!(
+        "DELETE FROM {} WHERE {tc} AND {} = {pid} RETURNING {}::text",
+        table(schema, entity),
+        q("id"),
+        q("id")
+    );
+    Ok((sql, b.params))
+}
+
+/// Tenant entities ordered so that referencing entities come before referenced ones (the
+/// order in which to delete a tenant's rows). Cycles fall back to declaration order.
+pub fn delete_order(m: &AppManifest) -> Vec<&Entity> {
+    let mut left: Vec<&Entity> = m.tenant_entities().collect();
+    let mut out = Vec::new();
+    while !left.is_empty() {
+        let referenced = |e: &Entity, others: &[&Entity]| {
+            others.iter().any(|o| {
+                o.name != e.name
+                    && o.fields
+                        .iter()
+                        .any(|f| matches!(&f.ty, FieldType::Ref { entity } if *entity == e.name))
+            })
+        };
+        let pos = (0..left.len())
+            .find(|&i| !referenced(left[i], &left))
+            .unwrap_or(0);
+        out.push(left.remove(pos));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entity() -> AppManifest {
+        AppManifest::from_yaml(
+            "app: shop\nentities:\n  item:\n    owner: author\n    fields:\n      name: { type: text, required: true }\n      n: int\n      meta: json\n",
+            "t",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_statement_filters_the_tenant_and_binds_values() {
+        let m = entity();
+        let e = m.entity("item").unwrap();
+        let t = TenantId::parse("acme").unwrap();
+        let spec = QuerySpec {
+            filter: Some(Filter::And(vec![
+                Filter::eq("name", "x'; DROP TABLE item; --"),
+                Filter::contains("name", "50%_off"),
+            ])),
+            ..QuerySpec::default()
+        };
+        let (sql, params) = select_sql("public", e, Some(&t), &spec).unwrap();
+        assert!(sql.contains(r#""tenant_id" = $1::text"#), "{sql}");
+        assert!(
+            !sql.contains("DROP"),
+            "values are never in the SQL text: {sql}"
+        );
+        assert_eq!(params.len(), 4);
+        let (sql, _) = count_sql("public", e, Some(&t), None).unwrap();
+        assert!(sql.contains(r#""tenant_id" = $1::text"#));
+        let id = "0b6e6c1e-5a4f-4e4b-9c1e-000000000000";
+        for (sql, _) in [
+            get_sql("public", e, Some(&t), id).unwrap(),
+            delete_sql("public", e, Some(&t), id).unwrap(),
+            update_sql("public", e, Some(&t), id, &serde_json::json!({"n": 1})).unwrap(),
+        ] {
+            assert!(sql.contains(r#""tenant_id" = $1::text"#), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_tenant_entity_without_a_tenant_fails_closed() {
+        let m = entity();
+        let e = m.entity("item").unwrap();
+        assert!(matches!(
+            select_sql("public", e, None, &QuerySpec::default()),
+            Err(Error::TenantNotFound)
+        ));
+    }
+
+    #[test]
+    fn platform_columns_and_unknown_fields_cannot_be_written() {
+        let m = entity();
+        let e = m.entity("item").unwrap();
+        let t = TenantId::parse("acme").unwrap();
+        for bad in [
+            serde_json::json!({"name": "x", "tenant_id": "other"}),
+            serde_json::json!({"name": "x", "id": "0b6e6c1e-5a4f-4e4b-9c1e-000000000000"}),
+            serde_json::json!({"name": "x", "nope": 1}),
+        ] {
+            assert!(matches!(
+                insert_sql("public", e, &bad, Some(&t), None),
+                Err(Error::UnknownField { .. })
+            ));
+        }
+        assert!(matches!(
+            insert_sql("public", e, &serde_json::json!({"n": 1}), Some(&t), None),
+            Err(Error::MissingField { .. })
+        ));
+        assert!(matches!(
+            insert_sql(
+                "public",
+                e,
+                &serde_json::json!({"name": "x", "n": "one"}),
+                Some(&t),
+                None
+            ),
+            Err(Error::WrongType { .. })
+        ));
+    }
+
+    #[test]
+    fn the_owner_field_is_filled_by_the_platform() {
+        let m = entity();
+        let e = m.entity("item").unwrap();
+        let t = TenantId::parse("acme").unwrap();
+        let (sql, params) = insert_sql(
+            "public",
+            e,
+            &serde_json::json!({"name": "x", "author": "mallory"}),
+            Some(&t),
+            Some("alice"),
+        )
+        .unwrap();
+        assert!(sql.contains(r#""author""#));
+        assert_eq!(format!("{:?}", params[2]), "\"alice\"");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_a_bad_query() {
+        let c = encode_cursor(&Value::from(5), &Value::from("id-1"));
+        assert_eq!(
+            decode_cursor(&c).unwrap(),
+            (Value::from(5), "id-1".to_owned())
+        );
+        assert!(matches!(decode_cursor("zz"), Err(Error::BadQuery(_))));
+        assert!(matches!(decode_cursor("00"), Err(Error::BadQuery(_))));
+    }
+}

@@ -1,0 +1,527 @@
+//! Adversarial tests: each would fail if the protection it names were removed.
+
+use std::time::Duration;
+
+use bulkhead_model::{ErrorCode, IsolationLevel, names};
+use bulkhead_pg::{Filter, PoolSettings};
+use serde_json::json;
+
+use crate::support::{App, HELPDESK, tid};
+
+fn sqlstate(e: &bulkhead_testkit::tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_owned())
+        .unwrap_or_else(|| e.to_string())
+}
+
+#[tokio::test]
+async fn a_raw_runtime_connection_without_a_tenant_sees_nothing() {
+    let app = App::new(
+        HELPDESK,
+        &[("aa", IsolationLevel::Row), ("bb", IsolationLevel::Row)],
+    )
+    .await;
+    for t in ["aa", "bb"] {
+        app.ctx(t)
+            .db()
+            .insert("ticket", &json!({"title": t}))
+            .await
+            .unwrap();
+    }
+    let raw = app.raw_runtime().await;
+    // Unset: current_setting(…, true) is NULL.
+    let n: i64 = raw
+        .query_one("SELECT count(*) FROM public.ticket", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // Set to empty (as it reads after a transaction that set it has ended).
+    raw.batch_execute("SELECT set_config('bulkhead.tenant_id', '', false)")
+        .await
+        .unwrap();
+    let n: i64 = raw
+        .query_one("SELECT count(*) FROM public.ticket", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // Even updates and deletes with no filter touch nothing.
+    assert_eq!(
+        raw.execute("UPDATE public.ticket SET prio = 99", &[])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        raw.execute("DELETE FROM public.ticket", &[]).await.unwrap(),
+        0
+    );
+    // Both tenants still have their row.
+    for t in ["aa", "bb"] {
+        assert_eq!(app.ctx(t).db().query("ticket").count().await.unwrap(), 1);
+    }
+}
+
+#[tokio::test]
+async fn writing_another_tenants_id_is_refused_by_rls() {
+    let app = App::new(
+        HELPDESK,
+        &[("aa", IsolationLevel::Row), ("bb", IsolationLevel::Row)],
+    )
+    .await;
+    let b_row = app
+        .ctx("bb")
+        .db()
+        .insert("ticket", &json!({"title": "b"}))
+        .await
+        .unwrap();
+    let raw = app.raw_runtime().await;
+    raw.batch_execute("BEGIN; SELECT set_config('bulkhead.tenant_id', 'aa', true)")
+        .await
+        .unwrap();
+    let err = raw
+        .execute(
+            "INSERT INTO public.ticket (tenant_id, title) VALUES ('bb', 'forged')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "{err:?}");
+    raw.batch_execute("ROLLBACK; BEGIN; SELECT set_config('bulkhead.tenant_id', 'aa', true)")
+        .await
+        .unwrap();
+    app.ctx("aa")
+        .db()
+        .insert("ticket", &json!({"title": "a"}))
+        .await
+        .unwrap();
+    let err = raw
+        .execute("UPDATE public.ticket SET tenant_id = 'bb'", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        "42501",
+        "moving a row to another tenant: {err:?}"
+    );
+    raw.batch_execute("ROLLBACK").await.unwrap();
+    // Through TenantDb, tenant a cannot address b's row at all.
+    let id = b_row["id"].as_str().unwrap();
+    let ctx_a = app.ctx("aa");
+    let a = ctx_a.db();
+    assert_eq!(
+        a.get("ticket", id).await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        a.update("ticket", id, &json!({"title": "pwned"}))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        a.delete("ticket", id).await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        app.ctx("bb").db().get("ticket", id).await.unwrap()["title"],
+        "b"
+    );
+}
+
+#[tokio::test]
+async fn a_reference_to_another_tenants_row_is_refused() {
+    for level in [IsolationLevel::Row, IsolationLevel::Schema] {
+        let app = App::new(HELPDESK, &[("aa", IsolationLevel::Row), ("bb", level)]).await;
+        let cust = app
+            .ctx("aa")
+            .db()
+            .insert("customer", &json!({"name": "A"}))
+            .await
+            .unwrap();
+        let err = app
+            .ctx("bb")
+            .db()
+            .insert("ticket", &json!({"title": "x", "customer": cust["id"]}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ReferenceNotFound, "{level:?}: {err}");
+    }
+    // And at the SQL level: the composite key makes it impossible even with RLS out of play
+    // (the foreign key is checked by PostgreSQL, not by the query builder).
+    let app = App::new(
+        HELPDESK,
+        &[("aa", IsolationLevel::Row), ("bb", IsolationLevel::Row)],
+    )
+    .await;
+    let cust = app
+        .ctx("aa")
+        .db()
+        .insert("customer", &json!({"name": "A"}))
+        .await
+        .unwrap();
+    let raw = app.raw_runtime().await;
+    raw.batch_execute("BEGIN; SELECT set_config('bulkhead.tenant_id', 'bb', true)")
+        .await
+        .unwrap();
+    let err = raw
+        .execute(
+            "INSERT INTO public.ticket (tenant_id, title, customer) VALUES ('bb', 'x', $1::text::uuid)",
+            &[&cust["id"].as_str().unwrap()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "23503");
+}
+
+#[tokio::test]
+async fn a_pooled_connection_used_by_a_then_b_shows_b_only_b() {
+    let pools = PoolSettings {
+        app_pool_size: 1,
+        ..PoolSettings::default()
+    };
+    let app = App::with_pools(
+        HELPDESK,
+        &[
+            ("aa", IsolationLevel::Row),
+            ("bb", IsolationLevel::Schema),
+            ("cc", IsolationLevel::Row),
+        ],
+        pools,
+    )
+    .await;
+    app.ctx("aa")
+        .db()
+        .insert("ticket", &json!({"title": "aa1"}))
+        .await
+        .unwrap();
+    app.ctx("bb")
+        .db()
+        .insert("ticket", &json!({"title": "bb1"}))
+        .await
+        .unwrap();
+    app.ctx("cc")
+        .db()
+        .insert("ticket", &json!({"title": "cc1"}))
+        .await
+        .unwrap();
+    // One connection in the pool: every call below reuses it, alternating tenants and levels.
+    for t in ["aa", "bb", "cc", "bb", "aa", "cc"] {
+        let page = app.ctx(t).db().query("ticket").fetch().await.unwrap();
+        let titles: Vec<&str> = page
+            .records
+            .iter()
+            .map(|r| r["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(titles, vec![format!("{t}1")], "tenant {t}");
+    }
+}
+
+#[tokio::test]
+async fn an_abandoned_transaction_never_reaches_the_next_tenant() {
+    let pools = PoolSettings {
+        app_pool_size: 1,
+        wait: Duration::from_secs(5),
+        ..PoolSettings::default()
+    };
+    let app = App::with_pools(
+        HELPDESK,
+        &[("aa", IsolationLevel::Row), ("bb", IsolationLevel::Row)],
+        pools,
+    )
+    .await;
+    app.ctx("aa")
+        .db()
+        .insert("ticket", &json!({"title": "a1"}))
+        .await
+        .unwrap();
+    // Tenant a opens a transaction and is abandoned mid-way (a client hung up).
+    let ctx_a = app.ctx("aa");
+    let abandoned = tokio::time::timeout(Duration::from_millis(300), async {
+        ctx_a
+            .db()
+            .transaction(async |tx| {
+                tx.insert("ticket", &json!({"title": "a-uncommitted"}))
+                    .await?;
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+            .await
+    })
+    .await;
+    assert!(abandoned.is_err(), "the transaction was cut off");
+    // The pool's only connection was not returned inside a's transaction: b sees only b.
+    app.ctx("bb")
+        .db()
+        .insert("ticket", &json!({"title": "b1"}))
+        .await
+        .unwrap();
+    let page = app.ctx("bb").db().query("ticket").fetch().await.unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0]["title"], "b1");
+    // And a's abandoned write never committed.
+    assert_eq!(
+        app.ctx("aa")
+            .db()
+            .query("ticket")
+            .filter(Filter::eq("title", "a-uncommitted"))
+            .count()
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_fails_with_a_clear_error_after_the_wait() {
+    let pools = PoolSettings {
+        app_pool_size: 1,
+        wait: Duration::from_millis(200),
+        ..PoolSettings::default()
+    };
+    let app = App::with_pools(HELPDESK, &[("aa", IsolationLevel::Row)], pools).await;
+    let ctx = app.ctx("aa");
+    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let db = ctx.db();
+    let holder = db.transaction(async |tx| {
+        tx.query("ticket").count().await?;
+        let _ = started_tx.send(());
+        let _ = hold_rx.await;
+        Ok(())
+    });
+    let other = async {
+        started_rx.await.unwrap();
+        let err = ctx.db().query("ticket").count().await.unwrap_err();
+        let _ = hold_tx.send(());
+        err
+    };
+    let (held, err) = tokio::join!(holder, other);
+    assert_eq!(err.code(), ErrorCode::PoolExhausted, "{err}");
+    held.unwrap();
+    ctx.db().query("ticket").count().await.unwrap();
+}
+
+#[tokio::test]
+async fn roles_cannot_reach_other_apps_or_tenant_databases() {
+    let x = App::new(HELPDESK, &[("silo", IsolationLevel::Database)]).await;
+    let y = App::new(HELPDESK, &[]).await;
+    let c = x.cluster;
+    // App x's runtime role against app y's database.
+    let cfg = c.config(&y.app.database, &x.app.runtime.role, x.runtime_password());
+    let err = bulkhead_testkit::connect(&cfg).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "{err:?}");
+    // App x's runtime role against its own database-level tenant's database.
+    let cfg = c.config(
+        &x.tenant_db("silo"),
+        &x.app.runtime.role,
+        x.runtime_password(),
+    );
+    let err = bulkhead_testkit::connect(&cfg).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "{err:?}");
+    // The cross-tenant role cannot enter the silo either.
+    let xt = x.app.cross_tenant.as_ref().unwrap();
+    let cfg = c.config(
+        &x.tenant_db("silo"),
+        &xt.role,
+        xt.password.as_ref().unwrap().expose(),
+    );
+    assert_eq!(
+        sqlstate(&bulkhead_testkit::connect(&cfg).await.unwrap_err()),
+        "42501"
+    );
+    // The silo's own role cannot enter the app database.
+    let silo_role = names::tenant_role(&x.manifest.app, &tid("silo"));
+    let cfg = c.config(&x.app.database, &silo_role, &x.tenant_password("silo"));
+    assert_eq!(
+        sqlstate(&bulkhead_testkit::connect(&cfg).await.unwrap_err()),
+        "42501"
+    );
+    // A wrong password is refused.
+    let cfg = c.config(&x.app.database, &x.app.runtime.role, "wrong-password");
+    assert_eq!(
+        sqlstate(&bulkhead_testkit::connect(&cfg).await.unwrap_err()),
+        "28P01"
+    );
+    // Control: the right credentials work.
+    bulkhead_testkit::connect(&c.config(
+        &x.tenant_db("silo"),
+        &silo_role,
+        &x.tenant_password("silo"),
+    ))
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_forged_tenant_setting_cannot_reach_schema_or_database_tenants() {
+    let app = App::new(
+        HELPDESK,
+        &[
+            ("s1", IsolationLevel::Schema),
+            ("d1", IsolationLevel::Database),
+            ("r1", IsolationLevel::Row),
+        ],
+    )
+    .await;
+    app.ctx("s1")
+        .db()
+        .insert("ticket", &json!({"title": "s"}))
+        .await
+        .unwrap();
+    app.ctx("d1")
+        .db()
+        .insert("ticket", &json!({"title": "d"}))
+        .await
+        .unwrap();
+    // The runtime role forging s1's setting, without assuming s1's role: no privilege on the
+    // schema at all.
+    let raw = app.raw_runtime().await;
+    raw.batch_execute("BEGIN; SELECT set_config('bulkhead.tenant_id', 's1', true)")
+        .await
+        .unwrap();
+    let err = raw
+        .query("SELECT * FROM \"t_s1\".ticket", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+    raw.batch_execute("ROLLBACK").await.unwrap();
+    // The shared tables hold nothing of s1 or d1 whatever the setting says.
+    for t in ["s1", "d1"] {
+        raw.batch_execute(&format!(
+            "BEGIN; SELECT set_config('bulkhead.tenant_id', '{t}', true)"
+        ))
+        .await
+        .unwrap();
+        let n: i64 = raw
+            .query_one("SELECT count(*) FROM public.ticket", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{t}");
+        raw.batch_execute("ROLLBACK").await.unwrap();
+    }
+    // The silo's own login role, forging another tenant's id in its own database, sees nothing.
+    let silo_role = names::tenant_role(&app.manifest.app, &tid("d1"));
+    let cfg = app
+        .cluster
+        .config(&app.tenant_db("d1"), &silo_role, &app.tenant_password("d1"));
+    let silo = bulkhead_testkit::connect(&cfg).await.unwrap();
+    silo.batch_execute("BEGIN; SELECT set_config('bulkhead.tenant_id', 'r1', true)")
+        .await
+        .unwrap();
+    let n: i64 = silo
+        .query_one("SELECT count(*) FROM public.ticket", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn cross_tenant_reads_are_granted_explicit_read_only_and_audited() {
+    let app = App::new(
+        HELPDESK,
+        &[
+            ("aa", IsolationLevel::Row),
+            ("bb", IsolationLevel::Schema),
+            ("cc", IsolationLevel::Database),
+        ],
+    )
+    .await;
+    for t in ["aa", "bb", "cc"] {
+        app.ctx(t)
+            .db()
+            .insert("ticket", &json!({"title": format!("{t}-ticket")}))
+            .await
+            .unwrap();
+        app.ctx(t)
+            .db()
+            .insert("customer", &json!({"name": t}))
+            .await
+            .unwrap();
+    }
+    let ctx = app.ctx("aa");
+    // Not granted in the manifest: refused before any SQL runs.
+    let err = ctx.cross_tenant("customer", "support case 42").unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CrossTenantDenied);
+    assert_eq!(
+        ctx.cross_tenant("country", "x").unwrap_err().code(),
+        ErrorCode::CrossTenantDenied
+    );
+    assert_eq!(
+        ctx.cross_tenant("ticket", " ").unwrap_err().code(),
+        ErrorCode::BadQuery
+    );
+    // Granted: rows of row and schema tenants, each with its tenant; never the silo.
+    let rows = ctx
+        .cross_tenant("ticket", "support case 42")
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap();
+    let got: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["tenant_id"].as_str().unwrap().into(),
+                r["title"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("aa".into(), "aa-ticket".into()),
+            ("bb".into(), "bb-ticket".into())
+        ]
+    );
+    // Audited in the same transaction: app, entity, reason, actor, request id.
+    let su = app.superuser(&app.app.database).await;
+    let audit = su
+        .query_one(
+            "SELECT app, entity, reason, actor, request_id, tenant_id, row_count FROM public.bulkhead_cross_tenant_audit",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(audit.get::<_, String>(0), app.app_name());
+    assert_eq!(audit.get::<_, String>(1), "ticket");
+    assert_eq!(audit.get::<_, String>(2), "support case 42");
+    assert_eq!(
+        audit.get::<_, Option<String>>(3).as_deref(),
+        Some("user-of-aa")
+    );
+    assert_eq!(audit.get::<_, Option<String>>(4).as_deref(), Some("req-1"));
+    assert_eq!(audit.get::<_, i32>(6), 2);
+    // The cross-tenant role is read-only and reads only granted entities.
+    let xt = app.raw_cross().await;
+    let err = xt
+        .execute("UPDATE public.ticket SET title = 'x'", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+    let err = xt
+        .query("SELECT * FROM public.customer", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+    let err = xt
+        .query("SELECT * FROM public.bulkhead_cross_tenant_audit", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        "42501",
+        "the audit log is append-only for it"
+    );
+    // The runtime role can neither read nor forge the audit log.
+    let rt = app.raw_runtime().await;
+    let err = rt
+        .query("SELECT * FROM public.bulkhead_cross_tenant_audit", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+}

@@ -1,0 +1,201 @@
+//! A provisioned app on the test cluster, reached as its real roles.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bulkhead_model::{AppManifest, IsolationLevel, TenantId, names};
+use bulkhead_pg::{
+    Actor, AppProvision, DataPlane, DataPlaneConfig, PoolSettings, Provisioner, Secret,
+    TenantContext, TenantPlacement,
+};
+use bulkhead_testkit::{TestCluster, pg, tokio_postgres};
+
+pub const HELPDESK: &str = r#"app: APP
+entities:
+  customer:
+    fields:
+      name: { type: text, required: true, unique: true }
+  ticket:
+    owner: author
+    fields:
+      title: { type: text, required: true }
+      prio: { type: int, default: 3 }
+      status: { type: enum, values: [open, closed], default: open }
+      customer: { type: ref, entity: customer }
+      country: { type: ref, entity: country }
+      meta: json
+      due: date
+      amount: numeric
+      at: timestamp
+      big: bigint
+      done: bool
+  country:
+    cross_tenant: true
+    fields:
+      code: { type: text, required: true, unique: true }
+cross_tenant_reads: [ticket]
+"#;
+
+static NEXT_APP: AtomicU32 = AtomicU32::new(1);
+
+/// A unique app id per test (roles are cluster-wide; `cargo test` shares one cluster).
+pub fn app_id() -> String {
+    format!(
+        "a{}x{}",
+        std::process::id(),
+        NEXT_APP.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn manifest(yaml: &str, app: &str) -> AppManifest {
+    AppManifest::from_yaml(&yaml.replace("APP", app), "test.yaml").unwrap()
+}
+
+pub fn admin(cluster: &TestCluster) -> Provisioner {
+    Provisioner::new(cluster.config("postgres", "postgres", cluster.superuser_password()))
+}
+
+pub struct App {
+    pub cluster: &'static TestCluster,
+    pub manifest: AppManifest,
+    pub prov: Provisioner,
+    pub app: AppProvision,
+    pub plane: DataPlane,
+    pub tenants: Vec<(TenantId, IsolationLevel)>,
+    pub tenant_passwords: Vec<(TenantId, Secret)>,
+}
+
+pub fn tid(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+impl App {
+    pub async fn new(yaml: &str, tenants: &[(&str, IsolationLevel)]) -> Self {
+        Self::with_pools(yaml, tenants, PoolSettings::default()).await
+    }
+
+    pub async fn with_pools(
+        yaml: &str,
+        tenants: &[(&str, IsolationLevel)],
+        pools: PoolSettings,
+    ) -> Self {
+        let cluster = pg().unwrap();
+        let manifest = manifest(yaml, &app_id());
+        let prov = admin(cluster);
+        let app = prov.ensure_app(&manifest).await.unwrap();
+        let plane = DataPlane::new(
+            manifest.clone(),
+            DataPlaneConfig {
+                host: "127.0.0.1".into(),
+                port: cluster.port(),
+                app_database: app.database.clone(),
+                runtime_role: app.runtime.role.clone(),
+                runtime_password: app.runtime.password.clone().unwrap(),
+                cross_tenant: app
+                    .cross_tenant
+                    .as_ref()
+                    .map(|c| (c.role.clone(), c.password.clone().unwrap())),
+                pools,
+            },
+        )
+        .unwrap();
+        let mut out = Self {
+            cluster,
+            manifest,
+            prov,
+            app,
+            plane,
+            tenants: Vec::new(),
+            tenant_passwords: Vec::new(),
+        };
+        for (t, level) in tenants {
+            out.add_tenant(t, *level).await;
+        }
+        out
+    }
+
+    pub async fn add_tenant(&mut self, tenant: &str, level: IsolationLevel) {
+        let t = tid(tenant);
+        let done = self
+            .prov
+            .ensure_tenant(&self.manifest, &t, level)
+            .await
+            .unwrap();
+        let password = done.database.and_then(|(_, cred)| cred.password);
+        if let Some(p) = &password {
+            self.tenant_passwords.push((t.clone(), p.clone()));
+        }
+        self.plane.register_tenant(TenantPlacement {
+            tenant: t.clone(),
+            level,
+            database_password: password,
+            suspended: false,
+        });
+        self.tenants.push((t, level));
+    }
+
+    pub fn ctx(&self, tenant: &str) -> TenantContext {
+        self.plane
+            .context(
+                &tid(tenant),
+                Actor {
+                    user_id: Some(format!("user-of-{tenant}")),
+                    request_id: Some("req-1".into()),
+                },
+            )
+            .unwrap()
+    }
+
+    pub fn app_name(&self) -> &str {
+        self.manifest.app.as_str()
+    }
+
+    pub fn runtime_password(&self) -> &str {
+        self.app.runtime.password.as_ref().unwrap().expose()
+    }
+
+    /// A raw connection to the app database as the runtime role (what an SQL injection gets).
+    pub async fn raw_runtime(&self) -> tokio_postgres::Client {
+        let cfg = self.cluster.config(
+            &self.app.database,
+            &self.app.runtime.role,
+            self.runtime_password(),
+        );
+        bulkhead_testkit::connect(&cfg).await.unwrap()
+    }
+
+    pub async fn raw_cross(&self) -> tokio_postgres::Client {
+        let c = self.app.cross_tenant.as_ref().unwrap();
+        let cfg = self.cluster.config(
+            &self.app.database,
+            &c.role,
+            c.password.as_ref().unwrap().expose(),
+        );
+        bulkhead_testkit::connect(&cfg).await.unwrap()
+    }
+
+    /// A superuser connection to the app database, for setup and inspection only.
+    pub async fn superuser(&self, database: &str) -> tokio_postgres::Client {
+        let cfg = self
+            .cluster
+            .config(database, "postgres", self.cluster.superuser_password());
+        bulkhead_testkit::connect(&cfg).await.unwrap()
+    }
+
+    pub fn tenant_db(&self, tenant: &str) -> String {
+        names::tenant_database(&self.manifest.app, &tid(tenant))
+    }
+
+    pub fn tenant_password(&self, tenant: &str) -> String {
+        self.tenant_passwords
+            .iter()
+            .find(|(t, _)| t.as_str() == tenant)
+            .map(|(_, p)| p.expose().to_owned())
+            .unwrap()
+    }
+}
+
+pub const ALL_LEVELS: [IsolationLevel; 3] = [
+    IsolationLevel::Row,
+    IsolationLevel::Schema,
+    IsolationLevel::Database,
+];
