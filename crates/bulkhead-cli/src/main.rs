@@ -1,6 +1,7 @@
 //! The `bulkhead` binary: parses the command line and hands off to a subcommand module.
 
 mod config;
+mod manifest;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -35,12 +36,27 @@ enum Command {
     /// starts nothing. GET /healthz answers while the process runs; GET /readyz answers 200
     /// only while the database does.
     Up(up::Args),
+    /// Work with app manifests (the YAML that declares an app's entities).
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ManifestCommand {
+    /// Validate manifests and list every problem with file:line:col and its path
+    /// (e.g. `entities.ticket.fields.prio.type`). Exits 1 when any manifest is invalid.
+    Check(manifest::CheckArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(&cli.config, args),
+        Command::Manifest(ManifestCommand::Check(args)) => match manifest::check(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

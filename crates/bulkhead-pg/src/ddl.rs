@@ -267,6 +267,12 @@ pub fn create_entity(schema: &str, entity: &Entity) -> Vec<String> {
         key_cols(entity, &["id"])
     ));
     let mut out = vec![format!("CREATE TABLE {t} (\n  {}\n)", cols.join(",\n  "))];
+    // The default list order (created_at, id), led by tenant_id like every index.
+    out.push(format!(
+        "CREATE INDEX {} ON {t} ({})",
+        q(&index_name(entity, &["created_at", "id"])),
+        key_cols(entity, &["created_at", "id"])
+    ));
     for field in &entity.fields {
         out.extend(field_constraints(schema, entity, field));
     }

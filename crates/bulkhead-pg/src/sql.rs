@@ -7,6 +7,8 @@
 
 use bulkhead_model::names::quote_ident as q;
 use bulkhead_model::{AppManifest, Entity, FieldType, TenantId, ValueProblem};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde_json::{Map, Value};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -128,9 +130,6 @@ fn column_type(entity: &Entity, name: &str) -> Result<FieldType> {
 fn read_expr(name: &str, ty: &FieldType) -> String {
     let col = q(name);
     match ty {
-        FieldType::Timestamp => {
-            format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
-        }
         FieldType::Numeric | FieldType::Date | FieldType::Uuid | FieldType::Ref { .. } => {
             format!("{col}::text")
         }
@@ -157,7 +156,12 @@ pub fn select_list(entity: &Entity, with_tenant: bool) -> String {
 pub fn record_from_row(entity: &Entity, row: &Row, with_tenant: bool) -> Result<Value> {
     let mut out = Map::new();
     let mut i = 0;
-    let bad = |e: tokio_postgres::Error| Error::Internal(format!("decoding a row: {e}"));
+    let bad = |e: tokio_postgres::Error| {
+        let cause = std::error::Error::source(&e)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        Error::Internal(format!("decoding a row: {e}: {cause}"))
+    };
     if with_tenant {
         out.insert(
             "tenant_id".into(),
@@ -165,13 +169,20 @@ pub fn record_from_row(entity: &Entity, row: &Row, with_tenant: bool) -> Result<
         );
         i += 1;
     }
-    for name in ["id", "created_at", "updated_at"] {
-        let v: String = row.try_get(i).map_err(bad)?;
-        out.insert(name.into(), Value::String(v));
+    let id: String = row.try_get(i).map_err(bad)?;
+    out.insert("id".into(), Value::String(id));
+    i += 1;
+    for name in ["created_at", "updated_at"] {
+        let v: SystemTime = row.try_get(i).map_err(bad)?;
+        out.insert(name.into(), Value::String(rfc3339(v)));
         i += 1;
     }
     for f in &entity.fields {
         let v = match f.ty {
+            FieldType::Timestamp => row
+                .try_get::<_, Option<SystemTime>>(i)
+                .map_err(bad)?
+                .map(|t| Value::String(rfc3339(t))),
             FieldType::Int => row
                 .try_get::<_, Option<i32>>(i)
                 .map_err(bad)?
@@ -194,6 +205,46 @@ pub fn record_from_row(entity: &Entity, row: &Row, with_tenant: bool) -> Result<
         i += 1;
     }
     Ok(Value::Object(out))
+}
+
+/// Formats a time as RFC 3339 in UTC with microseconds (`2026-11-23T10:00:00.000000Z`).
+/// Timestamps are read in binary and formatted here rather than by `to_char` in SQL, which
+/// would run for every row a sort touches.
+pub fn rfc3339(t: SystemTime) -> String {
+    let (secs, micros) = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_micros(),
+        ),
+        Err(e) => {
+            let d = e.duration();
+            let mut secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            let mut micros = d.subsec_micros();
+            if micros > 0 {
+                secs -= 1;
+                micros = 1_000_000 - micros;
+            }
+            (secs, micros)
+        }
+    };
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
 }
 
 /// Collects parameters and hands out `$n` placeholders.
@@ -800,6 +851,18 @@ mod tests {
         .unwrap();
         assert!(sql.contains(r#""author""#));
         assert_eq!(format!("{:?}", params[2]), "\"alice\"");
+    }
+
+    #[test]
+    fn times_format_as_rfc3339_utc() {
+        use std::time::Duration;
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_428_000_123_456);
+        assert_eq!(rfc3339(t), "2026-11-23T10:00:00.123456Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000Z");
+        let before = UNIX_EPOCH - Duration::from_micros(1);
+        assert_eq!(rfc3339(before), "1969-12-31T23:59:59.999999Z");
     }
 
     #[test]

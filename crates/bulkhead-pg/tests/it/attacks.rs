@@ -525,3 +525,69 @@ async fn cross_tenant_reads_are_granted_explicit_read_only_and_audited() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
 }
+
+#[tokio::test]
+async fn database_tenant_pools_stay_under_the_budget_and_idle_ones_are_evicted() {
+    let pools = PoolSettings {
+        tenant_pool_size: 2,
+        tenant_budget: 4,
+        idle: Duration::from_millis(200),
+        wait: Duration::from_secs(2),
+        ..PoolSettings::default()
+    };
+    let app = App::with_pools(
+        HELPDESK,
+        &[
+            ("d1", IsolationLevel::Database),
+            ("d2", IsolationLevel::Database),
+            ("d3", IsolationLevel::Database),
+        ],
+        pools,
+    )
+    .await;
+    for t in ["d1", "d2"] {
+        app.ctx(t).db().query("ticket").count().await.unwrap();
+    }
+    assert_eq!(app.plane.tenant_pools(), 2);
+    // A third tenant fits only by closing the least recently used idle pool.
+    app.ctx("d3").db().query("ticket").count().await.unwrap();
+    assert_eq!(
+        app.plane.tenant_pools(),
+        2,
+        "budget of 4 connections = 2 pools of 2"
+    );
+    // With every pool busy, a new tenant pool cannot be made: a clear error, not a hang.
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let hold = async |t: &str| {
+        let ctx = app.ctx(t);
+        let mut rx = release_rx.clone();
+        ctx.db()
+            .transaction(async |tx| {
+                tx.query("ticket").count().await?;
+                let _ = rx.wait_for(|v| *v).await;
+                Ok(())
+            })
+            .await
+    };
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let err = app
+            .ctx("d1")
+            .db()
+            .query("ticket")
+            .count()
+            .await
+            .unwrap_err();
+        let _ = release_tx.send(true);
+        err
+    };
+    let (a, b, err) = tokio::join!(hold("d2"), hold("d3"), probe);
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(err.code(), ErrorCode::PoolExhausted, "{err}");
+    // Idle pools are closed after the idle time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.plane.evict_idle_pools(), 2);
+    assert_eq!(app.plane.tenant_pools(), 0);
+    app.ctx("d1").db().query("ticket").count().await.unwrap();
+}
