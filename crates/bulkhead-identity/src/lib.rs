@@ -1,0 +1,30 @@
+//! Per-tenant identity realms: the crypto and token rules, without HTTP or storage.
+//!
+//! - [`password`]: argon2id hashing (OWASP parameters).
+//! - [`keys`]: a realm's Ed25519 signing keys (`kid` = RFC 7638 thumbprint), public keys from
+//!   JWKS (Ed25519, RSA), private keys sealed at rest with XChaCha20-Poly1305.
+//! - [`jwt`]: signing and strict verification of access tokens against one realm's key set,
+//!   a fixed algorithm allow-list and issuer/audience/tenant/time checks.
+//!
+//! This crate must not depend on axum, must not fetch keys from anywhere a token names, and
+//! never logs secrets.
+
+pub mod jwt;
+pub mod keys;
+pub mod password;
+
+/// Identity errors. Every token problem is an [`Error::InvalidToken`] or
+/// [`Error::UnknownKey`] (the caller may refresh keys on the latter); both mean 401.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("no key with kid {0:?} in the realm")]
+    UnknownKey(String),
+    #[error("bad JWKS: {0}")]
+    Jwks(String),
+    #[error("crypto: {0}")]
+    Crypto(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
