@@ -6,12 +6,15 @@
 //! - [`jwt`]: signing and strict verification of access tokens against one realm's key set,
 //!   a fixed algorithm allow-list and issuer/audience/tenant/time checks.
 //!
+//! - [`store`]: local realms in the platform database: users, keys, refresh-token families.
+//!
 //! This crate must not depend on axum, must not fetch keys from anywhere a token names, and
 //! never logs secrets.
 
 pub mod jwt;
 pub mod keys;
 pub mod password;
+pub mod store;
 
 /// Identity errors. Every token problem is an [`Error::InvalidToken`] or
 /// [`Error::UnknownKey`] (the caller may refresh keys on the latter); both mean 401.
