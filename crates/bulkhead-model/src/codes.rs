@@ -19,6 +19,10 @@ pub enum ErrorCode {
     MissingField,
     /// The tenant does not exist (or is not visible): never says which.
     TenantNotFound,
+    /// The request's selectors (header, cookie, path) or token name different tenants.
+    TenantMismatch,
+    /// No valid credentials.
+    Unauthorized,
     /// No row with this id in this tenant.
     NotFound,
     /// A unique constraint would be violated.
@@ -56,6 +60,8 @@ impl ErrorCode {
             Self::OutOfRange => "out_of_range",
             Self::MissingField => "missing_field",
             Self::TenantNotFound => "tenant_not_found",
+            Self::TenantMismatch => "tenant_mismatch",
+            Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
             Self::UniqueViolation => "unique_violation",
             Self::ReferenceNotFound => "reference_not_found",
@@ -86,7 +92,11 @@ impl ErrorCode {
             | Self::ReferenceNotFound
             | Self::StillReferenced
             | Self::DestructiveChange => 409,
-            Self::RlsRefused | Self::CrossTenantDenied | Self::ReadOnlyEntity => 403,
+            Self::RlsRefused
+            | Self::CrossTenantDenied
+            | Self::ReadOnlyEntity
+            | Self::TenantMismatch => 403,
+            Self::Unauthorized => 401,
             Self::PoolExhausted | Self::DatabaseUnavailable => 503,
             Self::Internal => 500,
         }
@@ -110,6 +120,8 @@ mod tests {
         (OutOfRange, "out_of_range", 400),
         (MissingField, "missing_field", 400),
         (TenantNotFound, "tenant_not_found", 404),
+        (TenantMismatch, "tenant_mismatch", 403),
+        (Unauthorized, "unauthorized", 401),
         (NotFound, "not_found", 404),
         (UniqueViolation, "unique_violation", 409),
         (ReferenceNotFound, "reference_not_found", 409),

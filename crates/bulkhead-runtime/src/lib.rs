@@ -1,0 +1,15 @@
+//! Bulkhead's HTTP runtime: what tenant users and app clients touch.
+//!
+//! - [`resolve`]: the tenant-resolution tower layer (header, cookie, subdomain, path prefix,
+//!   custom domain, custom resolver, default), host checks and trusted proxies.
+//!
+//! The runtime mints `TenantContext`s only from a [`resolve::ResolvedTenant`]; it must not
+//! reach into control-plane internals, and a request without a resolved tenant gets no tenant
+//! data (404/401), never "all tenants".
+
+pub mod resolve;
+
+pub use resolve::{
+    CustomResolver, Mode, Refusal, ResolvedTenant, ResolverConfig, Source, Strategy,
+    TenantDirectory, TenantLayer,
+};
