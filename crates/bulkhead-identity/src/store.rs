@@ -4,6 +4,9 @@
 //! A realm costs a row and a key, not a process. Time is passed in (`now`, seconds since the
 //! epoch) so tests control it.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use bulkhead_model::TenantId;
@@ -120,7 +123,15 @@ pub struct RealmStore {
     pool: Pool,
     master: [u8; 32],
     settings: RealmSettings,
+    /// Verification keys per realm: (keys, fetched at). Refreshed after [`KEY_CACHE_SECS`], or
+    /// on an unknown `kid` at most once per [`KEY_REFRESH_MIN_SECS`].
+    cache: Arc<Mutex<HashMap<TenantId, (KeySet, u64)>>>,
 }
+
+/// How long cached realm keys are used before they are read again.
+pub const KEY_CACHE_SECS: u64 = 60;
+/// Minimum interval between key reloads forced by unknown `kid`s.
+pub const KEY_REFRESH_MIN_SECS: u64 = 5;
 
 impl std::fmt::Debug for RealmStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,6 +157,7 @@ impl RealmStore {
             pool,
             master,
             settings,
+            cache: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -476,7 +488,6 @@ impl RealmStore {
         audience: &str,
         now: u64,
     ) -> Result<Verified> {
-        let keys = self.keyset(tenant, now).await?;
         let issuer = self.issuer(tenant);
         let policy = Policy {
             algorithms: &[Alg::EdDSA],
@@ -486,6 +497,29 @@ impl RealmStore {
             now,
             leeway: self.settings.leeway_secs,
         };
-        Ok(jwt::verify_access_token(token, &keys, &policy)?)
+        let cached = self.cache.lock().ok().and_then(|c| c.get(tenant).cloned());
+        let (keys, fetched) = match cached {
+            Some((keys, at)) if now < at.saturating_add(KEY_CACHE_SECS) => (keys, at),
+            _ => (self.reload_keys(tenant, now).await?, now),
+        };
+        match jwt::verify_access_token(token, &keys, &policy) {
+            // A kid we have not seen may be a fresh rotation: reload, but not more often than
+            // the rate limit allows (a flood of made-up kids costs one query per interval).
+            Err(crate::Error::UnknownKey(_))
+                if now >= fetched.saturating_add(KEY_REFRESH_MIN_SECS) =>
+            {
+                let keys = self.reload_keys(tenant, now).await?;
+                Ok(jwt::verify_access_token(token, &keys, &policy)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    async fn reload_keys(&self, tenant: &TenantId, now: u64) -> Result<KeySet> {
+        let keys = self.keyset(tenant, now).await?;
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(tenant.clone(), (keys.clone(), now));
+        }
+        Ok(keys)
     }
 }

@@ -143,6 +143,15 @@ impl DataPlane {
         })
     }
 
+    /// Whether the tenant is registered and not suspended.
+    pub fn is_active(&self, tenant: &TenantId) -> bool {
+        self.inner
+            .tenants
+            .read()
+            .map(|t| t.get(tenant).is_some_and(|p| !p.suspended))
+            .unwrap_or(false)
+    }
+
     /// Closes idle tenant pools; returns how many were closed.
     pub fn evict_idle_pools(&self) -> usize {
         self.inner.router.evict_idle()
@@ -536,6 +545,25 @@ impl<'c> TenantDb<'c> {
     /// Runs `f` in one transaction on the tenant's data: committed when it returns `Ok`,
     /// rolled back when it returns `Err` (nothing half-written).
     pub async fn transaction<T>(&self, f: impl AsyncFnOnce(&mut Tx<'c>) -> Result<T>) -> Result<T> {
+        let mut tx = self.begin().await?;
+        match f(&mut tx).await {
+            Ok(v) => {
+                tx.commit().await?;
+                Ok(v)
+            }
+            Err(e) => {
+                // A failed rollback closes the connection (see `Conn`); the error to report is
+                // the one that made us roll back.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens a transaction on the tenant's data. End it with [`Tx::commit`] or
+    /// [`Tx::rollback`]; a `Tx` dropped without either is rolled back by closing its
+    /// connection.
+    pub async fn begin(&self) -> Result<Tx<'c>> {
         let conn = self.ctx.tenant_conn().await?;
         let (scope_sql, scope_params) = self.ctx.scope_statement();
         {
@@ -553,26 +581,27 @@ impl<'c> TenantDb<'c> {
             b.map_err(Error::Database)?;
             s.map_err(Error::Database)?;
         }
-        let mut tx = Tx {
+        Ok(Tx {
             ctx: self.ctx,
             conn,
-        };
-        let result = f(&mut tx).await;
-        let mut conn = tx.conn;
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        let ended = conn.client()?.batch_execute(end).await;
-        match (result, ended) {
-            (Ok(v), Ok(())) => {
-                conn.finish();
-                Ok(v)
+        })
+    }
+
+    /// Inserts several records in one transaction: all or none.
+    pub async fn insert_many(&self, entity: &str, records: &[Value]) -> Result<Vec<Value>> {
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            match tx.insert(entity, r).await {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    return Err(e);
+                }
             }
-            (Err(e), Ok(())) => {
-                conn.finish();
-                Err(e)
-            }
-            (Ok(_), Err(e)) => Err(Error::from_db(e, "transaction", false)),
-            (Err(e), Err(_)) => Err(e),
         }
+        tx.commit().await?;
+        Ok(out)
     }
 }
 
@@ -622,6 +651,26 @@ impl Exec for &mut Tx<'_> {
 }
 
 impl<'c> Tx<'c> {
+    /// Commits; the connection goes back to the pool.
+    pub async fn commit(mut self) -> Result<()> {
+        self.end("COMMIT").await
+    }
+
+    /// Rolls back; the connection goes back to the pool.
+    pub async fn rollback(mut self) -> Result<()> {
+        self.end("ROLLBACK").await
+    }
+
+    async fn end(&mut self, statement: &str) -> Result<()> {
+        self.conn
+            .client()?
+            .batch_execute(statement)
+            .await
+            .map_err(|e| Error::from_db(e, "transaction", false))?;
+        self.conn.finish();
+        Ok(())
+    }
+
     pub fn query(&mut self, entity: &str) -> Query<&mut Tx<'c>> {
         Query::new(self, entity)
     }

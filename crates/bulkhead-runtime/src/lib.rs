@@ -2,12 +2,20 @@
 //!
 //! - [`resolve`]: the tenant-resolution tower layer (header, cookie, subdomain, path prefix,
 //!   custom domain, custom resolver, default), host checks and trusted proxies.
+//! - [`auth`]: bearer tokens verified only by the resolved tenant's realm.
+//! - [`rest`] and [`openapi`]: the REST API generated from an app's manifest, and its
+//!   OpenAPI 3.1 document.
+//! - [`error`]: JSON error bodies with stable codes.
 //!
 //! The runtime mints `TenantContext`s only from a [`resolve::ResolvedTenant`]; it must not
 //! reach into control-plane internals, and a request without a resolved tenant gets no tenant
 //! data (404/401), never "all tenants".
 
+pub mod auth;
+pub mod error;
+pub mod openapi;
 pub mod resolve;
+pub mod rest;
 
 pub use resolve::{
     CustomResolver, Mode, Refusal, ResolvedTenant, ResolverConfig, Source, Strategy,

@@ -1,0 +1,105 @@
+//! JSON error bodies: `{ "error": { "code", "message", "field"? } }`, status from the one
+//! code → status table in `bulkhead_model::ErrorCode`. 5xx bodies are opaque; the log has the
+//! cause.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bulkhead_model::ErrorCode;
+use serde_json::json;
+
+/// An error a client sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(ErrorCode::Unauthorized, "missing or invalid credentials")
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadQuery, message)
+    }
+}
+
+impl From<bulkhead_pg::Error> for ApiError {
+    fn from(e: bulkhead_pg::Error) -> Self {
+        use bulkhead_pg::Error as E;
+        let code = e.code();
+        let field = match &e {
+            E::UnknownField { field, .. }
+            | E::WrongType { field, .. }
+            | E::OutOfRange { field, .. }
+            | E::MissingField { field, .. } => Some(field.clone()),
+            _ => None,
+        };
+        if code.http_status() >= 500 {
+            tracing::error!(error = ?e, "request failed");
+            let message = match code {
+                ErrorCode::PoolExhausted | ErrorCode::DatabaseUnavailable => {
+                    "service temporarily unavailable"
+                }
+                _ => "internal error",
+            };
+            return Self {
+                code,
+                message: message.into(),
+                field: None,
+            };
+        }
+        Self {
+            code,
+            message: e.to_string(),
+            field,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(field) = self.field {
+            error["field"] = json!(field);
+        }
+        let mut resp = (status, axum::Json(json!({ "error": error }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_are_opaque_and_client_errors_name_the_field() {
+        let e: ApiError = bulkhead_pg::Error::Internal("secret detail".into()).into();
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert!(!e.message.contains("secret"));
+        let e: ApiError = bulkhead_pg::Error::MissingField {
+            entity: "ticket".into(),
+            field: "title".into(),
+        }
+        .into();
+        assert_eq!(e.field.as_deref(), Some("title"));
+        assert_eq!(e.into_response().status(), StatusCode::BAD_REQUEST);
+    }
+}

@@ -1,0 +1,239 @@
+//! The OpenAPI 3.1 document of an app's REST API, generated from the same manifest the
+//! handlers validate against, so the document and the server cannot drift apart.
+
+use bulkhead_model::{AppManifest, Entity, Field, FieldType};
+use serde_json::{Map, Value, json};
+
+fn output_type(ty: &FieldType) -> Value {
+    match ty {
+        FieldType::Text { .. } => json!({"type": "string"}),
+        FieldType::Int => json!({"type": "integer", "format": "int32"}),
+        FieldType::Bigint => json!({"type": "integer", "format": "int64"}),
+        FieldType::Numeric => json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$"}),
+        FieldType::Bool => json!({"type": "boolean"}),
+        FieldType::Timestamp => json!({"type": "string", "format": "date-time"}),
+        FieldType::Date => json!({"type": "string", "format": "date"}),
+        FieldType::Uuid | FieldType::Ref { .. } => json!({"type": "string", "format": "uuid"}),
+        FieldType::Json => json!({}),
+        FieldType::Enum { values } => json!({"type": "string", "enum": values}),
+    }
+}
+
+fn input_type(field: &Field) -> Value {
+    let mut schema = match &field.ty {
+        FieldType::Text { max_length } => {
+            let mut s = json!({"type": "string", "pattern": "^[^\\u0000]*$"});
+            if let Some(max) = max_length {
+                s["maxLength"] = json!(max);
+            }
+            s
+        }
+        FieldType::Int => json!({"type": "integer", "minimum": i32::MIN, "maximum": i32::MAX}),
+        FieldType::Numeric => json!({"oneOf": [
+            {"type": "number"},
+            {"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$"}
+        ]}),
+        other => output_type(other),
+    };
+    if !field.required {
+        schema = json!({"oneOf": [schema, {"type": "null"}]});
+    }
+    schema
+}
+
+fn nullable(schema: Value) -> Value {
+    json!({"oneOf": [schema, {"type": "null"}]})
+}
+
+fn entity_schemas(e: &Entity, schemas: &mut Map<String, Value>) {
+    let name = e.name.as_str();
+    let mut props = Map::new();
+    props.insert(
+        "id".into(),
+        json!({"type": "string", "format": "uuid", "readOnly": true}),
+    );
+    props.insert(
+        "created_at".into(),
+        json!({"type": "string", "format": "date-time", "readOnly": true}),
+    );
+    props.insert(
+        "updated_at".into(),
+        json!({"type": "string", "format": "date-time", "readOnly": true}),
+    );
+    let mut input = Map::new();
+    let mut required_in = Vec::new();
+    for f in &e.fields {
+        let out = output_type(&f.ty);
+        props.insert(
+            f.name.to_string(),
+            if f.required { out } else { nullable(out) },
+        );
+        let is_owner = e.owner.as_ref() == Some(&f.name);
+        if !is_owner {
+            input.insert(f.name.to_string(), input_type(f));
+            if f.required && f.default.is_none() {
+                required_in.push(f.name.to_string());
+            }
+        }
+    }
+    let mut all: Vec<String> = vec!["id".into(), "created_at".into(), "updated_at".into()];
+    all.extend(e.fields.iter().map(|f| f.name.to_string()));
+    schemas.insert(
+        name.to_owned(),
+        json!({"type": "object", "properties": props, "required": all, "additionalProperties": false}),
+    );
+    schemas.insert(
+        format!("{name}_input"),
+        json!({"type": "object", "properties": input, "required": required_in, "additionalProperties": false}),
+    );
+    schemas.insert(
+        format!("{name}_patch"),
+        json!({"type": "object", "properties": input, "additionalProperties": false}),
+    );
+    schemas.insert(
+        format!("{name}_page"),
+        json!({
+            "type": "object",
+            "properties": {
+                "records": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}},
+                "next_cursor": {"oneOf": [{"type": "string"}, {"type": "null"}]},
+                "count": {"type": "integer"}
+            },
+            "required": ["records", "next_cursor"]
+        }),
+    );
+}
+
+fn errors(codes: &[u16]) -> Map<String, Value> {
+    codes
+        .iter()
+        .map(|c| {
+            (
+                c.to_string(),
+                json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/error"}}}}),
+            )
+        })
+        .collect()
+}
+
+fn body(schema: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn ok(code: &str, schema: &str, extra_errors: &[u16]) -> Value {
+    let mut responses = errors(extra_errors);
+    responses.insert(
+        code.into(),
+        json!({"description": "ok", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}),
+    );
+    Value::Object(responses)
+}
+
+/// The whole document.
+pub fn document(m: &AppManifest) -> Value {
+    let mut schemas = Map::new();
+    schemas.insert(
+        "error".into(),
+        json!({
+            "type": "object",
+            "properties": {"error": {
+                "type": "object",
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
+                "required": ["code", "message"]
+            }},
+            "required": ["error"]
+        }),
+    );
+    let mut paths = Map::new();
+    let common = [400, 401, 403, 404, 503];
+    for e in &m.entities {
+        entity_schemas(e, &mut schemas);
+        let name = e.name.as_str();
+        let mut params = vec![
+            json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}),
+            json!({"name": "after", "in": "query", "schema": {"type": "string"}}),
+            json!({"name": "count", "in": "query", "schema": {"type": "boolean"}}),
+            json!({"name": "order", "in": "query", "schema": {"type": "string"}}),
+        ];
+        for f in &e.fields {
+            if !matches!(f.ty, FieldType::Json) {
+                params.push(
+                    json!({"name": f.name.as_str(), "in": "query", "schema": output_type(&f.ty)}),
+                );
+            }
+        }
+        let mut list = json!({
+            "operationId": format!("list_{name}"), "parameters": params,
+            "responses": ok("200", &format!("{name}_page"), &common),
+        });
+        let mut item = json!({});
+        let id_param = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}]);
+        item["parameters"] = id_param;
+        item["get"] =
+            json!({"operationId": format!("get_{name}"), "responses": ok("200", name, &common)});
+        let mut collection = json!({ "get": list.take() });
+        if !e.cross_tenant {
+            collection["post"] = json!({
+                "operationId": format!("create_{name}"), "requestBody": body(&format!("{name}_input")),
+                "responses": ok("201", name, &[400, 401, 403, 404, 409, 413, 503]),
+            });
+            item["patch"] = json!({
+                "operationId": format!("patch_{name}"), "requestBody": body(&format!("{name}_patch")),
+                "responses": ok("200", name, &[400, 401, 403, 404, 409, 413, 503]),
+            });
+            let mut del = errors(&[400, 401, 403, 404, 409, 503]);
+            del.insert("204".into(), json!({"description": "deleted"}));
+            item["delete"] = json!({"operationId": format!("delete_{name}"), "responses": del});
+            paths.insert(
+                format!("/api/{name}/_bulk"),
+                json!({"post": {
+                    "operationId": format!("bulk_create_{name}"),
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                        "type": "array", "minItems": 1, "maxItems": 1000,
+                        "items": {"$ref": format!("#/components/schemas/{name}_input")}}}}},
+                    "responses": ok("201", &format!("{name}_page"), &[400, 401, 403, 404, 409, 413, 503]),
+                }}),
+            );
+        }
+        paths.insert(format!("/api/{name}"), collection);
+        paths.insert(format!("/api/{name}/{{id}}"), item);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": format!("{} (Bulkhead app)", m.app), "version": "1"},
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entity_gets_paths_and_schemas_and_global_ones_are_read_only() {
+        let m = AppManifest::from_yaml(
+            "app: shop\nentities:\n  item:\n    owner: author\n    fields:\n      name: { type: text, required: true }\n      n: int\n  country:\n    cross_tenant: true\n    fields:\n      code: text\n",
+            "t",
+        )
+        .unwrap();
+        let doc = document(&m);
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert!(doc["paths"]["/api/item"]["post"].is_object());
+        assert!(doc["paths"]["/api/item/{id}"]["delete"].is_object());
+        assert!(
+            doc["paths"]["/api/country"]["post"].is_null(),
+            "global data is read-only"
+        );
+        let input = &doc["components"]["schemas"]["item_input"];
+        assert_eq!(input["required"], json!(["name"]));
+        assert!(
+            input["properties"]["author"].is_null(),
+            "the owner field is not writable"
+        );
+    }
+}

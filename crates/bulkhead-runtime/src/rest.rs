@@ -1,0 +1,338 @@
+//! The REST API of one app, generated from its manifest and served through `TenantDb`.
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | GET | `/api/{entity}` | list: `field=v`, `field[op]=v` (`ne lt lte gt gte in contains null`), `order=field` or `-field`, `limit`, `after`, `count=true` |
+//! | POST | `/api/{entity}` | create one (201) |
+//! | POST | `/api/{entity}/_bulk` | create up to 1000 in one transaction (201) |
+//! | GET / PATCH / DELETE | `/api/{entity}/{id}` | get, patch, delete (204) |
+//! | GET | `/openapi.json` | the OpenAPI 3.1 document of exactly this API |
+//!
+//! Mount the router inside a [`crate::TenantLayer`]; every handler needs a resolved tenant and
+//! a principal verified by that tenant's realm.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bulkhead_model::{AppManifest, Entity, ErrorCode, FieldType};
+use bulkhead_pg::{Actor, DataPlane, Direction, Filter, TenantContext};
+use serde_json::{Value, json};
+
+use crate::auth::{self, Authenticator, Principal};
+use crate::error::ApiError;
+use crate::resolve::ResolvedTenant;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Most records one bulk create takes.
+pub const BULK_LIMIT: usize = 1000;
+
+/// What the REST handlers share.
+pub struct Api {
+    pub plane: DataPlane,
+    pub auth: Arc<dyn Authenticator>,
+    openapi: Value,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("plane", &self.plane)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Api {
+    pub fn new(plane: DataPlane, auth: Arc<dyn Authenticator>) -> Self {
+        let openapi = crate::openapi::document(plane.manifest());
+        Self {
+            plane,
+            auth,
+            openapi,
+        }
+    }
+
+    /// Authenticates the request and mints its `TenantContext`.
+    async fn context(
+        &self,
+        resolved: &ResolvedTenant,
+        headers: &HeaderMap,
+    ) -> Result<(TenantContext, Principal), ApiError> {
+        let principal = auth::authenticate(self.auth.as_ref(), resolved, headers).await?;
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 128)
+            .map(str::to_owned);
+        let ctx = self.plane.context(
+            &resolved.tenant,
+            Actor {
+                user_id: Some(principal.subject.clone()),
+                request_id,
+            },
+        )?;
+        Ok((ctx, principal))
+    }
+
+    fn entity(&self, name: &str) -> Result<&Entity, ApiError> {
+        self.plane.manifest().entity(name).ok_or_else(|| {
+            ApiError::new(ErrorCode::UnknownEntity, format!("unknown entity {name:?}"))
+        })
+    }
+}
+
+/// The app's routes. Wrap with [`crate::TenantLayer`].
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/api/{entity}", get(list).post(create))
+        .route("/api/{entity}/_bulk", axum::routing::post(bulk_create))
+        .route("/api/{entity}/{id}", get(read).patch(patch).delete(remove))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(api)
+}
+
+async fn openapi(State(api): State<Arc<Api>>) -> Json<Value> {
+    Json(api.openapi.clone())
+}
+
+fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))
+}
+
+/// A query-string value as the JSON value the field's type expects.
+fn typed(entity: &Entity, field: &str, raw: &str) -> Result<Value, ApiError> {
+    let ty = match field {
+        "id" => FieldType::Uuid,
+        "created_at" | "updated_at" => FieldType::Timestamp,
+        _ => entity
+            .field(field)
+            .map(|f| f.ty.clone())
+            .ok_or_else(|| ApiError {
+                code: ErrorCode::UnknownField,
+                message: format!("{} has no field {field:?}", entity.name),
+                field: Some(field.to_owned()),
+            })?,
+    };
+    let wrong = |what: &str| ApiError {
+        code: ErrorCode::WrongType,
+        message: format!("{field}: expected {what}"),
+        field: Some(field.to_owned()),
+    };
+    Ok(match ty {
+        FieldType::Int | FieldType::Bigint => {
+            Value::from(raw.parse::<i64>().map_err(|_| wrong("an integer"))?)
+        }
+        FieldType::Bool => Value::from(match raw {
+            "true" => true,
+            "false" => false,
+            _ => return Err(wrong("true or false")),
+        }),
+        FieldType::Json => {
+            return Err(ApiError::bad_request(format!(
+                "{field} is json and cannot be filtered"
+            )));
+        }
+        _ => Value::from(raw),
+    })
+}
+
+struct ListParams {
+    filters: Vec<Filter>,
+    order: Option<(String, Direction)>,
+    limit: Option<i64>,
+    after: Option<String>,
+    count: bool,
+}
+
+fn list_params(entity: &Entity, pairs: &[(String, String)]) -> Result<ListParams, ApiError> {
+    let mut p = ListParams {
+        filters: Vec::new(),
+        order: None,
+        limit: None,
+        after: None,
+        count: false,
+    };
+    for (key, raw) in pairs {
+        match key.as_str() {
+            "order" => {
+                let (field, dir) = match raw.strip_prefix('-') {
+                    Some(f) => (f, Direction::Desc),
+                    None => (raw.as_str(), Direction::Asc),
+                };
+                p.order = Some((field.to_owned(), dir));
+            }
+            "limit" => {
+                p.limit = Some(
+                    raw.parse()
+                        .map_err(|_| ApiError::bad_request("limit must be an integer"))?,
+                )
+            }
+            "after" => p.after = Some(raw.clone()),
+            "count" => p.count = raw == "true",
+            _ => {
+                let (field, op) = match key.split_once('[') {
+                    Some((f, rest)) => (
+                        f,
+                        rest.strip_suffix(']').ok_or_else(|| {
+                            ApiError::bad_request(format!("malformed parameter {key:?}"))
+                        })?,
+                    ),
+                    None => (key.as_str(), "eq"),
+                };
+                let v = || typed(entity, field, raw);
+                p.filters.push(match op {
+                    "eq" => Filter::Eq(field.to_owned(), v()?),
+                    "ne" => Filter::Ne(field.to_owned(), v()?),
+                    "lt" => Filter::Lt(field.to_owned(), v()?),
+                    "lte" => Filter::Lte(field.to_owned(), v()?),
+                    "gt" => Filter::Gt(field.to_owned(), v()?),
+                    "gte" => Filter::Gte(field.to_owned(), v()?),
+                    "contains" => Filter::Contains(field.to_owned(), raw.clone()),
+                    "null" => Filter::IsNull(field.to_owned(), raw == "true"),
+                    "in" => Filter::In(
+                        field.to_owned(),
+                        raw.split(',')
+                            .map(|item| typed(entity, field, item))
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "unknown operator {other:?}; expected eq, ne, lt, lte, gt, gte, in, contains, null"
+                        )));
+                    }
+                });
+            }
+        }
+    }
+    Ok(p)
+}
+
+async fn list(
+    State(api): State<Arc<Api>>,
+    Extension(resolved): Extension<ResolvedTenant>,
+    headers: HeaderMap,
+    Path(entity): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    let (ctx, _) = api.context(&resolved, &headers).await?;
+    let e = api.entity(&entity)?;
+    let params = list_params(e, &pairs)?;
+    let db = ctx.db();
+    let filter = (!params.filters.is_empty()).then(|| Filter::And(params.filters.clone()));
+    let mut q = db.query(&entity);
+    if let Some(f) = filter.clone() {
+        q = q.filter(f);
+    }
+    if let Some((field, dir)) = &params.order {
+        q = q.order_by(field, *dir);
+    }
+    if let Some(limit) = params.limit {
+        q = q.limit(limit);
+    }
+    if let Some(after) = &params.after {
+        q = q.after(after);
+    }
+    let page = q.fetch().await?;
+    let mut body = json!({ "records": page.records, "next_cursor": page.next_cursor });
+    if params.count {
+        let mut c = db.query(&entity);
+        if let Some(f) = filter {
+            c = c.filter(f);
+        }
+        body["count"] = json!(c.count().await?);
+    }
+    Ok(Json(body))
+}
+
+async fn create(
+    State(api): State<Arc<Api>>,
+    Extension(resolved): Extension<ResolvedTenant>,
+    headers: HeaderMap,
+    Path(entity): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (ctx, _) = api.context(&resolved, &headers).await?;
+    api.entity(&entity)?;
+    let record = json_body(&body)?;
+    let created = ctx.db().insert(&entity, &record).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn bulk_create(
+    State(api): State<Arc<Api>>,
+    Extension(resolved): Extension<ResolvedTenant>,
+    headers: HeaderMap,
+    Path(entity): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (ctx, _) = api.context(&resolved, &headers).await?;
+    api.entity(&entity)?;
+    let Value::Array(records) = json_body(&body)? else {
+        return Err(ApiError::bad_request("a bulk create takes a JSON array"));
+    };
+    if records.is_empty() || records.len() > BULK_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "a bulk create takes 1 to {BULK_LIMIT} records"
+        )));
+    }
+    let created = ctx.db().insert_many(&entity, &records).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "records": created }))).into_response())
+}
+
+async fn read(
+    State(api): State<Arc<Api>>,
+    Extension(resolved): Extension<ResolvedTenant>,
+    headers: HeaderMap,
+    Path((entity, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (ctx, _) = api.context(&resolved, &headers).await?;
+    api.entity(&entity)?;
+    Ok(Json(ctx.db().get(&entity, &id).await?))
+}
+
+async fn patch(
+    State(api): State<Arc<Api>>,
+    Extension(resolved): Extension<ResolvedTenant>,
+    headers: HeaderMap,
+    Path((entity, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (ctx, _) = api.context(&resolved, &headers).await?;
+    api.entity(&entity)?;
+    let patch = json_body(&body)?;
+    Ok(Json(ctx.db().update(&entity, &id, &patch).await?))
+}
+
+async fn remove(
+    State(api): State<Arc<Api>>,
+    Extension(resolved): Extension<ResolvedTenant>,
+    headers: HeaderMap,
+    Path((entity, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (ctx, _) = api.context(&resolved, &headers).await?;
+    api.entity(&entity)?;
+    ctx.db().delete(&entity, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The data plane as the tenant directory of the resolution layer.
+#[derive(Debug, Clone)]
+pub struct PlaneDirectory(pub DataPlane);
+
+impl crate::resolve::TenantDirectory for PlaneDirectory {
+    fn is_active(&self, tenant: &bulkhead_model::TenantId) -> bool {
+        self.0.is_active(tenant)
+    }
+}
+
+/// The manifest an [`Api`] serves (for documentation tools).
+pub fn manifest(api: &Api) -> &AppManifest {
+    api.plane.manifest()
+}

@@ -1,0 +1,394 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use bulkhead_identity::store::{RealmSettings, RealmStore};
+use bulkhead_model::{AppManifest, IsolationLevel, TenantId};
+use bulkhead_pg::{DataPlane, DataPlaneConfig, Provisioner, TenantPlacement};
+use bulkhead_runtime::auth::LocalRealms;
+use bulkhead_runtime::rest::{Api, PlaneDirectory, router};
+use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
+use bulkhead_testkit::pg;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const MANIFEST: &str = r#"app: APP
+entities:
+  customer:
+    fields:
+      name: { type: text, required: true, unique: true }
+  ticket:
+    owner: author
+    fields:
+      title: { type: text, required: true, max_length: 100 }
+      prio: { type: int, default: 3 }
+      status: { type: enum, values: [open, closed], default: open }
+      customer: { type: ref, entity: customer }
+"#;
+
+fn tid(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct Stack {
+    svc: bulkhead_runtime::resolve::TenantService<axum::Router>,
+    realms: RealmStore,
+    app: String,
+}
+
+async fn stack() -> Stack {
+    let cluster = pg().unwrap();
+    let app = format!("r{}x{}", std::process::id(), rand::random::<u16>());
+    let manifest = AppManifest::from_yaml(&MANIFEST.replace("APP", &app), "t.yaml").unwrap();
+    let prov =
+        Provisioner::new(cluster.config("postgres", "postgres", cluster.superuser_password()));
+    let done = prov.ensure_app(&manifest).await.unwrap();
+    let plane = DataPlane::new(
+        manifest.clone(),
+        DataPlaneConfig {
+            host: "127.0.0.1".into(),
+            port: cluster.port(),
+            app_database: done.database.clone(),
+            runtime_role: done.runtime.role.clone(),
+            runtime_password: done.runtime.password.clone().unwrap(),
+            cross_tenant: None,
+            pools: Default::default(),
+        },
+    )
+    .unwrap();
+    // The platform database holds the realms (never the app database).
+    let platform = cluster.fresh_db().await.unwrap();
+    let manager = Manager::from_config(
+        platform.superuser_config(),
+        bulkhead_testkit::tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager).max_size(4).build().unwrap();
+    let realms = RealmStore::new(pool, rand::random(), RealmSettings::default());
+    realms.migrate().await.unwrap();
+    for (t, level) in [
+        ("acme", IsolationLevel::Row),
+        ("beta", IsolationLevel::Schema),
+    ] {
+        let provisioned = prov.ensure_tenant(&manifest, &tid(t), level).await.unwrap();
+        plane.register_tenant(TenantPlacement {
+            tenant: tid(t),
+            level,
+            database_password: provisioned.database.and_then(|(_, c)| c.password),
+            suspended: false,
+        });
+        realms.create_realm(&tid(t), now()).await.unwrap();
+        realms
+            .create_user(&tid(t), "alice", "correct horse", &["agent"])
+            .await
+            .unwrap();
+    }
+    let auth = Arc::new(LocalRealms {
+        store: realms.clone(),
+        audience: app.clone(),
+    });
+    let api = Arc::new(Api::new(plane.clone(), auth));
+    let config = ResolverConfig {
+        strategies: vec![
+            Strategy::Header("x-tenant".into()),
+            Strategy::PathPrefix,
+            Strategy::Subdomain,
+        ],
+        domains: vec!["api.example.com".into()],
+        base_domains: vec!["apps.example.com".into()],
+        custom_domains: HashMap::new(),
+        trusted_proxies: vec![],
+    };
+    let layer = TenantLayer::new(config, Arc::new(PlaneDirectory(plane)), Mode::Chain);
+    Stack {
+        svc: tower::Layer::layer(&layer, router(api)),
+        realms,
+        app,
+    }
+}
+
+impl Stack {
+    async fn token(&self, tenant: &str) -> String {
+        self.realms
+            .login(&tid(tenant), "alice", "correct horse", &self.app, now())
+            .await
+            .unwrap()
+            .access_token
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(body.map(Body::from).unwrap_or_else(Body::empty))
+            .unwrap();
+        let resp = self.svc.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 22)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+const ACME: &str = "acme.apps.example.com";
+const BETA: &str = "beta.apps.example.com";
+
+#[tokio::test]
+async fn the_rest_api_serves_crud_with_typed_json_errors() {
+    let s = stack().await;
+    let t = s.token("acme").await;
+    let tok = Some(t.as_str());
+    let (st, cust) = s
+        .send(
+            "POST",
+            ACME,
+            "/api/customer",
+            tok,
+            &[],
+            Some(json!({"name": "Initech"}).to_string()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{cust}");
+    let body = json!({"title": "Printer", "prio": 1, "customer": cust["id"], "author": "mallory"});
+    let (st, ticket) = s
+        .send(
+            "POST",
+            ACME,
+            "/api/ticket",
+            tok,
+            &[],
+            Some(body.to_string()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{ticket}");
+    assert_ne!(ticket["author"], "mallory", "the owner field is the caller");
+    let id = ticket["id"].as_str().unwrap().to_owned();
+    let bulk = json!([{"title": "a", "prio": 2}, {"title": "b", "prio": 5}]).to_string();
+    let (st, _) = s
+        .send("POST", ACME, "/api/ticket/_bulk", tok, &[], Some(bulk))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, page) = s
+        .send(
+            "GET",
+            ACME,
+            "/api/ticket?prio[lt]=3&order=-prio&count=true&limit=1",
+            tok,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert_eq!(page["count"], 2);
+    assert_eq!(page["records"][0]["title"], "a");
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, next) = s
+        .send(
+            "GET",
+            ACME,
+            &format!("/api/ticket?prio[lt]=3&order=-prio&limit=1&after={cursor}"),
+            tok,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(next["records"][0]["title"], "Printer");
+    let (st, patched) = s
+        .send(
+            "PATCH",
+            ACME,
+            &format!("/api/ticket/{id}"),
+            tok,
+            &[],
+            Some(json!({"status": "closed"}).to_string()),
+        )
+        .await;
+    assert_eq!(
+        (st, patched["status"].as_str()),
+        (StatusCode::OK, Some("closed"))
+    );
+    let (st, _) = s
+        .send("DELETE", ACME, &format!("/api/ticket/{id}"), tok, &[], None)
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, err) = s
+        .send("GET", ACME, &format!("/api/ticket/{id}"), tok, &[], None)
+        .await;
+    assert_eq!(
+        (st, err["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
+    // Errors: stable code, message, the field at fault; nothing half-written.
+    let cases = [
+        (
+            json!({"title": "x", "prio": "high"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "wrong_type",
+            Some("prio"),
+        ),
+        (
+            json!({"title": "x", "nope": 1}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "unknown_field",
+            Some("nope"),
+        ),
+        (
+            json!({"prio": 1}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "missing_field",
+            Some("title"),
+        ),
+        (
+            "{not json".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            None,
+        ),
+        (
+            json!({"title": "x", "customer": "00000000-0000-4000-8000-000000000000"}).to_string(),
+            StatusCode::CONFLICT,
+            "reference_not_found",
+            None,
+        ),
+    ];
+    for (body, status, code, field) in cases {
+        let (st, err) = s
+            .send("POST", ACME, "/api/ticket", tok, &[], Some(body.clone()))
+            .await;
+        assert_eq!(st, status, "{body}: {err}");
+        assert_eq!(err["error"]["code"], code, "{body}");
+        assert_eq!(err["error"]["field"].as_str(), field, "{body}");
+    }
+    let (st, _) = s
+        .send(
+            "POST",
+            ACME,
+            "/api/ticket",
+            tok,
+            &[],
+            Some("x".repeat(2 * 1024 * 1024)),
+        )
+        .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    let (st, err) = s.send("GET", ACME, "/api/nope", tok, &[], None).await;
+    assert_eq!(
+        (st, err["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_entity"))
+    );
+    let (st, err) = s
+        .send("GET", ACME, "/api/ticket?prio[zz]=1", tok, &[], None)
+        .await;
+    assert_eq!(
+        (st, err["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_query"))
+    );
+    let (_, page) = s
+        .send("GET", ACME, "/api/ticket?count=true", tok, &[], None)
+        .await;
+    assert_eq!(page["count"], 2);
+}
+
+#[tokio::test]
+async fn tokens_bind_to_their_tenant_and_forgeries_are_401() {
+    let s = stack().await;
+    let acme = s.token("acme").await;
+    // Works where it belongs.
+    let (st, _) = s
+        .send("GET", ACME, "/api/ticket", Some(&acme), &[], None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    // A realm-A token at tenant B's host: not valid there.
+    let (st, err) = s
+        .send("GET", BETA, "/api/ticket", Some(&acme), &[], None)
+        .await;
+    assert_eq!(
+        (st, err["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    // A's token with a selector naming B: 403.
+    for (path, headers) in [
+        ("/api/ticket", vec![("x-tenant", "beta")]),
+        ("/t/beta/api/ticket", vec![]),
+    ] {
+        let (st, err) = s
+            .send("GET", "api.example.com", path, Some(&acme), &headers, None)
+            .await;
+        assert_eq!(
+            (st, err["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("tenant_mismatch")),
+            "{path}"
+        );
+    }
+    // No token, garbage, alg none, an ID-token type, a tampered role claim.
+    let parts: Vec<&str> = acme.split('.').collect();
+    let header: Value = serde_json::from_slice(&B64.decode(parts[0]).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+    let with_header = |h: Value| format!("{}.{}.{}", B64.encode(h.to_string()), parts[1], parts[2]);
+    let mut none = header.clone();
+    none["alg"] = json!("none");
+    let mut id_typ = header.clone();
+    id_typ["typ"] = json!("JWT");
+    let mut admin = claims.clone();
+    admin["roles"] = json!(["admin"]);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(admin.to_string()),
+        parts[2]
+    );
+    let unsigned = format!("{}.{}.", B64.encode(none.to_string()), parts[1]);
+    for bad in [
+        None,
+        Some("garbage".to_owned()),
+        Some(unsigned),
+        Some(with_header(id_typ)),
+        Some(tampered),
+    ] {
+        let (st, _) = s
+            .send("GET", ACME, "/api/ticket", bad.as_deref(), &[], None)
+            .await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{bad:?}");
+    }
+    // The OpenAPI document is served and describes the entities.
+    let (st, doc) = s.send("GET", ACME, "/openapi.json", None, &[], None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/api/ticket/{id}"]["patch"].is_object());
+}
