@@ -5,6 +5,7 @@
 //! - [`auth`]: bearer tokens verified only by the resolved tenant's realm.
 //! - [`rest`] and [`openapi`]: the REST API generated from an app's manifest, and its
 //!   OpenAPI 3.1 document.
+//! - [`realms`]: per-tenant realm endpoints (discovery, JWKS, token, revoke).
 //! - [`error`]: JSON error bodies with stable codes.
 //!
 //! The runtime mints `TenantContext`s only from a [`resolve::ResolvedTenant`]; it must not
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod error;
 pub mod openapi;
+pub mod realms;
 pub mod resolve;
 pub mod rest;
 

@@ -43,6 +43,7 @@ fn now() -> u64 {
 
 struct Stack {
     svc: bulkhead_runtime::resolve::TenantService<axum::Router>,
+    realm_routes: axum::Router,
     realms: RealmStore,
     app: String,
 }
@@ -112,9 +113,17 @@ async fn stack() -> Stack {
         custom_domains: HashMap::new(),
         trusted_proxies: vec![],
     };
-    let layer = TenantLayer::new(config, Arc::new(PlaneDirectory(plane)), Mode::Chain);
+    let directory = Arc::new(PlaneDirectory(plane));
+    let realm_routes =
+        bulkhead_runtime::realms::router(Arc::new(bulkhead_runtime::realms::Realms {
+            store: realms.clone(),
+            directory: directory.clone(),
+            clients: vec![app.clone()],
+        }));
+    let layer = TenantLayer::new(config, directory, Mode::Chain);
     Stack {
         svc: tower::Layer::layer(&layer, router(api)),
+        realm_routes,
         realms,
         app,
     }
@@ -391,4 +400,134 @@ async fn tokens_bind_to_their_tenant_and_forgeries_are_401() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/api/ticket/{id}"]["patch"].is_object());
+}
+
+impl Stack {
+    async fn realm(&self, method: &str, path: &str, form: Option<&str>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if form.is_some() {
+            req = req.header("content-type", "application/x-www-form-urlencoded");
+        }
+        let req = req
+            .body(
+                form.map(|f| Body::from(f.to_owned()))
+                    .unwrap_or_else(Body::empty),
+            )
+            .unwrap();
+        let resp = self.realm_routes.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+#[tokio::test]
+async fn realm_endpoints_log_in_refresh_revoke_and_publish_keys() {
+    let s = stack().await;
+    let base = "/realms/acme/protocol/openid-connect";
+    let (st, d) = s
+        .realm("GET", "/realms/acme/.well-known/openid-configuration", None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(d["issuer"], "http://127.0.0.1:8080/realms/acme");
+    let (st, _) = s
+        .realm(
+            "GET",
+            "/realms/ghost/.well-known/openid-configuration",
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    let login = format!(
+        "grant_type=password&client_id={}&username=alice&password=correct+horse",
+        s.app
+    );
+    let (st, tokens) = s
+        .realm("POST", &format!("{base}/token"), Some(&login))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (st, _) = s
+        .send("GET", ACME, "/api/ticket", Some(&access), &[], None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    // The token's kid is published in the realm's JWKS, and only there.
+    let kid =
+        serde_json::from_slice::<Value>(&B64.decode(access.split('.').next().unwrap()).unwrap())
+            .unwrap()["kid"]
+            .clone();
+    let (_, jwks) = s.realm("GET", &format!("{base}/certs"), None).await;
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid)
+    );
+    let (_, beta_jwks) = s
+        .realm("GET", "/realms/beta/protocol/openid-connect/certs", None)
+        .await;
+    assert!(
+        !beta_jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid)
+    );
+
+    // Wrong password, unknown client: refused.
+    let bad = format!(
+        "grant_type=password&client_id={}&username=alice&password=nope",
+        s.app
+    );
+    assert_eq!(
+        s.realm("POST", &format!("{base}/token"), Some(&bad))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    let other_client =
+        "grant_type=password&client_id=billing&username=alice&password=correct+horse";
+    assert_eq!(
+        s.realm("POST", &format!("{base}/token"), Some(other_client))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Refresh rotates; revocation ends the session.
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let (st, next) = s
+        .realm(
+            "POST",
+            &format!("{base}/token"),
+            Some(&format!("grant_type=refresh_token&refresh_token={rt}")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let rt2 = next["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        s.realm(
+            "POST",
+            &format!("{base}/revoke"),
+            Some(&format!("token={rt2}"))
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (st, _) = s
+        .realm(
+            "POST",
+            &format!("{base}/token"),
+            Some(&format!("grant_type=refresh_token&refresh_token={rt2}")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
 }
