@@ -23,6 +23,8 @@ pub enum ErrorCode {
     TenantMismatch,
     /// No valid credentials.
     Unauthorized,
+    /// The caller's roles do not allow this action or field.
+    Forbidden,
     /// No row with this id in this tenant.
     NotFound,
     /// A unique constraint would be violated.
@@ -62,6 +64,7 @@ impl ErrorCode {
             Self::TenantNotFound => "tenant_not_found",
             Self::TenantMismatch => "tenant_mismatch",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::UniqueViolation => "unique_violation",
             Self::ReferenceNotFound => "reference_not_found",
@@ -95,7 +98,8 @@ impl ErrorCode {
             Self::RlsRefused
             | Self::CrossTenantDenied
             | Self::ReadOnlyEntity
-            | Self::TenantMismatch => 403,
+            | Self::TenantMismatch
+            | Self::Forbidden => 403,
             Self::Unauthorized => 401,
             Self::PoolExhausted | Self::DatabaseUnavailable => 503,
             Self::Internal => 500,
@@ -122,6 +126,7 @@ mod tests {
         (TenantNotFound, "tenant_not_found", 404),
         (TenantMismatch, "tenant_mismatch", 403),
         (Unauthorized, "unauthorized", 401),
+        (Forbidden, "forbidden", 403),
         (NotFound, "not_found", 404),
         (UniqueViolation, "unique_violation", 409),
         (ReferenceNotFound, "reference_not_found", 409),

@@ -12,7 +12,10 @@ pub mod yaml;
 
 pub use codes::ErrorCode;
 pub use ids::{AppId, IdError, Ident, PLATFORM_COLUMNS, TenantId};
-pub use manifest::{AppManifest, Entity, Field, FieldType, ManifestError, ValueProblem};
+pub use manifest::{
+    ANONYMOUS_ROLE, Action, AppManifest, Effective, Entity, Field, FieldType, ManifestError,
+    RolePermission, Scope, ValueProblem,
+};
 
 use serde::{Deserialize, Serialize};
 

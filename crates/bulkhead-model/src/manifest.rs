@@ -270,6 +270,109 @@ pub struct Entity {
     /// Extra indexes (each led by `tenant_id` in the schema).
     #[serde(default)]
     pub indexes: Vec<Vec<Ident>>,
+    /// Per-role permissions. Absent: every caller but an anonymous one may do everything. Present: roles not listed may do nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<RolePermission>>,
+}
+
+/// How many rows an action reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    None,
+    /// Rows whose owner field is the acting user.
+    Own,
+    All,
+}
+
+/// The role that requests without credentials act as (public endpoints).
+pub const ANONYMOUS_ROLE: &str = "anonymous";
+
+/// What one role may do with an entity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolePermission {
+    pub role: String,
+    pub read: Scope,
+    pub create: Scope,
+    pub update: Scope,
+    pub delete: Scope,
+    /// Fields this role never sees (and cannot filter or sort by).
+    #[serde(default)]
+    pub hidden: Vec<Ident>,
+    /// Fields this role may read but not write.
+    #[serde(default)]
+    pub readonly: Vec<Ident>,
+}
+
+/// An action on an entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Create,
+    Update,
+    Delete,
+}
+
+/// The combined permission of a caller's roles for one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    pub scope: Scope,
+    /// Hidden from every one of the caller's roles that may read.
+    pub hidden: Vec<String>,
+    /// Read-only for every one of the caller's roles that may write.
+    pub readonly: Vec<String>,
+}
+
+impl Entity {
+    /// What `roles` may do: the widest scope of any role; a field is hidden or read-only
+    /// only if it is so for every role that grants the action.
+    pub fn effective(&self, roles: &[String], action: Action) -> Effective {
+        let Some(perms) = &self.permissions else {
+            // Only a caller that is nothing but anonymous is kept out.
+            let anonymous = !roles.is_empty() && roles.iter().all(|r| r == ANONYMOUS_ROLE);
+            return Effective {
+                scope: if anonymous { Scope::None } else { Scope::All },
+                hidden: Vec::new(),
+                readonly: Vec::new(),
+            };
+        };
+        let granting: Vec<&RolePermission> = perms
+            .iter()
+            .filter(|p| roles.contains(&p.role))
+            .filter(|p| p.scope(action) != Scope::None)
+            .collect();
+        let scope = granting
+            .iter()
+            .map(|p| p.scope(action))
+            .max()
+            .unwrap_or(Scope::None);
+        let all = |pick: fn(&RolePermission) -> &Vec<Ident>| -> Vec<String> {
+            let Some(first) = granting.first() else {
+                return Vec::new();
+            };
+            pick(first)
+                .iter()
+                .filter(|f| granting.iter().all(|p| pick(p).contains(f)))
+                .map(|f| f.to_string())
+                .collect()
+        };
+        Effective {
+            scope,
+            hidden: all(|p| &p.hidden),
+            readonly: all(|p| &p.readonly),
+        }
+    }
+}
+
+impl RolePermission {
+    pub fn scope(&self, action: Action) -> Scope {
+        match action {
+            Action::Read => self.read,
+            Action::Create => self.create,
+            Action::Update => self.update,
+            Action::Delete => self.delete,
+        }
+    }
 }
 
 impl Entity {
@@ -568,7 +671,14 @@ impl Validator {
         let entries = self.map(
             node,
             path,
-            &["fields", "cross_tenant", "owner", "unique", "indexes"],
+            &[
+                "fields",
+                "cross_tenant",
+                "owner",
+                "unique",
+                "indexes",
+                "permissions",
+            ],
         )?;
         let mut entity = Entity {
             name,
@@ -577,7 +687,9 @@ impl Validator {
             owner: None,
             unique: Vec::new(),
             indexes: Vec::new(),
+            permissions: None,
         };
+        let mut perm_node: Option<(&Node, String)> = None;
         let mut owner_pos = Pos::default();
         for (key, _, value) in entries {
             let p = join(path, key);
@@ -596,6 +708,7 @@ impl Validator {
                     }
                 }
                 "cross_tenant" => entity.cross_tenant = self.bool(value, &p),
+                "permissions" => perm_node = Some((value, p.clone())),
                 "owner" => {
                     owner_pos = value.pos();
                     entity.owner = self.ident(value, &p);
@@ -638,6 +751,9 @@ impl Validator {
         if entity.fields.is_empty() && !entries.iter().any(|(k, _, _)| k == "fields") {
             self.problem(node.pos(), path, "missing key \"fields\"");
         }
+        if let Some((node, p)) = perm_node {
+            entity.permissions = Some(self.permissions(&entity, node, &p));
+        }
         if let Some(owner) = entity.owner.clone() {
             match entity.field(owner.as_str()) {
                 None => entity.fields.push(Field {
@@ -665,6 +781,93 @@ impl Validator {
             }
         }
         Some(entity)
+    }
+
+    fn scope(&mut self, node: &Node, path: &str, has_owner: bool) -> Scope {
+        match self.string(node, path) {
+            Some("all") => Scope::All,
+            Some("none") => Scope::None,
+            Some("own") if has_owner => Scope::Own,
+            Some("own") => {
+                self.problem(
+                    node.pos(),
+                    path,
+                    "scope own needs the entity's owner field (owner: <field>)",
+                );
+                Scope::None
+            }
+            Some(other) => {
+                self.problem(
+                    node.pos(),
+                    path,
+                    format!("unknown scope {other:?}, expected one of all, own, none"),
+                );
+                Scope::None
+            }
+            None => Scope::None,
+        }
+    }
+
+    fn permissions(&mut self, entity: &Entity, node: &Node, path: &str) -> Vec<RolePermission> {
+        let Some(entries) = self.map(node, path, &[]) else {
+            return Vec::new();
+        };
+        let has_owner = entity.owner.is_some();
+        let mut out = Vec::new();
+        for (role, pos, rnode) in entries {
+            let rpath = join(path, role);
+            let role_ok = role.len() <= 63
+                && role.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+                && role.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !role_ok {
+                self.problem(*pos, &rpath, "role names match ^[a-z][a-z0-9_-]{0,62}$");
+                continue;
+            }
+            let Some(keys) = self.map(
+                rnode,
+                &rpath,
+                &["read", "create", "update", "delete", "hidden", "readonly"],
+            ) else {
+                continue;
+            };
+            let mut perm = RolePermission {
+                role: role.clone(),
+                read: Scope::None,
+                create: Scope::None,
+                update: Scope::None,
+                delete: Scope::None,
+                hidden: Vec::new(),
+                readonly: Vec::new(),
+            };
+            for (key, _, v) in keys {
+                let kp = join(&rpath, key);
+                match key.as_str() {
+                    "read" => perm.read = self.scope(v, &kp, has_owner),
+                    "create" => perm.create = self.scope(v, &kp, has_owner),
+                    "update" => perm.update = self.scope(v, &kp, has_owner),
+                    "delete" => perm.delete = self.scope(v, &kp, has_owner),
+                    "hidden" | "readonly" => {
+                        let list = self.ident_list(v, &kp);
+                        for (f, fpos) in &list {
+                            if entity.field(f.as_str()).is_none() {
+                                self.problem(*fpos, &kp, format!("unknown field \"{f}\""));
+                            }
+                        }
+                        let names = list.into_iter().map(|(f, _)| f).collect();
+                        if key == "hidden" {
+                            perm.hidden = names;
+                        } else {
+                            perm.readonly = names;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            out.push(perm);
+        }
+        out
     }
 
     fn field(&mut self, name: Ident, node: &Node, path: &str) -> Option<Field> {
@@ -870,7 +1073,7 @@ impl Validator {
                         None => self.problem(
                             *pos,
                             &fpath,
-                            format!("refers to entity {target:?}, which is not declared"),
+                            format!("refers to entity \"{target}\", which is not declared"),
                         ),
                         Some(t) if entity.cross_tenant && !t.cross_tenant => self.problem(
                             *pos,
@@ -891,7 +1094,7 @@ impl Validator {
                             self.problem(
                                 *pos,
                                 &format!("{path}.{kind}[{i}]"),
-                                format!("unknown field {name:?}"),
+                                format!("unknown field \"{name}\""),
                             );
                         }
                     }
@@ -901,7 +1104,7 @@ impl Validator {
         for (i, (name, pos)) in reads.iter().enumerate() {
             let path = format!("cross_tenant_reads[{i}]");
             match entities.iter().find(|e| e.name == *name) {
-                None => self.problem(*pos, &path, format!("unknown entity {name:?}")),
+                None => self.problem(*pos, &path, format!("unknown entity \"{name}\"")),
                 Some(e) if e.cross_tenant => self.problem(
                     *pos,
                     &path,
@@ -1046,6 +1249,63 @@ cross_tenant_reads: [missing]
             .to_string();
         assert!(err.contains("cannot refer to tenant entity"), "{err}");
         assert!(err.contains("readable by every tenant already"), "{err}");
+    }
+
+    #[test]
+    fn permissions_combine_roles_and_validate() {
+        let yaml = "app: helpdesk\nentities:\n  ticket:\n    owner: author\n    fields:\n      title: text\n      note: text\n      status: text\n    permissions:\n      agent: { read: all, create: all, update: all, delete: all }\n      customer: { read: own, create: all, update: own, hidden: [note], readonly: [status] }\n      anonymous: { read: all, hidden: [note, status] }\n";
+        let m = AppManifest::from_yaml(yaml, "m.yaml").unwrap();
+        let t = m.entity("ticket").unwrap();
+        let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let c = t.effective(&roles(&["customer"]), Action::Read);
+        assert_eq!(
+            (c.scope, c.hidden.clone()),
+            (Scope::Own, vec!["note".to_owned()])
+        );
+        assert_eq!(
+            t.effective(&roles(&["customer"]), Action::Delete).scope,
+            Scope::None
+        );
+        assert_eq!(
+            t.effective(&roles(&["customer"]), Action::Update).readonly,
+            ["status"]
+        );
+        let both = t.effective(&roles(&["customer", "agent"]), Action::Read);
+        assert_eq!((both.scope, both.hidden.len()), (Scope::All, 0));
+        assert_eq!(
+            t.effective(&roles(&["stranger"]), Action::Read).scope,
+            Scope::None
+        );
+        let anon = t.effective(&roles(&["anonymous"]), Action::Read);
+        assert_eq!(anon.hidden, ["note", "status"]);
+        // Without a permissions block: signed-in roles may do all, anonymous nothing.
+        let open =
+            AppManifest::from_yaml("app: x1\nentities:\n  a:\n    fields: { b: text }\n", "m")
+                .unwrap();
+        let a = open.entity("a").unwrap();
+        assert_eq!(
+            a.effective(&roles(&["user"]), Action::Delete).scope,
+            Scope::All
+        );
+        assert_eq!(
+            a.effective(&roles(&["anonymous"]), Action::Read).scope,
+            Scope::None
+        );
+
+        let bad = "app: helpdesk\nentities:\n  ticket:\n    fields:\n      title: text\n    permissions:\n      agent: { read: own, write: all, hidden: [nope] }\n      Bad: { read: all }\n";
+        let err = AppManifest::from_yaml(bad, "m.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("entities.ticket.permissions.agent.read: scope own needs"),
+            "{err}"
+        );
+        assert!(
+            err.contains("entities.ticket.permissions.agent.write: unknown key"),
+            "{err}"
+        );
+        assert!(err.contains("unknown field \"nope\""), "{err}");
+        assert!(err.contains("entities.ticket.permissions.Bad"), "{err}");
     }
 
     #[test]

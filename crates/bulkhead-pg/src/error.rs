@@ -37,6 +37,12 @@ pub enum Error {
     StillReferenced { entity: String, constraint: String },
     #[error("row-level security refused the write")]
     RlsRefused,
+    #[error("{action} on {entity}{} is not allowed for your roles", .field.as_ref().map(|f| format!(" (field {f})")).unwrap_or_default())]
+    Forbidden {
+        entity: String,
+        action: &'static str,
+        field: Option<String>,
+    },
     #[error("cross-tenant access to {entity:?} is not granted in the manifest")]
     CrossTenantDenied { entity: String },
     #[error("{entity} is global reference data, written only through the admin path")]
@@ -74,6 +80,7 @@ impl Error {
             Error::ReferenceNotFound { .. } => ErrorCode::ReferenceNotFound,
             Error::StillReferenced { .. } => ErrorCode::StillReferenced,
             Error::RlsRefused => ErrorCode::RlsRefused,
+            Error::Forbidden { .. } => ErrorCode::Forbidden,
             Error::CrossTenantDenied { .. } => ErrorCode::CrossTenantDenied,
             Error::ReadOnlyEntity { .. } => ErrorCode::ReadOnlyEntity,
             Error::PoolExhausted { .. } => ErrorCode::PoolExhausted,

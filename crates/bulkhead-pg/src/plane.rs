@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use bulkhead_model::names::{self, quote_ident as q};
-use bulkhead_model::{AppManifest, Entity, IsolationLevel, TenantId};
+use bulkhead_model::{Action, AppManifest, Effective, Entity, IsolationLevel, Scope, TenantId};
 use serde_json::Value;
 use tokio_postgres::Row;
 
@@ -47,11 +47,14 @@ pub struct TenantPlacement {
     pub suspended: bool,
 }
 
-/// Who is acting, for owner fields and the audit log.
+/// Who is acting: owner fields, permissions and the audit log.
 #[derive(Debug, Clone, Default)]
 pub struct Actor {
     pub user_id: Option<String>,
     pub request_id: Option<String>,
+    /// The caller's roles; `["anonymous"]` for public requests. Permissions declared in the
+    /// manifest are checked against these inside every operation.
+    pub roles: Vec<String>,
 }
 
 struct Inner {
@@ -379,14 +382,105 @@ mod ops {
         Ok(e)
     }
 
+    /// The caller's permission for `action`, with the row filter it implies (`own`: the
+    /// owner field equals the acting user). `None` scope is refused here.
+    fn permit(
+        ctx: &TenantContext,
+        e: &Entity,
+        action: Action,
+        name: &'static str,
+    ) -> Result<(Effective, Option<Filter>)> {
+        let eff = e.effective(&ctx.actor.roles, action);
+        let forbidden = || Error::Forbidden {
+            entity: e.name.to_string(),
+            action: name,
+            field: None,
+        };
+        let filter = match eff.scope {
+            Scope::None => return Err(forbidden()),
+            Scope::All => None,
+            Scope::Own => {
+                let (Some(owner), Some(user)) = (&e.owner, &ctx.actor.user_id) else {
+                    return Err(forbidden());
+                };
+                Some(Filter::Eq(owner.to_string(), Value::from(user.as_str())))
+            }
+        };
+        Ok((eff, filter))
+    }
+
+    /// Refuses filters and ordering on fields the caller cannot see, as if they did not exist.
+    fn check_visible<'f>(
+        e: &Entity,
+        hidden: &[String],
+        fields: impl IntoIterator<Item = &'f str>,
+    ) -> Result<()> {
+        for f in fields {
+            if hidden.iter().any(|h| h == f) {
+                return Err(Error::UnknownField {
+                    entity: e.name.to_string(),
+                    field: f.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses writes of fields the caller may not write (read-only or hidden for it).
+    fn check_writable(
+        e: &Entity,
+        eff: &Effective,
+        hidden: &[String],
+        record: &Value,
+        name: &'static str,
+    ) -> Result<()> {
+        if let Some(obj) = record.as_object() {
+            for key in obj.keys() {
+                if eff.readonly.iter().chain(hidden).any(|f| f == key) {
+                    return Err(Error::Forbidden {
+                        entity: e.name.to_string(),
+                        action: name,
+                        field: Some(key.clone()),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn strip(mut record: Value, hidden: &[String]) -> Value {
+        if let Some(obj) = record.as_object_mut() {
+            for h in hidden {
+                obj.remove(h);
+            }
+        }
+        record
+    }
+
+    fn and(a: Option<Filter>, b: Option<&Filter>) -> Option<Filter> {
+        match (a, b) {
+            (None, None) => None,
+            (Some(a), None) => Some(a),
+            (None, Some(b)) => Some(b.clone()),
+            (Some(a), Some(b)) => Some(Filter::And(vec![a, b.clone()])),
+        }
+    }
+
+    /// Fields hidden from the caller when reading `e`.
+    fn hidden_for_read(ctx: &TenantContext, e: &Entity) -> Vec<String> {
+        e.effective(&ctx.actor.roles, Action::Read).hidden
+    }
+
     pub async fn get(x: &mut impl Exec, entity: &str, id: &str) -> Result<Value> {
         let ctx = x.ctx().clone();
         let e = ctx.entity(entity)?;
+        let (eff, own) = permit(&ctx, e, Action::Read, "read")?;
         let schema = schema_for(&ctx, e);
-        let (stmt, params) = sql::get_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), id)?;
+        let (stmt, params) =
+            sql::get_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), id, own.as_ref())?;
         let rows = x.run(e, false, &stmt, params).await?;
         match rows.first() {
-            Some(row) => sql::record_from_row(e, row, false),
+            Some(row) => Ok(strip(sql::record_from_row(e, row, false)?, &eff.hidden)),
             None => Err(Error::NotFound {
                 entity: entity.to_owned(),
             }),
@@ -396,6 +490,9 @@ mod ops {
     pub async fn insert(x: &mut impl Exec, entity: &str, record: &Value) -> Result<Value> {
         let ctx = x.ctx().clone();
         let e = writable(&ctx, entity)?;
+        let (eff, _) = permit(&ctx, e, Action::Create, "create")?;
+        let hidden = hidden_for_read(&ctx, e);
+        check_writable(e, &eff, &hidden, record, "create")?;
         let (stmt, params) = sql::insert_sql(
             &ctx.schema(),
             e,
@@ -407,17 +504,26 @@ mod ops {
         let row = rows
             .first()
             .ok_or_else(|| Error::Internal("insert returned no row".into()))?;
-        sql::record_from_row(e, row, false)
+        Ok(strip(sql::record_from_row(e, row, false)?, &hidden))
     }
 
     pub async fn update(x: &mut impl Exec, entity: &str, id: &str, patch: &Value) -> Result<Value> {
         let ctx = x.ctx().clone();
         let e = writable(&ctx, entity)?;
-        let (stmt, params) =
-            sql::update_sql(&ctx.schema(), e, Some(&ctx.placement.tenant), id, patch)?;
+        let (eff, own) = permit(&ctx, e, Action::Update, "update")?;
+        let hidden = hidden_for_read(&ctx, e);
+        check_writable(e, &eff, &hidden, patch, "update")?;
+        let (stmt, params) = sql::update_sql(
+            &ctx.schema(),
+            e,
+            Some(&ctx.placement.tenant),
+            id,
+            patch,
+            own.as_ref(),
+        )?;
         let rows = x.run(e, false, &stmt, params).await?;
         match rows.first() {
-            Some(row) => sql::record_from_row(e, row, false),
+            Some(row) => Ok(strip(sql::record_from_row(e, row, false)?, &hidden)),
             None => Err(Error::NotFound {
                 entity: entity.to_owned(),
             }),
@@ -427,7 +533,14 @@ mod ops {
     pub async fn delete(x: &mut impl Exec, entity: &str, id: &str) -> Result<()> {
         let ctx = x.ctx().clone();
         let e = writable(&ctx, entity)?;
-        let (stmt, params) = sql::delete_sql(&ctx.schema(), e, Some(&ctx.placement.tenant), id)?;
+        let (_, own) = permit(&ctx, e, Action::Delete, "delete")?;
+        let (stmt, params) = sql::delete_sql(
+            &ctx.schema(),
+            e,
+            Some(&ctx.placement.tenant),
+            id,
+            own.as_ref(),
+        )?;
         let rows = x.run(e, true, &stmt, params).await?;
         if rows.is_empty() {
             return Err(Error::NotFound {
@@ -440,16 +553,23 @@ mod ops {
     pub async fn fetch(x: &mut impl Exec, entity: &str, spec: &QuerySpec) -> Result<Page> {
         let ctx = x.ctx().clone();
         let e = ctx.entity(entity)?;
+        let (eff, own) = permit(&ctx, e, Action::Read, "read")?;
+        let mentioned = spec.filter.iter().flat_map(sql::filter_fields);
+        check_visible(e, &eff.hidden, mentioned.chain([spec.order_field.as_str()]))?;
+        let spec = QuerySpec {
+            filter: and(own, spec.filter.as_ref()),
+            ..spec.clone()
+        };
         let schema = schema_for(&ctx, e);
-        let (stmt, params) = sql::select_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), spec)?;
+        let (stmt, params) = sql::select_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), &spec)?;
         let rows = x.run(e, false, &stmt, params).await?;
         let has_more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > spec.limit;
-        let mut records = rows
+        let records = rows
             .iter()
             .take(usize::try_from(spec.limit).unwrap_or(usize::MAX))
             .map(|r| sql::record_from_row(e, r, false))
             .collect::<Result<Vec<_>>>()?;
-        let next_cursor = match (has_more, records.last_mut()) {
+        let next_cursor = match (has_more, records.last()) {
             (true, Some(last)) => Some(sql::encode_cursor(
                 &last[spec.order_field.as_str()],
                 &last["id"],
@@ -457,7 +577,7 @@ mod ops {
             _ => None,
         };
         Ok(Page {
-            records,
+            records: records.into_iter().map(|r| strip(r, &eff.hidden)).collect(),
             next_cursor,
         })
     }
@@ -465,8 +585,16 @@ mod ops {
     pub async fn count(x: &mut impl Exec, entity: &str, filter: Option<&Filter>) -> Result<i64> {
         let ctx = x.ctx().clone();
         let e = ctx.entity(entity)?;
+        let (eff, own) = permit(&ctx, e, Action::Read, "read")?;
+        check_visible(
+            e,
+            &eff.hidden,
+            filter.into_iter().flat_map(sql::filter_fields),
+        )?;
+        let filter = and(own, filter);
         let schema = schema_for(&ctx, e);
-        let (stmt, params) = sql::count_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), filter)?;
+        let (stmt, params) =
+            sql::count_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), filter.as_ref())?;
         let rows = x.run(e, false, &stmt, params).await?;
         rows.first()
             .map(|r| r.get::<_, i64>(0))

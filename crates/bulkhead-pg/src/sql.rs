@@ -538,6 +538,22 @@ pub fn select_sql(
     Ok((sql, b.params))
 }
 
+/// The fields a filter mentions.
+pub fn filter_fields(f: &Filter) -> Vec<&str> {
+    match f {
+        Filter::Eq(n, _)
+        | Filter::Ne(n, _)
+        | Filter::Lt(n, _)
+        | Filter::Lte(n, _)
+        | Filter::Gt(n, _)
+        | Filter::Gte(n, _)
+        | Filter::In(n, _)
+        | Filter::IsNull(n, _)
+        | Filter::Contains(n, _) => vec![n.as_str()],
+        Filter::And(list) | Filter::Or(list) => list.iter().flat_map(filter_fields).collect(),
+    }
+}
+
 /// One branch of a cross-tenant read: every row of `schema` with its `tenant_id`.
 pub fn cross_branch(
     b: &mut Binder,
@@ -582,10 +598,14 @@ pub fn get_sql(
     entity: &Entity,
     tenant: Option<&TenantId>,
     id: &str,
+    extra: Option<&Filter>,
 ) -> Result<(String, Vec<Param>)> {
     let mut b = Binder::default();
-    let tc = tenant_clause(&mut b, entity, tenant)?;
+    let mut tc = tenant_clause(&mut b, entity, tenant)?;
     let pid = bind_id(&mut b, entity, id)?;
+    if let Some(f) = extra {
+        tc = format!("{tc} AND {}", filter_sql(&mut b, entity, f, 0)?);
+    }
     let sql = format!(
         "SELECT {} FROM {} WHERE {tc} AND {} = {pid}",
         select_list(entity, false),
@@ -678,11 +698,15 @@ pub fn update_sql(
     tenant: Option<&TenantId>,
     id: &str,
     patch: &Value,
+    extra: Option<&Filter>,
 ) -> Result<(String, Vec<Param>)> {
     let obj = object(entity, patch)?;
     let mut b = Binder::default();
-    let tc = tenant_clause(&mut b, entity, tenant)?;
+    let mut tc = tenant_clause(&mut b, entity, tenant)?;
     let pid = bind_id(&mut b, entity, id)?;
+    if let Some(f) = extra {
+        tc = format!("{tc} AND {}", filter_sql(&mut b, entity, f, 0)?);
+    }
     let mut sets = Vec::new();
     for (name, value) in obj {
         let field = check_writable_field(entity, name)?;
@@ -717,10 +741,14 @@ pub fn delete_sql(
     entity: &Entity,
     tenant: Option<&TenantId>,
     id: &str,
+    extra: Option<&Filter>,
 ) -> Result<(String, Vec<Param>)> {
     let mut b = Binder::default();
-    let tc = tenant_clause(&mut b, entity, tenant)?;
+    let mut tc = tenant_clause(&mut b, entity, tenant)?;
     let pid = bind_id(&mut b, entity, id)?;
+    if let Some(f) = extra {
+        tc = format!("{tc} AND {}", filter_sql(&mut b, entity, f, 0)?);
+    }
     let sql = format!(
         "DELETE FROM {} WHERE {tc} AND {} = {pid} RETURNING {}::text",
         table(schema, entity),
@@ -787,9 +815,17 @@ mod tests {
         assert!(sql.contains(r#""tenant_id" = $1::text"#));
         let id = "0b6e6c1e-5a4f-4e4b-9c1e-000000000000";
         for (sql, _) in [
-            get_sql("public", e, Some(&t), id).unwrap(),
-            delete_sql("public", e, Some(&t), id).unwrap(),
-            update_sql("public", e, Some(&t), id, &serde_json::json!({"n": 1})).unwrap(),
+            get_sql("public", e, Some(&t), id, None).unwrap(),
+            delete_sql("public", e, Some(&t), id, None).unwrap(),
+            update_sql(
+                "public",
+                e,
+                Some(&t),
+                id,
+                &serde_json::json!({"n": 1}),
+                None,
+            )
+            .unwrap(),
         ] {
             assert!(sql.contains(r#""tenant_id" = $1::text"#), "{sql}");
         }

@@ -37,6 +37,14 @@ pub enum Source {
     Default,
 }
 
+impl Source {
+    /// Sources that come from the host the request was addressed to, not from the client's
+    /// choice of header, cookie or path.
+    pub fn is_host(self) -> bool {
+        matches!(self, Source::Subdomain | Source::CustomDomain)
+    }
+}
+
 /// A resolver written by a library user: given the request head and the checked host, name a
 /// tenant (or not). The name still goes through id validation and the tenant directory.
 pub trait CustomResolver: Send + Sync + 'static {

@@ -63,7 +63,16 @@ impl Api {
         resolved: &ResolvedTenant,
         headers: &HeaderMap,
     ) -> Result<(TenantContext, Principal), ApiError> {
-        let principal = auth::authenticate(self.auth.as_ref(), resolved, headers).await?;
+        let principal = if auth::bearer(headers).is_none() && resolved.via.is_host() {
+            // Public access: only for tenants named by the host, and only where the manifest
+            // grants the `anonymous` role the action (checked inside TenantDb).
+            Principal {
+                subject: String::new(),
+                roles: vec![bulkhead_model::ANONYMOUS_ROLE.to_owned()],
+            }
+        } else {
+            auth::authenticate(self.auth.as_ref(), resolved, headers).await?
+        };
         let request_id = headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
@@ -72,8 +81,9 @@ impl Api {
         let ctx = self.plane.context(
             &resolved.tenant,
             Actor {
-                user_id: Some(principal.subject.clone()),
+                user_id: (!principal.subject.is_empty()).then(|| principal.subject.clone()),
                 request_id,
+                roles: principal.roles.clone(),
             },
         )?;
         Ok((ctx, principal))
@@ -214,6 +224,19 @@ fn list_params(entity: &Entity, pairs: &[(String, String)]) -> Result<ListParams
     Ok(p)
 }
 
+/// An anonymous caller refused by permissions is told to authenticate (401), not 403.
+fn for_caller(principal: &Principal, e: bulkhead_pg::Error) -> ApiError {
+    let anonymous = principal
+        .roles
+        .iter()
+        .all(|r| r == bulkhead_model::ANONYMOUS_ROLE);
+    if anonymous && e.code() == ErrorCode::Forbidden {
+        ApiError::unauthorized()
+    } else {
+        e.into()
+    }
+}
+
 async fn list(
     State(api): State<Arc<Api>>,
     Extension(resolved): Extension<ResolvedTenant>,
@@ -221,7 +244,7 @@ async fn list(
     Path(entity): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, _) = api.context(&resolved, &headers).await?;
+    let (ctx, who) = api.context(&resolved, &headers).await?;
     let e = api.entity(&entity)?;
     let params = list_params(e, &pairs)?;
     let db = ctx.db();
@@ -239,14 +262,14 @@ async fn list(
     if let Some(after) = &params.after {
         q = q.after(after);
     }
-    let page = q.fetch().await?;
+    let page = q.fetch().await.map_err(|e| for_caller(&who, e))?;
     let mut body = json!({ "records": page.records, "next_cursor": page.next_cursor });
     if params.count {
         let mut c = db.query(&entity);
         if let Some(f) = filter {
             c = c.filter(f);
         }
-        body["count"] = json!(c.count().await?);
+        body["count"] = json!(c.count().await.map_err(|e| for_caller(&who, e))?);
     }
     Ok(Json(body))
 }
@@ -258,10 +281,14 @@ async fn create(
     Path(entity): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (ctx, _) = api.context(&resolved, &headers).await?;
+    let (ctx, who) = api.context(&resolved, &headers).await?;
     api.entity(&entity)?;
     let record = json_body(&body)?;
-    let created = ctx.db().insert(&entity, &record).await?;
+    let created = ctx
+        .db()
+        .insert(&entity, &record)
+        .await
+        .map_err(|e| for_caller(&who, e))?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -272,7 +299,7 @@ async fn bulk_create(
     Path(entity): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (ctx, _) = api.context(&resolved, &headers).await?;
+    let (ctx, who) = api.context(&resolved, &headers).await?;
     api.entity(&entity)?;
     let Value::Array(records) = json_body(&body)? else {
         return Err(ApiError::bad_request("a bulk create takes a JSON array"));
@@ -282,7 +309,11 @@ async fn bulk_create(
             "a bulk create takes 1 to {BULK_LIMIT} records"
         )));
     }
-    let created = ctx.db().insert_many(&entity, &records).await?;
+    let created = ctx
+        .db()
+        .insert_many(&entity, &records)
+        .await
+        .map_err(|e| for_caller(&who, e))?;
     Ok((StatusCode::CREATED, Json(json!({ "records": created }))).into_response())
 }
 
@@ -292,9 +323,14 @@ async fn read(
     headers: HeaderMap,
     Path((entity, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, _) = api.context(&resolved, &headers).await?;
+    let (ctx, who) = api.context(&resolved, &headers).await?;
     api.entity(&entity)?;
-    Ok(Json(ctx.db().get(&entity, &id).await?))
+    Ok(Json(
+        ctx.db()
+            .get(&entity, &id)
+            .await
+            .map_err(|e| for_caller(&who, e))?,
+    ))
 }
 
 async fn patch(
@@ -304,10 +340,15 @@ async fn patch(
     Path((entity, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, _) = api.context(&resolved, &headers).await?;
+    let (ctx, who) = api.context(&resolved, &headers).await?;
     api.entity(&entity)?;
     let patch = json_body(&body)?;
-    Ok(Json(ctx.db().update(&entity, &id, &patch).await?))
+    Ok(Json(
+        ctx.db()
+            .update(&entity, &id, &patch)
+            .await
+            .map_err(|e| for_caller(&who, e))?,
+    ))
 }
 
 async fn remove(
@@ -316,9 +357,12 @@ async fn remove(
     headers: HeaderMap,
     Path((entity, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let (ctx, _) = api.context(&resolved, &headers).await?;
+    let (ctx, who) = api.context(&resolved, &headers).await?;
     api.entity(&entity)?;
-    ctx.db().delete(&entity, &id).await?;
+    ctx.db()
+        .delete(&entity, &id)
+        .await
+        .map_err(|e| for_caller(&who, e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

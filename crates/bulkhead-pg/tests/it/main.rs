@@ -5,6 +5,7 @@ mod attacks;
 mod catalog;
 mod leak;
 mod migrations;
+mod permissions;
 mod pgtap;
 mod scoping;
 mod support;

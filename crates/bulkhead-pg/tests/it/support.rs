@@ -140,6 +140,21 @@ impl App {
                 Actor {
                     user_id: Some(format!("user-of-{tenant}")),
                     request_id: Some("req-1".into()),
+                    roles: Vec::new(),
+                },
+            )
+            .unwrap()
+    }
+
+    /// A context for `user` with `roles` in `tenant`.
+    pub fn ctx_as(&self, tenant: &str, user: &str, roles: &[&str]) -> TenantContext {
+        self.plane
+            .context(
+                &tid(tenant),
+                Actor {
+                    user_id: Some(user.to_owned()),
+                    request_id: None,
+                    roles: roles.iter().map(|r| (*r).to_owned()).collect(),
                 },
             )
             .unwrap()

@@ -28,6 +28,12 @@ entities:
       prio: { type: int, default: 3 }
       status: { type: enum, values: [open, closed], default: open }
       customer: { type: ref, entity: customer }
+  article:
+    fields:
+      headline: { type: text, required: true }
+    permissions:
+      agent: { read: all, create: all, update: all, delete: all }
+      anonymous: { read: all }
 "#;
 
 fn tid(s: &str) -> TenantId {
@@ -530,4 +536,49 @@ async fn realm_endpoints_log_in_refresh_revoke_and_publish_keys() {
         )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn public_reads_resolve_by_host_only_and_need_an_anonymous_grant() {
+    let s = stack().await;
+    let t = s.token("acme").await;
+    let body = json!({"headline": "Maintenance tonight"}).to_string();
+    let (st, _) = s
+        .send(
+            "POST",
+            ACME,
+            "/api/article",
+            Some(&t),
+            &[],
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    // Anonymous read where the manifest grants it, tenant from the host.
+    let (st, page) = s.send("GET", ACME, "/api/article", None, &[], None).await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert_eq!(page["records"][0]["headline"], "Maintenance tonight");
+    // Not via a client-chosen selector.
+    let (st, _) = s
+        .send(
+            "GET",
+            "api.example.com",
+            "/api/article",
+            None,
+            &[("x-tenant", "acme")],
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // Not for entities or actions without the grant.
+    let (st, _) = s.send("GET", ACME, "/api/ticket", None, &[], None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _) = s
+        .send("POST", ACME, "/api/article", None, &[], Some(body))
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // Another tenant's public data is its own.
+    let (st, page) = s.send("GET", BETA, "/api/article", None, &[], None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(page["records"].as_array().unwrap().len(), 0);
 }
