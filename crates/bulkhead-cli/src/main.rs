@@ -1,6 +1,7 @@
 //! The `bulkhead` binary: parses the command line and hands off to a subcommand module.
 
 mod config;
+mod demo;
 mod manifest;
 mod up;
 
@@ -34,7 +35,9 @@ enum Command {
     /// (creating it on first run, reusing it afterwards), serves the HTTP API, and stops the
     /// cluster cleanly on Ctrl-C or SIGTERM. With --database-url, uses that server instead and
     /// starts nothing. GET /healthz answers while the process runs; GET /readyz answers 200
-    /// only while the database does.
+    /// only while the database does. Unless --no-example, it also provisions and serves the
+    /// example app (examples/helpdesk) for the demo tenants acme and globex and logs how to
+    /// log in and call it.
     Up(up::Args),
     /// Work with app manifests (the YAML that declares an app's entities).
     #[command(subcommand)]

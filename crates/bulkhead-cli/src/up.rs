@@ -29,6 +29,9 @@ pub struct Args {
     /// Directory for local state; the embedded cluster lives in <data-dir>/postgres.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Do not provision and serve the example app (examples/helpdesk).
+    #[arg(long)]
+    no_example: bool,
 }
 
 /// The embedded cluster while `up` runs, and whether this process started it.
@@ -39,6 +42,7 @@ struct Embedded {
 }
 
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
+    let example = !args.no_example;
     let config = Config::load(
         config_path,
         Overrides {
@@ -52,10 +56,10 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, example))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, example: bool) -> anyhow::Result<()> {
     let (db_config, embedded) = match &config.database_url {
         Some(url) => {
             let db_config = tokio_postgres::Config::from_str(url.expose())
@@ -73,7 +77,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
 
-    let result = serve_http(&config, db_config).await;
+    let result = serve_http(&config, db_config, example).await;
 
     if let Some(embedded) = embedded {
         if embedded.started_here {
@@ -89,18 +93,49 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     result
 }
 
-async fn serve_http(config: &Config, db_config: tokio_postgres::Config) -> anyhow::Result<()> {
-    let pool = bulkhead_gateway::platform_pool(db_config)
+async fn serve_http(
+    config: &Config,
+    db_config: tokio_postgres::Config,
+    example: bool,
+) -> anyhow::Result<()> {
+    let pool = bulkhead_gateway::platform_pool(db_config.clone())
         .map_err(anyhow::Error::msg)
         .context("creating the platform database pool")?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let base_url = format!("http://{addr}");
+    let app = if example {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let app = crate::demo::start(&config.data_dir, db_config, &base_url)
+            .await
+            .context("starting the example app")?;
+        print_demo_help(&base_url);
+        app
+    } else {
+        axum::Router::new()
+    };
     tracing::info!("listening on http://{addr}");
-    bulkhead_gateway::launch(listener, AppState::new(pool), shutdown_signal())
+    bulkhead_gateway::launch(listener, AppState::new(pool), app, shutdown_signal())
         .await
         .context("serving HTTP")
+}
+
+fn print_demo_help(base: &str) {
+    let mut users = String::new();
+    for (tenant, level) in crate::demo::TENANTS {
+        users.push_str(&format!(
+            "\n    tenant {tenant} ({}): alice / {} (agent), bob / {} (customer)",
+            level.as_str(),
+            crate::demo::demo_password(tenant, "alice"),
+            crate::demo::demo_password(tenant, "bob"),
+        ));
+    }
+    tracing::info!(
+        "example app `helpdesk` is ready{users}\n  log in:\n    curl -s {base}/realms/acme/protocol/openid-connect/token -d grant_type=password -d client_id=helpdesk -d username=alice -d password={pw}\n  call it:\n    curl -s {base}/t/acme/api/ticket -H \"Authorization: Bearer $TOKEN\"\n  API document: {base}/t/acme/openapi.json",
+        pw = crate::demo::demo_password("acme", "alice"),
+    );
 }
 
 fn start_embedded(dir: &Path) -> anyhow::Result<Embedded> {

@@ -61,13 +61,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` completes, then finishes in-flight requests.
+/// Serves `app` beside the health routes until `shutdown` completes, then finishes in-flight
+/// requests. The peer address is recorded for trusted-proxy checks.
 pub async fn launch(
     listener: TcpListener,
     state: AppState,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let service = router(state)
+        .merge(app)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -362,9 +362,12 @@ pub async fn apply(
     )
     .await
     .map_err(Error::Database)?;
-    tx.batch_execute(&format!("SET LOCAL ROLE {}", q(&owner)))
-        .await
-        .map_err(Error::Database)?;
+    tx.batch_execute(&format!(
+        "SET LOCAL client_min_messages = warning; SET LOCAL ROLE {}",
+        q(&owner)
+    ))
+    .await
+    .map_err(Error::Database)?;
     let (version, old) = last_applied(&tx, &schema).await?;
     let plan = plan(old.as_ref(), m, target);
     let destructive = plan.destructive_steps();

@@ -122,11 +122,92 @@ async fn up_with_a_database_url_uses_that_server_and_starts_none() {
     let addr = up.wait_listening();
     wait_status(addr, "/readyz", 200);
     assert!(
-        !cwd.path().join(".bulkhead").exists(),
+        !cwd.path().join(".bulkhead/postgres").exists(),
         "no embedded cluster with --database-url"
     );
     up.signal("TERM");
     assert!(up.wait().success());
     // The external server is untouched.
     db.superuser().await.unwrap();
+}
+
+fn login(addr: std::net::SocketAddr, tenant: &str, user: &str) -> String {
+    let form = format!(
+        "grant_type=password&client_id=helpdesk&username={user}&password={user}-at-{tenant}"
+    );
+    let (status, body) = crate::support::request(
+        addr,
+        "POST",
+        &format!("/realms/{tenant}/protocol/openid-connect/token"),
+        &[],
+        Some(("application/x-www-form-urlencoded", &form)),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn up_serves_the_example_app_to_two_isolated_tenants() {
+    use crate::support::request;
+    let cwd = workdir();
+    let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
+    let addr = up.wait_listening();
+    assert!(up.logged("example app `helpdesk` is ready"));
+    let alice = login(addr, "acme", "alice");
+    let auth = format!("Bearer {alice}");
+    let json = "application/json";
+    let (status, body) = request(
+        addr,
+        "POST",
+        "/t/acme/api/ticket",
+        &[("Authorization", &auth)],
+        Some((json, r#"{"title":"printer on fire"}"#)),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = request(
+        addr,
+        "GET",
+        "/t/acme/api/ticket",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("printer on fire"));
+    // globex (schema level) sees none of it, and acme's token has no authority there.
+    let globex = format!("Bearer {}", login(addr, "globex", "alice"));
+    let (_, body) = request(
+        addr,
+        "GET",
+        "/t/globex/api/ticket",
+        &[("Authorization", &globex)],
+        None,
+    );
+    assert!(!body.contains("printer on fire"), "{body}");
+    let (status, _) = request(
+        addr,
+        "GET",
+        "/t/globex/api/ticket",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(status, 403);
+    // A customer sees only their own tickets and never the internal note.
+    let bob = format!("Bearer {}", login(addr, "acme", "bob"));
+    let (_, body) = request(
+        addr,
+        "GET",
+        "/t/acme/api/ticket",
+        &[("Authorization", &bob)],
+        None,
+    );
+    assert!(
+        !body.contains("printer on fire") && !body.contains("internal_note"),
+        "{body}"
+    );
+    // Public announcements need no token, tenant by host only.
+    let (status, _) = request(addr, "GET", "/t/acme/api/announcement", &[], None);
+    assert_eq!(status, 401, "a path selector is not a host");
+    up.signal("TERM");
+    assert!(up.wait().success());
 }

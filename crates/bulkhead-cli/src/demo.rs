@@ -1,0 +1,189 @@
+//! The example app `bulkhead up` serves: `examples/helpdesk` for two demo tenants, `acme`
+//! (row level) and `globex` (schema level), each with its own realm and demo users.
+//!
+//! Embedded first-run mode only: it provisions with the cluster's superuser, keeps the realm
+//! master key in `<data_dir>/master.key` (mode 0600) and rotates the app's runtime password at
+//! every start, because the vault that would keep them arrives with the platform issue.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use bulkhead_identity::store::{RealmSettings, RealmStore, StoreError};
+use bulkhead_model::{AppManifest, IsolationLevel, TenantId};
+use bulkhead_pg::{DataPlane, DataPlaneConfig, Provisioner, TenantPlacement};
+use bulkhead_runtime::auth::LocalRealms;
+use bulkhead_runtime::realms::Realms;
+use bulkhead_runtime::rest::{Api, PlaneDirectory};
+use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
+const MANIFEST: &str = include_str!("../../../examples/helpdesk/manifest.yaml");
+
+/// Demo tenants and their isolation levels.
+pub const TENANTS: &[(&str, IsolationLevel)] = &[
+    ("acme", IsolationLevel::Row),
+    ("globex", IsolationLevel::Schema),
+];
+
+/// Demo users: (name, roles).
+const USERS: &[(&str, &[&str])] = &[("alice", &["agent"]), ("bob", &["customer"])];
+
+/// The demo password of a user in a tenant (local, loopback-only demo).
+pub fn demo_password(tenant: &str, user: &str) -> String {
+    format!("{user}-at-{tenant}")
+}
+
+fn load_or_create_master_key(path: &Path) -> anyhow::Result<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(bytes) = std::fs::read(path) {
+        return bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{} must hold exactly 32 bytes", path.display()));
+    }
+    let key: [u8; 32] = rand::random();
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(&key)?;
+    Ok(key)
+}
+
+/// Provisions the example app (idempotently) and returns its routes.
+pub async fn start(
+    data_dir: &Path,
+    platform: tokio_postgres::Config,
+    base_url: &str,
+) -> anyhow::Result<Router> {
+    let manifest = AppManifest::from_yaml(MANIFEST, "examples/helpdesk/manifest.yaml")?;
+    let mut admin = platform.clone();
+    admin.dbname("postgres");
+    let prov = Provisioner::new(admin);
+    let app = prov
+        .ensure_app(&manifest)
+        .await
+        .context("provisioning the example app")?;
+    let runtime_password = match app.runtime.password.clone() {
+        Some(p) => p,
+        None => prov.rotate_password(&app.runtime.role).await?,
+    };
+    let cross = match &app.cross_tenant {
+        Some(c) => Some((
+            c.role.clone(),
+            match c.password.clone() {
+                Some(p) => p,
+                None => prov.rotate_password(&c.role).await?,
+            },
+        )),
+        None => None,
+    };
+    let host = platform
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[allow(unreachable_patterns)]
+            _ => "127.0.0.1".to_owned(),
+        })
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let port = platform.get_ports().first().copied().unwrap_or(5432);
+    let plane = DataPlane::new(
+        manifest.clone(),
+        DataPlaneConfig {
+            host,
+            port,
+            app_database: app.database.clone(),
+            runtime_role: app.runtime.role.clone(),
+            runtime_password,
+            cross_tenant: cross,
+            pools: Default::default(),
+        },
+    )?;
+
+    let manager = Manager::from_config(
+        platform,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager).max_size(8).build()?;
+    let master = load_or_create_master_key(&data_dir.join("master.key"))?;
+    let realms = RealmStore::new(
+        pool,
+        master,
+        RealmSettings {
+            base_url: base_url.to_owned(),
+            ..RealmSettings::default()
+        },
+    );
+    realms.migrate().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    for (name, level) in TENANTS {
+        let tenant = TenantId::from_str(name)?;
+        let done = prov.ensure_tenant(&manifest, &tenant, *level).await?;
+        plane.register_tenant(TenantPlacement {
+            tenant: tenant.clone(),
+            level: *level,
+            database_password: done.database.and_then(|(_, c)| c.password),
+            suspended: false,
+        });
+        realms
+            .create_realm(&tenant, now)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (user, roles) in USERS {
+            match realms
+                .create_user(&tenant, user, &demo_password(name, user), roles)
+                .await
+            {
+                Ok(_) | Err(StoreError::UserExists(_)) => {}
+                Err(e) => return Err(anyhow::anyhow!("creating demo user {user}: {e}")),
+            }
+        }
+    }
+    for (code, name) in [("DE", "Germany"), ("FR", "France"), ("US", "United States")] {
+        let record = serde_json::json!({"code": code, "name": name});
+        match prov.insert_global(&manifest, "country", &record).await {
+            Ok(_) => {}
+            Err(e) if e.code() == bulkhead_model::ErrorCode::UniqueViolation => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let directory = Arc::new(PlaneDirectory(plane.clone()));
+    let auth = Arc::new(LocalRealms {
+        store: realms.clone(),
+        audience: manifest.app.to_string(),
+    });
+    let api = Arc::new(Api::new(plane, auth));
+    let resolution = ResolverConfig {
+        strategies: vec![
+            Strategy::PathPrefix,
+            Strategy::Header("x-tenant".into()),
+            Strategy::Subdomain,
+        ],
+        domains: vec!["127.0.0.1".into(), "localhost".into()],
+        base_domains: vec!["localhost".into()],
+        custom_domains: Default::default(),
+        trusted_proxies: Vec::new(),
+    };
+    let tenant_app = tower::Layer::layer(
+        &TenantLayer::new(resolution, directory.clone(), Mode::Chain),
+        bulkhead_runtime::rest::router(api),
+    );
+    let realm_routes = bulkhead_runtime::realms::router(Arc::new(Realms {
+        store: realms,
+        directory,
+        clients: vec![manifest.app.to_string()],
+    }));
+    Ok(realm_routes.fallback_service(tenant_app))
+}
