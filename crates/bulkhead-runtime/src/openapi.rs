@@ -91,6 +91,17 @@ fn entity_schemas(e: &Entity, schemas: &mut Map<String, Value>) {
         json!({"type": "object", "properties": input, "additionalProperties": false}),
     );
     schemas.insert(
+        format!("{name}_created"),
+        json!({
+            "type": "object",
+            "properties": {
+                "records": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}}
+            },
+            "required": ["records"],
+            "additionalProperties": false
+        }),
+    );
+    schemas.insert(
         format!("{name}_page"),
         json!({
             "type": "object",
@@ -191,7 +202,7 @@ pub fn document(m: &AppManifest) -> Value {
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {
                         "type": "array", "minItems": 1, "maxItems": 1000,
                         "items": {"$ref": format!("#/components/schemas/{name}_input")}}}}},
-                    "responses": ok("201", &format!("{name}_page"), &[400, 401, 403, 404, 409, 413, 503]),
+                    "responses": ok("201", &format!("{name}_created"), &[400, 401, 403, 404, 409, 413, 503]),
                 }}),
             );
         }

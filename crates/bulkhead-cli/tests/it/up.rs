@@ -211,3 +211,50 @@ fn up_serves_the_example_app_to_two_isolated_tenants() {
     up.signal("TERM");
     assert!(up.wait().success());
 }
+
+/// schemathesis (installed by scripts/deps into .tools/venv) generates requests from the
+/// served OpenAPI document with a bounded number of examples per operation: no response may be
+/// a server error or violate the document.
+#[test]
+fn the_rest_api_conforms_to_its_openapi_document_schemathesis() {
+    let st = std::env::var_os("BULKHEAD_SCHEMATHESIS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.tools/venv/bin/schemathesis")
+        });
+    assert!(
+        st.exists(),
+        "schemathesis not found at {}: run scripts/deps",
+        st.display()
+    );
+    let cwd = workdir();
+    let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
+    let addr = up.wait_listening();
+    let token = login(addr, "acme", "alice");
+    let examples = std::env::var("BULKHEAD_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "5".into());
+    let out = std::process::Command::new(&st)
+        .arg("run")
+        .arg(format!("http://{addr}/t/acme/openapi.json"))
+        .args(["--url", &format!("http://{addr}/t/acme")])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .args(["--max-examples", &examples, "--seed", "20261123"])
+        .args([
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+        ])
+        .args(["--generation-allow-x00", "false", "--no-color"])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("passed"), "{stdout}");
+    up.signal("TERM");
+    assert!(up.wait().success());
+}
