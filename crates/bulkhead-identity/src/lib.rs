@@ -6,11 +6,14 @@
 //! - [`jwt`]: signing and strict verification of access tokens against one realm's key set,
 //!   a fixed algorithm allow-list and issuer/audience/tenant/time checks.
 //!
+//! - [`external`]: tenants whose users live in their own OpenID provider (keys from the
+//!   configured JWKS URL only, cached, reloaded on unknown `kid` with a rate limit).
 //! - [`store`]: local realms in the platform database: users, keys, refresh-token families.
 //!
 //! This crate must not depend on axum, must not fetch keys from anywhere a token names, and
 //! never logs secrets.
 
+pub mod external;
 pub mod jwt;
 pub mod keys;
 pub mod password;

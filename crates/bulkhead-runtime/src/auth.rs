@@ -69,6 +69,38 @@ impl Authenticator for LocalRealms {
     }
 }
 
+/// Tenants whose users live in their own OpenID provider, in front of the local realms of
+/// every other tenant. The realm is chosen by the resolved tenant, never by the token.
+#[derive(Debug, Clone)]
+pub struct TenantRealms {
+    pub local: LocalRealms,
+    pub external: bulkhead_identity::external::ExternalRealms,
+}
+
+impl Authenticator for TenantRealms {
+    fn authenticate<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<Principal>> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(realm) = self.external.realm(tenant) else {
+                return self.local.authenticate(tenant, token).await;
+            };
+            match self.external.verify(tenant, token, now()).await {
+                Ok(v) => Some(Principal {
+                    roles: v.strings(&realm.roles_claim),
+                    subject: v.subject,
+                }),
+                Err(e) => {
+                    tracing::debug!(%tenant, error = %e, "external token rejected");
+                    None
+                }
+            }
+        })
+    }
+}
+
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers

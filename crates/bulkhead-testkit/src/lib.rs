@@ -14,6 +14,8 @@
 //! This crate never mocks PostgreSQL and never offers `trust` authentication: tests that make a
 //! claim about a less privileged role must connect as that role with its password.
 
+pub mod oidc;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,90 @@
+//! External realms against a real OpenID provider (npm oidc-provider).
+
+use std::collections::HashMap;
+
+use bulkhead_identity::external::{ExternalRealm, ExternalRealms};
+use bulkhead_identity::jwt::Alg;
+use bulkhead_model::TenantId;
+use bulkhead_testkit::oidc::{OidcOptions, OidcProvider};
+
+const AUDIENCE: &str = "https://helpdesk.example/";
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn realm_for(p: &OidcProvider, audience: &str) -> ExternalRealm {
+    ExternalRealm {
+        issuer: p.issuer().to_owned(),
+        jwks_url: p.jwks_url(),
+        audience: audience.to_owned(),
+        roles_claim: "roles".into(),
+        algorithms: vec![Alg::RS256],
+        leeway_secs: 30,
+    }
+}
+
+#[tokio::test]
+async fn a_real_providers_token_is_accepted_and_a_same_kid_impostor_is_not() {
+    let options = OidcOptions {
+        audience: AUDIENCE.into(),
+        ..OidcOptions::default()
+    };
+    let real = OidcProvider::start(&options).unwrap();
+    // A second provider instance claiming the same issuer and kid, with its own key.
+    let impostor = OidcProvider::start(&OidcOptions {
+        issuer: Some(real.issuer().to_owned()),
+        ..options.clone()
+    })
+    .unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    let realms =
+        ExternalRealms::new(HashMap::from([(acme.clone(), realm_for(&real, AUDIENCE))])).unwrap();
+
+    let good = real.token(AUDIENCE).unwrap();
+    let v = realms.verify(&acme, &good, now()).await.unwrap();
+    assert_eq!(v.strings("roles"), ["agent"]);
+
+    let forged = impostor.token(AUDIENCE).unwrap();
+    assert!(
+        realms.verify(&acme, &forged, now()).await.is_err(),
+        "same kid, other key"
+    );
+
+    // The same good token for another audience, tenant or at another time: refused.
+    let other_aud = ExternalRealms::new(HashMap::from([(
+        acme.clone(),
+        realm_for(&real, "https://billing.example/"),
+    )]))
+    .unwrap();
+    assert!(other_aud.verify(&acme, &good, now()).await.is_err());
+    let beta = TenantId::parse("beta").unwrap();
+    assert!(realms.verify(&beta, &good, now()).await.is_err());
+    assert!(realms.verify(&acme, &good, now() + 3600).await.is_err());
+}
+
+#[tokio::test]
+async fn an_unreachable_jwks_url_fails_closed() {
+    let acme = TenantId::parse("acme").unwrap();
+    let real = OidcProvider::start(&OidcOptions {
+        audience: AUDIENCE.into(),
+        ..OidcOptions::default()
+    })
+    .unwrap();
+    let mut realm = realm_for(&real, AUDIENCE);
+    realm.jwks_url = format!("http://127.0.0.1:{}/jwks", bulkhead_pgcluster_free_port());
+    let realms = ExternalRealms::new(HashMap::from([(acme.clone(), realm)])).unwrap();
+    let token = real.token(AUDIENCE).unwrap();
+    assert!(realms.verify(&acme, &token, now()).await.is_err());
+}
+
+fn bulkhead_pgcluster_free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,160 @@
+//! A real OpenID Connect provider (npm `oidc-provider`, installed by scripts/deps into
+//! `crates/bulkhead-testkit/oidc/node_modules`) on 127.0.0.1, killed on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+
+pub const CLIENT_ID: &str = "bulkhead-test";
+pub const CLIENT_SECRET: &str = "bulkhead-test-secret";
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct OidcOptions {
+    /// The issuer to claim; default `http://127.0.0.1:<port>`.
+    pub issuer: Option<String>,
+    pub kid: String,
+    pub audience: String,
+    pub roles: Vec<String>,
+}
+
+impl Default for OidcOptions {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            kid: "key-1".into(),
+            audience: "https://api.example/".into(),
+            roles: vec!["agent".into()],
+        }
+    }
+}
+
+/// A running provider.
+#[derive(Debug)]
+pub struct OidcProvider {
+    child: Child,
+    port: u16,
+    issuer: String,
+}
+
+fn script_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc")
+}
+
+impl OidcProvider {
+    pub fn start(options: &OidcOptions) -> anyhow::Result<Self> {
+        let dir = script_dir();
+        if !dir.join("node_modules/oidc-provider").exists() {
+            bail!(
+                "npm oidc-provider is not installed in {}: run scripts/deps",
+                dir.display()
+            );
+        }
+        let port = bulkhead_pgcluster::free_port()?;
+        let issuer = options
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+        let mut child = Command::new("node")
+            .arg(dir.join("provider.mjs"))
+            .current_dir(&dir)
+            .env("PORT", port.to_string())
+            .env("ISSUER", &issuer)
+            .env("KID", &options.kid)
+            .env("AUDIENCE", &options.audience)
+            .env("ROLES", options.roles.join(","))
+            .env("CLIENT_ID", CLIENT_ID)
+            .env("CLIENT_SECRET", CLIENT_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting node (is Node.js installed? run scripts/deps)")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("waiting for the provider")?;
+        if !line.starts_with("ready") {
+            let _ = child.kill();
+            bail!("the OpenID provider did not start: {line:?}");
+        }
+        Ok(Self {
+            child,
+            port,
+            issuer,
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn jwks_url(&self) -> String {
+        format!("http://127.0.0.1:{}/jwks", self.port)
+    }
+
+    /// An access token from the client-credentials grant for `audience` (a resource indicator).
+    pub fn token(&self, audience: &str) -> anyhow::Result<String> {
+        let body = format!(
+            "grant_type=client_credentials&scope=api&resource={}",
+            audience.replace(':', "%3A").replace('/', "%2F")
+        );
+        let basic = base64_basic(CLIENT_ID, CLIENT_SECRET);
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "POST /token HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Basic {basic}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            self.port,
+            body.len()
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let json = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .ok_or_else(|| anyhow!("no body: {response}"))?;
+        let v: serde_json::Value = serde_json::from_str(json).with_context(|| response.clone())?;
+        v["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no access_token: {response}"))
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn base64_basic(user: &str, password: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{password}");
+    let bytes = input.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
