@@ -7,6 +7,8 @@
 //! The last line of output is one JSON object; `"ratio"` is the worst scenario's
 //! Bulkhead ops/s ÷ baseline ops/s.
 
+mod rest;
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,10 +37,13 @@ enum Command {
     /// TenantDb reads by id, list-of-20 queries and inserts vs hand-written tokio-postgres
     /// with `WHERE tenant_id = $1`, at concurrency 1 and 16.
     Scoping(ScopingArgs),
+    /// GET by id and list-of-20 through the full HTTP stack (tenant resolution, token
+    /// verification, permissions, TenantDb) vs a hand-written axum + tokio-postgres handler.
+    Rest(ScopingArgs),
 }
 
 #[derive(Debug, clap::Args)]
-struct ScopingArgs {
+pub(crate) struct ScopingArgs {
     /// Admin (superuser) URL of a PostgreSQL server to use; default: a private ephemeral
     /// cluster in a temporary directory, removed afterwards.
     #[arg(long)]
@@ -90,7 +95,9 @@ const BASE_LIST: &str = "SELECT id::text, created_at, updated_at, title, prio, s
 const BASE_INSERT: &str = "INSERT INTO baseline.ticket (tenant_id, title, prio) VALUES ($1, $2, $3) \
      RETURNING id::text, created_at, updated_at, title, prio, status";
 
-struct Fixture {
+pub(crate) struct Fixture {
+    plane: DataPlane,
+    admin: tokio_postgres::Config,
     contexts: Vec<TenantContext>,
     tenants: Vec<String>,
     /// Row ids per tenant, the same ids on both sides.
@@ -116,20 +123,20 @@ impl Scenario {
 }
 
 #[derive(Default)]
-struct Samples {
-    ops: u64,
-    elapsed: Duration,
-    latencies_us: Vec<u64>,
+pub(crate) struct Samples {
+    pub(crate) ops: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies_us: Vec<u64>,
 }
 
 impl Samples {
-    fn merge(&mut self, other: Samples) {
+    pub(crate) fn merge(&mut self, other: Samples) {
         self.ops += other.ops;
         self.elapsed += other.elapsed;
         self.latencies_us.extend(other.latencies_us);
     }
 
-    fn summary(&mut self) -> serde_json::Value {
+    pub(crate) fn summary(&mut self) -> serde_json::Value {
         self.latencies_us.sort_unstable();
         let pct = |p: f64| {
             let n = self.latencies_us.len();
@@ -147,7 +154,7 @@ impl Samples {
         })
     }
 
-    fn ops_per_sec(&self) -> f64 {
+    pub(crate) fn ops_per_sec(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs == 0.0 {
             0.0
@@ -311,7 +318,7 @@ async fn measure(
     Ok(samples)
 }
 
-async fn setup(admin_url: &str, args: &ScopingArgs) -> anyhow::Result<Fixture> {
+pub(crate) async fn setup(admin_url: &str, args: &ScopingArgs) -> anyhow::Result<Fixture> {
     let admin = tokio_postgres::Config::from_str(admin_url).context("admin URL")?;
     let manifest = AppManifest::from_yaml(MANIFEST, "bench.yaml")?;
     let prov = Provisioner::new(admin.clone());
@@ -415,6 +422,8 @@ async fn setup(admin_url: &str, args: &ScopingArgs) -> anyhow::Result<Fixture> {
         .wait_timeout(Some(Duration::from_secs(5)))
         .build()?;
     Ok(Fixture {
+        plane,
+        admin,
         contexts,
         tenants,
         ids,
@@ -422,20 +431,24 @@ async fn setup(admin_url: &str, args: &ScopingArgs) -> anyhow::Result<Fixture> {
     })
 }
 
+/// The admin URL to use, starting a private ephemeral cluster (removed on exit) unless one
+/// was given.
+pub(crate) fn database(
+    args: &ScopingArgs,
+) -> anyhow::Result<(String, Option<(Cluster, bulkhead_pgcluster::Reaper)>)> {
+    if let Some(url) = &args.admin_url {
+        return Ok((url.clone(), None));
+    }
+    let dir = std::env::temp_dir().join(format!("bulkhead-bench-{}", std::process::id()));
+    let (mut cluster, _) = Cluster::open_or_init(&dir, Durability::Ephemeral)?;
+    let reaper = cluster.reap_on_exit(true)?;
+    cluster.start()?;
+    let url = cluster.superuser_url("postgres");
+    Ok((url, Some((cluster, reaper))))
+}
+
 async fn scoping(args: ScopingArgs) -> anyhow::Result<()> {
-    let mut _cluster_guard = None;
-    let admin_url = match &args.admin_url {
-        Some(url) => url.clone(),
-        None => {
-            let dir = std::env::temp_dir().join(format!("bulkhead-bench-{}", std::process::id()));
-            let (mut cluster, _) = Cluster::open_or_init(&dir, Durability::Ephemeral)?;
-            let reaper = cluster.reap_on_exit(true)?;
-            cluster.start()?;
-            let url = cluster.superuser_url("postgres");
-            _cluster_guard = Some((cluster, reaper));
-            url
-        }
-    };
+    let (admin_url, _cluster_guard) = database(&args)?;
     let fixture = Arc::new(setup(&admin_url, &args).await?);
     let duration = Duration::from_secs_f64(args.seconds);
     let mut results = Vec::new();
@@ -503,5 +516,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Scoping(args) => runtime.block_on(scoping(args)),
+        Command::Rest(args) => runtime.block_on(rest::run(args)),
     }
 }

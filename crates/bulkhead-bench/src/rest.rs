@@ -1,0 +1,337 @@
+//! `rest`: the full HTTP stack against a hand-written axum + tokio-postgres handler.
+//!
+//! Bulkhead side: tenant resolution (`X-Tenant`), bearer-token verification by the tenant's
+//! realm, permissions and TenantDb, JSON records. Baseline: an axum handler that takes the
+//! tenant from the same header and runs `WHERE tenant_id = $1` on the plain baseline table
+//! with a prepared statement, returning the rows as JSON. Both served on 127.0.0.1 by this
+//! process, driven by the same HTTP client with keep-alive, alternating rounds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use bulkhead_identity::store::{RealmSettings, RealmStore};
+use bulkhead_model::TenantId;
+use bulkhead_runtime::auth::LocalRealms;
+use bulkhead_runtime::rest::{Api, PlaneDirectory};
+use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::{Value, json};
+use tokio_postgres::NoTls;
+
+use crate::{Fixture, Samples, ScopingArgs};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Scenario {
+    GetById,
+    List20,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::GetById => "get_by_id",
+            Scenario::List20 => "list_20",
+        }
+    }
+}
+
+const GET: &str = "SELECT id::text, created_at, updated_at, title, prio, status \
+     FROM baseline.ticket WHERE tenant_id = $1 AND id = $2::text::uuid";
+const LIST: &str = "SELECT id::text, created_at, updated_at, title, prio, status \
+     FROM baseline.ticket WHERE tenant_id = $1 ORDER BY created_at, id LIMIT 20";
+
+fn row_json(row: &tokio_postgres::Row) -> Value {
+    let ts = |i: usize| bulkhead_pg::sql::rfc3339(row.get::<_, std::time::SystemTime>(i));
+    json!({
+        "id": row.get::<_, String>(0),
+        "created_at": ts(1),
+        "updated_at": ts(2),
+        "title": row.get::<_, String>(3),
+        "prio": row.get::<_, i32>(4),
+        "status": row.get::<_, Option<String>>(5),
+    })
+}
+
+fn tenant_of(headers: &HeaderMap) -> Result<String, StatusCode> {
+    headers
+        .get("x-tenant")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or(StatusCode::NOT_FOUND)
+}
+
+async fn base_get(
+    State(pool): State<Pool>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, StatusCode> {
+    let tenant = tenant_of(&headers)?;
+    let client = pool
+        .get()
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    let stmt = client
+        .prepare_cached(GET)
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let row = client
+        .query_opt(&stmt, &[&tenant, &id])
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+        .ok_or(StatusCode::NOT_FOUND)?;
+    Ok(axum::Json(row_json(&row)))
+}
+
+async fn base_list(
+    State(pool): State<Pool>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, StatusCode> {
+    let tenant = tenant_of(&headers)?;
+    let client = pool
+        .get()
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    let stmt = client
+        .prepare_cached(LIST)
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let rows = client
+        .query(&stmt, &[&tenant])
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok(axum::Json(
+        json!({"records": rows.iter().map(row_json).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn serve(router: Router) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
+    });
+    Ok(addr)
+}
+
+struct Target {
+    base: String,
+    tokens: Vec<Option<String>>,
+}
+
+async fn measure(
+    client: &reqwest::Client,
+    target: &Arc<Target>,
+    fixture: &Arc<Fixture>,
+    scenario: Scenario,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Samples> {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let (client, target, fixture) = (client.clone(), target.clone(), fixture.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0usize;
+            while Instant::now() < deadline {
+                let t = (worker + i) % fixture.tenants.len();
+                let ids = &fixture.ids[t];
+                let url = match scenario {
+                    Scenario::GetById => format!(
+                        "{}/ticket/{}",
+                        target.base,
+                        ids[(i * 7919 + worker * 104_729) % ids.len()]
+                    ),
+                    Scenario::List20 => format!("{}/ticket", target.base),
+                };
+                let mut req = client.get(&url).header("x-tenant", &fixture.tenants[t]);
+                if let Some(tok) = &target.tokens[t] {
+                    req = req.bearer_auth(tok);
+                }
+                let t0 = Instant::now();
+                let resp = req.send().await?;
+                let status = resp.status();
+                let body = resp.bytes().await?;
+                anyhow::ensure!(status.is_success(), "{url}: {status} {body:?}");
+                lat.push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut samples = Samples::default();
+    for t in tasks {
+        let lat = t.await??;
+        samples.ops += lat.len() as u64;
+        samples.latencies_us.extend(lat);
+    }
+    samples.elapsed = start.elapsed();
+    Ok(samples)
+}
+
+pub(crate) async fn run(args: ScopingArgs) -> anyhow::Result<()> {
+    let (admin_url, _cluster_guard) = crate::database(&args)?;
+    let fixture = Arc::new(crate::setup(&admin_url, &args).await?);
+
+    // Realms live in the platform database.
+    let (su, conn) = fixture.admin.connect(NoTls).await?;
+    tokio::spawn(conn);
+    if su
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = 'bench_platform'",
+            &[],
+        )
+        .await?
+        .is_none()
+    {
+        su.batch_execute("CREATE DATABASE bench_platform").await?;
+    }
+    let mut platform = fixture.admin.clone();
+    platform.dbname("bench_platform");
+    let manager = Manager::from_config(
+        platform,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let realms = RealmStore::new(
+        Pool::builder(manager).max_size(8).build()?,
+        rand::random(),
+        RealmSettings::default(),
+    );
+    realms.migrate().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let audience = fixture.plane.manifest().app.to_string();
+    let mut tokens = Vec::new();
+    for t in &fixture.tenants {
+        let tenant = TenantId::parse(t)?;
+        realms
+            .create_realm(&tenant, now)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let _ = realms
+            .create_user(&tenant, "bench", "bench-password", &["agent"])
+            .await;
+        let tok = realms
+            .login(&tenant, "bench", "bench-password", &audience, now)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tokens.push(Some(tok.access_token));
+    }
+
+    let api = Arc::new(Api::new(
+        fixture.plane.clone(),
+        Arc::new(LocalRealms {
+            store: realms,
+            audience,
+        }),
+    ));
+    let layer = TenantLayer::new(
+        ResolverConfig {
+            strategies: vec![Strategy::Header("x-tenant".into())],
+            domains: vec!["127.0.0.1".into()],
+            base_domains: Vec::new(),
+            custom_domains: HashMap::new(),
+            trusted_proxies: Vec::new(),
+        },
+        Arc::new(PlaneDirectory(fixture.plane.clone())),
+        Mode::Chain,
+    );
+    let bulkhead_app = Router::new().fallback_service(tower::Layer::layer(
+        &layer,
+        bulkhead_runtime::rest::router(api),
+    ));
+    let bh_addr = serve(bulkhead_app).await?;
+    let base_app = Router::new()
+        .route("/ticket", get(base_list))
+        .route("/ticket/{id}", get(base_get))
+        .with_state(fixture.baseline.clone());
+    let base_addr = serve(base_app).await?;
+    let bulkhead = Arc::new(Target {
+        base: format!("http://{bh_addr}/api"),
+        tokens,
+    });
+    let baseline = Arc::new(Target {
+        base: format!("http://{base_addr}"),
+        tokens: vec![None; fixture.tenants.len()],
+    });
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .context("http client")?;
+
+    let duration = Duration::from_secs_f64(args.seconds);
+    let mut results = Vec::new();
+    let mut worst: Option<f64> = None;
+    for &concurrency in &args.concurrency {
+        for scenario in [Scenario::GetById, Scenario::List20] {
+            for t in [&bulkhead, &baseline] {
+                measure(
+                    &client,
+                    t,
+                    &fixture,
+                    scenario,
+                    concurrency,
+                    Duration::from_millis(300),
+                )
+                .await?;
+            }
+            let (mut bh, mut base) = (Samples::default(), Samples::default());
+            for round in 0..args.rounds {
+                let order = if round % 2 == 0 {
+                    [true, false]
+                } else {
+                    [false, true]
+                };
+                for is_bh in order {
+                    let target = if is_bh { &bulkhead } else { &baseline };
+                    let s =
+                        measure(&client, target, &fixture, scenario, concurrency, duration).await?;
+                    if is_bh {
+                        bh.merge(s);
+                    } else {
+                        base.merge(s);
+                    }
+                }
+            }
+            let ratio = bh.ops_per_sec() / base.ops_per_sec().max(1e-9);
+            worst = Some(worst.map_or(ratio, |w: f64| w.min(ratio)));
+            let line = json!({
+                "scenario": scenario.name(),
+                "concurrency": concurrency,
+                "bulkhead": bh.summary(),
+                "baseline": base.summary(),
+                "ratio": (ratio * 1000.0).round() / 1000.0,
+            });
+            eprintln!("{line}");
+            results.push(line);
+        }
+    }
+    println!(
+        "{}",
+        json!({
+            "benchmark": "rest",
+            "tenants": args.tenants,
+            "rows_per_tenant": args.rows,
+            "seconds_per_round": args.seconds,
+            "rounds": args.rounds,
+            "scenarios": results,
+            "ratio": worst.map(|w| (w * 1000.0).round() / 1000.0),
+        })
+    );
+    Ok(())
+}
