@@ -184,6 +184,7 @@ pub async fn start(
         store: realms,
         directory,
         clients: vec![manifest.app.to_string()],
+        secure_cookies: false,
     }));
     Ok(realm_routes.fallback_service(tenant_app))
 }

@@ -130,12 +130,16 @@ pub async fn authenticate(
     auth: &dyn Authenticator,
     resolved: &ResolvedTenant,
     headers: &HeaderMap,
+    write: bool,
 ) -> Result<Principal, ApiError> {
     let tenant = &resolved.tenant;
-    let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+    let token = match bearer(headers) {
+        Some(t) => t.to_owned(),
+        None => session_token(headers, write)?,
+    };
     let by_selector = matches!(resolved.via, Source::Header | Source::Cookie | Source::Path);
     if by_selector
-        && let Some(claimed) = claimed_tenant(token)
+        && let Some(claimed) = claimed_tenant(&token)
         && claimed != tenant.as_str()
     {
         return Err(ApiError::new(
@@ -143,7 +147,52 @@ pub async fn authenticate(
             "the token belongs to another tenant",
         ));
     }
-    auth.authenticate(tenant, token)
+    auth.authenticate(tenant, &token)
         .await
         .ok_or_else(ApiError::unauthorized)
+}
+
+/// Cookie names of browser sessions (host-only cookies: scoped to the tenant's host).
+pub const SESSION_COOKIE: &str = "bulkhead_session";
+pub const CSRF_COOKIE: &str = "bulkhead_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+/// The access token of a browser session. Cookie-authenticated writes must echo the CSRF
+/// cookie in the `X-CSRF-Token` header (double submit: another site can make the browser send
+/// the cookies, but cannot read them to set the header).
+fn session_token(headers: &HeaderMap, write: bool) -> Result<String, ApiError> {
+    let token = cookie(headers, SESSION_COOKIE).ok_or_else(ApiError::unauthorized)?;
+    if write {
+        let expected = cookie(headers, CSRF_COOKIE);
+        let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        let ok = match (expected.as_deref(), sent) {
+            (Some(e), Some(s)) => {
+                e.len() >= 32
+                    && e.len() == s.len()
+                    && e.bytes()
+                        .zip(s.bytes())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "cookie-authenticated writes need the X-CSRF-Token header",
+            ));
+        }
+    }
+    Ok(token)
 }

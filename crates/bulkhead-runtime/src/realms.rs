@@ -22,6 +22,8 @@ pub struct Realms {
     pub directory: Arc<dyn TenantDirectory>,
     /// The app ids tokens may be issued for (the `client_id`, which becomes the audience).
     pub clients: Vec<String>,
+    /// Mark session cookies `Secure` (set when served behind TLS).
+    pub secure_cookies: bool,
 }
 
 impl std::fmt::Debug for Realms {
@@ -47,6 +49,8 @@ pub fn router(realms: Arc<Realms>) -> Router {
             "/realms/{tenant}/protocol/openid-connect/revoke",
             post(revoke),
         )
+        .route("/realms/{tenant}/session", post(session_login))
+        .route("/realms/{tenant}/session/logout", post(session_logout))
         .with_state(realms)
 }
 
@@ -197,4 +201,110 @@ async fn revoke(
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => store_error(e),
     }
+}
+
+const REFRESH_COOKIE: &str = "bulkhead_refresh";
+
+/// `Set-Cookie` values for a browser session: the access token (HttpOnly), the refresh token
+/// (HttpOnly, only sent to this realm's paths) and the CSRF token (readable by the page, to
+/// echo in `X-CSRF-Token`). No `Domain`: host-only cookies, scoped to the tenant's host.
+fn session_cookies(
+    tenant: &TenantId,
+    access: &str,
+    refresh: &str,
+    max_age: u64,
+    secure: bool,
+) -> Vec<String> {
+    let secure = if secure { "; Secure" } else { "" };
+    let csrf: [u8; 32] = rand::random();
+    let csrf: String = csrf.iter().map(|b| format!("{b:02x}")).collect();
+    vec![
+        format!(
+            "{}={access}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}",
+            crate::auth::SESSION_COOKIE
+        ),
+        format!(
+            "{REFRESH_COOKIE}={refresh}; HttpOnly; SameSite=Strict; Path=/realms/{tenant}/; Max-Age=2592000{secure}"
+        ),
+        format!(
+            "{}={csrf}; SameSite=Lax; Path=/; Max-Age={max_age}{secure}",
+            crate::auth::CSRF_COOKIE
+        ),
+    ]
+}
+
+fn with_cookies(status: StatusCode, cookies: Vec<String>) -> Response {
+    let mut resp = status.into_response();
+    for c in cookies {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&c) {
+            resp.headers_mut().append(axum::http::header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SessionRequest {
+    client_id: String,
+    username: String,
+    password: String,
+}
+
+/// Password login for browsers: the tokens go into cookies, never into the page.
+async fn session_login(
+    State(realms): State<Arc<Realms>>,
+    Path(raw): Path<String>,
+    Form(req): Form<SessionRequest>,
+) -> Response {
+    let t = match tenant(&realms, &raw) {
+        Ok(t) => t,
+        Err(r) => return r.into_response(),
+    };
+    if !realms.clients.contains(&req.client_id) {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client_id",
+        );
+    }
+    match realms
+        .store
+        .login(&t, &req.username, &req.password, &req.client_id, now())
+        .await
+    {
+        Ok(tokens) => with_cookies(
+            StatusCode::NO_CONTENT,
+            session_cookies(
+                &t,
+                &tokens.access_token,
+                &tokens.refresh_token,
+                tokens.expires_in,
+                realms.secure_cookies,
+            ),
+        ),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Ends the browser session: revokes its refresh-token family and expires the cookies.
+async fn session_logout(
+    State(realms): State<Arc<Realms>>,
+    Path(raw): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let t = match tenant(&realms, &raw) {
+        Ok(t) => t,
+        Err(r) => return r.into_response(),
+    };
+    if let Some(refresh) = crate::auth::cookie(&headers, REFRESH_COOKIE)
+        && let Err(e) = realms.store.logout(&t, &refresh).await
+    {
+        return store_error(e);
+    }
+    let expired = [
+        format!("{}=; Path=/; Max-Age=0", crate::auth::SESSION_COOKIE),
+        format!("{REFRESH_COOKIE}=; Path=/realms/{t}/; Max-Age=0"),
+        format!("{}=; Path=/; Max-Age=0", crate::auth::CSRF_COOKIE),
+    ];
+    with_cookies(StatusCode::NO_CONTENT, expired.to_vec())
 }

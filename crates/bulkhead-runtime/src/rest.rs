@@ -62,8 +62,11 @@ impl Api {
         &self,
         resolved: &ResolvedTenant,
         headers: &HeaderMap,
+        write: bool,
     ) -> Result<(TenantContext, Principal), ApiError> {
-        let principal = if auth::bearer(headers).is_none() && resolved.via.is_host() {
+        let has_credentials = auth::bearer(headers).is_some()
+            || auth::cookie(headers, auth::SESSION_COOKIE).is_some();
+        let principal = if !has_credentials && resolved.via.is_host() {
             // Public access: only for tenants named by the host, and only where the manifest
             // grants the `anonymous` role the action (checked inside TenantDb).
             Principal {
@@ -71,7 +74,7 @@ impl Api {
                 roles: vec![bulkhead_model::ANONYMOUS_ROLE.to_owned()],
             }
         } else {
-            auth::authenticate(self.auth.as_ref(), resolved, headers).await?
+            auth::authenticate(self.auth.as_ref(), resolved, headers, write).await?
         };
         let request_id = headers
             .get("x-request-id")
@@ -244,7 +247,7 @@ async fn list(
     Path(entity): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, who) = api.context(&resolved, &headers).await?;
+    let (ctx, who) = api.context(&resolved, &headers, false).await?;
     let e = api.entity(&entity)?;
     let params = list_params(e, &pairs)?;
     let db = ctx.db();
@@ -281,7 +284,7 @@ async fn create(
     Path(entity): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (ctx, who) = api.context(&resolved, &headers).await?;
+    let (ctx, who) = api.context(&resolved, &headers, true).await?;
     api.entity(&entity)?;
     let record = json_body(&body)?;
     let created = ctx
@@ -299,7 +302,7 @@ async fn bulk_create(
     Path(entity): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (ctx, who) = api.context(&resolved, &headers).await?;
+    let (ctx, who) = api.context(&resolved, &headers, true).await?;
     api.entity(&entity)?;
     let Value::Array(records) = json_body(&body)? else {
         return Err(ApiError::bad_request("a bulk create takes a JSON array"));
@@ -323,7 +326,7 @@ async fn read(
     headers: HeaderMap,
     Path((entity, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, who) = api.context(&resolved, &headers).await?;
+    let (ctx, who) = api.context(&resolved, &headers, false).await?;
     api.entity(&entity)?;
     Ok(Json(
         ctx.db()
@@ -340,7 +343,7 @@ async fn patch(
     Path((entity, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, who) = api.context(&resolved, &headers).await?;
+    let (ctx, who) = api.context(&resolved, &headers, true).await?;
     api.entity(&entity)?;
     let patch = json_body(&body)?;
     Ok(Json(
@@ -357,7 +360,7 @@ async fn remove(
     headers: HeaderMap,
     Path((entity, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let (ctx, who) = api.context(&resolved, &headers).await?;
+    let (ctx, who) = api.context(&resolved, &headers, true).await?;
     api.entity(&entity)?;
     ctx.db()
         .delete(&entity, &id)

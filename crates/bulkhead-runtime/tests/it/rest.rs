@@ -125,6 +125,7 @@ async fn stack() -> Stack {
             store: realms.clone(),
             directory: directory.clone(),
             clients: vec![app.clone()],
+            secure_cookies: false,
         }));
     let layer = TenantLayer::new(config, directory, Mode::Chain);
     Stack {
@@ -581,4 +582,106 @@ async fn public_reads_resolve_by_host_only_and_need_an_anonymous_grant() {
     let (st, page) = s.send("GET", BETA, "/api/article", None, &[], None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(page["records"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn browser_sessions_use_host_only_httponly_cookies_and_csrf_protects_writes() {
+    let s = stack().await;
+    let form = format!("client_id={}&username=alice&password=correct+horse", s.app);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/realms/acme/session")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(form))
+        .unwrap();
+    let resp = s.realm_routes.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let cookies: Vec<String> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let find = |name: &str| {
+        cookies
+            .iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .unwrap()
+            .clone()
+    };
+    let session = find("bulkhead_session");
+    let csrf = find("bulkhead_csrf");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
+    assert!(
+        !session.to_ascii_lowercase().contains("domain="),
+        "host-only: {session}"
+    );
+    assert!(
+        !csrf.contains("HttpOnly"),
+        "the page must read the CSRF token: {csrf}"
+    );
+    assert!(find("bulkhead_refresh").contains("Path=/realms/acme/"));
+    let value = |c: &str| {
+        c.split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_owned()
+    };
+    let (session, csrf) = (value(&session), value(&csrf));
+    let jar = format!("bulkhead_session={session}; bulkhead_csrf={csrf}");
+
+    let (st, _) = s
+        .send("GET", ACME, "/api/ticket", None, &[("cookie", &jar)], None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "reads with the session cookie");
+    let body = Some(json!({"title": "from the browser"}).to_string());
+    let (st, err) = s
+        .send(
+            "POST",
+            ACME,
+            "/api/ticket",
+            None,
+            &[("cookie", &jar)],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(
+        (st, err["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "no CSRF header"
+    );
+    let wrong = "0".repeat(csrf.len());
+    let (st, _) = s
+        .send(
+            "POST",
+            ACME,
+            "/api/ticket",
+            None,
+            &[("cookie", &jar), ("x-csrf-token", &wrong)],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "wrong CSRF header");
+    let (st, _) = s
+        .send(
+            "POST",
+            ACME,
+            "/api/ticket",
+            None,
+            &[("cookie", &jar), ("x-csrf-token", &csrf)],
+            body,
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    // The session cookie of acme carries no authority at beta's host.
+    let (st, _) = s
+        .send("GET", BETA, "/api/ticket", None, &[("cookie", &jar)], None)
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
 }
