@@ -383,3 +383,27 @@ impl crate::resolve::TenantDirectory for PlaneDirectory {
 pub fn manifest(api: &Api) -> &AppManifest {
     api.plane.manifest()
 }
+
+/// The extractor for library users' own handlers: the request's [`TenantContext`] and
+/// [`Principal`], minted only after tenant resolution and token verification. Mount the
+/// handlers in a router whose state is `Arc<Api>` and wrap it in [`crate::TenantLayer`].
+#[derive(Debug, Clone)]
+pub struct Tenant(pub TenantContext, pub Principal);
+
+impl axum::extract::FromRequestParts<Arc<Api>> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &Arc<Api>,
+    ) -> Result<Self, Self::Rejection> {
+        let resolved = parts
+            .extensions
+            .get::<ResolvedTenant>()
+            .cloned()
+            .ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, "not found"))?;
+        let write = !parts.method.is_safe();
+        let (ctx, who) = api.context(&resolved, &parts.headers, write).await?;
+        Ok(Tenant(ctx, who))
+    }
+}

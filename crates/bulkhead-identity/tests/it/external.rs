@@ -88,3 +88,44 @@ fn bulkhead_pgcluster_free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+#[tokio::test]
+async fn key_urls_inside_a_token_are_never_fetched() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let real = OidcProvider::start(&OidcOptions {
+        audience: AUDIENCE.into(),
+        ..OidcOptions::default()
+    })
+    .unwrap();
+    // An attacker's key server: it must never see a connection.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let trap_url = format!("http://{}/keys", trap.local_addr().unwrap());
+    let acme = TenantId::parse("acme").unwrap();
+    let realms =
+        ExternalRealms::new(HashMap::from([(acme.clone(), realm_for(&real, AUDIENCE))])).unwrap();
+    let good = real.token(AUDIENCE).unwrap();
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut header: serde_json::Value =
+        serde_json::from_slice(&B64.decode(parts[0]).unwrap()).unwrap();
+    for (name, kid) in [("jku", "key-1"), ("x5u", "key-1"), ("jku", "unknown-kid")] {
+        header[name] = serde_json::json!(trap_url);
+        header["kid"] = serde_json::json!(kid);
+        let forged = format!(
+            "{}.{}.{}",
+            B64.encode(header.to_string()),
+            parts[1],
+            parts[2]
+        );
+        assert!(
+            realms.verify(&acme, &forged, now()).await.is_err(),
+            "{name}"
+        );
+        header.as_object_mut().unwrap().remove(name);
+    }
+    match trap.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the token's key URL was contacted: {other:?}"),
+    }
+}
