@@ -15,6 +15,7 @@
 //! claim about a less privileged role must connect as that role with its password.
 
 pub mod oidc;
+pub mod openbao;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -1,0 +1,68 @@
+//! Against a real OpenBao dev server: policies are enforced by the vault, not by us.
+
+use bulkhead_model::AppId;
+use bulkhead_testkit::openbao::OpenBao;
+use bulkhead_vault::openbao::{OpenBaoAdmin, OpenBaoReader};
+use bulkhead_vault::{BootCredential, Error, Secret, VaultAdmin, VaultReader};
+
+fn app(s: &str) -> AppId {
+    AppId::parse(s).unwrap()
+}
+
+#[tokio::test]
+async fn an_apps_approle_reads_its_path_and_gets_403_on_another_apps() {
+    let bao = OpenBao::start().unwrap();
+    let admin = OpenBaoAdmin::new(&bao.addr(), Secret::new(bao.root_token())).unwrap();
+    let (a, b) = (app("alpha"), app("beta"));
+    let cred_a = admin.create_app(&a).await.unwrap();
+    let cred_b = admin.create_app(&b).await.unwrap();
+    admin
+        .put(&a, "db/password", &Secret::new("alpha-pw"))
+        .await
+        .unwrap();
+    admin
+        .put(&b, "db/password", &Secret::new("beta-pw"))
+        .await
+        .unwrap();
+    assert_eq!(
+        admin.get(&b, "db/password").await.unwrap().expose(),
+        "beta-pw"
+    );
+
+    let reader_a = OpenBaoReader::new(&bao.addr(), a.clone(), &cred_a).unwrap();
+    assert_eq!(
+        reader_a.get("db/password").await.unwrap().expose(),
+        "alpha-pw"
+    );
+    assert!(matches!(
+        reader_a.get_of(&b, "db/password").await,
+        Err(Error::Denied)
+    ));
+    // B's credential reads B only.
+    let reader_b = OpenBaoReader::new(&bao.addr(), b.clone(), &cred_b).unwrap();
+    assert_eq!(
+        reader_b.get("db/password").await.unwrap().expose(),
+        "beta-pw"
+    );
+    assert!(matches!(
+        reader_b.get_of(&a, "db/password").await,
+        Err(Error::Denied)
+    ));
+    // A wrong secret id is refused at login.
+    let BootCredential::AppRole { role_id, .. } = &cred_a else {
+        panic!("approle expected")
+    };
+    let wrong = BootCredential::AppRole {
+        role_id: role_id.clone(),
+        secret_id: "00000000-0000-0000-0000-000000000000".into(),
+    };
+    let r = OpenBaoReader::new(&bao.addr(), a.clone(), &wrong).unwrap();
+    assert!(matches!(
+        r.get("db/password").await,
+        Err(Error::BadCredential(_))
+    ));
+    // Deleting app A revokes its access.
+    admin.delete_app(&a).await.unwrap();
+    let again = OpenBaoReader::new(&bao.addr(), a.clone(), &cred_a).unwrap();
+    assert!(again.get("db/password").await.is_err());
+}
