@@ -106,6 +106,7 @@ pub async fn start(
         },
     )?;
 
+    let platform_for_control = platform.clone();
     let manager = Manager::from_config(
         platform,
         tokio_postgres::NoTls,
@@ -159,6 +160,8 @@ pub async fn start(
         }
     }
 
+    record_in_control_plane(&platform_for_control, &manifest).await?;
+
     let directory = Arc::new(PlaneDirectory(plane.clone()));
     let auth = Arc::new(LocalRealms {
         store: realms.clone(),
@@ -187,4 +190,44 @@ pub async fn start(
         secure_cookies: false,
     }));
     Ok(realm_routes.fallback_service(tenant_app))
+}
+
+/// Registers the example app and its tenants in the control plane and audits the provisioning.
+async fn record_in_control_plane(
+    platform: &tokio_postgres::Config,
+    manifest: &AppManifest,
+) -> anyhow::Result<()> {
+    use bulkhead_control::{audit, registry};
+    let (mut client, conn) = platform.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    bulkhead_control::migrate(&client).await?;
+    registry::upsert_app(&client, &manifest.app, &serde_json::to_value(manifest)?).await?;
+    let known = registry::tenants(&client, &manifest.app).await?;
+    let first_time = known.is_empty();
+    for (name, level) in TENANTS {
+        let tenant = TenantId::from_str(name)?;
+        registry::upsert_tenant(
+            &client,
+            &manifest.app,
+            &tenant,
+            *level,
+            &serde_json::json!({"provider": "local", "realm": name}),
+            &serde_json::json!({"default": "deny", "allow": []}),
+            None,
+        )
+        .await?;
+    }
+    if first_time {
+        audit::append(
+            &mut client,
+            &audit::Entry {
+                actor: "bulkhead up",
+                action: "app.provision",
+                target: manifest.app.as_str(),
+                detail: serde_json::json!({"tenants": TENANTS.iter().map(|(t, l)| (t.to_string(), l.as_str())).collect::<Vec<_>>()}),
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }

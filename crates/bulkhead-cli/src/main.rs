@@ -1,5 +1,6 @@
 //! The `bulkhead` binary: parses the command line and hands off to a subcommand module.
 
+mod audit;
 mod config;
 mod demo;
 mod manifest;
@@ -42,6 +43,8 @@ enum Command {
     /// Work with app manifests (the YAML that declares an app's entities).
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Read and verify the platform's append-only, hash-chained audit log.
+    Audit(audit::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,6 +58,11 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(&cli.config, args),
+        Command::Audit(args) => match audit::run(&cli.config, args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Manifest(ManifestCommand::Check(args)) => match manifest::check(&args) {
             Ok(true) => Ok(()),
             Ok(false) => return std::process::ExitCode::FAILURE,

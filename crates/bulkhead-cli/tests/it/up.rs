@@ -208,6 +208,22 @@ fn up_serves_the_example_app_to_two_isolated_tenants() {
     // Public announcements need no token, tenant by host only.
     let (status, _) = request(addr, "GET", "/t/acme/api/announcement", &[], None);
     assert_eq!(status, 401, "a path selector is not a host");
+    // The provisioning is in the hash-chained audit log, which verifies.
+    let bin = crate::support::BIN;
+    let out = std::process::Command::new(bin)
+        .args(["audit", "verify"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("intact"), "{text}");
+    let out = std::process::Command::new(bin)
+        .args(["audit", "list", "--json"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records[0]["action"], "app.provision");
     up.signal("TERM");
     assert!(up.wait().success());
 }

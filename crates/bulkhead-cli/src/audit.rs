@@ -1,0 +1,119 @@
+//! `bulkhead audit list|verify`: read and check the hash-chained audit log.
+
+use std::path::Path;
+
+use anyhow::Context;
+use bulkhead_control::audit;
+
+use crate::config::{Config, Overrides, Secret};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The platform database (default: the embedded cluster under --data-dir, if it runs).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Directory of the embedded cluster.
+    #[arg(long, global = true)]
+    data_dir: Option<std::path::PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Show the newest records.
+    List {
+        /// How many records.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Recompute every hash and link; exit 1 if any record was changed or removed. Prints the
+    /// chain head, which you can keep elsewhere to detect removal of the newest records.
+    Verify,
+}
+
+/// Connection settings for the platform database: the configured URL or the embedded cluster.
+pub fn platform_db(config: &Config) -> anyhow::Result<tokio_postgres::Config> {
+    if let Some(url) = &config.database_url {
+        return url
+            .expose()
+            .parse()
+            .context("database_url is not a valid PostgreSQL URL");
+    }
+    let dir = config.data_dir.join("postgres");
+    anyhow::ensure!(
+        dir.join("cluster.json").exists(),
+        "no platform database: start `bulkhead up` first or pass --database-url"
+    );
+    let (cluster, _) =
+        bulkhead_pgcluster::Cluster::open_or_init(&dir, bulkhead_pgcluster::Durability::Durable)?;
+    anyhow::ensure!(
+        cluster.is_running(),
+        "the embedded cluster in {} is not running: start `bulkhead up`",
+        dir.display()
+    );
+    Ok(cluster.superuser_url("bulkhead").parse()?)
+}
+
+pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
+    let config = Config::load(
+        config_path,
+        Overrides {
+            database_url: args.database_url.clone().map(Secret::new),
+            data_dir: args.data_dir.clone(),
+            ..Overrides::default()
+        },
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (client, conn) = platform_db(&config)?
+            .connect(tokio_postgres::NoTls)
+            .await
+            .context("connecting to the platform database")?;
+        tokio::spawn(conn);
+        bulkhead_control::migrate(&client).await?;
+        match args.command {
+            Command::List { limit } => {
+                let records = audit::list(&client, limit).await?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&records)?);
+                } else {
+                    println!(
+                        "{:>6}  {:<27}  {:<12}  {:<22}  target",
+                        "seq", "at", "actor", "action"
+                    );
+                    for r in &records {
+                        println!(
+                            "{:>6}  {:<27}  {:<12}  {:<22}  {}",
+                            r.seq, r.at, r.actor, r.action, r.target
+                        );
+                    }
+                }
+                Ok(true)
+            }
+            Command::Verify => {
+                let v = audit::verify(&client).await?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else if v.ok() {
+                    println!("audit log intact: {} records, head {}", v.records, v.head);
+                } else {
+                    println!(
+                        "audit log BROKEN: {} problem(s) in {} records",
+                        v.problems.len(),
+                        v.records
+                    );
+                    for p in &v.problems {
+                        println!("  record {}: {}", p.seq, p.problem);
+                    }
+                }
+                Ok(v.ok())
+            }
+        }
+    })
+}

@@ -1,0 +1,40 @@
+//! Bulkhead's control plane, in the platform's own database (schema `bulkhead_control`):
+//!
+//! - [`audit`]: the append-only, hash-chained audit log and its verification.
+//! - [`registry`]: apps, tenants and credential metadata (never plaintext secrets), and the
+//!   provisioning steps that make provisioning resumable.
+//!
+//! It holds the platform's admin credentials; nothing here may be handed to an app worker.
+
+pub mod audit;
+pub mod registry;
+
+/// Control-plane errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Database(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn db(e: tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(d) => Error::Database(format!("{}: {}", d.code().code(), d.message())),
+        None => Error::Database(e.to_string()),
+    }
+}
+
+/// Creates the control-plane schema when missing (idempotent).
+pub async fn migrate(client: &tokio_postgres::Client) -> Result<()> {
+    client
+        .batch_execute("CREATE SCHEMA IF NOT EXISTS bulkhead_control")
+        .await
+        .map_err(db)?;
+    client.batch_execute(registry::SCHEMA).await.map_err(db)?;
+    client.batch_execute(audit::SCHEMA).await.map_err(db)
+}

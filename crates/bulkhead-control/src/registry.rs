@@ -1,0 +1,178 @@
+//! The registry: apps, tenants, credential metadata and provisioning steps.
+
+use bulkhead_model::{AppId, IsolationLevel, TenantId};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+
+use crate::{Result, db};
+
+pub(crate) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS bulkhead_control.app (
+  id text PRIMARY KEY,
+  manifest jsonb NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS bulkhead_control.tenant (
+  app text NOT NULL REFERENCES bulkhead_control.app ON DELETE CASCADE,
+  id text NOT NULL,
+  isolation text NOT NULL CHECK (isolation IN ('row', 'schema', 'database')),
+  placement text NOT NULL DEFAULT 'default',
+  identity jsonb NOT NULL DEFAULT '{"provider": "local"}',
+  network jsonb NOT NULL DEFAULT '{"default": "deny", "allow": []}',
+  features jsonb NOT NULL DEFAULT '{}',
+  config jsonb NOT NULL DEFAULT '{}',
+  residency text,
+  status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended', 'deleting')),
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (app, id)
+);
+CREATE TABLE IF NOT EXISTS bulkhead_control.credential (
+  app text NOT NULL,
+  tenant text NOT NULL DEFAULT '',
+  kind text NOT NULL,
+  vault_path text NOT NULL,
+  rotated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (app, tenant, kind)
+);
+CREATE TABLE IF NOT EXISTS bulkhead_control.provision_step (
+  subject text NOT NULL,
+  step text NOT NULL,
+  done_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (subject, step)
+);
+"#;
+
+/// A tenant as the registry knows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TenantRecord {
+    pub app: String,
+    pub id: String,
+    pub isolation: String,
+    pub placement: String,
+    pub identity: Value,
+    pub network: Value,
+    pub residency: Option<String>,
+    pub status: String,
+}
+
+/// Registers (or updates) an app's manifest.
+pub async fn upsert_app(client: &impl GenericClient, app: &AppId, manifest: &Value) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO bulkhead_control.app (id, manifest) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET manifest = EXCLUDED.manifest",
+            &[&app.as_str(), manifest],
+        )
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Registers (or updates) a tenant of an app.
+#[allow(clippy::too_many_arguments)]
+pub async fn upsert_tenant(
+    client: &impl GenericClient,
+    app: &AppId,
+    tenant: &TenantId,
+    isolation: IsolationLevel,
+    identity: &Value,
+    network: &Value,
+    residency: Option<&str>,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO bulkhead_control.tenant (app, id, isolation, identity, network, residency)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (app, id) DO UPDATE SET isolation = EXCLUDED.isolation,
+               identity = EXCLUDED.identity, network = EXCLUDED.network, residency = EXCLUDED.residency",
+            &[&app.as_str(), &tenant.as_str(), &isolation.as_str(), identity, network, &residency],
+        )
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+pub async fn set_status(
+    client: &impl GenericClient,
+    app: &AppId,
+    tenant: &TenantId,
+    status: &str,
+) -> Result<bool> {
+    Ok(client
+        .execute(
+            "UPDATE bulkhead_control.tenant SET status = $3 WHERE app = $1 AND id = $2",
+            &[&app.as_str(), &tenant.as_str(), &status],
+        )
+        .await
+        .map_err(db)?
+        == 1)
+}
+
+pub async fn tenants(client: &impl GenericClient, app: &AppId) -> Result<Vec<TenantRecord>> {
+    let rows = client
+        .query(
+            "SELECT app, id, isolation, placement, identity, network, residency, status
+             FROM bulkhead_control.tenant WHERE app = $1 ORDER BY id",
+            &[&app.as_str()],
+        )
+        .await
+        .map_err(db)?;
+    Ok(rows
+        .iter()
+        .map(|r| TenantRecord {
+            app: r.get(0),
+            id: r.get(1),
+            isolation: r.get(2),
+            placement: r.get(3),
+            identity: r.get(4),
+            network: r.get(5),
+            residency: r.get(6),
+            status: r.get(7),
+        })
+        .collect())
+}
+
+/// Records where a credential is kept (never the secret itself).
+pub async fn record_credential(
+    client: &impl GenericClient,
+    app: &AppId,
+    tenant: Option<&TenantId>,
+    kind: &str,
+    vault_path: &str,
+) -> Result<()> {
+    let tenant = tenant.map(TenantId::as_str).unwrap_or("");
+    client
+        .execute(
+            "INSERT INTO bulkhead_control.credential (app, tenant, kind, vault_path) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (app, tenant, kind) DO UPDATE SET vault_path = EXCLUDED.vault_path, rotated_at = now()",
+            &[&app.as_str(), &tenant, &kind, &vault_path],
+        )
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Whether a provisioning step of `subject` has completed.
+pub async fn step_done(client: &impl GenericClient, subject: &str, step: &str) -> Result<bool> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM bulkhead_control.provision_step WHERE subject = $1 AND step = $2",
+            &[&subject, &step],
+        )
+        .await
+        .map_err(db)?
+        .is_some())
+}
+
+/// Marks a provisioning step of `subject` as completed.
+pub async fn mark_step(client: &impl GenericClient, subject: &str, step: &str) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO bulkhead_control.provision_step (subject, step) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&subject, &step],
+        )
+        .await
+        .map_err(db)?;
+    Ok(())
+}
