@@ -1,5 +1,6 @@
 //! The `bulkhead` binary: parses the command line and hands off to a subcommand module.
 
+mod apply;
 mod audit;
 mod config;
 mod demo;
@@ -45,6 +46,10 @@ enum Command {
     Manifest(ManifestCommand),
     /// Read and verify the platform's append-only, hash-chained audit log.
     Audit(audit::Args),
+    /// Reconcile tenants.yaml with the registry in every app: shows the plan (create, update,
+    /// no change, drift), refuses unsafe changes such as changing a tenant's isolation level,
+    /// then provisions. Idempotent; --dry-run changes nothing.
+    Apply(apply::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +63,11 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(&cli.config, args),
+        Command::Apply(args) => match apply::run(&cli.config, args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Audit(args) => match audit::run(&cli.config, args) {
             Ok(true) => Ok(()),
             Ok(false) => return std::process::ExitCode::FAILURE,

@@ -176,3 +176,15 @@ pub async fn mark_step(client: &impl GenericClient, subject: &str, step: &str) -
         .map_err(db)?;
     Ok(())
 }
+
+/// Every registered app with its manifest (as stored JSON).
+pub async fn apps(client: &impl GenericClient) -> Result<Vec<(String, Value)>> {
+    let rows = client
+        .query(
+            "SELECT id, manifest FROM bulkhead_control.app ORDER BY id",
+            &[],
+        )
+        .await
+        .map_err(db)?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

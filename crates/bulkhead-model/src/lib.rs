@@ -8,6 +8,7 @@ mod codes;
 mod ids;
 pub mod manifest;
 pub mod names;
+pub mod tenants;
 pub mod yaml;
 
 pub use codes::ErrorCode;

@@ -274,3 +274,89 @@ fn the_rest_api_conforms_to_its_openapi_document_schemathesis() {
     up.signal("TERM");
     assert!(up.wait().success());
 }
+
+#[test]
+fn apply_reconciles_tenants_yaml_idempotently_and_refuses_unsafe_changes() {
+    use std::process::Command;
+    let cwd = workdir();
+    let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
+    up.wait_listening();
+    let file = cwd.path().join("tenants.yaml");
+    let declared = r#"tenants:
+  - id: acme
+    storage: { namespace: "acme", isolation: "row" }
+    identity: { provider: "local", realm: "acme" }
+  - id: globex
+    storage: { namespace: "globex", isolation: "schema" }
+    identity: { provider: "local", realm: "globex" }
+  - id: partner-acme
+    storage: { namespace: "partner", isolation: "database" }
+    identity: { provider: "oidc", issuer: "https://login.acme.example", audience: "helpdesk" }
+    network:  { default: "deny", allow: ["api.acme-partner.com"] }
+"#;
+    std::fs::write(&file, declared).unwrap();
+    let apply = |extra: &[&str]| {
+        let out = Command::new(crate::support::BIN)
+            .arg("apply")
+            .arg("-f")
+            .arg(&file)
+            .args(extra)
+            .current_dir(cwd.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, plan, _) = apply(&["--dry-run"]);
+    assert!(ok, "{plan}");
+    assert!(
+        plan.contains("partner-acme") && plan.contains("create"),
+        "{plan}"
+    );
+    let (ok, out, err) = apply(&[]);
+    assert!(ok && out.contains("applied"), "{out}\n{err}");
+    // Second run: nothing to do.
+    let (ok, out, _) = apply(&[]);
+    assert!(ok && out.contains("nothing to do"), "{out}");
+    // Lowering isolation is refused and changes nothing.
+    std::fs::write(
+        &file,
+        declared.replace("isolation: \"database\"", "isolation: \"row\""),
+    )
+    .unwrap();
+    let (ok, out, _) = apply(&[]);
+    assert!(
+        !ok && out.contains("REFUSED") && out.contains("lowering"),
+        "{out}"
+    );
+    // A typo names file:line and the field.
+    std::fs::write(
+        &file,
+        declared.replace("isolation: \"schema\"", "isolaton: \"schema\""),
+    )
+    .unwrap();
+    let (ok, _, err) = apply(&[]);
+    assert!(
+        !ok && err.contains("tenants.yaml:6:") && err.contains("isolaton"),
+        "{err}"
+    );
+    // Every change is audited and the chain still verifies.
+    let out = Command::new(crate::support::BIN)
+        .args(["audit", "list", "--json"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        records
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "tenant.create" && r["target"] == "helpdesk/partner-acme")
+    );
+    up.signal("TERM");
+    assert!(up.wait().success());
+}

@@ -1,0 +1,266 @@
+//! `bulkhead apply -f tenants.yaml`: reconcile declared tenants with the registry, in every
+//! registered app. Plans first; `--dry-run` stops there. Idempotent: a second run has nothing
+//! to do. Changing an existing tenant's isolation level is refused (it needs a data move).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use bulkhead_control::{audit, registry};
+use bulkhead_model::tenants::{self, TenantSpec};
+use bulkhead_model::{AppId, AppManifest};
+use serde::Serialize;
+
+use crate::config::{Config, Overrides, Secret};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The tenants file.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Show the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The platform database (default: the embedded cluster under --data-dir).
+    #[arg(long)]
+    database_url: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Action {
+    Create,
+    Update,
+    NoChange,
+    /// Not applied: the reason.
+    Refused(String),
+    /// Registered but not declared: reported, never deleted by `apply`.
+    Drift,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Step {
+    app: String,
+    tenant: String,
+    isolation: String,
+    action: Action,
+}
+
+fn rank(level: &str) -> u8 {
+    match level {
+        "row" => 0,
+        "schema" => 1,
+        _ => 2,
+    }
+}
+
+fn plan(apps: &[(String, Vec<registry::TenantRecord>)], specs: &[TenantSpec]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (app, known) in apps {
+        for spec in specs {
+            let identity = serde_json::to_value(&spec.identity).unwrap_or_default();
+            let network = serde_json::to_value(&spec.network).unwrap_or_default();
+            let action = match known.iter().find(|k| k.id == spec.id.as_str()) {
+                None => Action::Create,
+                Some(k) if k.isolation != spec.isolation.as_str() => {
+                    let lower = rank(spec.isolation.as_str()) < rank(&k.isolation);
+                    Action::Refused(format!(
+                        "{} isolation from {} to {} (line {}): moving a tenant's data between levels is not supported; {}",
+                        if lower { "lowering" } else { "raising" },
+                        k.isolation,
+                        spec.isolation.as_str(),
+                        spec.line,
+                        if lower {
+                            "lowering is never applied silently"
+                        } else {
+                            "create a new tenant and export/import"
+                        }
+                    ))
+                }
+                Some(k)
+                    if k.identity != identity
+                        || k.network != network
+                        || k.residency != spec.residency =>
+                {
+                    Action::Update
+                }
+                Some(_) => Action::NoChange,
+            };
+            steps.push(Step {
+                app: app.clone(),
+                tenant: spec.id.to_string(),
+                isolation: spec.isolation.as_str().to_owned(),
+                action,
+            });
+        }
+        for k in known {
+            if !specs.iter().any(|s| s.id.as_str() == k.id) {
+                steps.push(Step {
+                    app: app.clone(),
+                    tenant: k.id.clone(),
+                    isolation: k.isolation.clone(),
+                    action: Action::Drift,
+                });
+            }
+        }
+    }
+    steps
+}
+
+pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let specs = tenants::parse(&text, &args.file.display().to_string())?;
+    let config = Config::load(
+        config_path,
+        Overrides {
+            database_url: args.database_url.clone().map(Secret::new),
+            data_dir: args.data_dir.clone(),
+            ..Overrides::default()
+        },
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let platform = crate::audit::platform_db(&config)?;
+        let (mut client, conn) = platform
+            .connect(tokio_postgres::NoTls)
+            .await
+            .context("connecting to the platform database")?;
+        tokio::spawn(conn);
+        bulkhead_control::migrate(&client).await?;
+        let mut apps = Vec::new();
+        let mut manifests = Vec::new();
+        for (id, manifest) in registry::apps(&client).await? {
+            let app = AppId::parse(&id)?;
+            apps.push((id, registry::tenants(&client, &app).await?));
+            manifests.push(serde_json::from_value::<AppManifest>(manifest)?);
+        }
+        anyhow::ensure!(!apps.is_empty(), "no apps are registered yet");
+        let steps = plan(&apps, &specs);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&steps)?);
+        } else {
+            for s in &steps {
+                let what = match &s.action {
+                    Action::Create => "create".to_owned(),
+                    Action::Update => "update".to_owned(),
+                    Action::NoChange => "no change".to_owned(),
+                    Action::Drift => "drift: registered but not declared (left as is)".to_owned(),
+                    Action::Refused(why) => format!("REFUSED: {why}"),
+                };
+                println!("{:<16} {:<24} {:<9} {what}", s.app, s.tenant, s.isolation);
+            }
+        }
+        if steps.iter().any(|s| matches!(s.action, Action::Refused(_))) {
+            eprintln!("error: the plan has refused changes; nothing was applied");
+            return Ok(false);
+        }
+        let todo: Vec<&Step> = steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::Create | Action::Update))
+            .collect();
+        if args.dry_run || todo.is_empty() {
+            if todo.is_empty() && !args.json {
+                println!("nothing to do");
+            }
+            return Ok(true);
+        }
+        let mut admin = platform.clone();
+        admin.dbname("postgres");
+        let prov = bulkhead_pg::Provisioner::new(admin);
+        for step in todo {
+            let manifest = manifests
+                .iter()
+                .find(|m| m.app.as_str() == step.app)
+                .context("manifest of a registered app")?;
+            let spec = specs
+                .iter()
+                .find(|s| s.id.as_str() == step.tenant)
+                .context("declared tenant")?;
+            if step.action == Action::Create {
+                prov.ensure_tenant(manifest, &spec.id, spec.isolation)
+                    .await?;
+                // A `database` tenant's login password is kept only by the vault (issue 5,
+                // next step); until then it is rotated when a worker needs it.
+            }
+            registry::upsert_tenant(
+                &client,
+                &manifest.app,
+                &spec.id,
+                spec.isolation,
+                &serde_json::to_value(&spec.identity)?,
+                &serde_json::to_value(&spec.network)?,
+                spec.residency.as_deref(),
+            )
+            .await?;
+            audit::append(
+                &mut client,
+                &audit::Entry {
+                    actor: "bulkhead apply",
+                    action: if step.action == Action::Create {
+                        "tenant.create"
+                    } else {
+                        "tenant.update"
+                    },
+                    target: &format!("{}/{}", step.app, step.tenant),
+                    detail: serde_json::to_value(spec)?,
+                },
+            )
+            .await?;
+        }
+        if !args.json {
+            println!("applied");
+        }
+        Ok(true)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, iso: &str) -> registry::TenantRecord {
+        registry::TenantRecord {
+            app: "helpdesk".into(),
+            id: id.into(),
+            isolation: iso.into(),
+            placement: "default".into(),
+            identity: serde_json::json!({"provider": "local", "realm": id}),
+            network: serde_json::json!({"default": "deny", "allow": []}),
+            residency: None,
+            status: "active".into(),
+        }
+    }
+
+    #[test]
+    fn plans_create_nochange_refusal_and_drift() {
+        let specs = tenants::parse(
+            "tenants:\n  - id: acme\n    storage: { namespace: acme, isolation: row }\n    identity: { provider: local, realm: acme }\n  - id: globex\n    storage: { namespace: g, isolation: row }\n  - id: newco\n    storage: { namespace: n, isolation: database }\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let apps = vec![(
+            "helpdesk".to_owned(),
+            vec![
+                rec("acme", "row"),
+                rec("globex", "schema"),
+                rec("old", "row"),
+            ],
+        )];
+        let steps = plan(&apps, &specs);
+        let actions: Vec<(&str, &Action)> = steps
+            .iter()
+            .map(|s| (s.tenant.as_str(), &s.action))
+            .collect();
+        assert_eq!(actions[0], ("acme", &Action::NoChange));
+        assert!(matches!(actions[1], ("globex", Action::Refused(why)) if why.contains("lowering")));
+        assert_eq!(actions[2], ("newco", &Action::Create));
+        assert_eq!(actions[3], ("old", &Action::Drift));
+    }
+}
