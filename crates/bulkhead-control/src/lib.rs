@@ -7,6 +7,7 @@
 //! It holds the platform's admin credentials; nothing here may be handed to an app worker.
 
 pub mod audit;
+pub mod platform;
 pub mod registry;
 
 /// Control-plane errors.

@@ -2,3 +2,4 @@
 //! The control plane against a real PostgreSQL.
 
 mod audit;
+mod platform;

@@ -1,0 +1,188 @@
+//! App provisioning through the control plane: every step is recorded, so a run that crashed
+//! between any two steps is finished by running it again; generated database passwords go
+//! straight to the vault and only their location is registered.
+
+use std::sync::Arc;
+
+use bulkhead_model::{AppManifest, names};
+use bulkhead_pg::Provisioner;
+use bulkhead_vault::{BootCredential, Secret as VaultSecret, VaultAdmin};
+use serde_json::json;
+
+use crate::audit::{self, Entry};
+use crate::{Error, Result, registry};
+
+/// The vault path of an app's runtime database password.
+pub const RUNTIME_PASSWORD: &str = "db/runtime-password";
+/// The vault path of an app's cross-tenant role password.
+pub const CROSS_TENANT_PASSWORD: &str = "db/cross-tenant-password";
+
+/// The platform's provisioning handle: control-plane database, admin provisioner, vault.
+pub struct Platform {
+    pub client: tokio_postgres::Client,
+    pub provisioner: Provisioner,
+    pub vault: Arc<dyn VaultAdmin>,
+    /// Who is acting, for the audit log.
+    pub actor: String,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform")
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The steps of `create_app`, in order.
+pub const APP_STEPS: &[&str] = &["register", "database", "vault", "credentials"];
+
+fn pg(e: bulkhead_pg::Error) -> Error {
+    Error::Internal(format!("provisioning: {e}"))
+}
+
+fn vault(e: bulkhead_vault::Error) -> Error {
+    Error::Internal(format!("vault: {e}"))
+}
+
+impl Platform {
+    /// Creates (or finishes creating) an app: registry entry, database and roles, passwords in
+    /// the vault, credential locations. Returns the app's boot credential. `crash_after`
+    /// injects a failure right after the named step (tests of resumability).
+    pub async fn create_app(
+        &mut self,
+        manifest: &AppManifest,
+        crash_after: Option<&str>,
+    ) -> Result<BootCredential> {
+        let subject = format!("app/{}", manifest.app);
+        let crash = |step: &str| -> Result<()> {
+            if crash_after == Some(step) {
+                Err(Error::Internal(format!("injected crash after step {step}")))
+            } else {
+                Ok(())
+            }
+        };
+        let app = &manifest.app;
+        if !registry::step_done(&self.client, &subject, "register").await? {
+            let value =
+                serde_json::to_value(manifest).map_err(|e| Error::Internal(e.to_string()))?;
+            registry::upsert_app(&self.client, app, &value).await?;
+            registry::mark_step(&self.client, &subject, "register").await?;
+        }
+        crash("register")?;
+        // Passwords generated now but not yet in the vault are lost with a crash; the vault
+        // step then sets new ones, so nothing depends on them surviving.
+        let mut fresh = (None, None);
+        if !registry::step_done(&self.client, &subject, "database").await? {
+            let done = self.provisioner.ensure_app(manifest).await.map_err(pg)?;
+            fresh = (
+                done.runtime.password,
+                done.cross_tenant.and_then(|c| c.password),
+            );
+            registry::mark_step(&self.client, &subject, "database").await?;
+        }
+        crash("database")?;
+        let boot = self.vault.create_app(app).await.map_err(vault)?;
+        if !registry::step_done(&self.client, &subject, "vault").await? {
+            let runtime = match fresh.0 {
+                Some(p) => p,
+                None => self
+                    .provisioner
+                    .rotate_password(&names::runtime_role(app))
+                    .await
+                    .map_err(pg)?,
+            };
+            self.vault
+                .put(app, RUNTIME_PASSWORD, &VaultSecret::new(runtime.expose()))
+                .await
+                .map_err(vault)?;
+            if !manifest.cross_tenant_reads.is_empty() {
+                let cross = match fresh.1 {
+                    Some(p) => p,
+                    None => self
+                        .provisioner
+                        .rotate_password(&names::cross_tenant_role(app))
+                        .await
+                        .map_err(pg)?,
+                };
+                self.vault
+                    .put(
+                        app,
+                        CROSS_TENANT_PASSWORD,
+                        &VaultSecret::new(cross.expose()),
+                    )
+                    .await
+                    .map_err(vault)?;
+            }
+            registry::mark_step(&self.client, &subject, "vault").await?;
+        }
+        crash("vault")?;
+        if !registry::step_done(&self.client, &subject, "credentials").await? {
+            registry::record_credential(
+                &self.client,
+                app,
+                None,
+                "runtime",
+                &format!("apps/{app}/{RUNTIME_PASSWORD}"),
+            )
+            .await?;
+            if !manifest.cross_tenant_reads.is_empty() {
+                registry::record_credential(
+                    &self.client,
+                    app,
+                    None,
+                    "cross-tenant",
+                    &format!("apps/{app}/{CROSS_TENANT_PASSWORD}"),
+                )
+                .await?;
+            }
+            registry::mark_step(&self.client, &subject, "credentials").await?;
+            audit::append(
+                &mut self.client,
+                &Entry {
+                    actor: &self.actor,
+                    action: "app.create",
+                    target: app.as_str(),
+                    detail: json!({ "database": names::app_database(app), "steps": APP_STEPS }),
+                },
+            )
+            .await?;
+        }
+        crash("credentials")?;
+        Ok(boot)
+    }
+
+    /// Sets a new runtime password, stores it in the vault, and audits it. The old password
+    /// stops working at once; a worker that fails to authenticate re-reads the vault.
+    pub async fn rotate_credentials(&mut self, manifest: &AppManifest) -> Result<()> {
+        let app = &manifest.app;
+        let password = self
+            .provisioner
+            .rotate_password(&names::runtime_role(app))
+            .await
+            .map_err(pg)?;
+        self.vault
+            .put(app, RUNTIME_PASSWORD, &VaultSecret::new(password.expose()))
+            .await
+            .map_err(vault)?;
+        registry::record_credential(
+            &self.client,
+            app,
+            None,
+            "runtime",
+            &format!("apps/{app}/{RUNTIME_PASSWORD}"),
+        )
+        .await?;
+        audit::append(
+            &mut self.client,
+            &Entry {
+                actor: &self.actor,
+                action: "app.rotate-credentials",
+                target: app.as_str(),
+                detail: json!({ "role": names::runtime_role(app) }),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
