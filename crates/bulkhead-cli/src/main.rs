@@ -1,5 +1,6 @@
 //! The `bulkhead` binary: parses the command line and hands off to a subcommand module.
 
+mod app;
 mod apply;
 mod audit;
 mod config;
@@ -50,6 +51,12 @@ enum Command {
     /// no change, drift), refuses unsafe changes such as changing a tenant's isolation level,
     /// then provisions. Idempotent; --dry-run changes nothing.
     Apply(apply::Args),
+    /// Create apps from manifests, list them, rotate their database credentials.
+    #[command(subcommand)]
+    App(app::AppCommand),
+    /// List, suspend and resume tenants.
+    #[command(subcommand)]
+    Tenant(app::TenantCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +70,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(&cli.config, args),
+        Command::App(cmd) => app::run_app(&cli.config, cmd),
+        Command::Tenant(cmd) => app::run_tenant(&cli.config, cmd),
         Command::Apply(args) => match apply::run(&cli.config, args) {
             Ok(true) => Ok(()),
             Ok(false) => return std::process::ExitCode::FAILURE,

@@ -360,3 +360,71 @@ fn apply_reconciles_tenants_yaml_idempotently_and_refuses_unsafe_changes() {
     up.signal("TERM");
     assert!(up.wait().success());
 }
+
+#[test]
+fn app_and_tenant_commands_provision_rotate_and_audit() {
+    use std::process::Command;
+    let cwd = workdir();
+    let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
+    up.wait_listening();
+    let manifest = cwd.path().join("notes.yaml");
+    std::fs::write(
+        &manifest,
+        "app: notes\nentities:\n  note:\n    fields:\n      text: text\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(crate::support::BIN)
+            .args(args)
+            .current_dir(cwd.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    let out = run(&["app", "create", "-m", manifest.to_str().unwrap()]);
+    assert!(out.contains("app notes ready"), "{out}");
+    let boot = std::fs::read_to_string(cwd.path().join(".bulkhead/boot/notes")).unwrap();
+    assert!(boot.starts_with("embedded:"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cwd.path().join(".bulkhead/boot/notes"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let apps: serde_json::Value = serde_json::from_str(&run(&["app", "list", "--json"])).unwrap();
+    assert!(apps.as_array().unwrap().iter().any(|a| a == "notes"));
+    run(&["app", "rotate-credentials", "notes"]);
+    run(&["tenant", "suspend", "acme", "--app", "helpdesk"]);
+    let list = run(&["tenant", "list", "--app", "helpdesk"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("acme") && l.contains("suspended")),
+        "{list}"
+    );
+    run(&["tenant", "resume", "acme", "--app", "helpdesk"]);
+    let audit: serde_json::Value =
+        serde_json::from_str(&run(&["audit", "list", "--json"])).unwrap();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    for a in [
+        "app.create",
+        "app.rotate-credentials",
+        "tenant.suspend",
+        "tenant.resume",
+    ] {
+        assert!(actions.contains(&a), "{a} in {actions:?}");
+    }
+    assert!(run(&["audit", "verify"]).contains("intact"));
+    up.signal("TERM");
+    assert!(up.wait().success());
+}

@@ -1,0 +1,255 @@
+//! `bulkhead app create|list|rotate-credentials` and `bulkhead tenant list|suspend|resume`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use bulkhead_control::platform::Platform;
+use bulkhead_control::registry;
+use bulkhead_model::{AppId, AppManifest, TenantId};
+use bulkhead_vault::embedded::{EmbeddedAdmin, MasterKey};
+
+use crate::config::{Config, Overrides, Secret};
+
+/// Where the platform database and the embedded vault are.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// The platform database (default: the embedded cluster under --data-dir).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AppCommand {
+    /// Create (or finish creating) an app from its manifest: database, roles, passwords into the
+    /// vault, registry, audit. Writes the app's boot credential to <data-dir>/boot/<app> (0600).
+    Create {
+        /// The app manifest (YAML).
+        #[arg(short = 'm', long)]
+        manifest: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List registered apps.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set a new database password for the app's runtime role and store it in the vault; the
+    /// old password stops working.
+    RotateCredentials {
+        app: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TenantCommand {
+    /// List an app's tenants.
+    List {
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Suspend a tenant: it resolves like an unknown tenant until resumed.
+    Suspend {
+        tenant: String,
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Resume a suspended tenant.
+    Resume {
+        tenant: String,
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn config(config_path: &Path, t: &Target) -> anyhow::Result<Config> {
+    Config::load(
+        config_path,
+        Overrides {
+            database_url: t.database_url.clone().map(Secret::new),
+            data_dir: t.data_dir.clone(),
+            ..Overrides::default()
+        },
+    )
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn platform(config: &Config) -> anyhow::Result<Platform> {
+    let db = crate::audit::platform_db(config)?;
+    let (client, conn) = db
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connecting to the platform database")?;
+    tokio::spawn(conn);
+    bulkhead_control::migrate(&client).await?;
+    let mut admin = db.clone();
+    admin.dbname("postgres");
+    let key_file = std::env::var_os("BULKHEAD_MASTER_KEY_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| config.data_dir.join("master.key"));
+    let master = MasterKey::from_file(&key_file)
+        .with_context(|| format!("reading the vault master key {}", key_file.display()))?;
+    let vault = EmbeddedAdmin::open(&config.data_dir.join("vault"), master)?;
+    Ok(Platform {
+        client,
+        provisioner: bulkhead_pg::Provisioner::new(admin),
+        vault: Arc::new(vault),
+        actor: std::env::var("USER").unwrap_or_else(|_| "cli".into()),
+    })
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+async fn manifest_of(p: &Platform, app: &str) -> anyhow::Result<AppManifest> {
+    let (_, value) = registry::apps(&p.client)
+        .await?
+        .into_iter()
+        .find(|(id, _)| id == app)
+        .with_context(|| format!("app {app} is not registered"))?;
+    Ok(serde_json::from_value(value)?)
+}
+
+pub fn run_app(config_path: &Path, cmd: AppCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        match cmd {
+            AppCommand::Create { manifest, target } => {
+                let config = config(config_path, &target)?;
+                let text = std::fs::read_to_string(&manifest)
+                    .with_context(|| format!("reading {}", manifest.display()))?;
+                let m = AppManifest::from_yaml(&text, &manifest.display().to_string())?;
+                let mut p = platform(&config).await?;
+                let boot = p.create_app(&m, None).await?;
+                let path = config.data_dir.join("boot").join(m.app.as_str());
+                write_private(&path, boot.to_secret_string().expose())?;
+                if target.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"app": m.app, "boot_credential_file": path})
+                    );
+                } else {
+                    println!("app {} ready; boot credential in {}", m.app, path.display());
+                }
+            }
+            AppCommand::List { target } => {
+                let p = platform(&config(config_path, &target)?).await?;
+                let apps = registry::apps(&p.client).await?;
+                if target.json {
+                    let ids: Vec<&String> = apps.iter().map(|(id, _)| id).collect();
+                    println!("{}", serde_json::to_string(&ids)?);
+                } else {
+                    for (id, _) in apps {
+                        println!("{id}");
+                    }
+                }
+            }
+            AppCommand::RotateCredentials { app, target } => {
+                let mut p = platform(&config(config_path, &target)?).await?;
+                let m = manifest_of(&p, &app).await?;
+                p.rotate_credentials(&m).await?;
+                println!("rotated the runtime credentials of {app}");
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        match cmd {
+            TenantCommand::List { app, target } => {
+                let p = platform(&config(config_path, &target)?).await?;
+                let tenants = registry::tenants(&p.client, &AppId::parse(&app)?).await?;
+                if target.json {
+                    println!("{}", serde_json::to_string_pretty(&tenants)?);
+                } else {
+                    println!("{:<24} {:<9} {:<10} identity", "tenant", "level", "status");
+                    for t in tenants {
+                        println!(
+                            "{:<24} {:<9} {:<10} {}",
+                            t.id, t.isolation, t.status, t.identity["provider"]
+                        );
+                    }
+                }
+            }
+            TenantCommand::Suspend {
+                tenant,
+                app,
+                target,
+            } => {
+                set_status(config_path, &app, &tenant, &target, "suspended").await?;
+            }
+            TenantCommand::Resume {
+                tenant,
+                app,
+                target,
+            } => {
+                set_status(config_path, &app, &tenant, &target, "active").await?;
+            }
+        }
+        Ok(())
+    })
+}
+
+async fn set_status(
+    config_path: &Path,
+    app: &str,
+    tenant: &str,
+    target: &Target,
+    status: &str,
+) -> anyhow::Result<()> {
+    let mut p = platform(&config(config_path, target)?).await?;
+    let (app_id, tenant_id) = (AppId::parse(app)?, TenantId::parse(tenant)?);
+    anyhow::ensure!(
+        registry::set_status(&p.client, &app_id, &tenant_id, status).await?,
+        "tenant {tenant} of app {app} is not registered"
+    );
+    bulkhead_control::audit::append(
+        &mut p.client,
+        &bulkhead_control::audit::Entry {
+            actor: &p.actor,
+            action: if status == "suspended" {
+                "tenant.suspend"
+            } else {
+                "tenant.resume"
+            },
+            target: &format!("{app}/{tenant}"),
+            detail: serde_json::json!({}),
+        },
+    )
+    .await?;
+    println!("tenant {tenant} of {app}: {status}");
+    Ok(())
+}
