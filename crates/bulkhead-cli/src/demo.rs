@@ -1,9 +1,11 @@
-//! The example app `bulkhead up` serves: `examples/helpdesk` for two demo tenants, `acme`
-//! (row level) and `globex` (schema level), each with its own realm and demo users.
+//! The example app `bulkhead up` serves: `examples/helpdesk` for three demo tenants, `acme`
+//! (row level), `globex` (schema level) and `initech` (database level), each with its own realm
+//! and demo users.
 //!
-//! Embedded first-run mode only: it provisions with the cluster's superuser, keeps the realm
-//! master key in `<data_dir>/master.key` (mode 0600) and rotates the app's runtime password at
-//! every start, because the vault that would keep them arrives with the platform issue.
+//! Embedded first-run mode only: it provisions with the cluster's superuser through the control
+//! plane (recorded steps, audit), keeps generated passwords in the embedded vault under
+//! `<data_dir>/vault` and the master key in `<data_dir>/master.key` (mode 0600; in production
+//! keep the master key off the data disk).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
+use bulkhead_control::platform::{CROSS_TENANT_PASSWORD, Platform, RUNTIME_PASSWORD};
 use bulkhead_identity::store::{RealmSettings, RealmStore, StoreError};
 use bulkhead_model::{AppManifest, IsolationLevel, TenantId};
 use bulkhead_pg::{DataPlane, DataPlaneConfig, Provisioner, TenantPlacement};
@@ -18,6 +21,8 @@ use bulkhead_runtime::auth::LocalRealms;
 use bulkhead_runtime::realms::Realms;
 use bulkhead_runtime::rest::{Api, PlaneDirectory};
 use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
+use bulkhead_vault::embedded::{EmbeddedAdmin, EmbeddedReader, MasterKey};
+use bulkhead_vault::{Secret as VaultSecret, VaultAdmin, VaultReader};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 const MANIFEST: &str = include_str!("../../../examples/helpdesk/manifest.yaml");
@@ -64,25 +69,41 @@ pub async fn start(
     let manifest = AppManifest::from_yaml(MANIFEST, "examples/helpdesk/manifest.yaml")?;
     let mut admin = platform.clone();
     admin.dbname("postgres");
-    let prov = Provisioner::new(admin);
-    let app = prov
-        .ensure_app(&manifest)
+    let prov = Provisioner::new(admin.clone());
+    // Provision through the control plane: passwords go to the vault, never stay here.
+    let master = load_or_create_master_key(&data_dir.join("master.key"))?;
+    let vault_dir = data_dir.join("vault");
+    let vault = EmbeddedAdmin::open(&vault_dir, MasterKey::from_bytes(master))?;
+    let (control, conn) = platform
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connecting to the platform database")?;
+    tokio::spawn(conn);
+    bulkhead_control::migrate(&control).await?;
+    let mut control_plane = Platform {
+        client: control,
+        provisioner: Provisioner::new(admin),
+        vault: Arc::new(vault.clone()),
+        actor: "bulkhead up".into(),
+    };
+    let boot = control_plane
+        .create_app(&manifest, None)
         .await
         .context("provisioning the example app")?;
-    let runtime_password = match app.runtime.password.clone() {
-        Some(p) => p,
-        None => prov.rotate_password(&app.runtime.role).await?,
+    // What the app's worker does at boot: read its own credentials with its boot credential.
+    let reader = EmbeddedReader::open(&vault_dir, manifest.app.clone(), &boot)?;
+    let runtime_password =
+        bulkhead_pg::Secret::new(reader.get(RUNTIME_PASSWORD).await?.expose().to_owned());
+    let cross = if manifest.cross_tenant_reads.is_empty() {
+        None
+    } else {
+        Some((
+            bulkhead_model::names::cross_tenant_role(&manifest.app),
+            bulkhead_pg::Secret::new(reader.get(CROSS_TENANT_PASSWORD).await?.expose().to_owned()),
+        ))
     };
-    let cross = match &app.cross_tenant {
-        Some(c) => Some((
-            c.role.clone(),
-            match c.password.clone() {
-                Some(p) => p,
-                None => prov.rotate_password(&c.role).await?,
-            },
-        )),
-        None => None,
-    };
+    let app_database = bulkhead_model::names::app_database(&manifest.app);
+    let runtime_role = bulkhead_model::names::runtime_role(&manifest.app);
     let host = platform
         .get_hosts()
         .first()
@@ -98,8 +119,8 @@ pub async fn start(
         DataPlaneConfig {
             host,
             port,
-            app_database: app.database.clone(),
-            runtime_role: app.runtime.role.clone(),
+            app_database,
+            runtime_role,
             runtime_password,
             cross_tenant: cross,
             pools: Default::default(),
@@ -115,7 +136,6 @@ pub async fn start(
         },
     );
     let pool = Pool::builder(manager).max_size(8).build()?;
-    let master = load_or_create_master_key(&data_dir.join("master.key"))?;
     let realms = RealmStore::new(
         pool,
         master,
@@ -131,10 +151,17 @@ pub async fn start(
     for (name, level) in TENANTS {
         let tenant = TenantId::from_str(name)?;
         let done = prov.ensure_tenant(&manifest, &tenant, *level).await?;
+        let database_password = match done.database {
+            None => None,
+            Some((_, cred)) => Some(
+                tenant_password(&prov, &vault, &manifest, &tenant, &cred.role, cred.password)
+                    .await?,
+            ),
+        };
         plane.register_tenant(TenantPlacement {
             tenant: tenant.clone(),
             level: *level,
-            database_password: done.database.and_then(|(_, c)| c.password),
+            database_password,
             suspended: false,
         });
         realms
@@ -230,4 +257,34 @@ async fn record_in_control_plane(
         .await?;
     }
     Ok(())
+}
+
+/// The login password of a `database`-level tenant: kept in the app's vault space. A password
+/// generated just now is stored; a lost one is replaced.
+async fn tenant_password(
+    prov: &Provisioner,
+    vault: &EmbeddedAdmin,
+    manifest: &AppManifest,
+    tenant: &TenantId,
+    role: &str,
+    fresh: Option<bulkhead_pg::Secret>,
+) -> anyhow::Result<bulkhead_pg::Secret> {
+    let name = format!("db/tenant/{tenant}");
+    if let Some(p) = fresh {
+        vault
+            .put(&manifest.app, &name, &VaultSecret::new(p.expose()))
+            .await?;
+        return Ok(p);
+    }
+    match vault.get(&manifest.app, &name).await {
+        Ok(p) => Ok(bulkhead_pg::Secret::new(p.expose().to_owned())),
+        Err(bulkhead_vault::Error::NotFound(_)) => {
+            let p = prov.rotate_password(role).await?;
+            vault
+                .put(&manifest.app, &name, &VaultSecret::new(p.expose()))
+                .await?;
+            Ok(p)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -192,6 +192,24 @@ fn up_serves_the_example_app_to_two_isolated_tenants() {
         None,
     );
     assert_eq!(status, 403);
+    // initech lives in its own database, reached with a password from the vault.
+    let initech = format!("Bearer {}", login(addr, "initech", "alice"));
+    let (status, body) = request(
+        addr,
+        "POST",
+        "/t/initech/api/ticket",
+        &[("Authorization", &initech)],
+        Some((json, r#"{"title":"silo ticket"}"#)),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (_, body) = request(
+        addr,
+        "GET",
+        "/t/acme/api/ticket",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert!(!body.contains("silo ticket"), "{body}");
     // A customer sees only their own tickets and never the internal note.
     let bob = format!("Bearer {}", login(addr, "acme", "bob"));
     let (_, body) = request(
