@@ -27,10 +27,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 const MANIFEST: &str = include_str!("../../../examples/helpdesk/manifest.yaml");
 
-/// Demo tenants and their isolation levels.
+/// Demo tenants and their isolation levels: one at each level.
 pub const TENANTS: &[(&str, IsolationLevel)] = &[
     ("acme", IsolationLevel::Row),
     ("globex", IsolationLevel::Schema),
+    ("initech", IsolationLevel::Database),
 ];
 
 /// Demo users: (name, roles).

@@ -33,7 +33,9 @@ pub(crate) fn db(e: tokio_postgres::Error) -> Error {
 /// Creates the control-plane schema when missing (idempotent).
 pub async fn migrate(client: &tokio_postgres::Client) -> Result<()> {
     client
-        .batch_execute("CREATE SCHEMA IF NOT EXISTS bulkhead_control")
+        .batch_execute(
+            "SET client_min_messages = warning; CREATE SCHEMA IF NOT EXISTS bulkhead_control",
+        )
         .await
         .map_err(db)?;
     client.batch_execute(registry::SCHEMA).await.map_err(db)?;
