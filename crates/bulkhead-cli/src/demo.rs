@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use bulkhead_control::platform::{CROSS_TENANT_PASSWORD, Platform, RUNTIME_PASSWORD};
+use bulkhead_control::platform::{CROSS_TENANT_PASSWORD, Platform, RUNTIME_PASSWORD, WorkerConfig};
 use bulkhead_identity::store::{RealmSettings, RealmStore, StoreError};
 use bulkhead_model::{AppManifest, IsolationLevel, TenantId};
 use bulkhead_pg::{DataPlane, DataPlaneConfig, Provisioner, TenantPlacement};
@@ -115,6 +115,7 @@ pub async fn start(
         })
         .unwrap_or_else(|| "127.0.0.1".into());
     let port = platform.get_ports().first().copied().unwrap_or(5432);
+    let host_for_workers = host.clone();
     let plane = DataPlane::new(
         manifest.clone(),
         DataPlaneConfig {
@@ -189,6 +190,23 @@ pub async fn start(
     }
 
     record_in_control_plane(&platform_for_control, &manifest).await?;
+    // What a separate worker process for the app needs, in the app's own vault space, and the
+    // app's boot credential for whoever starts that worker.
+    control_plane
+        .publish_worker_config(&WorkerConfig {
+            db_host: host_for_workers,
+            db_port: port,
+            database: bulkhead_model::names::app_database(&manifest.app),
+            runtime_role: bulkhead_model::names::runtime_role(&manifest.app),
+            manifest: manifest.clone(),
+            realm_base_url: base_url.to_owned(),
+            tenants: TENANTS
+                .iter()
+                .map(|(t, l)| Ok((TenantId::from_str(t)?, *l)))
+                .collect::<anyhow::Result<_>>()?,
+        })
+        .await?;
+    write_boot_file(&data_dir.join("boot").join(manifest.app.as_str()), &boot)?;
 
     let directory = Arc::new(PlaneDirectory(plane.clone()));
     let auth = Arc::new(LocalRealms {
@@ -288,4 +306,20 @@ async fn tenant_password(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+fn write_boot_file(path: &Path, boot: &bulkhead_vault::BootCredential) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(boot.to_secret_string().expose().as_bytes())?;
+    Ok(())
 }

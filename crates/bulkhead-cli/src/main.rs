@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod manifest;
 mod up;
+mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +52,11 @@ enum Command {
     /// no change, drift), refuses unsafe changes such as changing a tenant's isolation level,
     /// then provisions. Idempotent; --dry-run changes nothing.
     Apply(apply::Args),
+    /// Run one app's worker process: boots with the app's boot credential only
+    /// (BULKHEAD_BOOT_CREDENTIAL or BULKHEAD_BOOT_CREDENTIAL_FILE), reads its database
+    /// credentials from the app's vault space (retrying with backoff, exiting non-zero with a
+    /// clear message when it stays unreadable) and serves the app's REST API.
+    Worker(worker::Args),
     /// Create apps from manifests, list them, rotate their database credentials.
     #[command(subcommand)]
     App(app::AppCommand),
@@ -71,6 +77,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(&cli.config, args),
         Command::App(cmd) => app::run_app(&cli.config, cmd),
+        Command::Worker(args) => worker::run(args),
         Command::Tenant(cmd) => app::run_tenant(&cli.config, cmd),
         Command::Apply(args) => match apply::run(&cli.config, args) {
             Ok(true) => Ok(()),

@@ -186,3 +186,31 @@ impl Platform {
         Ok(())
     }
 }
+
+/// The vault path of a worker's boot configuration.
+pub const WORKER_CONFIG: &str = "worker/config";
+
+/// What a worker needs to serve its app, kept in the app's own vault space: no platform
+/// credential, no other app's anything.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WorkerConfig {
+    pub db_host: String,
+    pub db_port: u16,
+    pub database: String,
+    pub runtime_role: String,
+    pub manifest: AppManifest,
+    /// Where tenants' realms publish their keys (`{base}/realms/{tenant}/…`).
+    pub realm_base_url: String,
+    pub tenants: Vec<(bulkhead_model::TenantId, bulkhead_model::IsolationLevel)>,
+}
+
+impl Platform {
+    /// Writes the worker configuration of an app into its vault space.
+    pub async fn publish_worker_config(&self, config: &WorkerConfig) -> Result<()> {
+        let json = serde_json::to_string(config).map_err(|e| Error::Internal(e.to_string()))?;
+        self.vault
+            .put(&config.manifest.app, WORKER_CONFIG, &VaultSecret::new(json))
+            .await
+            .map_err(vault)
+    }
+}

@@ -101,6 +101,34 @@ impl Authenticator for TenantRealms {
     }
 }
 
+/// Verification in an app worker, which holds no platform credential: every tenant's realm is
+/// reached like an external provider, through its published JWKS (local realms publish theirs
+/// at `/realms/{tenant}/protocol/openid-connect/certs`).
+#[derive(Debug, Clone)]
+pub struct PublishedRealms(pub bulkhead_identity::external::ExternalRealms);
+
+impl Authenticator for PublishedRealms {
+    fn authenticate<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<Principal>> + Send + 'a>> {
+        Box::pin(async move {
+            let realm = self.0.realm(tenant)?;
+            match self.0.verify(tenant, token, now()).await {
+                Ok(v) => Some(Principal {
+                    roles: v.strings(&realm.roles_claim),
+                    subject: v.subject,
+                }),
+                Err(e) => {
+                    tracing::debug!(%tenant, error = %e, "token rejected");
+                    None
+                }
+            }
+        })
+    }
+}
+
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers

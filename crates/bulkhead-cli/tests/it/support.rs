@@ -17,8 +17,13 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(cwd: &Path, args: &[&str]) -> Self {
+        Self::spawn_env(cwd, args, &[])
+    }
+
+    pub fn spawn_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(cwd)
             .env("RUST_LOG", "info")
             .env_remove("BULKHEAD_DATABASE_URL")
@@ -75,6 +80,10 @@ impl Running {
             .unwrap()
             .iter()
             .any(|l| l.contains(needle))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn signal(&self, signal: &str) {

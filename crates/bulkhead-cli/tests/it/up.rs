@@ -446,3 +446,155 @@ fn app_and_tenant_commands_provision_rotate_and_audit() {
     up.signal("TERM");
     assert!(up.wait().success());
 }
+
+#[test]
+fn a_worker_boots_from_its_own_vault_credential_and_holds_no_other_secret() {
+    use crate::support::request;
+    use std::process::Command;
+    let cwd = workdir();
+    let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
+    let addr = up.wait_listening();
+    let boot_file = cwd.path().join(".bulkhead/boot/helpdesk");
+    let boot_env = boot_file.to_str().unwrap().to_owned();
+    let mut worker = Running::spawn_env(
+        cwd.path(),
+        &[
+            "worker",
+            "--app",
+            "helpdesk",
+            "--vault-dir",
+            ".bulkhead/vault",
+        ],
+        &[("BULKHEAD_BOOT_CREDENTIAL_FILE", &boot_env)],
+    );
+    let line = worker.wait_for_line("worker listening on http://");
+    let waddr: std::net::SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Data written through the platform is served by the worker, to the right tenant only.
+    let alice = format!("Bearer {}", login(addr, "acme", "alice"));
+    let json = "application/json";
+    let (status, _) = request(
+        addr,
+        "POST",
+        "/t/acme/api/ticket",
+        &[("Authorization", &alice)],
+        Some((json, r#"{"title":"via platform"}"#)),
+    );
+    assert_eq!(status, 201);
+    let (status, body) = request(
+        waddr,
+        "GET",
+        "/t/acme/api/ticket",
+        &[("Authorization", &alice)],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("via platform"));
+    let (status, _) = request(waddr, "GET", "/t/acme/api/ticket", &[], None);
+    assert_eq!(status, 401);
+    let globex = format!("Bearer {}", login(addr, "globex", "alice"));
+    let (status, _) = request(
+        waddr,
+        "GET",
+        "/t/acme/api/ticket",
+        &[("Authorization", &globex)],
+        None,
+    );
+    assert_eq!(status, 403);
+    let (status, body) = request(
+        waddr,
+        "POST",
+        "/t/initech/api/ticket",
+        &[(
+            "Authorization",
+            &format!("Bearer {}", login(addr, "initech", "alice")),
+        )],
+        Some((json, r#"{"title":"silo via worker"}"#)),
+    );
+    assert_eq!(
+        status, 201,
+        "the worker reaches the silo with the password from the vault: {body}"
+    );
+    // The worker's environment holds its boot credential's location, and no secret at all.
+    let environ = std::fs::read(format!("/proc/{}/environ", worker.pid())).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    let cluster: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(cwd.path().join(".bulkhead/postgres/cluster.json")).unwrap(),
+    )
+    .unwrap();
+    let superuser_password = cluster["password"].as_str().unwrap();
+    assert!(
+        !environ.contains(superuser_password),
+        "no platform admin password"
+    );
+    assert!(
+        !environ.contains("postgres://") && !environ.contains("embedded:"),
+        "no URL, no key"
+    );
+    assert!(environ.contains("BULKHEAD_BOOT_CREDENTIAL_FILE="));
+    worker.signal("INT");
+    worker.wait();
+
+    // Another app's boot credential does not open this app's vault space.
+    let notes = cwd.path().join("notes.yaml");
+    std::fs::write(
+        &notes,
+        "app: notes\nentities:\n  note:\n    fields:\n      text: text\n",
+    )
+    .unwrap();
+    let out = Command::new(crate::support::BIN)
+        .args(["app", "create", "-m", notes.to_str().unwrap()])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = cwd.path().join(".bulkhead/boot/notes");
+    let out = Command::new(crate::support::BIN)
+        .args([
+            "worker",
+            "--app",
+            "helpdesk",
+            "--vault-dir",
+            ".bulkhead/vault",
+        ])
+        .env("BULKHEAD_BOOT_CREDENTIAL_FILE", &other)
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused this worker's boot credential"),
+        "{err}"
+    );
+    // An unreachable vault: bounded retries, then a clear non-zero exit.
+    let out = Command::new(crate::support::BIN)
+        .args([
+            "worker",
+            "--app",
+            "helpdesk",
+            "--vault-dir",
+            "no-such-vault",
+            "--vault-attempts",
+            "2",
+        ])
+        .env("BULKHEAD_BOOT_CREDENTIAL_FILE", &boot_file)
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stayed unreadable after 2 attempts"));
+    up.signal("TERM");
+    assert!(up.wait().success());
+}
