@@ -117,7 +117,8 @@ async fn platform(config: &Config) -> anyhow::Result<Platform> {
     })
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+/// Writes `text` to `path` with mode 0600, creating the parent directory.
+pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {

@@ -309,17 +309,5 @@ async fn tenant_password(
 }
 
 fn write_boot_file(path: &Path, boot: &bulkhead_vault::BootCredential) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(boot.to_secret_string().expose().as_bytes())?;
-    Ok(())
+    crate::app::write_private(path, boot.to_secret_string().expose())
 }
