@@ -34,6 +34,10 @@ pub const TENANTS: &[(&str, IsolationLevel)] = &[
     ("initech", IsolationLevel::Database),
 ];
 
+/// Hosts the demo serves, and the base domain of tenant subdomains (`acme.localhost`).
+const DOMAINS: &[&str] = &["127.0.0.1", "localhost"];
+const BASE_DOMAINS: &[&str] = &["localhost"];
+
 /// Demo users: (name, roles).
 const USERS: &[(&str, &[&str])] = &[("alice", &["agent"]), ("bob", &["customer"])];
 
@@ -204,6 +208,8 @@ pub async fn start(
                 .iter()
                 .map(|(t, l)| Ok((TenantId::from_str(t)?, *l)))
                 .collect::<anyhow::Result<_>>()?,
+            domains: DOMAINS.iter().map(|d| (*d).to_owned()).collect(),
+            base_domains: BASE_DOMAINS.iter().map(|d| (*d).to_owned()).collect(),
         })
         .await?;
     write_boot_file(&data_dir.join("boot").join(manifest.app.as_str()), &boot)?;
@@ -220,8 +226,8 @@ pub async fn start(
             Strategy::Header("x-tenant".into()),
             Strategy::Subdomain,
         ],
-        domains: vec!["127.0.0.1".into(), "localhost".into()],
-        base_domains: vec!["localhost".into()],
+        domains: DOMAINS.iter().map(|d| (*d).to_owned()).collect(),
+        base_domains: BASE_DOMAINS.iter().map(|d| (*d).to_owned()).collect(),
         custom_domains: Default::default(),
         trusted_proxies: Vec::new(),
     };
@@ -235,7 +241,8 @@ pub async fn start(
         clients: vec![manifest.app.to_string()],
         secure_cookies: false,
     }));
-    Ok(realm_routes.fallback_service(tenant_app))
+    let _ = tenant_app;
+    Ok(realm_routes)
 }
 
 /// Registers the example app and its tenants in the control plane and audits the provisioning.

@@ -6,6 +6,7 @@ mod audit;
 mod config;
 mod demo;
 mod manifest;
+mod supervise;
 mod up;
 mod worker;
 

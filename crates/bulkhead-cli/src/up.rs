@@ -106,20 +106,39 @@ async fn serve_http(
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let base_url = format!("http://{addr}");
+    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
     let app = if example {
         std::fs::create_dir_all(&config.data_dir)?;
-        let app = crate::demo::start(&config.data_dir, db_config, &base_url)
+        let realms = crate::demo::start(&config.data_dir, db_config, &base_url)
             .await
             .context("starting the example app")?;
+        // The app runs in its own worker process; the gateway routes to it.
+        let worker = crate::supervise::spawn(
+            "helpdesk".into(),
+            std::fs::canonicalize(&config.data_dir)?,
+            workers_stopped,
+        )?;
+        anyhow::ensure!(
+            worker.ready(std::time::Duration::from_secs(60)).await,
+            "the helpdesk worker did not start within 60 s"
+        );
         print_demo_help(&base_url);
-        app
+        realms.fallback_service(
+            axum::Router::new()
+                .fallback(crate::supervise::proxy)
+                .with_state(worker),
+        )
     } else {
         axum::Router::new()
     };
     tracing::info!("listening on http://{addr}");
-    bulkhead_gateway::launch(listener, AppState::new(pool), app, shutdown_signal())
+    let result = bulkhead_gateway::launch(listener, AppState::new(pool), app, shutdown_signal())
         .await
-        .context("serving HTTP")
+        .context("serving HTTP");
+    let _ = stop_workers.send(true);
+    // Give the supervisor a moment to stop the worker before the database goes away.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    result
 }
 
 fn print_demo_help(base: &str) {

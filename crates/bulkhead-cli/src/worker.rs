@@ -90,6 +90,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    if std::env::var_os("BULKHEAD_EXIT_WITH_PARENT").is_some() {
+        // The supervisor holds the other end of our stdin: when it goes away, however it
+        // ends, the pipe closes and the worker exits instead of lingering.
+        std::thread::spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            std::process::exit(0);
+        });
+    }
     let app = AppId::parse(&args.app)?;
     let boot = boot_credential()?;
     let reader = EmbeddedReader::open(&args.vault_dir, app.clone(), &boot)?;
@@ -148,8 +157,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let api = Arc::new(Api::new(plane.clone(), auth));
     let layer = TenantLayer::new(
         ResolverConfig {
-            strategies: vec![Strategy::PathPrefix, Strategy::Header("x-tenant".into())],
-            domains: vec!["127.0.0.1".into(), "localhost".into()],
+            strategies: vec![
+                Strategy::PathPrefix,
+                Strategy::Header("x-tenant".into()),
+                Strategy::Subdomain,
+            ],
+            domains: if config.domains.is_empty() {
+                vec!["127.0.0.1".into(), "localhost".into()]
+            } else {
+                config.domains.clone()
+            },
+            base_domains: config.base_domains.clone(),
             ..ResolverConfig::default()
         },
         Arc::new(PlaneDirectory(plane)),

@@ -202,6 +202,12 @@ pub struct WorkerConfig {
     /// Where tenants' realms publish their keys (`{base}/realms/{tenant}/…`).
     pub realm_base_url: String,
     pub tenants: Vec<(bulkhead_model::TenantId, bulkhead_model::IsolationLevel)>,
+    /// Hosts the worker accepts (as the gateway does), so it resolves tenants the same way.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Base domains whose subdomains are tenants.
+    #[serde(default)]
+    pub base_domains: Vec<String>,
 }
 
 impl Platform {

@@ -46,8 +46,9 @@ impl Running {
 
     /// Waits for the "listening on http://ADDR" log line and returns ADDR.
     pub fn wait_listening(&mut self) -> SocketAddr {
-        let line = self.wait_for_line("listening on http://");
-        let addr = line.split("listening on http://").nth(1).unwrap();
+        // The gateway's own line (not a supervised worker's, which `up` relays).
+        let line = self.wait_for_line("up: listening on http://");
+        let addr = line.split("up: listening on http://").nth(1).unwrap();
         addr.split_whitespace().next().unwrap().parse().unwrap()
     }
 

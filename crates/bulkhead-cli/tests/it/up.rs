@@ -598,3 +598,73 @@ fn a_worker_boots_from_its_own_vault_credential_and_holds_no_other_secret() {
     up.signal("TERM");
     assert!(up.wait().success());
 }
+
+#[test]
+fn up_routes_to_the_apps_worker_and_restarts_it_when_it_dies() {
+    use crate::support::request;
+    let cwd = workdir();
+    let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
+    let addr = up.wait_listening();
+    let line = up.wait_for_line("worker started");
+    let pid: u32 = line
+        .split("pid=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token = format!("Bearer {}", login(addr, "acme", "alice"));
+    let (status, _) = request(
+        addr,
+        "GET",
+        "/t/acme/api/ticket",
+        &[("Authorization", &token)],
+        None,
+    );
+    assert_eq!(status, 200);
+    // The worker is a separate process that holds no platform secret in its environment.
+    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap())
+        .into_owned();
+    assert!(
+        !environ.contains("postgres://") && !environ.contains("embedded:"),
+        "{environ}"
+    );
+    // Kill it: the gateway answers 503 while it restarts, then serves again.
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    up.wait_for_line("worker exited; restarting");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = request(
+            addr,
+            "GET",
+            "/t/acme/api/ticket",
+            &[("Authorization", &token)],
+            None,
+        );
+        if status == 200 {
+            break;
+        }
+        assert!(status == 503, "{status} {body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker did not come back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    up.signal("TERM");
+    assert!(up.wait().success());
+    assert!(
+        bulkhead_pgcluster::wait_until(std::time::Duration::from_secs(10), || {
+            !std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+                std::fs::read_to_string(e.path().join("cmdline"))
+                    .is_ok_and(|c| c.contains("worker") && c.contains(cwd.path().to_str().unwrap()))
+            })
+        }),
+        "no worker left behind"
+    );
+}
