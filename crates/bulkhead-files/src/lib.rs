@@ -1,0 +1,215 @@
+//! Per-app file buckets through `object_store`, with tenant prefixes built only from
+//! [`TenantId`] (invariant 8).
+//!
+//! An app's bucket is its own root: a directory created 0700 for the local backend (the
+//! default), or a bucket with the app's own credentials on S3. Inside it, a tenant's files live
+//! under `tenants/<tenant>/`; because tenant ids contain no `/`, no tenant's prefix is a prefix
+//! of another's. Object keys from callers are validated, never normalised: `..`, `.`, empty or
+//! absolute segments, backslashes and control characters are refused.
+//!
+//! This crate must not build a path from a raw tenant string, and must not depend on pg/axum.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use bulkhead_model::{AppId, TenantId};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutPayload};
+
+/// File errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "invalid object key {0:?}: use segments of [A-Za-z0-9._-] separated by '/', no '.' or '..'"
+    )]
+    BadKey(String),
+    #[error("no such file {0:?}")]
+    NotFound(String),
+    #[error("file larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn storage(e: object_store::Error) -> Error {
+    Error::Storage(e.to_string())
+}
+
+/// Longest key accepted.
+const MAX_KEY: usize = 512;
+
+/// Checks a caller's key and returns its path segments.
+pub fn check_key(key: &str) -> Result<Vec<&str>> {
+    let bad = || Error::BadKey(key.to_owned());
+    if key.is_empty() || key.len() > MAX_KEY || key.starts_with('/') || key.contains('\\') {
+        return Err(bad());
+    }
+    let segments: Vec<&str> = key.split('/').collect();
+    for s in &segments {
+        let ok = !s.is_empty()
+            && *s != "."
+            && *s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(bad());
+        }
+    }
+    Ok(segments)
+}
+
+/// One app's bucket.
+#[derive(Debug, Clone)]
+pub struct AppBucket {
+    app: AppId,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl AppBucket {
+    /// The local backend: `<root>/<app>/`, created with mode 0700.
+    pub fn local(root: &FsPath, app: &AppId) -> Result<Self> {
+        let dir = root.join(app.as_str());
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Storage(e.to_string()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        let store = LocalFileSystem::new_with_prefix(&dir).map_err(storage)?;
+        Ok(Self {
+            app: app.clone(),
+            store: Arc::new(store),
+        })
+    }
+
+    /// Any other `object_store` backend (e.g. S3 with the app's own key).
+    pub fn from_store(app: &AppId, store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            app: app.clone(),
+            store,
+        }
+    }
+
+    pub fn app(&self) -> &AppId {
+        &self.app
+    }
+
+    /// The files of one tenant.
+    pub fn tenant(&self, tenant: &TenantId) -> TenantFiles {
+        TenantFiles {
+            store: self.store.clone(),
+            tenant: tenant.clone(),
+        }
+    }
+}
+
+/// One tenant's files inside an app's bucket.
+#[derive(Debug, Clone)]
+pub struct TenantFiles {
+    store: Arc<dyn ObjectStore>,
+    tenant: TenantId,
+}
+
+impl TenantFiles {
+    fn prefix(&self) -> Path {
+        Path::from_iter(["tenants", self.tenant.as_str()])
+    }
+
+    fn path(&self, key: &str) -> Result<Path> {
+        let segments = check_key(key)?;
+        Ok(Path::from_iter(
+            ["tenants", self.tenant.as_str()]
+                .into_iter()
+                .chain(segments),
+        ))
+    }
+
+    pub async fn put(&self, key: &str, bytes: Bytes, limit: usize) -> Result<()> {
+        if bytes.len() > limit {
+            return Err(Error::TooLarge { limit });
+        }
+        let path = self.path(key)?;
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        let path = self.path(key)?;
+        match self.store.get(&path).await {
+            Ok(r) => r.bytes().await.map_err(storage),
+            Err(object_store::Error::NotFound { .. }) => Err(Error::NotFound(key.to_owned())),
+            Err(e) => Err(storage(e)),
+        }
+    }
+
+    /// Keys of this tenant's files, relative to its prefix, sorted.
+    pub async fn list(&self) -> Result<Vec<String>> {
+        let prefix = self.prefix();
+        let strip = format!("{prefix}/");
+        let mut keys: Vec<String> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location.to_string())
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(storage)?
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&strip).map(str::to_owned))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(storage(e)),
+        }
+    }
+
+    /// Removes every file of the tenant (tenant deletion); returns how many.
+    pub async fn delete_all(&self) -> Result<usize> {
+        let keys = self.list().await?;
+        for k in &keys {
+            self.delete(k).await?;
+        }
+        Ok(keys.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_validated_not_normalised() {
+        for ok in ["a.pdf", "invoices/2026/11.pdf", "A_b-c.1"] {
+            assert!(check_key(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a/./b",
+            "a//b",
+            "a/",
+            "a\\b",
+            "a b",
+            "a\0b",
+            "..",
+            ".",
+            "ü.txt",
+            &"a".repeat(600),
+        ] {
+            assert!(check_key(bad).is_err(), "{bad:?}");
+        }
+    }
+}
