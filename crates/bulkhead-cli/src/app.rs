@@ -74,6 +74,28 @@ pub enum TenantCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Write one tenant's data as JSON lines (`{"entity", "record"}`), from any isolation level.
+    Export {
+        tenant: String,
+        #[arg(long)]
+        app: String,
+        /// Output file (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a tenant of an app: its data at its level, its secrets, its files, its registry
+    /// entry. Irreversible: requires --confirm.
+    Delete {
+        tenant: String,
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        confirm: bool,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 fn config(config_path: &Path, t: &Target) -> anyhow::Result<Config> {
@@ -205,6 +227,57 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                     }
                 }
             }
+            TenantCommand::Export {
+                tenant,
+                app,
+                output,
+                target,
+            } => {
+                let mut p = platform(&config(config_path, &target)?).await?;
+                let (m, level) = tenant_of(&p, &app, &tenant).await?;
+                let tenant_id = TenantId::parse(&tenant)?;
+                let lines = p.provisioner.export_tenant(&m, &tenant_id, level).await?;
+                let mut text = lines.join("\n");
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                match output {
+                    Some(path) => {
+                        write_private(&path, &text)?;
+                        eprintln!("exported {} records to {}", lines.len(), path.display());
+                    }
+                    None => print!("{text}"),
+                }
+                bulkhead_control::audit::append(
+                    &mut p.client,
+                    &bulkhead_control::audit::Entry {
+                        actor: &p.actor,
+                        action: "tenant.export",
+                        target: &format!("{app}/{tenant}"),
+                        detail: serde_json::json!({ "records": lines.len() }),
+                    },
+                )
+                .await?;
+            }
+            TenantCommand::Delete {
+                tenant,
+                app,
+                confirm,
+                target,
+            } => {
+                anyhow::ensure!(
+                    confirm,
+                    "deleting tenant {tenant} of {app} removes its data, secrets and files for good; pass --confirm"
+                );
+                let cfg = config(config_path, &target)?;
+                let mut p = platform(&cfg).await?;
+                let (m, level) = tenant_of(&p, &app, &tenant).await?;
+                let bucket = bulkhead_files::AppBucket::local(&cfg.data_dir.join("files"), &m.app)?;
+                let files = p
+                    .delete_tenant(&m, &TenantId::parse(&tenant)?, level, Some(&bucket))
+                    .await?;
+                println!("deleted tenant {tenant} of {app} ({}, {files} files)", level.as_str());
+            }
             TenantCommand::Suspend {
                 tenant,
                 app,
@@ -253,4 +326,19 @@ async fn set_status(
     .await?;
     println!("tenant {tenant} of {app}: {status}");
     Ok(())
+}
+
+/// The manifest of `app` and the isolation level of its `tenant`, from the registry.
+async fn tenant_of(
+    p: &Platform,
+    app: &str,
+    tenant: &str,
+) -> anyhow::Result<(AppManifest, bulkhead_model::IsolationLevel)> {
+    let m = manifest_of(p, app).await?;
+    let record = registry::tenants(&p.client, &m.app)
+        .await?
+        .into_iter()
+        .find(|t| t.id == tenant)
+        .with_context(|| format!("tenant {tenant} of app {app} is not registered"))?;
+    Ok((m, record.isolation.parse().map_err(anyhow::Error::msg)?))
 }

@@ -220,3 +220,44 @@ impl Platform {
             .map_err(vault)
     }
 }
+
+impl Platform {
+    /// Deletes a tenant of an app: its data at its level (rows, schema and role, or database
+    /// and login role), its secrets, its files, its registry entry; audited. Idempotent.
+    pub async fn delete_tenant(
+        &mut self,
+        manifest: &AppManifest,
+        tenant: &bulkhead_model::TenantId,
+        level: bulkhead_model::IsolationLevel,
+        files: Option<&bulkhead_files::AppBucket>,
+    ) -> Result<usize> {
+        self.provisioner
+            .drop_tenant(manifest, tenant, level)
+            .await
+            .map_err(pg)?;
+        self.vault
+            .delete(&manifest.app, &format!("db/tenant/{tenant}"))
+            .await
+            .map_err(vault)?;
+        let removed_files = match files {
+            Some(bucket) => bucket
+                .tenant(tenant)
+                .delete_all()
+                .await
+                .map_err(|e| Error::Internal(format!("files: {e}")))?,
+            None => 0,
+        };
+        registry::remove_tenant(&self.client, &manifest.app, tenant).await?;
+        audit::append(
+            &mut self.client,
+            &Entry {
+                actor: &self.actor,
+                action: "tenant.delete",
+                target: &format!("{}/{tenant}", manifest.app),
+                detail: json!({ "isolation": level.as_str(), "files": removed_files }),
+            },
+        )
+        .await?;
+        Ok(removed_files)
+    }
+}

@@ -188,3 +188,19 @@ pub async fn apps(client: &impl GenericClient) -> Result<Vec<(String, Value)>> {
         .map_err(db)?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
+
+/// Removes a tenant from the registry (after its data is gone).
+pub async fn remove_tenant(
+    client: &impl GenericClient,
+    app: &AppId,
+    tenant: &TenantId,
+) -> Result<bool> {
+    Ok(client
+        .execute(
+            "DELETE FROM bulkhead_control.tenant WHERE app = $1 AND id = $2",
+            &[&app.as_str(), &tenant.as_str()],
+        )
+        .await
+        .map_err(db)?
+        == 1)
+}

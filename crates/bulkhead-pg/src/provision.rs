@@ -507,3 +507,58 @@ impl Provisioner {
         Ok(())
     }
 }
+
+impl Provisioner {
+    /// One tenant's data as JSON lines (`{"entity": …, "record": {…}}`), from whichever level it
+    /// lives at, read as the app's owner role with the tenant's setting (forced RLS applies).
+    pub async fn export_tenant(
+        &self,
+        m: &AppManifest,
+        tenant: &TenantId,
+        level: IsolationLevel,
+    ) -> Result<Vec<String>> {
+        let (database, schema) = match level {
+            IsolationLevel::Row => (names::app_database(&m.app), names::SHARED_SCHEMA.to_owned()),
+            IsolationLevel::Schema => (names::app_database(&m.app), names::tenant_schema(tenant)),
+            IsolationLevel::Database => (
+                names::tenant_database(&m.app, tenant),
+                names::SHARED_SCHEMA.to_owned(),
+            ),
+        };
+        let mut client = self.connect_to(&database).await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        tx.batch_execute(&format!(
+            "SET TRANSACTION READ ONLY; SET LOCAL ROLE {}",
+            q(&names::owner_role(&m.app))
+        ))
+        .await
+        .map_err(db_err)?;
+        tx.execute(
+            "SELECT set_config('bulkhead.tenant_id', $1, true)",
+            &[&tenant.as_str()],
+        )
+        .await
+        .map_err(db_err)?;
+        let mut lines = Vec::new();
+        for e in m.tenant_entities() {
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT row_to_json(t)::text FROM {}.{} t WHERE tenant_id = $1::text ORDER BY created_at, id",
+                        q(&schema),
+                        q(e.name.as_str())
+                    ),
+                    &[&tenant.as_str()],
+                )
+                .await
+                .map_err(db_err)?;
+            for row in rows {
+                let record: serde_json::Value = serde_json::from_str(row.get::<_, &str>(0))
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                lines.push(serde_json::json!({ "entity": e.name, "record": record }).to_string());
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(lines)
+    }
+}

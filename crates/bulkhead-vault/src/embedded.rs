@@ -224,6 +224,17 @@ impl VaultAdmin for EmbeddedAdmin {
         })
     }
 
+    fn delete<'a>(&'a self, app: &'a AppId, name: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            check_name(name)?;
+            match fs::remove_file(secret_path(&self.root, app, name)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io(e)),
+            }
+        })
+    }
+
     fn delete_app<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             match fs::remove_dir_all(app_dir(&self.root, app)) {

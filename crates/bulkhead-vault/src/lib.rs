@@ -161,6 +161,8 @@ pub trait VaultAdmin: Send + Sync {
         value: &'a Secret,
     ) -> BoxFuture<'a, Result<()>>;
     fn get<'a>(&'a self, app: &'a AppId, name: &'a str) -> BoxFuture<'a, Result<Secret>>;
+    /// Removes one secret (absent is fine).
+    fn delete<'a>(&'a self, app: &'a AppId, name: &'a str) -> BoxFuture<'a, Result<()>>;
     /// Removes the app's secrets and credentials.
     fn delete_app<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<()>>;
 }

@@ -212,6 +212,23 @@ impl VaultAdmin for OpenBaoAdmin {
         })
     }
 
+    fn delete<'a>(&'a self, app: &'a AppId, name: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            check_name(name)?;
+            let (s, b) = self
+                .admin(
+                    Method::DELETE,
+                    &format!("secret/metadata/bulkhead/apps/{app}/{name}"),
+                    None,
+                )
+                .await?;
+            if s == StatusCode::NOT_FOUND {
+                return Ok(());
+            }
+            expect_ok(s, &b, name)
+        })
+    }
+
     fn delete_app<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let role = role(app);

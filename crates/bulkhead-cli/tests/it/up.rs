@@ -384,7 +384,7 @@ fn app_and_tenant_commands_provision_rotate_and_audit() {
     use std::process::Command;
     let cwd = workdir();
     let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
-    up.wait_listening();
+    let up_addr = up.wait_listening();
     let manifest = cwd.path().join("notes.yaml");
     std::fs::write(
         &manifest,
@@ -426,6 +426,39 @@ fn app_and_tenant_commands_provision_rotate_and_audit() {
         "{list}"
     );
     run(&["tenant", "resume", "acme", "--app", "helpdesk"]);
+    // Export from a database-level tenant, then delete it.
+    let addr = up_addr;
+    let token = format!("Bearer {}", login(addr, "initech", "alice"));
+    let (status, _) = crate::support::request(
+        addr,
+        "POST",
+        "/t/initech/api/ticket",
+        &[("Authorization", &token)],
+        Some(("application/json", r#"{"title":"exported"}"#)),
+    );
+    assert_eq!(status, 201);
+    let export = run(&["tenant", "export", "initech", "--app", "helpdesk"]);
+    assert!(
+        export.contains(r#""entity":"ticket""#) && export.contains("exported"),
+        "{export}"
+    );
+    assert!(!export.contains("acme"), "only initech's rows: {export}");
+    let refused = Command::new(crate::support::BIN)
+        .args(["tenant", "delete", "initech", "--app", "helpdesk"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "delete needs --confirm");
+    run(&[
+        "tenant",
+        "delete",
+        "initech",
+        "--app",
+        "helpdesk",
+        "--confirm",
+    ]);
+    let list = run(&["tenant", "list", "--app", "helpdesk"]);
+    assert!(!list.contains("initech"), "{list}");
     let audit: serde_json::Value =
         serde_json::from_str(&run(&["audit", "list", "--json"])).unwrap();
     let actions: Vec<&str> = audit

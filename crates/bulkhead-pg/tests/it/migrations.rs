@@ -136,3 +136,45 @@ async fn a_failing_migration_changes_nothing() {
             .any(|s| s.is_destructive())
     );
 }
+
+#[tokio::test]
+async fn a_tenant_exports_as_json_lines_from_every_level_and_only_its_rows() {
+    let app = App::new(
+        HELPDESK,
+        &[
+            ("r1", IsolationLevel::Row),
+            ("r2", IsolationLevel::Row),
+            ("s1", IsolationLevel::Schema),
+            ("d1", IsolationLevel::Database),
+        ],
+    )
+    .await;
+    for t in ["r1", "r2", "s1", "d1"] {
+        let ctx = app.ctx(t);
+        let c = ctx
+            .db()
+            .insert("customer", &json!({"name": format!("{t} customer")}))
+            .await
+            .unwrap();
+        ctx.db()
+            .insert(
+                "ticket",
+                &json!({"title": format!("{t} ticket"), "customer": c["id"]}),
+            )
+            .await
+            .unwrap();
+    }
+    for (t, level) in &app.tenants {
+        let lines = app
+            .prov
+            .export_tenant(&app.manifest, t, *level)
+            .await
+            .unwrap();
+        assert_eq!(lines.len(), 2, "{t}");
+        for line in &lines {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["record"]["tenant_id"], t.as_str(), "{line}");
+            assert!(line.contains(&format!("{t} ")), "{line}");
+        }
+    }
+}
