@@ -121,7 +121,21 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             cross_tenant: None,
             pools: Default::default(),
         },
-    )?;
+    )?
+    // After `bulkhead app rotate-credentials`, new logins need the password now in the vault.
+    .with_password_refresher({
+        let reader = reader.clone();
+        Arc::new(move || {
+            let reader = reader.clone();
+            Box::pin(async move {
+                reader
+                    .get(RUNTIME_PASSWORD)
+                    .await
+                    .ok()
+                    .map(|s| bulkhead_pg::Secret::new(s.expose().to_owned()))
+            })
+        })
+    })?;
     let mut realms = HashMap::new();
     for (tenant, level) in &config.tenants {
         let database_password = if *level == IsolationLevel::Database {

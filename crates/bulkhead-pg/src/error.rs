@@ -132,18 +132,24 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The database refused the password (SQLSTATE 28P01), e.g. after a rotation.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, Error::DatabaseUnavailable(m) if m.starts_with("28P01"))
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for Error {
     fn from(err: deadpool_postgres::PoolError) -> Self {
         use deadpool_postgres::PoolError;
         match err {
             PoolError::Timeout(_) => Error::PoolExhausted { waited_ms: 0 },
-            PoolError::Backend(e) => {
-                if e.as_db_error().is_some() {
-                    Error::DatabaseUnavailable(e.to_string())
-                } else {
-                    Error::DatabaseUnavailable(format!("{e}"))
+            PoolError::Backend(e) => match e.as_db_error() {
+                Some(db) => {
+                    Error::DatabaseUnavailable(format!("{}: {}", db.code().code(), db.message()))
                 }
-            }
+                None => Error::DatabaseUnavailable(e.to_string()),
+            },
             other => Error::DatabaseUnavailable(other.to_string()),
         }
     }

@@ -57,9 +57,17 @@ pub struct Actor {
     pub roles: Vec<String>,
 }
 
+/// Fetches the current runtime password (from the vault) after a rotation.
+pub type PasswordRefresher = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Secret>> + Send>>
+        + Send
+        + Sync,
+>;
+
 struct Inner {
     manifest: Arc<AppManifest>,
     router: Router,
+    refresher: Option<PasswordRefresher>,
     host: String,
     port: u16,
     tenants: RwLock<HashMap<TenantId, Arc<TenantPlacement>>>,
@@ -101,6 +109,7 @@ impl DataPlane {
             inner: Arc::new(Inner {
                 manifest: Arc::new(manifest),
                 router: Router::new(&main, cross.as_ref(), config.pools)?,
+                refresher: None,
                 host: config.host,
                 port: config.port,
                 tenants: RwLock::new(HashMap::new()),
@@ -110,6 +119,15 @@ impl DataPlane {
 
     pub fn manifest(&self) -> &AppManifest {
         &self.inner.manifest
+    }
+
+    /// Where to get the runtime password when the database refuses the current one. Set it
+    /// before the plane is shared.
+    pub fn with_password_refresher(mut self, refresher: PasswordRefresher) -> Result<Self> {
+        let inner = Arc::get_mut(&mut self.inner)
+            .ok_or_else(|| Error::Internal("set the refresher before sharing the plane".into()))?;
+        inner.refresher = Some(refresher);
+        Ok(self)
     }
 
     /// Makes a tenant resolvable (or updates its placement).
@@ -251,9 +269,7 @@ impl TenantContext {
     async fn tenant_conn(&self) -> Result<Conn> {
         let wait = self.inner.router.settings.wait;
         match self.placement.level {
-            IsolationLevel::Row | IsolationLevel::Schema => {
-                router::checkout(self.inner.router.main(), wait).await
-            }
+            IsolationLevel::Row | IsolationLevel::Schema => self.main_conn().await,
             IsolationLevel::Database => {
                 let app = &self.inner.manifest.app;
                 let tenant = &self.placement.tenant;
@@ -270,6 +286,26 @@ impl TenantContext {
                 let pool = self.inner.router.tenant(tenant, &ep)?;
                 router::checkout(&pool, wait).await
             }
+        }
+    }
+
+    /// A runtime connection. When the database refuses the password (the credentials were
+    /// rotated), asks the refresher for the current one, rebuilds the pool and tries once more.
+    async fn main_conn(&self) -> Result<Conn> {
+        let wait = self.inner.router.settings.wait;
+        match router::checkout(&self.inner.router.main()?, wait).await {
+            Err(e) if e.is_auth_failure() => {
+                let Some(refresh) = &self.inner.refresher else {
+                    return Err(e);
+                };
+                let Some(password) = refresh().await else {
+                    return Err(e);
+                };
+                tracing::info!("runtime password changed; reconnecting with the new one");
+                self.inner.router.set_main_password(password)?;
+                router::checkout(&self.inner.router.main()?, wait).await
+            }
+            other => other,
         }
     }
 
@@ -336,7 +372,8 @@ impl TenantContext {
     /// Reads global reference data (no tenant column) with the runtime role.
     async fn run_global(&self, entity: &str, stmt: &str, params: &[Param]) -> Result<Vec<Row>> {
         let wait = self.inner.router.settings.wait;
-        let mut conn = router::checkout(self.inner.router.main(), wait).await?;
+        let _ = wait;
+        let mut conn = self.main_conn().await?;
         let client = conn.client()?;
         let prepared = client
             .prepare_cached(stmt)

@@ -146,7 +146,8 @@ struct TenantPool {
 /// Pools of one app's worker.
 pub struct Router {
     pub settings: PoolSettings,
-    main: Pool,
+    main: std::sync::RwLock<Pool>,
+    main_endpoint: Mutex<Endpoint>,
     cross: Option<Pool>,
     tenants: Mutex<HashMap<TenantId, TenantPool>>,
 }
@@ -162,7 +163,8 @@ impl std::fmt::Debug for Router {
 impl Router {
     pub fn new(main: &Endpoint, cross: Option<&Endpoint>, settings: PoolSettings) -> Result<Self> {
         Ok(Self {
-            main: make_pool(main, settings.app_pool_size, settings.wait)?,
+            main: std::sync::RwLock::new(make_pool(main, settings.app_pool_size, settings.wait)?),
+            main_endpoint: Mutex::new(main.clone()),
             cross: cross
                 .map(|ep| make_pool(ep, settings.app_pool_size.min(4), settings.wait))
                 .transpose()?,
@@ -171,8 +173,30 @@ impl Router {
         })
     }
 
-    pub fn main(&self) -> &Pool {
-        &self.main
+    /// The app database's runtime pool.
+    pub fn main(&self) -> Result<Pool> {
+        self.main
+            .read()
+            .map(|p| p.clone())
+            .map_err(|_| Error::Internal("pool lock poisoned".into()))
+    }
+
+    /// Replaces the runtime pool with one that logs in with `password` (after a credential
+    /// rotation). Connections already checked out finish on the old pool.
+    pub fn set_main_password(&self, password: Secret) -> Result<()> {
+        let mut ep = self
+            .main_endpoint
+            .lock()
+            .map_err(|_| Error::Internal("pool lock poisoned".into()))?;
+        ep.password = password;
+        let pool = make_pool(&ep, self.settings.app_pool_size, self.settings.wait)?;
+        let mut main = self
+            .main
+            .write()
+            .map_err(|_| Error::Internal("pool lock poisoned".into()))?;
+        main.close();
+        *main = pool;
+        Ok(())
     }
 
     pub fn cross(&self) -> Option<&Pool> {

@@ -418,6 +418,19 @@ fn app_and_tenant_commands_provision_rotate_and_audit() {
     let apps: serde_json::Value = serde_json::from_str(&run(&["app", "list", "--json"])).unwrap();
     assert!(apps.as_array().unwrap().iter().any(|a| a == "notes"));
     run(&["app", "rotate-credentials", "notes"]);
+    // Rotating the running app's credentials: its worker keeps serving, new logins included.
+    let token = format!("Bearer {}", login(up_addr, "acme", "alice"));
+    run(&["app", "rotate-credentials", "helpdesk"]);
+    for _ in 0..20 {
+        let (status, body) = crate::support::request(
+            up_addr,
+            "GET",
+            "/t/acme/api/ticket",
+            &[("Authorization", &token)],
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+    }
     run(&["tenant", "suspend", "acme", "--app", "helpdesk"]);
     let list = run(&["tenant", "list", "--app", "helpdesk"]);
     assert!(

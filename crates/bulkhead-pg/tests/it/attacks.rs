@@ -591,3 +591,78 @@ async fn database_tenant_pools_stay_under_the_budget_and_idle_ones_are_evicted()
     assert_eq!(app.plane.tenant_pools(), 0);
     app.ctx("d1").db().query("ticket").count().await.unwrap();
 }
+
+#[tokio::test]
+async fn after_a_rotation_new_connections_use_the_refreshed_password_and_no_request_fails() {
+    let pools = PoolSettings {
+        app_pool_size: 2,
+        ..PoolSettings::default()
+    };
+    let app = App::with_pools(HELPDESK, &[("aa", IsolationLevel::Row)], pools.clone()).await;
+    // The "vault": where the refresher finds the current password.
+    let current = std::sync::Arc::new(std::sync::Mutex::new(
+        app.app.runtime.password.clone().unwrap(),
+    ));
+    let plane = bulkhead_pg::DataPlane::new(
+        app.manifest.clone(),
+        bulkhead_pg::DataPlaneConfig {
+            host: "127.0.0.1".into(),
+            port: app.cluster.port(),
+            app_database: app.app.database.clone(),
+            runtime_role: app.app.runtime.role.clone(),
+            runtime_password: app.app.runtime.password.clone().unwrap(),
+            cross_tenant: None,
+            pools,
+        },
+    )
+    .unwrap()
+    .with_password_refresher({
+        let current = current.clone();
+        std::sync::Arc::new(move || {
+            let p = current.lock().unwrap().clone();
+            Box::pin(async move { Some(p) })
+        })
+    })
+    .unwrap();
+    plane.register_tenant(bulkhead_pg::TenantPlacement {
+        tenant: tid("aa"),
+        level: IsolationLevel::Row,
+        database_password: None,
+        suspended: false,
+    });
+    let ctx = plane.context(&tid("aa"), Default::default()).unwrap();
+    ctx.db()
+        .insert("ticket", &json!({"title": "before"}))
+        .await
+        .unwrap();
+    // Rotate: the database now refuses the old password for new logins.
+    let new = app
+        .prov
+        .rotate_password(&app.app.runtime.role)
+        .await
+        .unwrap();
+    *current.lock().unwrap() = new;
+    // Hold the one open connection in a transaction, so the next request needs a new login.
+    let db = ctx.db();
+    let mut tx = db.begin().await.unwrap();
+    tx.query("ticket").count().await.unwrap();
+    let n = ctx.db().query("ticket").count().await.unwrap();
+    assert_eq!(
+        n, 1,
+        "a new connection logged in with the refreshed password"
+    );
+    tx.commit().await.unwrap();
+    for i in 0..10 {
+        ctx.db()
+            .insert("ticket", &json!({"title": format!("after {i}")}))
+            .await
+            .unwrap();
+    }
+    // The old password is refused.
+    let cfg = app.cluster.config(
+        &app.app.database,
+        &app.app.runtime.role,
+        app.runtime_password(),
+    );
+    assert!(bulkhead_testkit::connect(&cfg).await.is_err());
+}
