@@ -35,6 +35,29 @@ pub enum AppCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Show what migrating the app to a changed manifest would do to its shared schema.
+    Plan {
+        /// The new manifest (YAML).
+        #[arg(short = 'm', long)]
+        manifest: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Migrate the app's shared schema, then every tenant schema and database, in parallel
+    /// with a bound and a progress bar. Failures are reported per tenant without stopping the
+    /// others; running it again finishes what failed. Destructive steps (dropping entities or
+    /// fields, changing fields) need --allow-destructive.
+    Migrate {
+        #[arg(short = 'm', long)]
+        manifest: PathBuf,
+        #[arg(long)]
+        allow_destructive: bool,
+        /// How many tenants to migrate at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List registered apps.
     List {
         #[command(flatten)]
@@ -185,6 +208,36 @@ pub fn run_app(config_path: &Path, cmd: AppCommand) -> anyhow::Result<()> {
                 } else {
                     println!("app {} ready; boot credential in {}", m.app, path.display());
                 }
+            }
+            AppCommand::Plan { manifest, target } => {
+                let p = platform(&config(config_path, &target)?).await?;
+                let m = read_manifest(&manifest)?;
+                let plan = p.provisioner.plan(&m).await?;
+                if target.json {
+                    println!("{}", serde_json::to_string_pretty(&plan)?);
+                } else if plan.is_empty() {
+                    println!("{}: nothing to do", m.app);
+                } else {
+                    for step in &plan.steps {
+                        let mark = if step.is_destructive() {
+                            "DESTRUCTIVE "
+                        } else {
+                            ""
+                        };
+                        println!("{mark}{}", step.describe());
+                    }
+                }
+            }
+            AppCommand::Migrate {
+                manifest,
+                allow_destructive,
+                parallel,
+                target,
+            } => {
+                let mut p = platform(&config(config_path, &target)?).await?;
+                let m = read_manifest(&manifest)?;
+                manifest_of(&p, m.app.as_str()).await?;
+                return migrate(&mut p, &m, allow_destructive, parallel.max(1), target.json).await;
             }
             AppCommand::List { target } => {
                 let p = platform(&config(config_path, &target)?).await?;
@@ -341,4 +394,110 @@ async fn tenant_of(
         .find(|t| t.id == tenant)
         .with_context(|| format!("tenant {tenant} of app {app} is not registered"))?;
     Ok((m, record.isolation.parse().map_err(anyhow::Error::msg)?))
+}
+
+fn read_manifest(path: &Path) -> anyhow::Result<AppManifest> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(AppManifest::from_yaml(&text, &path.display().to_string())?)
+}
+
+async fn migrate(
+    p: &mut Platform,
+    m: &AppManifest,
+    allow_destructive: bool,
+    parallel: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    use bulkhead_pg::provision::MigrationTarget;
+    use futures_util::StreamExt;
+    let shared = p
+        .provisioner
+        .migrate_one(m, &MigrationTarget::Shared, allow_destructive)
+        .await
+        .context("migrating the shared schema (tenants were not touched)")?;
+    let tenants: Vec<(TenantId, bulkhead_model::IsolationLevel)> =
+        registry::tenants(&p.client, &m.app)
+            .await?
+            .into_iter()
+            .filter_map(|t| Some((TenantId::parse(&t.id).ok()?, t.isolation.parse().ok()?)))
+            .filter(|(_, level)| *level != bulkhead_model::IsolationLevel::Row)
+            .collect();
+    let bar = indicatif::ProgressBar::new(tenants.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tenants {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let prov = &p.provisioner;
+    let results: Vec<(
+        String,
+        Result<bulkhead_pg::migrate::MigrationReport, String>,
+    )> = futures_util::stream::iter(tenants.iter().cloned())
+        .map(|(t, level)| {
+            let bar = bar.clone();
+            async move {
+                let r = prov
+                    .migrate_one(
+                        m,
+                        &MigrationTarget::Tenant(t.clone(), level),
+                        allow_destructive,
+                    )
+                    .await
+                    .map_err(|e| e.to_string());
+                bar.inc(1);
+                bar.set_message(t.to_string());
+                (t.to_string(), r)
+            }
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    if json {
+        let out: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(t, r)| match r {
+                Ok(rep) => serde_json::json!({"tenant": t, "ok": true, "version": rep.version, "steps": rep.plan.steps.len()}),
+                Err(e) => serde_json::json!({"tenant": t, "ok": false, "error": e}),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"shared": {"version": shared.version, "steps": shared.plan.steps.len()}, "tenants": out})
+        );
+    } else {
+        println!(
+            "shared schema: version {} ({} steps)",
+            shared.version,
+            shared.plan.steps.len()
+        );
+        for (t, r) in &results {
+            match r {
+                Ok(rep) => println!(
+                    "tenant {t}: version {} ({} steps)",
+                    rep.version,
+                    rep.plan.steps.len()
+                ),
+                Err(e) => println!("tenant {t}: FAILED: {e}"),
+            }
+        }
+    }
+    let value = serde_json::to_value(m)?;
+    registry::upsert_app(&p.client, &m.app, &value).await?;
+    bulkhead_control::audit::append(
+        &mut p.client,
+        &bulkhead_control::audit::Entry {
+            actor: &p.actor,
+            action: "app.migrate",
+            target: m.app.as_str(),
+            detail: serde_json::json!({"shared_version": shared.version, "tenants": results.len(), "failed": failed}),
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} tenant(s) failed to migrate; run it again to retry them"
+    );
+    Ok(())
 }

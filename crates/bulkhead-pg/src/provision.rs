@@ -562,3 +562,51 @@ impl Provisioner {
         Ok(lines)
     }
 }
+
+/// Where one migration target lives: the shared schema or one tenant.
+#[derive(Debug, Clone)]
+pub enum MigrationTarget {
+    Shared,
+    Tenant(TenantId, IsolationLevel),
+}
+
+impl Provisioner {
+    /// Migrates one target on its own connection (so targets can run in parallel). Each
+    /// target is one transaction and records its version, so a rerun after a failure only
+    /// redoes what did not finish.
+    pub async fn migrate_one(
+        &self,
+        m: &AppManifest,
+        target: &MigrationTarget,
+        allow_destructive: bool,
+    ) -> Result<MigrationReport> {
+        let admin = self.connect_to(&self.maintenance_db).await?;
+        let cross_exists = Self::role_exists(&admin, &names::cross_tenant_role(&m.app)).await?
+            || !m.cross_tenant_reads.is_empty();
+        if !m.cross_tenant_reads.is_empty() {
+            Self::ensure_login_role(&admin, &names::cross_tenant_role(&m.app)).await?;
+        }
+        drop(admin);
+        match target {
+            MigrationTarget::Shared => {
+                let mut c = self.connect_to(&names::app_database(&m.app)).await?;
+                migrate::apply(&mut c, m, &Target::Shared, allow_destructive, cross_exists).await
+            }
+            MigrationTarget::Tenant(_, IsolationLevel::Row) => Ok(MigrationReport {
+                target: "row-level tenant (shared tables)".into(),
+                version: 0,
+                plan: Plan { steps: Vec::new() },
+            }),
+            MigrationTarget::Tenant(t, IsolationLevel::Schema) => {
+                let mut c = self.connect_to(&names::app_database(&m.app)).await?;
+                let target = Target::TenantSchema(t.clone());
+                migrate::apply(&mut c, m, &target, allow_destructive, cross_exists).await
+            }
+            MigrationTarget::Tenant(t, IsolationLevel::Database) => {
+                let mut c = self.connect_to(&names::tenant_database(&m.app, t)).await?;
+                let target = Target::TenantDatabase(t.clone());
+                migrate::apply(&mut c, m, &target, allow_destructive, false).await
+            }
+        }
+    }
+}

@@ -714,3 +714,54 @@ fn up_routes_to_the_apps_worker_and_restarts_it_when_it_dies() {
         "no worker left behind"
     );
 }
+
+#[test]
+fn app_migrate_plans_then_migrates_every_tenant_and_refuses_destruction_without_the_flag() {
+    use std::process::Command;
+    let cwd = workdir();
+    let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
+    up.wait_listening();
+    let original = include_str!("../../../../examples/helpdesk/manifest.yaml");
+    let v2 = original.replace(
+        "      internal_note: text\n",
+        "      internal_note: text\n      severity: { type: int, default: 1 }\n",
+    );
+    assert_ne!(v2, original);
+    let file = cwd.path().join("helpdesk-v2.yaml");
+    std::fs::write(&file, &v2).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(crate::support::BIN)
+            .args(args)
+            .current_dir(cwd.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let f = file.to_str().unwrap();
+    let (ok, plan) = run(&["app", "plan", "-m", f]);
+    assert!(ok && plan.contains("add field ticket.severity"), "{plan}");
+    let (ok, out) = run(&["app", "migrate", "-m", f]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("tenant globex: version 2") && out.contains("tenant initech: version 2"),
+        "{out}"
+    );
+    let (ok, out) = run(&["app", "migrate", "-m", f, "--json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(v["shared"]["steps"], 0, "second run: nothing to do");
+    // Dropping a field is destructive.
+    let v3 = v2.replace("      due: date\n", "");
+    std::fs::write(&file, v3).unwrap();
+    let (ok, out) = run(&["app", "migrate", "-m", f]);
+    assert!(!ok && out.contains("destructive"), "{out}");
+    up.signal("TERM");
+    assert!(up.wait().success());
+}
