@@ -30,6 +30,24 @@ pub trait Authenticator: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Option<Principal>> + Send + 'a>>;
 }
 
+/// The principal of a verified token; a rejection is logged (at debug) and yields `None`.
+fn principal<E: std::fmt::Display>(
+    tenant: &TenantId,
+    verified: Result<bulkhead_identity::jwt::Verified, E>,
+    roles_claim: &str,
+) -> Option<Principal> {
+    match verified {
+        Ok(v) => Some(Principal {
+            roles: v.strings(roles_claim),
+            subject: v.subject,
+        }),
+        Err(e) => {
+            tracing::debug!(%tenant, error = %e, "token rejected");
+            None
+        }
+    }
+}
+
 /// Local realms in the platform database, for one app (the audience).
 #[derive(Debug, Clone)]
 pub struct LocalRealms {
@@ -87,16 +105,11 @@ impl Authenticator for TenantRealms {
             let Some(realm) = self.external.realm(tenant) else {
                 return self.local.authenticate(tenant, token).await;
             };
-            match self.external.verify(tenant, token, now()).await {
-                Ok(v) => Some(Principal {
-                    roles: v.strings(&realm.roles_claim),
-                    subject: v.subject,
-                }),
-                Err(e) => {
-                    tracing::debug!(%tenant, error = %e, "external token rejected");
-                    None
-                }
-            }
+            principal(
+                tenant,
+                self.external.verify(tenant, token, now()).await,
+                &realm.roles_claim,
+            )
         })
     }
 }
@@ -115,16 +128,11 @@ impl Authenticator for PublishedRealms {
     ) -> Pin<Box<dyn Future<Output = Option<Principal>> + Send + 'a>> {
         Box::pin(async move {
             let realm = self.0.realm(tenant)?;
-            match self.0.verify(tenant, token, now()).await {
-                Ok(v) => Some(Principal {
-                    roles: v.strings(&realm.roles_claim),
-                    subject: v.subject,
-                }),
-                Err(e) => {
-                    tracing::debug!(%tenant, error = %e, "token rejected");
-                    None
-                }
-            }
+            principal(
+                tenant,
+                self.0.verify(tenant, token, now()).await,
+                &realm.roles_claim,
+            )
         })
     }
 }
