@@ -48,6 +48,7 @@ struct Cached {
 pub struct ExternalRealms {
     realms: Arc<HashMap<TenantId, ExternalRealm>>,
     cache: Arc<Mutex<HashMap<TenantId, Cached>>>,
+    verified: Arc<crate::cache::VerifiedCache>,
     http: reqwest::Client,
 }
 
@@ -61,6 +62,7 @@ impl ExternalRealms {
         Ok(Self {
             realms: Arc::new(realms),
             cache: Arc::new(Mutex::new(HashMap::new())),
+            verified: Arc::new(crate::cache::VerifiedCache::default()),
             http,
         })
     }
@@ -139,13 +141,25 @@ impl ExternalRealms {
             now,
             leeway: realm.leeway_secs,
         };
+        if let Some(v) = self.verified.get(
+            tenant.as_str(),
+            &realm.audience,
+            token,
+            now,
+            realm.leeway_secs,
+        ) {
+            return Ok(v);
+        }
         let cached = self.keys(tenant, realm, now, false).await?;
-        match jwt::verify_access_token(token, &cached.keys, &policy) {
+        let verified = match jwt::verify_access_token(token, &cached.keys, &policy) {
             Err(Error::UnknownKey(_)) => {
                 let reloaded = self.keys(tenant, realm, now, true).await?;
-                jwt::verify_access_token(token, &reloaded.keys, &policy)
+                jwt::verify_access_token(token, &reloaded.keys, &policy)?
             }
-            other => other,
-        }
+            other => other?,
+        };
+        self.verified
+            .put(tenant.as_str(), &realm.audience, token, &verified);
+        Ok(verified)
     }
 }

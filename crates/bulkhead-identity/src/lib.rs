@@ -13,6 +13,7 @@
 //! This crate must not depend on axum, must not fetch keys from anywhere a token names, and
 //! never logs secrets.
 
+pub mod cache;
 pub mod external;
 pub mod jwt;
 pub mod keys;

@@ -126,6 +126,7 @@ pub struct RealmStore {
     /// Verification keys per realm: (keys, fetched at). Refreshed after [`KEY_CACHE_SECS`], or
     /// on an unknown `kid` at most once per [`KEY_REFRESH_MIN_SECS`].
     cache: Arc<Mutex<HashMap<TenantId, (KeySet, u64)>>>,
+    verified: Arc<crate::cache::VerifiedCache>,
 }
 
 /// How long cached realm keys are used before they are read again.
@@ -158,6 +159,7 @@ impl RealmStore {
             master,
             settings,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            verified: Arc::new(crate::cache::VerifiedCache::default()),
         }
     }
 
@@ -241,6 +243,7 @@ impl RealmStore {
         let key = RealmKey::generate();
         Self::insert_key(&tx, &self.master, tenant, &key, now).await?;
         tx.commit().await.map_err(db)?;
+        self.verified.clear();
         Ok(key.kid().to_owned())
     }
 
@@ -488,6 +491,15 @@ impl RealmStore {
         audience: &str,
         now: u64,
     ) -> Result<Verified> {
+        if let Some(v) = self.verified.get(
+            tenant.as_str(),
+            audience,
+            token,
+            now,
+            self.settings.leeway_secs,
+        ) {
+            return Ok(v);
+        }
         let issuer = self.issuer(tenant);
         let policy = Policy {
             algorithms: &[Alg::EdDSA],
@@ -502,17 +514,20 @@ impl RealmStore {
             Some((keys, at)) if now < at.saturating_add(KEY_CACHE_SECS) => (keys, at),
             _ => (self.reload_keys(tenant, now).await?, now),
         };
-        match jwt::verify_access_token(token, &keys, &policy) {
+        let verified = match jwt::verify_access_token(token, &keys, &policy) {
             // A kid we have not seen may be a fresh rotation: reload, but not more often than
             // the rate limit allows (a flood of made-up kids costs one query per interval).
             Err(crate::Error::UnknownKey(_))
                 if now >= fetched.saturating_add(KEY_REFRESH_MIN_SECS) =>
             {
                 let keys = self.reload_keys(tenant, now).await?;
-                Ok(jwt::verify_access_token(token, &keys, &policy)?)
+                jwt::verify_access_token(token, &keys, &policy)?
             }
-            other => Ok(other?),
-        }
+            other => other?,
+        };
+        self.verified
+            .put(tenant.as_str(), audience, token, &verified);
+        Ok(verified)
     }
 
     async fn reload_keys(&self, tenant: &TenantId, now: u64) -> Result<KeySet> {
