@@ -57,13 +57,21 @@ pub enum Error {
     InvalidManifest(#[from] ManifestError),
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe(.0))]
     Database(#[source] tokio_postgres::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// SQLSTATE and message of a database error (tokio-postgres prints only "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
 
 impl Error {
     /// The stable code a client sees.

@@ -583,7 +583,9 @@ impl Provisioner {
         let admin = self.connect_to(&self.maintenance_db).await?;
         let cross_exists = Self::role_exists(&admin, &names::cross_tenant_role(&m.app)).await?
             || !m.cross_tenant_reads.is_empty();
-        if !m.cross_tenant_reads.is_empty() {
+        // Roles are changed by the shared target only: tenant targets run in parallel, and
+        // concurrent ALTER ROLE on one role would collide.
+        if matches!(target, MigrationTarget::Shared) && !m.cross_tenant_reads.is_empty() {
             Self::ensure_login_role(&admin, &names::cross_tenant_role(&m.app)).await?;
         }
         drop(admin);
