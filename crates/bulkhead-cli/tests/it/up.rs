@@ -279,6 +279,7 @@ fn the_rest_api_conforms_to_its_openapi_document_schemathesis() {
         ])
         .args(["--generation-allow-x00", "false", "--no-color"])
         .env("SCHEMATHESIS_HOOKS", "")
+        .current_dir(cwd.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
