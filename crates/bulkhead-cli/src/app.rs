@@ -138,7 +138,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-async fn platform(config: &Config) -> anyhow::Result<Platform> {
+/// The platform handle of the CLI: platform database, admin provisioner, embedded vault.
+pub(crate) async fn platform(config: &Config) -> anyhow::Result<Platform> {
     let db = crate::audit::platform_db(config)?;
     let (client, conn) = db
         .connect(tokio_postgres::NoTls)

@@ -127,18 +127,12 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let platform = crate::audit::platform_db(&config)?;
-        let (mut client, conn) = platform
-            .connect(tokio_postgres::NoTls)
-            .await
-            .context("connecting to the platform database")?;
-        tokio::spawn(conn);
-        bulkhead_control::migrate(&client).await?;
+        let mut platform = crate::app::platform(&config).await?;
         let mut apps = Vec::new();
         let mut manifests = Vec::new();
-        for (id, manifest) in registry::apps(&client).await? {
+        for (id, manifest) in registry::apps(&platform.client).await? {
             let app = AppId::parse(&id)?;
-            apps.push((id, registry::tenants(&client, &app).await?));
+            apps.push((id, registry::tenants(&platform.client, &app).await?));
             manifests.push(serde_json::from_value::<AppManifest>(manifest)?);
         }
         anyhow::ensure!(!apps.is_empty(), "no apps are registered yet");
@@ -171,9 +165,6 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
             }
             return Ok(true);
         }
-        let mut admin = platform.clone();
-        admin.dbname("postgres");
-        let prov = bulkhead_pg::Provisioner::new(admin);
         for step in todo {
             let manifest = manifests
                 .iter()
@@ -184,13 +175,14 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
                 .find(|s| s.id.as_str() == step.tenant)
                 .context("declared tenant")?;
             if step.action == Action::Create {
-                prov.ensure_tenant(manifest, &spec.id, spec.isolation)
+                // Provisions at its level; a silo's password and the worker's tenant list go
+                // to the app's vault space.
+                platform
+                    .ensure_tenant(manifest, &spec.id, spec.isolation)
                     .await?;
-                // A `database` tenant's login password is kept only by the vault (issue 5,
-                // next step); until then it is rotated when a worker needs it.
             }
             registry::upsert_tenant(
-                &client,
+                &platform.client,
                 &manifest.app,
                 &spec.id,
                 spec.isolation,
@@ -200,7 +192,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
             )
             .await?;
             audit::append(
-                &mut client,
+                &mut platform.client,
                 &audit::Entry {
                     actor: "bulkhead apply",
                     action: if step.action == Action::Create {

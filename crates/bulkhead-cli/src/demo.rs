@@ -13,16 +13,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use bulkhead_control::platform::{CROSS_TENANT_PASSWORD, Platform, RUNTIME_PASSWORD, WorkerConfig};
+use bulkhead_control::platform::{Platform, WorkerConfig};
 use bulkhead_identity::store::{RealmSettings, RealmStore, StoreError};
 use bulkhead_model::{AppManifest, IsolationLevel, TenantId};
-use bulkhead_pg::{DataPlane, DataPlaneConfig, Provisioner, TenantPlacement};
-use bulkhead_runtime::auth::LocalRealms;
+use bulkhead_pg::Provisioner;
+use bulkhead_runtime::TenantSet;
 use bulkhead_runtime::realms::Realms;
-use bulkhead_runtime::rest::{Api, PlaneDirectory};
-use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
-use bulkhead_vault::embedded::{EmbeddedAdmin, EmbeddedReader, MasterKey};
-use bulkhead_vault::{Secret as VaultSecret, VaultAdmin, VaultReader};
+use bulkhead_vault::embedded::{EmbeddedAdmin, MasterKey};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 const MANIFEST: &str = include_str!("../../../examples/helpdesk/manifest.yaml");
@@ -74,7 +71,6 @@ pub async fn start(
     let manifest = AppManifest::from_yaml(MANIFEST, "examples/helpdesk/manifest.yaml")?;
     let mut admin = platform.clone();
     admin.dbname("postgres");
-    let prov = Provisioner::new(admin.clone());
     // Provision through the control plane: passwords go to the vault, never stay here.
     let master = load_or_create_master_key(&data_dir.join("master.key"))?;
     let vault_dir = data_dir.join("vault");
@@ -95,20 +91,7 @@ pub async fn start(
         .create_app(&manifest, None)
         .await
         .context("provisioning the example app")?;
-    // What the app's worker does at boot: read its own credentials with its boot credential.
-    let reader = EmbeddedReader::open(&vault_dir, manifest.app.clone(), &boot)?;
-    let runtime_password =
-        bulkhead_pg::Secret::new(reader.get(RUNTIME_PASSWORD).await?.expose().to_owned());
-    let cross = if manifest.cross_tenant_reads.is_empty() {
-        None
-    } else {
-        Some((
-            bulkhead_model::names::cross_tenant_role(&manifest.app),
-            bulkhead_pg::Secret::new(reader.get(CROSS_TENANT_PASSWORD).await?.expose().to_owned()),
-        ))
-    };
-    let app_database = bulkhead_model::names::app_database(&manifest.app);
-    let runtime_role = bulkhead_model::names::runtime_role(&manifest.app);
+    // The gateway holds no credential of the app: only its worker reads them, from the vault.
     let host = platform
         .get_hosts()
         .first()
@@ -119,21 +102,7 @@ pub async fn start(
         })
         .unwrap_or_else(|| "127.0.0.1".into());
     let port = platform.get_ports().first().copied().unwrap_or(5432);
-    let host_for_workers = host.clone();
-    let plane = DataPlane::new(
-        manifest.clone(),
-        DataPlaneConfig {
-            host,
-            port,
-            app_database,
-            runtime_role,
-            runtime_password,
-            cross_tenant: cross,
-            pools: Default::default(),
-        },
-    )?;
 
-    let platform_for_control = platform.clone();
     let manager = Manager::from_config(
         platform,
         tokio_postgres::NoTls,
@@ -156,20 +125,9 @@ pub async fn start(
         .as_secs();
     for (name, level) in TENANTS {
         let tenant = TenantId::from_str(name)?;
-        let done = prov.ensure_tenant(&manifest, &tenant, *level).await?;
-        let database_password = match done.database {
-            None => None,
-            Some((_, cred)) => Some(
-                tenant_password(&prov, &vault, &manifest, &tenant, &cred.role, cred.password)
-                    .await?,
-            ),
-        };
-        plane.register_tenant(TenantPlacement {
-            tenant: tenant.clone(),
-            level: *level,
-            database_password,
-            suspended: false,
-        });
+        control_plane
+            .ensure_tenant(&manifest, &tenant, *level)
+            .await?;
         realms
             .create_realm(&tenant, now)
             .await
@@ -186,19 +144,23 @@ pub async fn start(
     }
     for (code, name) in [("DE", "Germany"), ("FR", "France"), ("US", "United States")] {
         let record = serde_json::json!({"code": code, "name": name});
-        match prov.insert_global(&manifest, "country", &record).await {
+        match control_plane
+            .provisioner
+            .insert_global(&manifest, "country", &record)
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.code() == bulkhead_model::ErrorCode::UniqueViolation => {}
             Err(e) => return Err(e.into()),
         }
     }
 
-    record_in_control_plane(&platform_for_control, &manifest).await?;
+    record_in_control_plane(&mut control_plane.client, &manifest).await?;
     // What a separate worker process for the app needs, in the app's own vault space, and the
     // app's boot credential for whoever starts that worker.
     control_plane
         .publish_worker_config(&WorkerConfig {
-            db_host: host_for_workers,
+            db_host: host,
             db_port: port,
             database: bulkhead_model::names::app_database(&manifest.app),
             runtime_role: bulkhead_model::names::runtime_role(&manifest.app),
@@ -212,55 +174,39 @@ pub async fn start(
             base_domains: BASE_DOMAINS.iter().map(|d| (*d).to_owned()).collect(),
         })
         .await?;
-    write_boot_file(&data_dir.join("boot").join(manifest.app.as_str()), &boot)?;
+    crate::app::write_private(
+        &data_dir.join("boot").join(manifest.app.as_str()),
+        boot.to_secret_string().expose(),
+    )?;
 
-    let directory = Arc::new(PlaneDirectory(plane.clone()));
-    let auth = Arc::new(LocalRealms {
-        store: realms.clone(),
-        audience: manifest.app.to_string(),
-    });
-    let api = Arc::new(Api::new(plane, auth));
-    let resolution = ResolverConfig {
-        strategies: vec![
-            Strategy::PathPrefix,
-            Strategy::Header("x-tenant".into()),
-            Strategy::Subdomain,
-        ],
-        domains: DOMAINS.iter().map(|d| (*d).to_owned()).collect(),
-        base_domains: BASE_DOMAINS.iter().map(|d| (*d).to_owned()).collect(),
-        custom_domains: Default::default(),
-        trusted_proxies: Vec::new(),
-    };
-    let tenant_app = tower::Layer::layer(
-        &TenantLayer::new(resolution, directory.clone(), Mode::Chain),
-        bulkhead_runtime::rest::router(api),
-    );
-    let realm_routes = bulkhead_runtime::realms::router(Arc::new(Realms {
+    // Realm endpoints answer for the registry's active tenants.
+    let active = bulkhead_control::registry::tenants(&control_plane.client, &manifest.app)
+        .await?
+        .into_iter()
+        .filter(|t| t.status == "active")
+        .filter_map(|t| TenantId::parse(&t.id).ok())
+        .collect();
+    Ok(bulkhead_runtime::realms::router(Arc::new(Realms {
         store: realms,
-        directory,
+        directory: Arc::new(TenantSet(active)),
         clients: vec![manifest.app.to_string()],
         secure_cookies: false,
-    }));
-    let _ = tenant_app;
-    Ok(realm_routes)
+    })))
 }
 
 /// Registers the example app and its tenants in the control plane and audits the provisioning.
 async fn record_in_control_plane(
-    platform: &tokio_postgres::Config,
+    client: &mut tokio_postgres::Client,
     manifest: &AppManifest,
 ) -> anyhow::Result<()> {
     use bulkhead_control::{audit, registry};
-    let (mut client, conn) = platform.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    bulkhead_control::migrate(&client).await?;
-    registry::upsert_app(&client, &manifest.app, &serde_json::to_value(manifest)?).await?;
-    let known = registry::tenants(&client, &manifest.app).await?;
+    registry::upsert_app(&*client, &manifest.app, &serde_json::to_value(manifest)?).await?;
+    let known = registry::tenants(&*client, &manifest.app).await?;
     let first_time = known.is_empty();
     for (name, level) in TENANTS {
         let tenant = TenantId::from_str(name)?;
         registry::upsert_tenant(
-            &client,
+            &*client,
             &manifest.app,
             &tenant,
             *level,
@@ -272,7 +218,7 @@ async fn record_in_control_plane(
     }
     if first_time {
         audit::append(
-            &mut client,
+            client,
             &audit::Entry {
                 actor: "bulkhead up",
                 action: "app.provision",
@@ -283,38 +229,4 @@ async fn record_in_control_plane(
         .await?;
     }
     Ok(())
-}
-
-/// The login password of a `database`-level tenant: kept in the app's vault space. A password
-/// generated just now is stored; a lost one is replaced.
-async fn tenant_password(
-    prov: &Provisioner,
-    vault: &EmbeddedAdmin,
-    manifest: &AppManifest,
-    tenant: &TenantId,
-    role: &str,
-    fresh: Option<bulkhead_pg::Secret>,
-) -> anyhow::Result<bulkhead_pg::Secret> {
-    let name = format!("db/tenant/{tenant}");
-    if let Some(p) = fresh {
-        vault
-            .put(&manifest.app, &name, &VaultSecret::new(p.expose()))
-            .await?;
-        return Ok(p);
-    }
-    match vault.get(&manifest.app, &name).await {
-        Ok(p) => Ok(bulkhead_pg::Secret::new(p.expose().to_owned())),
-        Err(bulkhead_vault::Error::NotFound(_)) => {
-            let p = prov.rotate_password(role).await?;
-            vault
-                .put(&manifest.app, &name, &VaultSecret::new(p.expose()))
-                .await?;
-            Ok(p)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn write_boot_file(path: &Path, boot: &bulkhead_vault::BootCredential) -> anyhow::Result<()> {
-    crate::app::write_private(path, boot.to_secret_string().expose())
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bulkhead_control::platform::{RUNTIME_PASSWORD, WORKER_CONFIG, WorkerConfig};
+use bulkhead_control::platform::{
+    RUNTIME_PASSWORD, WORKER_CONFIG, WorkerConfig, tenant_password_path,
+};
 use bulkhead_identity::external::{ExternalRealm, ExternalRealms};
 use bulkhead_identity::jwt::Alg;
 use bulkhead_model::{AppId, IsolationLevel};
@@ -139,7 +141,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut realms = HashMap::new();
     for (tenant, level) in &config.tenants {
         let database_password = if *level == IsolationLevel::Database {
-            let p = read_with_retry(&reader, &format!("db/tenant/{tenant}"), args.vault_attempts)
+            let p = read_with_retry(&reader, &tenant_password_path(tenant), args.vault_attempts)
                 .await?;
             Some(bulkhead_pg::Secret::new(p))
         } else {

@@ -236,7 +236,7 @@ impl Platform {
             .await
             .map_err(pg)?;
         self.vault
-            .delete(&manifest.app, &format!("db/tenant/{tenant}"))
+            .delete(&manifest.app, &tenant_password_path(tenant))
             .await
             .map_err(vault)?;
         let removed_files = match files {
@@ -260,4 +260,64 @@ impl Platform {
         .await?;
         Ok(removed_files)
     }
+}
+
+impl Platform {
+    /// Provisions a tenant of an app at its level and keeps what its worker needs in the
+    /// app's vault space: a `database` tenant's login password (stored when generated;
+    /// replaced when the vault lost it) and the tenant's entry in the worker configuration.
+    pub async fn ensure_tenant(
+        &self,
+        manifest: &AppManifest,
+        tenant: &bulkhead_model::TenantId,
+        level: bulkhead_model::IsolationLevel,
+    ) -> Result<()> {
+        let app = &manifest.app;
+        let done = self
+            .provisioner
+            .ensure_tenant(manifest, tenant, level)
+            .await
+            .map_err(pg)?;
+        if let Some((_, cred)) = done.database {
+            let name = tenant_password_path(tenant);
+            let password = match cred.password {
+                Some(p) => Some(p),
+                None => match self.vault.get(app, &name).await {
+                    Ok(_) => None,
+                    Err(bulkhead_vault::Error::NotFound(_)) => Some(
+                        self.provisioner
+                            .rotate_password(&cred.role)
+                            .await
+                            .map_err(pg)?,
+                    ),
+                    Err(e) => return Err(vault(e)),
+                },
+            };
+            if let Some(p) = password {
+                self.vault
+                    .put(app, &name, &VaultSecret::new(p.expose()))
+                    .await
+                    .map_err(vault)?;
+            }
+        }
+        // A running deployment's workers learn about the tenant from their configuration.
+        match self.vault.get(app, WORKER_CONFIG).await {
+            Ok(raw) => {
+                let mut config: WorkerConfig = serde_json::from_str(raw.expose())
+                    .map_err(|e| Error::Internal(format!("worker config: {e}")))?;
+                if !config.tenants.iter().any(|(t, _)| t == tenant) {
+                    config.tenants.push((tenant.clone(), level));
+                    self.publish_worker_config(&config).await?;
+                }
+            }
+            Err(bulkhead_vault::Error::NotFound(_)) => {}
+            Err(e) => return Err(vault(e)),
+        }
+        Ok(())
+    }
+}
+
+/// The vault path of a `database` tenant's login password.
+pub fn tenant_password_path(tenant: &bulkhead_model::TenantId) -> String {
+    format!("db/tenant/{tenant}")
 }

@@ -21,5 +21,5 @@ pub mod rest;
 
 pub use resolve::{
     CustomResolver, Mode, Refusal, ResolvedTenant, ResolverConfig, Source, Strategy,
-    TenantDirectory, TenantLayer,
+    TenantDirectory, TenantLayer, TenantSet,
 };

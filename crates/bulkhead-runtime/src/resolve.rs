@@ -56,6 +56,16 @@ pub trait TenantDirectory: Send + Sync + 'static {
     fn is_active(&self, tenant: &TenantId) -> bool;
 }
 
+/// A fixed set of active tenants (e.g. read from the registry at start).
+#[derive(Debug, Clone, Default)]
+pub struct TenantSet(pub std::collections::HashSet<TenantId>);
+
+impl TenantDirectory for TenantSet {
+    fn is_active(&self, tenant: &TenantId) -> bool {
+        self.0.contains(tenant)
+    }
+}
+
 /// One step of the resolution chain.
 #[derive(Clone)]
 pub enum Strategy {

@@ -299,7 +299,7 @@ fn apply_reconciles_tenants_yaml_idempotently_and_refuses_unsafe_changes() {
     use std::process::Command;
     let cwd = workdir();
     let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
-    up.wait_listening();
+    let addr = up.wait_listening();
     let file = cwd.path().join("tenants.yaml");
     let declared = r#"tenants:
   - id: acme
@@ -340,6 +340,39 @@ fn apply_reconciles_tenants_yaml_idempotently_and_refuses_unsafe_changes() {
     // Second run: nothing to do.
     let (ok, out, _) = apply(&[]);
     assert!(ok && out.contains("nothing to do"), "{out}");
+    // The new silo's password and its place in the worker's configuration are in the app's
+    // vault: a restarted worker boots with it (it would stay unreadable otherwise).
+    let line = up.wait_for_line("worker started");
+    let pid = line
+        .split("pid=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    Command::new("kill").args(["-9", &pid]).status().unwrap();
+    let token = format!("Bearer {}", login(addr, "acme", "alice"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, _) = crate::support::request(
+            addr,
+            "GET",
+            "/t/partner-acme/api/ticket",
+            &[("Authorization", &token)],
+            None,
+        );
+        // A token of acme at partner-acme: 403 means the worker resolved the new tenant.
+        if status == 403 {
+            break;
+        }
+        assert!(status == 503 || status == 404, "unexpected {status}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted worker never served partner-acme"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     // Lowering isolation is refused and changes nothing.
     std::fs::write(
         &file,
