@@ -11,6 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use bulkhead_model::{ErrorCode, TenantId};
 
 use crate::error::ApiError;
+pub(crate) use crate::resolve::cookie;
 use crate::resolve::{ResolvedTenant, Source};
 
 /// Who is calling.
@@ -55,7 +56,8 @@ pub struct LocalRealms {
     pub audience: String,
 }
 
-fn now() -> u64 {
+/// Seconds since the epoch.
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -192,17 +194,6 @@ pub async fn authenticate(
 pub const SESSION_COOKIE: &str = "bulkhead_session";
 pub const CSRF_COOKIE: &str = "bulkhead_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
-
-pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim().to_owned())
-}
 
 /// The access token of a browser session. Cookie-authenticated writes must echo the CSRF
 /// cookie in the `X-CSRF-Token` header (double submit: another site can make the browser send

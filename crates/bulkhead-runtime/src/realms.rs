@@ -14,6 +14,7 @@ use bulkhead_model::TenantId;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::now;
 use crate::resolve::{Refusal, TenantDirectory};
 
 /// What the realm endpoints share.
@@ -52,13 +53,6 @@ pub fn router(realms: Arc<Realms>) -> Router {
         .route("/realms/{tenant}/session", post(session_login))
         .route("/realms/{tenant}/session/logout", post(session_logout))
         .with_state(realms)
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn tenant(realms: &Realms, raw: &str) -> Result<TenantId, Refusal> {

@@ -180,7 +180,8 @@ fn normalize_host(raw: &str) -> Option<String> {
     ok.then_some(host)
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// A cookie's value from the request headers.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
