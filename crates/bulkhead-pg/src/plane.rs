@@ -495,11 +495,9 @@ mod ops {
     }
 
     fn and(a: Option<Filter>, b: Option<&Filter>) -> Option<Filter> {
-        match (a, b) {
-            (None, None) => None,
-            (Some(a), None) => Some(a),
-            (None, Some(b)) => Some(b.clone()),
-            (Some(a), Some(b)) => Some(Filter::And(vec![a, b.clone()])),
+        match b {
+            None => a,
+            Some(b) => Some(Filter::and_then(a, b.clone())),
         }
     }
 
@@ -886,14 +884,7 @@ impl<X: Exec> Query<X> {
 
     /// Adds a filter; several calls are combined with AND.
     pub fn filter(mut self, f: Filter) -> Self {
-        self.spec.filter = Some(match self.spec.filter.take() {
-            None => f,
-            Some(Filter::And(mut list)) => {
-                list.push(f);
-                Filter::And(list)
-            }
-            Some(prev) => Filter::And(vec![prev, f]),
-        });
+        self.spec.filter = Some(Filter::and_then(self.spec.filter.take(), f));
         self
     }
 
@@ -943,10 +934,7 @@ impl std::fmt::Debug for CrossTenantQuery<'_> {
 
 impl CrossTenantQuery<'_> {
     pub fn filter(mut self, f: Filter) -> Self {
-        self.filter = Some(match self.filter.take() {
-            None => f,
-            Some(prev) => Filter::And(vec![prev, f]),
-        });
+        self.filter = Some(Filter::and_then(self.filter.take(), f));
         self
     }
 

@@ -82,6 +82,20 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// `prev AND next`, flattening an existing AND list.
+    pub fn and_then(prev: Option<Filter>, next: Filter) -> Filter {
+        match prev {
+            None => next,
+            Some(Filter::And(mut list)) => {
+                list.push(next);
+                Filter::And(list)
+            }
+            Some(prev) => Filter::And(vec![prev, next]),
+        }
+    }
+}
+
 /// Sort direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -325,6 +339,22 @@ fn problem(entity: &Entity, field: &str, p: ValueProblem) -> Error {
 
 fn table(schema: &str, entity: &Entity) -> String {
     format!("{}.{}", q(schema), q(entity.name.as_str()))
+}
+
+/// The WHERE clause naming one row: its tenant, any extra filter (permissions), its id.
+fn row_clause(
+    b: &mut Binder,
+    entity: &Entity,
+    tenant: Option<&TenantId>,
+    id: &str,
+    extra: Option<&Filter>,
+) -> Result<String> {
+    let mut clause = tenant_clause(b, entity, tenant)?;
+    if let Some(f) = extra {
+        clause = format!("{clause} AND {}", filter_sql(b, entity, f, 0)?);
+    }
+    let pid = bind_id(b, entity, id)?;
+    Ok(format!("{clause} AND {} = {pid}", q("id")))
 }
 
 /// Validates an `id` argument as a UUID string and binds it.
@@ -601,16 +631,11 @@ pub fn get_sql(
     extra: Option<&Filter>,
 ) -> Result<(String, Vec<Param>)> {
     let mut b = Binder::default();
-    let mut tc = tenant_clause(&mut b, entity, tenant)?;
-    let pid = bind_id(&mut b, entity, id)?;
-    if let Some(f) = extra {
-        tc = format!("{tc} AND {}", filter_sql(&mut b, entity, f, 0)?);
-    }
+    let row = row_clause(&mut b, entity, tenant, id, extra)?;
     let sql = format!(
-        "SELECT {} FROM {} WHERE {tc} AND {} = {pid}",
+        "SELECT {} FROM {} WHERE {row}",
         select_list(entity, false),
         table(schema, entity),
-        q("id")
     );
     Ok((sql, b.params))
 }
@@ -702,11 +727,7 @@ pub fn update_sql(
 ) -> Result<(String, Vec<Param>)> {
     let obj = object(entity, patch)?;
     let mut b = Binder::default();
-    let mut tc = tenant_clause(&mut b, entity, tenant)?;
-    let pid = bind_id(&mut b, entity, id)?;
-    if let Some(f) = extra {
-        tc = format!("{tc} AND {}", filter_sql(&mut b, entity, f, 0)?);
-    }
+    let row = row_clause(&mut b, entity, tenant, id, extra)?;
     let mut sets = Vec::new();
     for (name, value) in obj {
         let field = check_writable_field(entity, name)?;
@@ -727,10 +748,9 @@ pub fn update_sql(
     }
     sets.push(format!("{} = now()", q("updated_at")));
     let sql = format!(
-        "UPDATE {} SET {} WHERE {tc} AND {} = {pid} RETURNING {}",
+        "UPDATE {} SET {} WHERE {row} RETURNING {}",
         table(schema, entity),
         sets.join(", "),
-        q("id"),
         select_list(entity, false)
     );
     Ok((sql, b.params))
@@ -744,15 +764,10 @@ pub fn delete_sql(
     extra: Option<&Filter>,
 ) -> Result<(String, Vec<Param>)> {
     let mut b = Binder::default();
-    let mut tc = tenant_clause(&mut b, entity, tenant)?;
-    let pid = bind_id(&mut b, entity, id)?;
-    if let Some(f) = extra {
-        tc = format!("{tc} AND {}", filter_sql(&mut b, entity, f, 0)?);
-    }
+    let row = row_clause(&mut b, entity, tenant, id, extra)?;
     let sql = format!(
-        "DELETE FROM {} WHERE {tc} AND {} = {pid} RETURNING {}::text",
+        "DELETE FROM {} WHERE {row} RETURNING {}::text",
         table(schema, entity),
-        q("id"),
         q("id")
     );
     Ok((sql, b.params))
