@@ -482,13 +482,14 @@ impl fmt::Display for ManifestError {
 
 impl std::error::Error for ManifestError {}
 
+/// Collects validation problems; shared by manifests and `tenants.yaml`.
 #[derive(Default)]
-struct Validator {
-    problems: Vec<Problem>,
+pub(crate) struct Validator {
+    pub(crate) problems: Vec<Problem>,
 }
 
 impl Validator {
-    fn problem(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             pos,
             path: path.to_owned(),
@@ -497,7 +498,7 @@ impl Validator {
     }
 
     /// The entries of a mapping, reporting keys outside `allowed`.
-    fn map<'n>(
+    pub(crate) fn map<'n>(
         &mut self,
         node: &'n Node,
         path: &str,

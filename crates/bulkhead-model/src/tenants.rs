@@ -66,50 +66,10 @@ pub struct TenantSpec {
     pub line: usize,
 }
 
-struct V {
-    problems: Vec<Problem>,
-}
+use crate::manifest::Validator as V;
 
 impl V {
-    fn problem(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            pos,
-            path: path.to_owned(),
-            message: message.into(),
-        });
-    }
-
-    fn map<'n>(
-        &mut self,
-        node: &'n Node,
-        path: &str,
-        allowed: &[&str],
-    ) -> Option<&'n [(String, Pos, Node)]> {
-        match node {
-            Node::Map { entries, .. } => {
-                for (k, pos, _) in entries {
-                    if !allowed.contains(&k.as_str()) {
-                        self.problem(
-                            *pos,
-                            &format!("{path}.{k}"),
-                            format!("unknown key {k:?}, expected one of {}", allowed.join(", ")),
-                        );
-                    }
-                }
-                Some(entries)
-            }
-            other => {
-                self.problem(
-                    other.pos(),
-                    path,
-                    format!("expected a mapping, found {}", other.kind()),
-                );
-                None
-            }
-        }
-    }
-
-    fn string(
+    fn field_string(
         &mut self,
         entries: &[(String, Pos, Node)],
         key: &str,
@@ -156,7 +116,7 @@ impl V {
             &["id", "storage", "identity", "network", "residency"],
         )?;
         let pos = node.pos();
-        let id = self.string(entries, "id", path, pos).and_then(|raw| {
+        let id = self.field_string(entries, "id", path, pos).and_then(|raw| {
             TenantId::parse(&raw)
                 .map_err(|e| {
                     let p = entries
@@ -179,19 +139,21 @@ impl V {
                 match self.map(n, &sp, &["namespace", "isolation"]) {
                     None => (None, None),
                     Some(s) => {
-                        let ns = self.string(s, "namespace", &sp, n.pos());
-                        let iso = self.string(s, "isolation", &sp, n.pos()).and_then(|raw| {
-                            raw.parse::<IsolationLevel>()
-                                .map_err(|e| {
-                                    let p = s
-                                        .iter()
-                                        .find(|(k, _, _)| k == "isolation")
-                                        .map(|e| e.2.pos())
-                                        .unwrap_or(pos);
-                                    self.problem(p, &format!("{sp}.isolation"), e);
-                                })
-                                .ok()
-                        });
+                        let ns = self.field_string(s, "namespace", &sp, n.pos());
+                        let iso = self
+                            .field_string(s, "isolation", &sp, n.pos())
+                            .and_then(|raw| {
+                                raw.parse::<IsolationLevel>()
+                                    .map_err(|e| {
+                                        let p = s
+                                            .iter()
+                                            .find(|(k, _, _)| k == "isolation")
+                                            .map(|e| e.2.pos())
+                                            .unwrap_or(pos);
+                                        self.problem(p, &format!("{sp}.isolation"), e);
+                                    })
+                                    .ok()
+                            });
                         (ns, iso)
                     }
                 }
@@ -216,7 +178,7 @@ impl V {
                     ],
                 )
                 .and_then(|s| {
-                    match self.string(s, "provider", &ip, n.pos()).as_deref() {
+                    match self.field_string(s, "provider", &ip, n.pos()).as_deref() {
                         Some("local") => Some(IdentitySpec::Local {
                             realm: self
                                 .optional(s, "realm", &ip)
@@ -224,8 +186,8 @@ impl V {
                                 .unwrap_or_default(),
                         }),
                         Some("oidc") => {
-                            let issuer = self.string(s, "issuer", &ip, n.pos());
-                            let audience = self.string(s, "audience", &ip, n.pos());
+                            let issuer = self.field_string(s, "issuer", &ip, n.pos());
+                            let audience = self.field_string(s, "audience", &ip, n.pos());
                             if let Some(iss) = &issuer
                                 && !iss.starts_with("https://")
                                 && !iss.starts_with("http://127.0.0.1")
