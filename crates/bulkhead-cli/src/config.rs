@@ -82,26 +82,7 @@ fn default_log_filter() -> String {
     "info".to_owned()
 }
 
-/// A secret string: redacted in `Debug`, read only through [`Secret::expose`].
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use bulkhead_model::Secret;
 
 /// Values given on the command line; `None` leaves the lower layers' value.
 #[derive(Debug, Default, Serialize)]
@@ -225,7 +206,7 @@ mod tests {
     #[test]
     fn the_database_url_is_redacted_in_debug() {
         let flags = Overrides {
-            database_url: Some(Secret::new("postgres://u:hunter2@h/db".into())),
+            database_url: Some(Secret::new("postgres://u:hunter2@h/db")),
             ..Overrides::default()
         };
         let config = load("", &[], flags).unwrap();

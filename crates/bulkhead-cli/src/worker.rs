@@ -20,7 +20,7 @@ use bulkhead_runtime::auth::PublishedRealms;
 use bulkhead_runtime::rest::{Api, PlaneDirectory};
 use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
 use bulkhead_vault::embedded::EmbeddedReader;
-use bulkhead_vault::{BootCredential, VaultReader};
+use bulkhead_vault::{BootCredential, Secret, VaultReader};
 use tokio::net::TcpListener;
 
 #[derive(Debug, clap::Args)]
@@ -59,12 +59,12 @@ async fn read_with_retry(
     reader: &EmbeddedReader,
     name: &str,
     attempts: u32,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Secret> {
     let mut delay = Duration::from_millis(200);
     let mut last = None;
     for attempt in 1..=attempts.max(1) {
         match reader.get(name).await {
-            Ok(secret) => return Ok(secret.expose().to_owned()),
+            Ok(secret) => return Ok(secret),
             // A wrong credential will not get better by waiting.
             Err(e @ (bulkhead_vault::Error::Denied | bulkhead_vault::Error::BadCredential(_))) => {
                 anyhow::bail!("the vault refused this worker's boot credential for {name}: {e}")
@@ -104,9 +104,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let app = AppId::parse(&args.app)?;
     let boot = boot_credential()?;
     let reader = EmbeddedReader::open(&args.vault_dir, app.clone(), &boot)?;
-    let config: WorkerConfig =
-        serde_json::from_str(&read_with_retry(&reader, WORKER_CONFIG, args.vault_attempts).await?)
-            .context("the worker configuration in the vault is not valid")?;
+    let config: WorkerConfig = serde_json::from_str(
+        read_with_retry(&reader, WORKER_CONFIG, args.vault_attempts)
+            .await?
+            .expose(),
+    )
+    .context("the worker configuration in the vault is not valid")?;
     anyhow::ensure!(
         config.manifest.app == app,
         "the vault holds another app's configuration"
@@ -119,7 +122,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             port: config.db_port,
             app_database: config.database.clone(),
             runtime_role: config.runtime_role.clone(),
-            runtime_password: bulkhead_pg::Secret::new(password),
+            runtime_password: password,
             cross_tenant: None,
             pools: Default::default(),
         },
@@ -129,13 +132,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         let reader = reader.clone();
         Arc::new(move || {
             let reader = reader.clone();
-            Box::pin(async move {
-                reader
-                    .get(RUNTIME_PASSWORD)
-                    .await
-                    .ok()
-                    .map(|s| bulkhead_pg::Secret::new(s.expose().to_owned()))
-            })
+            Box::pin(async move { reader.get(RUNTIME_PASSWORD).await.ok() })
         })
     })?;
     let mut realms = HashMap::new();
@@ -143,7 +140,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         let database_password = if *level == IsolationLevel::Database {
             let p = read_with_retry(&reader, &tenant_password_path(tenant), args.vault_attempts)
                 .await?;
-            Some(bulkhead_pg::Secret::new(p))
+            Some(p)
         } else {
             None
         };

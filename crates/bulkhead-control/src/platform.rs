@@ -93,7 +93,7 @@ impl Platform {
                     .map_err(pg)?,
             };
             self.vault
-                .put(app, RUNTIME_PASSWORD, &VaultSecret::new(runtime.expose()))
+                .put(app, RUNTIME_PASSWORD, &runtime)
                 .await
                 .map_err(vault)?;
             if !manifest.cross_tenant_reads.is_empty() {
@@ -106,11 +106,7 @@ impl Platform {
                         .map_err(pg)?,
                 };
                 self.vault
-                    .put(
-                        app,
-                        CROSS_TENANT_PASSWORD,
-                        &VaultSecret::new(cross.expose()),
-                    )
+                    .put(app, CROSS_TENANT_PASSWORD, &cross)
                     .await
                     .map_err(vault)?;
             }
@@ -162,7 +158,7 @@ impl Platform {
             .await
             .map_err(pg)?;
         self.vault
-            .put(app, RUNTIME_PASSWORD, &VaultSecret::new(password.expose()))
+            .put(app, RUNTIME_PASSWORD, &password)
             .await
             .map_err(vault)?;
         registry::record_credential(
@@ -294,10 +290,7 @@ impl Platform {
                 },
             };
             if let Some(p) = password {
-                self.vault
-                    .put(app, &name, &VaultSecret::new(p.expose()))
-                    .await
-                    .map_err(vault)?;
+                self.vault.put(app, &name, &p).await.map_err(vault)?;
             }
         }
         // A running deployment's workers learn about the tenant from their configuration.

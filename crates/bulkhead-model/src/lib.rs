@@ -8,6 +8,7 @@ mod codes;
 mod ids;
 pub mod manifest;
 pub mod names;
+mod secret;
 pub mod tenants;
 pub mod yaml;
 
@@ -17,6 +18,7 @@ pub use manifest::{
     ANONYMOUS_ROLE, Action, AppManifest, Effective, Entity, Field, FieldType, ManifestError,
     RolePermission, Scope, ValueProblem,
 };
+pub use secret::Secret;
 
 use serde::{Deserialize, Serialize};
 

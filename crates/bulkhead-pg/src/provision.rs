@@ -20,30 +20,12 @@ use crate::ddl::Target;
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationReport, Plan};
 
-/// A generated password: redacted in `Debug`, read only through [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub use bulkhead_model::Secret;
 
-impl Secret {
-    /// 32 random bytes, hex encoded (64 characters).
-    pub fn generate() -> Self {
-        let bytes: [u8; 32] = rand::random();
-        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
-    }
-
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
+/// A generated password: 32 random bytes, hex encoded (64 characters).
+pub fn generate_password() -> Secret {
+    let bytes: [u8; 32] = rand::random();
+    Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// A login role and, when it was just created or rotated, its new password.
@@ -154,7 +136,7 @@ impl Provisioner {
                 .map_err(db_err)?;
             return Ok(None);
         }
-        let password = Secret::generate();
+        let password = generate_password();
         client
             .batch_execute(&format!(
                 "CREATE ROLE {} {attrs} PASSWORD {}",
@@ -182,7 +164,7 @@ impl Provisioner {
     /// Sets a new generated password on a login role and returns it.
     pub async fn rotate_password(&self, role: &str) -> Result<Secret> {
         let client = self.connect_to(&self.maintenance_db).await?;
-        let password = Secret::generate();
+        let password = generate_password();
         client
             .batch_execute(&format!(
                 "ALTER ROLE {} PASSWORD {}",

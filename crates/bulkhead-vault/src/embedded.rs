@@ -257,7 +257,7 @@ fn read_secret(root: &Path, app: &AppId, key: &[u8; 32], name: &str) -> Result<S
     })?;
     let plain = open(key, &aad(app, name), &sealed)?;
     String::from_utf8(plain)
-        .map(Secret)
+        .map(Secret::new)
         .map_err(|_| Error::Corrupt("secret is not UTF-8".into()))
 }
 

@@ -43,25 +43,7 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A secret value: redacted in `Debug`, read only through [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use bulkhead_model::Secret;
 
 /// Checks a secret name (`db/runtime-password`): lowercase segments, no `..`, no absolute
 /// paths — it becomes part of a file path or a Vault path.
@@ -104,12 +86,12 @@ impl fmt::Debug for BootCredential {
 impl BootCredential {
     pub fn to_secret_string(&self) -> Secret {
         match self {
-            BootCredential::Embedded { key } => Secret(format!(
+            BootCredential::Embedded { key } => Secret::new(format!(
                 "embedded:{}",
                 key.iter().map(|b| format!("{b:02x}")).collect::<String>()
             )),
             BootCredential::AppRole { role_id, secret_id } => {
-                Secret(format!("approle:{role_id}:{secret_id}"))
+                Secret::new(format!("approle:{role_id}:{secret_id}"))
             }
         }
     }
