@@ -1,4 +1,5 @@
-//! `bulkhead app create|list|rotate-credentials` and `bulkhead tenant list|suspend|resume`.
+//! `bulkhead app create|plan|migrate|list|rotate-credentials` and
+//! `bulkhead tenant create|show|list|suspend|resume|export|delete`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -6,10 +7,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use bulkhead_control::platform::Platform;
 use bulkhead_control::registry;
+use bulkhead_model::tenants::{IdentitySpec, TenantSpec};
 use bulkhead_model::{AppId, AppManifest, TenantId};
+use bulkhead_vault::VaultAdmin;
 use bulkhead_vault::embedded::{EmbeddedAdmin, MasterKey};
+use bulkhead_vault::openbao::OpenBaoAdmin;
 
-use crate::config::{Config, Overrides, Secret};
+use crate::config::{Config, Overrides, Secret, VaultBackend};
 
 /// Where the platform database and the embedded vault are.
 #[derive(Debug, clap::Args)]
@@ -74,6 +78,37 @@ pub enum AppCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TenantCommand {
+    /// Create (or finish creating) one tenant of an app at an isolation level, with its own
+    /// local realm or its own OpenID provider. `bulkhead apply -f tenants.yaml` does the same
+    /// for many tenants at once.
+    Create {
+        tenant: String,
+        #[arg(long)]
+        app: String,
+        /// row (shared tables), schema (own schema and role) or database (own database and
+        /// login credentials).
+        #[arg(long, default_value = "row")]
+        isolation: String,
+        /// Sign-in through this OpenID provider (its issuer URL) instead of a local realm.
+        #[arg(long, requires = "audience")]
+        oidc_issuer: Option<String>,
+        /// The audience the provider's access tokens carry for this app.
+        #[arg(long)]
+        audience: Option<String>,
+        /// Data residency label stored with the tenant (e.g. `eu`).
+        #[arg(long)]
+        residency: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show one tenant: level, status, identity, network policy, residency.
+    Show {
+        tenant: String,
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List an app's tenants.
     List {
         #[arg(long)]
@@ -138,9 +173,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// The platform handle of the CLI: platform database, admin provisioner, embedded vault.
+/// The platform handle of the CLI: platform database, admin provisioner, vault.
 pub(crate) async fn platform(config: &Config) -> anyhow::Result<Platform> {
     let db = crate::audit::platform_db(config)?;
+    platform_at(config, db, master_key(config, false)?).await
+}
+
+/// The platform handle for the platform database `db`, with the configured vault.
+pub(crate) async fn platform_at(
+    config: &Config,
+    db: tokio_postgres::Config,
+    master: [u8; 32],
+) -> anyhow::Result<Platform> {
     let (client, conn) = db
         .connect(tokio_postgres::NoTls)
         .await
@@ -149,18 +193,97 @@ pub(crate) async fn platform(config: &Config) -> anyhow::Result<Platform> {
     bulkhead_control::migrate(&client).await?;
     let mut admin = db.clone();
     admin.dbname("postgres");
-    let key_file = std::env::var_os("BULKHEAD_MASTER_KEY_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| config.data_dir.join("master.key"));
-    let master = MasterKey::from_file(&key_file)
-        .with_context(|| format!("reading the vault master key {}", key_file.display()))?;
-    let vault = EmbeddedAdmin::open(&config.data_dir.join("vault"), master)?;
     Ok(Platform {
         client,
         provisioner: bulkhead_pg::Provisioner::new(admin),
-        vault: Arc::new(vault),
+        vault: vault_admin(config, master)?,
         actor: std::env::var("USER").unwrap_or_else(|_| "cli".into()),
     })
+}
+
+/// The configured vault, as the platform's admin side.
+fn vault_admin(config: &Config, master: [u8; 32]) -> anyhow::Result<Arc<dyn VaultAdmin>> {
+    Ok(match config.vault.backend {
+        VaultBackend::Embedded => Arc::new(EmbeddedAdmin::open(
+            &config.vault.dir(&config.data_dir),
+            MasterKey::from_bytes(master),
+        )?),
+        VaultBackend::Openbao => {
+            let address = config
+                .vault
+                .address
+                .as_deref()
+                .context("vault.backend = \"openbao\" needs vault.address")?;
+            let token_file = config
+                .vault
+                .token_file
+                .as_deref()
+                .context("vault.backend = \"openbao\" needs vault.token_file")?;
+            let token = std::fs::read_to_string(token_file)
+                .with_context(|| format!("reading vault.token_file {}", token_file.display()))?;
+            Arc::new(OpenBaoAdmin::new(
+                address,
+                Secret::new(token.trim().to_owned()),
+            )?)
+        }
+    })
+}
+
+/// The platform master key (`vault.master_key_file`: 32 bytes or 64 hex characters). With `create`, a missing key
+/// is generated (mode 0600) — only the embedded first-run mode does that.
+pub(crate) fn master_key(config: &Config, create: bool) -> anyhow::Result<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = config.vault.master_key_file(&config.data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(MasterKey::decode(&bytes)
+            .with_context(|| format!("the master key {}", path.display()))?
+            .bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let key: [u8; 32] = rand::random();
+            let mut f = std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            f.write_all(&key)?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading the master key {}", path.display())),
+    }
+}
+
+/// Declares a tenant through the platform and, when its users sign in locally, makes sure its
+/// local realm (signing keys sealed under the master key) exists. Idempotent.
+pub(crate) async fn declare_tenant(
+    config: &Config,
+    p: &mut Platform,
+    manifest: &AppManifest,
+    spec: &TenantSpec,
+) -> anyhow::Result<()> {
+    p.declare_tenant(manifest, spec).await?;
+    if matches!(spec.identity, IdentitySpec::Local { .. }) {
+        let pool = bulkhead_gateway::platform_pool(crate::audit::platform_db(config)?)
+            .map_err(anyhow::Error::msg)?;
+        let store = bulkhead_identity::store::RealmStore::new(
+            pool,
+            master_key(config, false)?,
+            Default::default(),
+        );
+        store.migrate().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        store
+            .create_realm(&spec.id, now)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the realm of {}: {e}", spec.id))?;
+    }
+    Ok(())
 }
 
 /// Writes `text` to `path` with mode 0600, creating the parent directory.
@@ -281,6 +404,73 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                     }
                 }
             }
+            TenantCommand::Create {
+                tenant,
+                app,
+                isolation,
+                oidc_issuer,
+                audience,
+                residency,
+                target,
+            } => {
+                let mut p = platform(&config(config_path, &target)?).await?;
+                let m = manifest_of(&p, &app).await?;
+                let identity = match (oidc_issuer, audience) {
+                    (Some(issuer), Some(audience)) => IdentitySpec::Oidc {
+                        issuer,
+                        audience,
+                        jwks_url: None,
+                        roles_claim: "roles".into(),
+                    },
+                    _ => IdentitySpec::Local {
+                        realm: tenant.clone(),
+                    },
+                };
+                let spec = TenantSpec {
+                    id: TenantId::parse(&tenant)?,
+                    namespace: tenant.clone(),
+                    isolation: isolation.parse().map_err(anyhow::Error::msg)?,
+                    identity,
+                    network: Default::default(),
+                    residency,
+                    line: 0,
+                };
+                let cfg = config(config_path, &target)?;
+                declare_tenant(&cfg, &mut p, &m, &spec).await?;
+                if target.json {
+                    println!("{}", serde_json::to_string(&spec)?);
+                } else {
+                    println!("tenant {tenant} of {app} ready ({isolation})");
+                }
+            }
+            TenantCommand::Show {
+                tenant,
+                app,
+                target,
+            } => {
+                let p = platform(&config(config_path, &target)?).await?;
+                let record = registry::tenants(&p.client, &AppId::parse(&app)?)
+                    .await?
+                    .into_iter()
+                    .find(|t| t.id == tenant)
+                    .with_context(|| format!("tenant {tenant} of app {app} is not registered"))?;
+                if target.json {
+                    println!("{}", serde_json::to_string_pretty(&record)?);
+                } else {
+                    for (key, value) in [
+                        ("tenant", record.id.clone()),
+                        ("app", record.app.clone()),
+                        ("isolation", record.isolation.clone()),
+                        ("placement", record.placement.clone()),
+                        ("status", record.status.clone()),
+                        ("residency", record.residency.clone().unwrap_or_else(|| "-".into())),
+                        ("identity", record.identity.to_string()),
+                        ("network", record.network.to_string()),
+                    ] {
+                        println!("{key:<10} {value}");
+                    }
+                }
+            }
             TenantCommand::Export {
                 tenant,
                 app,
@@ -337,14 +527,14 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                 app,
                 target,
             } => {
-                set_status(config_path, &app, &tenant, &target, "suspended").await?;
+                set_status(config_path, &app, &tenant, &target, true).await?;
             }
             TenantCommand::Resume {
                 tenant,
                 app,
                 target,
             } => {
-                set_status(config_path, &app, &tenant, &target, "active").await?;
+                set_status(config_path, &app, &tenant, &target, false).await?;
             }
         }
         Ok(())
@@ -356,28 +546,15 @@ async fn set_status(
     app: &str,
     tenant: &str,
     target: &Target,
-    status: &str,
+    suspended: bool,
 ) -> anyhow::Result<()> {
     let mut p = platform(&config(config_path, target)?).await?;
     let (app_id, tenant_id) = (AppId::parse(app)?, TenantId::parse(tenant)?);
     anyhow::ensure!(
-        registry::set_status(&p.client, &app_id, &tenant_id, status).await?,
+        p.set_tenant_status(&app_id, &tenant_id, suspended).await?,
         "tenant {tenant} of app {app} is not registered"
     );
-    bulkhead_control::audit::append(
-        &mut p.client,
-        &bulkhead_control::audit::Entry {
-            actor: &p.actor,
-            action: if status == "suspended" {
-                "tenant.suspend"
-            } else {
-                "tenant.resume"
-            },
-            target: &format!("{app}/{tenant}"),
-            detail: serde_json::json!({}),
-        },
-    )
-    .await?;
+    let status = if suspended { "suspended" } else { "active" };
     println!("tenant {tenant} of {app}: {status}");
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use bulkhead_control::{audit, registry};
+use bulkhead_control::registry;
 use bulkhead_model::tenants::{self, TenantSpec};
 use bulkhead_model::{AppId, AppManifest};
 use serde::Serialize;
@@ -174,37 +174,9 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
                 .iter()
                 .find(|s| s.id.as_str() == step.tenant)
                 .context("declared tenant")?;
-            if step.action == Action::Create {
-                // Provisions at its level; a silo's password and the worker's tenant list go
-                // to the app's vault space.
-                platform
-                    .ensure_tenant(manifest, &spec.id, spec.isolation)
-                    .await?;
-            }
-            registry::upsert_tenant(
-                &platform.client,
-                &manifest.app,
-                &spec.id,
-                spec.isolation,
-                &serde_json::to_value(&spec.identity)?,
-                &serde_json::to_value(&spec.network)?,
-                spec.residency.as_deref(),
-            )
-            .await?;
-            audit::append(
-                &mut platform.client,
-                &audit::Entry {
-                    actor: "bulkhead apply",
-                    action: if step.action == Action::Create {
-                        "tenant.create"
-                    } else {
-                        "tenant.update"
-                    },
-                    target: &format!("{}/{}", step.app, step.tenant),
-                    detail: serde_json::to_value(spec)?,
-                },
-            )
-            .await?;
+            // Provisions at its level, registers it, and tells the app's running workers
+            // (a silo's password and the tenant list go to the app's vault space).
+            crate::app::declare_tenant(&config, &mut platform, manifest, spec).await?;
         }
         if !args.json {
             println!("applied");

@@ -19,6 +19,8 @@ const ENV_KEYS: &[&str] = &[
     "database_url_file",
     "data_dir",
     "log",
+    "vault",
+    "serve",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +42,107 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Where app secrets live.
+    #[serde(default)]
+    pub vault: VaultConfig,
+    /// `bulkhead serve`: routing and worker supervision.
+    #[serde(default)]
+    pub serve: ServeConfig,
+}
+
+/// Where app secrets live, and the platform master key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// `embedded` (default): sealed files under `dir`, each app's under its own key.
+    /// `openbao`: an OpenBao or HashiCorp Vault server (KV v2 + AppRole, one policy per app).
+    #[serde(default)]
+    pub backend: VaultBackend,
+    /// Embedded vault directory. Default `<data_dir>/vault`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// The platform master key (32 bytes): wraps embedded app keys and realm signing keys.
+    /// Default `<data_dir>/master.key`; in production keep it off the data disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key_file: Option<PathBuf>,
+    /// OpenBao address, e.g. `https://bao.internal:8200`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// A file holding the platform's OpenBao token (allowed to manage policies, AppRoles and
+    /// the apps' KV paths). Never handed to a worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultBackend {
+    #[default]
+    Embedded,
+    Openbao,
+}
+
+impl VaultConfig {
+    pub fn dir(&self, data_dir: &Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| data_dir.join("vault"))
+    }
+
+    pub fn master_key_file(&self, data_dir: &Path) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("master.key"))
+    }
+}
+
+/// `bulkhead serve`: how requests reach apps and how workers are watched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// The URL clients use to reach this server; local realms' issuers live under it.
+    /// Default `http://<listen>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Apps to run (default: every registered app).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apps: Option<Vec<String>>,
+    /// Host names routed to an app, e.g. `{ "helpdesk.example.com" = "helpdesk" }`. Every app
+    /// is also reachable under `/apps/<app>/`, and when only one app runs it gets every request.
+    #[serde(default)]
+    pub hosts: std::collections::BTreeMap<String, String>,
+    /// Hosts that tenant resolution accepts, as in `up` (default `127.0.0.1`, `localhost`).
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Base domains whose subdomains name tenants (`acme.example.com`).
+    #[serde(default)]
+    pub base_domains: Vec<String>,
+    /// Seconds between worker health checks. Default 5.
+    #[serde(default = "default_health_interval")]
+    pub health_interval_secs: u64,
+    /// Consecutive failed health checks before a worker is restarted. Default 3.
+    #[serde(default = "default_health_failures")]
+    pub health_failures: u32,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            apps: None,
+            hosts: Default::default(),
+            domains: Vec::new(),
+            base_domains: Vec::new(),
+            health_interval_secs: default_health_interval(),
+            health_failures: default_health_failures(),
+        }
+    }
+}
+
+fn default_health_interval() -> u64 {
+    5
+}
+
+fn default_health_failures() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,6 +304,19 @@ mod tests {
     fn an_unknown_key_is_an_error_naming_it() {
         let err = load("lisen = \"127.0.0.1:1\"\n", &[], Overrides::default()).unwrap_err();
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn vault_and_serve_sections_load_with_env_overrides() {
+        let toml = "[vault]\nbackend = \"openbao\"\naddress = \"http://127.0.0.1:8200\"\n[serve.hosts]\n\"helpdesk.example.com\" = \"helpdesk\"\n";
+        let env = [("BULKHEAD_SERVE__HEALTH_FAILURES", "7")];
+        let config = load(toml, &env, Overrides::default()).unwrap();
+        assert_eq!(config.vault.backend, VaultBackend::Openbao);
+        assert_eq!(config.serve.hosts["helpdesk.example.com"], "helpdesk");
+        assert_eq!(config.serve.health_failures, 7);
+        assert_eq!(config.serve.health_interval_secs, 5);
+        let err = load("[vault]\nbackend = \"s3\"\n", &[], Overrides::default()).unwrap_err();
+        assert!(err.contains("backend"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod audit;
 mod config;
 mod demo;
 mod manifest;
+mod serve;
 mod supervise;
 mod up;
 mod worker;
@@ -44,6 +45,14 @@ enum Command {
     /// example app (examples/helpdesk) for the demo tenants acme and globex and logs how to
     /// log in and call it.
     Up(up::Args),
+    /// Run Bulkhead in production: platform database, vault and routing from bulkhead.toml.
+    ///
+    /// Serves every registered app (or `serve.apps`), each in its own supervised worker
+    /// process that receives only its app's boot credential (over its stdin) and is restarted
+    /// with backoff when it exits or fails `serve.health_failures` health checks in a row.
+    /// Requests reach an app under /apps/<app>/, by a host in `serve.hosts`, or directly when
+    /// one app runs. Also serves local realms, /healthz, /readyz and /metrics (Prometheus).
+    Serve(serve::Args),
     /// Work with app manifests (the YAML that declares an app's entities).
     #[command(subcommand)]
     Manifest(ManifestCommand),
@@ -61,7 +70,7 @@ enum Command {
     /// Create apps from manifests, list them, rotate their database credentials.
     #[command(subcommand)]
     App(app::AppCommand),
-    /// List, suspend and resume tenants.
+    /// Create, show, list, suspend, resume, export and delete tenants.
     #[command(subcommand)]
     Tenant(app::TenantCommand),
 }
@@ -77,6 +86,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(&cli.config, args),
+        Command::Serve(args) => serve::run(&cli.config, args),
         Command::App(cmd) => app::run_app(&cli.config, cmd),
         Command::Worker(args) => worker::run(args),
         Command::Tenant(cmd) => app::run_tenant(&cli.config, cmd),

@@ -1,30 +1,55 @@
-//! Worker supervision and routing: `bulkhead up` runs each app in its own `bulkhead worker`
-//! process (booted with the app's boot credential file only), restarts it with backoff when it
-//! exits, and forwards the app's requests to it.
+//! Worker supervision and routing: `bulkhead serve` and `bulkhead up` run each app in its own
+//! `bulkhead worker` process (booted with the app's boot credential only, handed over its
+//! stdin), restart it with backoff when it exits or fails its health checks, and forward the
+//! app's requests to it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use anyhow::Context;
+use bulkhead_model::AppId;
+use bulkhead_vault::VaultAdmin;
+
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{HeaderName, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
-/// Where the app's worker currently listens.
+/// Where the app's worker currently listens, and how it has fared.
 #[derive(Clone, Debug)]
 pub struct WorkerHandle {
+    app: String,
     addr: Arc<RwLock<Option<SocketAddr>>>,
+    stats: Arc<Stats>,
     http: reqwest::Client,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+struct Stats {
+    starts: AtomicU64,
+    health_failures: AtomicU64,
+    unhealthy_restarts: AtomicU64,
 }
 
 impl WorkerHandle {
     fn current(&self) -> Option<SocketAddr> {
         self.addr.read().ok().and_then(|a| *a)
+    }
+
+    fn set(&self, addr: Option<SocketAddr>) {
+        if let Ok(mut slot) = self.addr.write() {
+            *slot = addr;
+        }
+    }
+
+    pub fn app(&self) -> &str {
+        &self.app
     }
 
     /// Waits until the worker listens (or `timeout` passes).
@@ -38,97 +63,202 @@ impl WorkerHandle {
         }
         false
     }
+
+    /// The worker's metric samples: (family, value).
+    pub fn samples(&self) -> [(&'static str, u64); 4] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("bulkhead_worker_up", u64::from(self.current().is_some())),
+            ("bulkhead_worker_starts_total", get(&self.stats.starts)),
+            (
+                "bulkhead_worker_health_failures_total",
+                get(&self.stats.health_failures),
+            ),
+            (
+                "bulkhead_worker_unhealthy_restarts_total",
+                get(&self.stats.unhealthy_restarts),
+            ),
+        ]
+    }
+
+    /// Checks `GET /healthz` of the worker, with a short timeout.
+    async fn healthy(&self, addr: SocketAddr) -> bool {
+        matches!(
+            self.http
+                .get(format!("http://{addr}/healthz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await,
+            Ok(r) if r.status().is_success()
+        )
+    }
 }
 
-/// Starts and supervises the worker of `app` until `shutdown` turns true.
-pub fn spawn(
-    app: String,
-    data_dir: PathBuf,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<WorkerHandle> {
+/// How to start one app's worker.
+pub struct Launch {
+    pub app: AppId,
+    /// Issues the app's boot credential at each start; it reaches the worker through its
+    /// stdin, never through its environment, arguments or a file.
+    pub vault: Arc<dyn VaultAdmin>,
+    pub vault_dir: PathBuf,
+    pub vault_addr: Option<String>,
+    pub health_interval: Duration,
+    pub health_failures: u32,
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launch")
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts and supervises the worker of an app until `shutdown` turns true: restarts it with
+/// backoff when it exits, and kills it (to be restarted) after `health_failures` failed
+/// health checks in a row.
+pub fn spawn(launch: Launch, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<WorkerHandle> {
     let exe = std::env::current_exe()?;
     let handle = WorkerHandle {
+        app: launch.app.to_string(),
         addr: Arc::new(RwLock::new(None)),
+        stats: Arc::default(),
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
             .build()?,
     };
-    let addr = handle.addr.clone();
+    let worker = handle.clone();
     tokio::spawn(async move {
+        let app = launch.app.to_string();
         let mut backoff = Duration::from_millis(500);
         loop {
-            let mut cmd = tokio::process::Command::new(&exe);
-            cmd.args(["worker", "--app", &app, "--vault-dir"])
-                .arg(data_dir.join("vault"))
-                .args(["--listen", "127.0.0.1:0"])
-                // Only the app's own boot credential, by file; nothing of the platform's.
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env(
-                    "RUST_LOG",
-                    std::env::var_os("RUST_LOG").unwrap_or_else(|| "info".into()),
-                )
-                .env(
-                    "BULKHEAD_BOOT_CREDENTIAL_FILE",
-                    data_dir.join("boot").join(&app),
-                )
-                .env("BULKHEAD_EXIT_WITH_PARENT", "1")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .kill_on_drop(true);
-            let mut child = match cmd.spawn() {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(%app, error = %e, "cannot start the worker");
-                    return;
-                }
-            };
-            tracing::info!(%app, pid = child.id(), "worker started");
-            // Held, never written: closing it (with this process) ends the worker.
-            let _stdin = child.stdin.take();
-            if let Some(stderr) = child.stderr.take() {
-                let addr = addr.clone();
-                let app = app.clone();
-                tokio::spawn(async move {
-                    let mut lines = BufReader::new(stderr).lines();
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        if let Some(rest) = line.split("worker listening on http://").nth(1)
-                            && let Some(a) =
-                                rest.split_whitespace().next().and_then(|a| a.parse().ok())
-                            && let Ok(mut slot) = addr.write()
-                        {
-                            *slot = Some(a);
-                        }
-                        tracing::info!(target: "bulkhead::worker", %app, "{line}");
-                    }
-                });
-            }
             let started = tokio::time::Instant::now();
-            tokio::select! {
-                status = child.wait() => {
-                    if let Ok(mut slot) = addr.write() { *slot = None; }
-                    if started.elapsed() > Duration::from_secs(60) {
-                        backoff = Duration::from_millis(500);
-                    }
-                    tracing::warn!(%app, ?status, ?backoff, "worker exited; restarting after backoff");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-                _ = shutdown.changed() => {
-                    let _ = child.kill().await;
-                    if let Ok(mut slot) = addr.write() { *slot = None; }
+            match run_once(&exe, &launch, &worker, &mut shutdown).await {
+                Ok(Exit::Shutdown) => {
                     tracing::info!(%app, "worker stopped");
                     return;
                 }
+                Ok(Exit::Exited(status)) => {
+                    tracing::warn!(%app, ?status, ?backoff, "worker exited; restarting after backoff")
+                }
+                Ok(Exit::Unhealthy) => {
+                    worker
+                        .stats
+                        .unhealthy_restarts
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%app, ?backoff, "worker failed its health checks; restarted after backoff")
+                }
+                Err(e) => {
+                    tracing::error!(%app, error = %format!("{e:#}"), "cannot start the worker")
+                }
             }
+            worker.set(None);
+            if started.elapsed() > Duration::from_secs(60) {
+                backoff = Duration::from_millis(500);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     });
     Ok(handle)
+}
+
+enum Exit {
+    Shutdown,
+    Exited(std::process::ExitStatus),
+    Unhealthy,
+}
+
+/// Runs the worker once, until it exits, fails its health checks, or shutdown.
+async fn run_once(
+    exe: &std::path::Path,
+    launch: &Launch,
+    worker: &WorkerHandle,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<Exit> {
+    use tokio::io::AsyncWriteExt;
+    let app = launch.app.as_str();
+    let credential = launch
+        .vault
+        .create_app(&launch.app)
+        .await
+        .context("issuing the worker's boot credential")?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(["worker", "--app", app, "--vault-dir"])
+        .arg(&launch.vault_dir)
+        .args(["--listen", "127.0.0.1:0"])
+        // Nothing of the platform's: no database URL, no master key, no admin token.
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "RUST_LOG",
+            std::env::var_os("RUST_LOG").unwrap_or_else(|| "info".into()),
+        )
+        .env("BULKHEAD_BOOT_CREDENTIAL_STDIN", "1")
+        .env("BULKHEAD_EXIT_WITH_PARENT", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(addr) = &launch.vault_addr {
+        cmd.env("BULKHEAD_VAULT_ADDR", addr);
+    }
+    let mut child = cmd.spawn().context("spawning the worker")?;
+    worker.stats.starts.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(%app, pid = child.id(), "worker started");
+    // The credential goes first; then the pipe stays open, unwritten: closing it (with this
+    // process) ends the worker.
+    let mut stdin = child.stdin.take().context("the worker's stdin")?;
+    stdin
+        .write_all(format!("{}\n", credential.to_secret_string().expose()).as_bytes())
+        .await?;
+    stdin.flush().await?;
+    drop(credential);
+    if let Some(stderr) = child.stderr.take() {
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.split("worker listening on http://").nth(1)
+                    && let Some(a) = rest.split_whitespace().next().and_then(|a| a.parse().ok())
+                {
+                    worker.set(Some(a));
+                }
+                tracing::info!(target: "bulkhead::worker", app = %worker.app, "{line}");
+            }
+        });
+    }
+    let mut failures = 0u32;
+    let mut checks = tokio::time::interval(launch.health_interval);
+    checks.tick().await;
+    loop {
+        tokio::select! {
+            status = child.wait() => return Ok(Exit::Exited(status?)),
+            _ = shutdown.changed() => {
+                let _ = child.kill().await;
+                return Ok(Exit::Shutdown);
+            }
+            _ = checks.tick() => {
+                let Some(addr) = worker.current() else { continue };
+                if worker.healthy(addr).await {
+                    failures = 0;
+                    continue;
+                }
+                failures += 1;
+                worker.stats.health_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%app, failures, "worker health check failed");
+                if failures >= launch.health_failures.max(1) {
+                    worker.set(None);
+                    let _ = child.kill().await;
+                    return Ok(Exit::Unhealthy);
+                }
+            }
+        }
+    }
 }
 
 const HOP_BY_HOP: &[&str] = &[
@@ -159,7 +289,7 @@ fn unavailable() -> Response {
 }
 
 /// Forwards a request to the app's worker, Host and all, and relays its answer.
-pub async fn proxy(State(worker): State<WorkerHandle>, req: Request<Body>) -> Response {
+pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
     let Some(addr) = worker.current() else {
         return unavailable();
     };

@@ -13,6 +13,7 @@ use bulkhead_pgcluster::{Cluster, Durability, Opened, Reaper, Started, StopMode}
 use tokio::net::TcpListener;
 
 use crate::config::{self, Config, Overrides, Secret};
+use crate::serve::Gateway;
 
 /// The platform's own database inside the embedded cluster.
 const PLATFORM_DB: &str = "bulkhead";
@@ -98,45 +99,42 @@ async fn serve_http(
     db_config: tokio_postgres::Config,
     example: bool,
 ) -> anyhow::Result<()> {
-    let pool = bulkhead_gateway::platform_pool(db_config.clone())
-        .map_err(anyhow::Error::msg)
-        .context("creating the platform database pool")?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let base_url = format!("http://{addr}");
-    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
-    let app = if example {
-        std::fs::create_dir_all(&config.data_dir)?;
-        let realms = crate::demo::start(&config.data_dir, db_config, &base_url)
+    let base_url = config
+        .serve
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    std::fs::create_dir_all(&config.data_dir)?;
+    let mut gateway = Gateway::open(config, db_config, &base_url, true).await?;
+    if example {
+        crate::demo::provision(&mut gateway, &config.data_dir)
             .await
-            .context("starting the example app")?;
-        // The app runs in its own worker process; the gateway routes to it.
-        let worker = crate::supervise::spawn(
-            "helpdesk".into(),
-            std::fs::canonicalize(&config.data_dir)?,
-            workers_stopped,
-        )?;
-        anyhow::ensure!(
-            worker.ready(std::time::Duration::from_secs(60)).await,
-            "the helpdesk worker did not start within 60 s"
-        );
+            .context("provisioning the example app")?;
+    }
+    // Every registered app runs in its own worker process; the gateway routes to them.
+    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+    let (app, workers) = gateway.start(config, workers_stopped).await?;
+    if example {
         print_demo_help(&base_url);
-        realms.fallback_service(
-            axum::Router::new()
-                .fallback(crate::supervise::proxy)
-                .with_state(worker),
-        )
-    } else {
-        axum::Router::new()
-    };
-    tracing::info!("listening on http://{addr}");
-    let result = bulkhead_gateway::launch(listener, AppState::new(pool), app, shutdown_signal())
-        .await
-        .context("serving HTTP");
+    }
+    tracing::info!(
+        apps = ?workers.iter().map(|w| w.app()).collect::<Vec<_>>(),
+        "up: listening on http://{addr}"
+    );
+    let result = bulkhead_gateway::launch(
+        listener,
+        AppState::new(gateway.pool()),
+        app,
+        shutdown_signal(),
+    )
+    .await
+    .context("serving HTTP");
     let _ = stop_workers.send(true);
-    // Give the supervisor a moment to stop the worker before the database goes away.
+    // Give the supervisor a moment to stop the workers before the database goes away.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     result
 }
@@ -234,7 +232,7 @@ async fn ensure_platform_db(cluster: &Cluster) -> anyhow::Result<tokio_postgres:
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

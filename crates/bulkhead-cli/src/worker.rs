@@ -1,25 +1,29 @@
 //! `bulkhead worker --app X`: one OS process per app, booted with that app's boot credential
-//! only. It reads its database credentials and configuration from the app's own vault space,
-//! verifies tokens through the realms' published keys, and serves the app's REST API. It never
-//! receives the platform's admin credentials or another app's secrets.
+//! only. It reads its database credentials and configuration from the app's own vault space
+//! (embedded vault or OpenBao), verifies tokens through each tenant's realm — the platform's
+//! published keys for local realms, the tenant's own OpenID provider otherwise — and serves the
+//! app's REST API. It never receives the platform's admin credentials or another app's
+//! secrets. While it runs it re-reads its configuration every few seconds, so tenants that are
+//! created, suspended, resumed or deleted take effect without a restart.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use bulkhead_control::platform::{
-    RUNTIME_PASSWORD, WORKER_CONFIG, WorkerConfig, tenant_password_path,
+    RUNTIME_PASSWORD, WORKER_CONFIG, WorkerConfig, WorkerTenant, tenant_password_path,
 };
 use bulkhead_identity::external::{ExternalRealm, ExternalRealms};
 use bulkhead_identity::jwt::Alg;
-use bulkhead_model::{AppId, IsolationLevel};
+use bulkhead_model::tenants::IdentitySpec;
+use bulkhead_model::{AppId, IsolationLevel, TenantId};
 use bulkhead_pg::{DataPlane, DataPlaneConfig, TenantPlacement};
-use bulkhead_runtime::auth::PublishedRealms;
+use bulkhead_runtime::auth::{Authenticator, Principal, PublishedRealms};
 use bulkhead_runtime::rest::{Api, PlaneDirectory};
 use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
-use bulkhead_vault::embedded::EmbeddedReader;
 use bulkhead_vault::{BootCredential, Secret, VaultReader};
 use tokio::net::TcpListener;
 
@@ -31,32 +35,46 @@ pub struct Args {
     /// The embedded vault directory (the app's secrets, sealed under its own key).
     #[arg(long, default_value = ".bulkhead/vault")]
     vault_dir: PathBuf,
+    /// The OpenBao / Vault server, for a boot credential of the form approle:<role>:<secret>.
+    #[arg(long, env = "BULKHEAD_VAULT_ADDR")]
+    vault_addr: Option<String>,
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: std::net::SocketAddr,
     /// How many times to try the vault before giving up (with exponential backoff).
     #[arg(long, default_value_t = 6)]
     vault_attempts: u32,
+    /// How often to re-read the configuration (tenants created, suspended, deleted).
+    #[arg(long, default_value_t = 2000)]
+    reload_ms: u64,
 }
 
-/// The boot credential from `BULKHEAD_BOOT_CREDENTIAL` or the file named by
+/// The boot credential: the first line of stdin when `BULKHEAD_BOOT_CREDENTIAL_STDIN=1` (how
+/// a supervisor hands it over), else `BULKHEAD_BOOT_CREDENTIAL`, else the file named by
 /// `BULKHEAD_BOOT_CREDENTIAL_FILE`.
 fn boot_credential() -> anyhow::Result<BootCredential> {
-    let raw = match std::env::var("BULKHEAD_BOOT_CREDENTIAL") {
-        Ok(v) => v,
-        Err(_) => {
-            let file = std::env::var_os("BULKHEAD_BOOT_CREDENTIAL_FILE").context(
-                "set BULKHEAD_BOOT_CREDENTIAL or BULKHEAD_BOOT_CREDENTIAL_FILE to the app's boot credential",
-            )?;
-            std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", PathBuf::from(&file).display()))?
+    let raw = if std::env::var_os("BULKHEAD_BOOT_CREDENTIAL_STDIN").is_some() {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)
+            .context("reading the boot credential from stdin")?;
+        line
+    } else {
+        match std::env::var("BULKHEAD_BOOT_CREDENTIAL") {
+            Ok(v) => v,
+            Err(_) => {
+                let file = std::env::var_os("BULKHEAD_BOOT_CREDENTIAL_FILE").context(
+                    "set BULKHEAD_BOOT_CREDENTIAL or BULKHEAD_BOOT_CREDENTIAL_FILE to the app's boot credential",
+                )?;
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", PathBuf::from(&file).display()))?
+            }
         }
     };
     Ok(BootCredential::parse(&raw)?)
 }
 
 async fn read_with_retry(
-    reader: &EmbeddedReader,
+    reader: &dyn VaultReader,
     name: &str,
     attempts: u32,
 ) -> anyhow::Result<Secret> {
@@ -91,7 +109,134 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     runtime.block_on(serve(args))
 }
 
+/// Token verification whose realms are replaced when the tenant list changes.
+#[derive(Debug, Default)]
+struct LiveRealms(RwLock<Option<PublishedRealms>>);
+
+impl LiveRealms {
+    fn replace(&self, realms: PublishedRealms) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(realms);
+        }
+    }
+}
+
+impl Authenticator for LiveRealms {
+    fn authenticate<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<Principal>> + Send + 'a>> {
+        let current = self.0.read().ok().and_then(|r| r.clone());
+        Box::pin(async move { current?.authenticate(tenant, token).await })
+    }
+}
+
+/// The realm that verifies a tenant's tokens: its local realm's published keys (EdDSA) or
+/// its own OpenID provider (RS256 or EdDSA), for this app as the audience.
+fn realm_of(config: &WorkerConfig, tenant: &WorkerTenant) -> ExternalRealm {
+    match &tenant.identity {
+        IdentitySpec::Local { .. } => {
+            let issuer = format!(
+                "{}/realms/{}",
+                config.realm_base_url.trim_end_matches('/'),
+                tenant.id
+            );
+            ExternalRealm {
+                jwks_url: Some(format!("{issuer}/protocol/openid-connect/certs")),
+                issuer,
+                audience: config.manifest.app.to_string(),
+                roles_claim: "roles".into(),
+                algorithms: vec![Alg::EdDSA],
+                leeway_secs: 30,
+            }
+        }
+        IdentitySpec::Oidc {
+            issuer,
+            audience,
+            jwks_url,
+            roles_claim,
+        } => ExternalRealm {
+            issuer: issuer.clone(),
+            jwks_url: jwks_url.clone(),
+            audience: audience.clone(),
+            roles_claim: roles_claim.clone(),
+            algorithms: vec![Alg::RS256, Alg::EdDSA],
+            leeway_secs: 30,
+        },
+    }
+}
+
+/// What the worker currently serves.
+struct Live {
+    app: AppId,
+    plane: DataPlane,
+    reader: Arc<dyn VaultReader>,
+    realms: Arc<LiveRealms>,
+    applied: Vec<WorkerTenant>,
+}
+
+impl Live {
+    /// Brings the data plane and the realms in line with `config`'s tenant list.
+    async fn apply(&mut self, config: &WorkerConfig, attempts: u32) -> anyhow::Result<()> {
+        for tenant in &config.tenants {
+            if self.applied.contains(tenant) {
+                continue;
+            }
+            let database_password = if tenant.level == IsolationLevel::Database {
+                Some(
+                    read_with_retry(&*self.reader, &tenant_password_path(&tenant.id), attempts)
+                        .await?,
+                )
+            } else {
+                None
+            };
+            self.plane.register_tenant(TenantPlacement {
+                tenant: tenant.id.clone(),
+                level: tenant.level,
+                database_password,
+                suspended: tenant.suspended,
+            });
+            tracing::info!(app = %self.app, tenant = %tenant.id, level = tenant.level.as_str(), suspended = tenant.suspended, "tenant loaded");
+        }
+        for gone in self
+            .applied
+            .iter()
+            .filter(|t| !config.tenants.iter().any(|n| n.id == t.id))
+        {
+            self.plane.remove_tenant(&gone.id);
+            tracing::info!(app = %self.app, tenant = %gone.id, "tenant removed");
+        }
+        let identities = |ts: &[WorkerTenant]| -> Vec<(TenantId, IdentitySpec)> {
+            ts.iter()
+                .map(|t| (t.id.clone(), t.identity.clone()))
+                .collect()
+        };
+        if identities(&self.applied) != identities(&config.tenants) || self.applied.is_empty() {
+            let realms: HashMap<_, _> = config
+                .tenants
+                .iter()
+                .map(|t| (t.id.clone(), realm_of(config, t)))
+                .collect();
+            self.realms
+                .replace(PublishedRealms(ExternalRealms::new(realms)?));
+        }
+        self.applied = config.tenants.clone();
+        Ok(())
+    }
+}
+
+async fn load_config(reader: &dyn VaultReader, attempts: u32) -> anyhow::Result<WorkerConfig> {
+    serde_json::from_str(
+        read_with_retry(reader, WORKER_CONFIG, attempts)
+            .await?
+            .expose(),
+    )
+    .context("the worker configuration in the vault is not valid")
+}
+
 async fn serve(args: Args) -> anyhow::Result<()> {
+    let boot = boot_credential()?;
     if std::env::var_os("BULKHEAD_EXIT_WITH_PARENT").is_some() {
         // The supervisor holds the other end of our stdin: when it goes away, however it
         // ends, the pipe closes and the worker exits instead of lingering.
@@ -102,19 +247,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         });
     }
     let app = AppId::parse(&args.app)?;
-    let boot = boot_credential()?;
-    let reader = EmbeddedReader::open(&args.vault_dir, app.clone(), &boot)?;
-    let config: WorkerConfig = serde_json::from_str(
-        read_with_retry(&reader, WORKER_CONFIG, args.vault_attempts)
-            .await?
-            .expose(),
-    )
-    .context("the worker configuration in the vault is not valid")?;
+    let reader = bulkhead_vault::open_reader(
+        &boot,
+        app.clone(),
+        &args.vault_dir,
+        args.vault_addr.as_deref(),
+    )?;
+    drop(boot);
+    let config = load_config(&*reader, args.vault_attempts).await?;
     anyhow::ensure!(
         config.manifest.app == app,
         "the vault holds another app's configuration"
     );
-    let password = read_with_retry(&reader, RUNTIME_PASSWORD, args.vault_attempts).await?;
+    let password = read_with_retry(&*reader, RUNTIME_PASSWORD, args.vault_attempts).await?;
     let plane = DataPlane::new(
         config.manifest.clone(),
         DataPlaneConfig {
@@ -135,39 +280,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             Box::pin(async move { reader.get(RUNTIME_PASSWORD).await.ok() })
         })
     })?;
-    let mut realms = HashMap::new();
-    for (tenant, level) in &config.tenants {
-        let database_password = if *level == IsolationLevel::Database {
-            let p = read_with_retry(&reader, &tenant_password_path(tenant), args.vault_attempts)
-                .await?;
-            Some(p)
-        } else {
-            None
-        };
-        plane.register_tenant(TenantPlacement {
-            tenant: tenant.clone(),
-            level: *level,
-            database_password,
-            suspended: false,
-        });
-        let issuer = format!(
-            "{}/realms/{tenant}",
-            config.realm_base_url.trim_end_matches('/')
-        );
-        realms.insert(
-            tenant.clone(),
-            ExternalRealm {
-                jwks_url: format!("{issuer}/protocol/openid-connect/certs"),
-                issuer,
-                audience: app.to_string(),
-                roles_claim: "roles".into(),
-                algorithms: vec![Alg::EdDSA],
-                leeway_secs: 30,
-            },
-        );
-    }
-    let auth = Arc::new(PublishedRealms(ExternalRealms::new(realms)?));
-    let api = Arc::new(Api::new(plane.clone(), auth));
+    let realms = Arc::new(LiveRealms::default());
+    let mut live = Live {
+        app: app.clone(),
+        plane: plane.clone(),
+        reader: reader.clone(),
+        realms: realms.clone(),
+        applied: Vec::new(),
+    };
+    live.apply(&config, args.vault_attempts).await?;
+    tokio::spawn(reload(live, Duration::from_millis(args.reload_ms.max(100))));
+
+    let api = Arc::new(Api::new(plane.clone(), realms));
     let layer = TenantLayer::new(
         ResolverConfig {
             strategies: vec![
@@ -186,10 +310,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Arc::new(PlaneDirectory(plane)),
         Mode::Chain,
     );
-    let router = axum::Router::new().fallback_service(tower::Layer::layer(
-        &layer,
-        bulkhead_runtime::rest::router(api),
-    ));
+    let health_app = app.to_string();
+    let router = axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(move || {
+                let app = health_app.clone();
+                async move { axum::Json(serde_json::json!({"status": "ok", "app": app})) }
+            }),
+        )
+        .fallback_service(tower::Layer::layer(
+            &layer,
+            bulkhead_runtime::rest::router(api),
+        ));
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(app = %app, "worker listening on http://{}", listener.local_addr()?);
     axum::serve(
@@ -201,4 +334,30 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// Re-reads the configuration every `every` and applies tenant changes. A vault that is
+/// briefly unreadable keeps the last good state.
+async fn reload(mut live: Live, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let config = match live.reader.get(WORKER_CONFIG).await {
+            Ok(raw) => match serde_json::from_str::<WorkerConfig>(raw.expose()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the worker configuration in the vault is not valid; keeping the last one");
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-read the worker configuration; keeping the last one");
+                continue;
+            }
+        };
+        if config.tenants != live.applied
+            && let Err(e) = live.apply(&config, 1).await
+        {
+            tracing::warn!(error = %e, "applying the new tenant list failed; retrying");
+        }
+    }
 }

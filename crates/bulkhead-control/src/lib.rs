@@ -17,11 +17,19 @@ pub enum Error {
     Database(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// The request contradicts the current state (e.g. another isolation level).
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("internal: {0}")]
     Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A value as JSON for the registry or the audit log.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| Error::Internal(e.to_string()))
+}
 
 pub(crate) fn db(e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {

@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use bulkhead_model::{AppManifest, names};
+use bulkhead_model::tenants::{IdentitySpec, TenantSpec};
+use bulkhead_model::{AppManifest, IsolationLevel, TenantId, names};
 use bulkhead_pg::Provisioner;
 use bulkhead_vault::{BootCredential, Secret as VaultSecret, VaultAdmin};
 use serde_json::json;
 
 use crate::audit::{self, Entry};
-use crate::{Error, Result, registry};
+use crate::{Error, Result, registry, to_json};
 
 /// The vault path of an app's runtime database password.
 pub const RUNTIME_PASSWORD: &str = "db/runtime-password";
@@ -195,15 +196,41 @@ pub struct WorkerConfig {
     pub database: String,
     pub runtime_role: String,
     pub manifest: AppManifest,
-    /// Where tenants' realms publish their keys (`{base}/realms/{tenant}/…`).
+    /// Where tenants' local realms publish their keys (`{base}/realms/{tenant}/…`).
     pub realm_base_url: String,
-    pub tenants: Vec<(bulkhead_model::TenantId, bulkhead_model::IsolationLevel)>,
+    /// The app's tenants as the registry has them; workers reload this while they run.
+    pub tenants: Vec<WorkerTenant>,
     /// Hosts the worker accepts (as the gateway does), so it resolves tenants the same way.
     #[serde(default)]
     pub domains: Vec<String>,
     /// Base domains whose subdomains are tenants.
     #[serde(default)]
     pub base_domains: Vec<String>,
+}
+
+/// One tenant as its app's workers see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerTenant {
+    pub id: TenantId,
+    pub level: IsolationLevel,
+    /// A suspended tenant resolves like an unknown one.
+    #[serde(default)]
+    pub suspended: bool,
+    /// Where the tenant's users sign in: its local realm or its own OpenID provider.
+    pub identity: IdentitySpec,
+}
+
+impl WorkerTenant {
+    /// The worker's view of a registry record; `None` for a record the registry should never
+    /// hold (bad id, level or identity), which is logged by the caller.
+    pub fn from_record(record: &registry::TenantRecord) -> Option<Self> {
+        Some(Self {
+            id: TenantId::parse(&record.id).ok()?,
+            level: record.isolation.parse().ok()?,
+            suspended: record.status != registry::ACTIVE,
+            identity: serde_json::from_value(record.identity.clone()).ok()?,
+        })
+    }
 }
 
 impl Platform {
@@ -244,6 +271,7 @@ impl Platform {
             None => 0,
         };
         registry::remove_tenant(&self.client, &manifest.app, tenant).await?;
+        self.sync_worker_config(&manifest.app).await?;
         audit::append(
             &mut self.client,
             &Entry {
@@ -293,20 +321,129 @@ impl Platform {
                 self.vault.put(app, &name, &p).await.map_err(vault)?;
             }
         }
-        // A running deployment's workers learn about the tenant from their configuration.
-        match self.vault.get(app, WORKER_CONFIG).await {
-            Ok(raw) => {
-                let mut config: WorkerConfig = serde_json::from_str(raw.expose())
-                    .map_err(|e| Error::Internal(format!("worker config: {e}")))?;
-                if !config.tenants.iter().any(|(t, _)| t == tenant) {
-                    config.tenants.push((tenant.clone(), level));
-                    self.publish_worker_config(&config).await?;
-                }
-            }
-            Err(bulkhead_vault::Error::NotFound(_)) => {}
+        Ok(())
+    }
+
+    /// Rewrites the tenant list in the app's worker configuration from the registry, so
+    /// running workers pick up new, changed, suspended and deleted tenants. Nothing to do
+    /// while the app has no worker configuration yet.
+    pub async fn sync_worker_config(&self, app: &bulkhead_model::AppId) -> Result<()> {
+        let mut config: WorkerConfig = match self.vault.get(app, WORKER_CONFIG).await {
+            Ok(raw) => serde_json::from_str(raw.expose())
+                .map_err(|e| Error::Internal(format!("worker config: {e}")))?,
+            Err(bulkhead_vault::Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(vault(e)),
+        };
+        let tenants = registry::tenants(&self.client, app)
+            .await?
+            .iter()
+            .map(|r| {
+                WorkerTenant::from_record(r).ok_or_else(|| {
+                    Error::Internal(format!("registry entry of tenant {} is invalid", r.id))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if config.tenants != tenants {
+            config.tenants = tenants;
+            self.publish_worker_config(&config).await?;
         }
         Ok(())
+    }
+
+    /// Declares a tenant of an app (`tenants.yaml`, `bulkhead tenant create`): provisions it at
+    /// its level, registers its identity, network policy and residency, tells the app's
+    /// workers, and audits a creation or a change. Idempotent: declaring it unchanged again
+    /// writes nothing and audits nothing.
+    pub async fn declare_tenant(
+        &mut self,
+        manifest: &AppManifest,
+        spec: &TenantSpec,
+    ) -> Result<()> {
+        let app = &manifest.app;
+        let known = registry::tenants(&self.client, app)
+            .await?
+            .into_iter()
+            .find(|t| t.id == spec.id.as_str());
+        if let Some(k) = &known
+            && k.isolation != spec.isolation.as_str()
+        {
+            return Err(Error::Conflict(format!(
+                "tenant {} of {app} is at level {}, not {}: use `bulkhead tenant move`",
+                spec.id,
+                k.isolation,
+                spec.isolation.as_str()
+            )));
+        }
+        // Finishes provisioning a run cut short, even when the registry is already current.
+        self.ensure_tenant(manifest, &spec.id, spec.isolation)
+            .await?;
+        let (identity, network) = (to_json(&spec.identity)?, to_json(&spec.network)?);
+        let unchanged = known.as_ref().is_some_and(|k| {
+            k.identity == identity && k.network == network && k.residency == spec.residency
+        });
+        if unchanged {
+            return self.sync_worker_config(app).await;
+        }
+        registry::upsert_tenant(
+            &self.client,
+            app,
+            &spec.id,
+            spec.isolation,
+            &identity,
+            &network,
+            spec.residency.as_deref(),
+        )
+        .await?;
+        self.sync_worker_config(app).await?;
+        audit::append(
+            &mut self.client,
+            &Entry {
+                actor: &self.actor,
+                action: if known.is_some() {
+                    "tenant.update"
+                } else {
+                    "tenant.create"
+                },
+                target: &format!("{app}/{}", spec.id),
+                detail: to_json(spec)?,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Suspends or resumes a tenant; its app's workers refuse (or serve) it again within their
+    /// reload interval. Returns false when the tenant is not registered.
+    pub async fn set_tenant_status(
+        &mut self,
+        app: &bulkhead_model::AppId,
+        tenant: &TenantId,
+        suspended: bool,
+    ) -> Result<bool> {
+        let status = if suspended {
+            registry::SUSPENDED
+        } else {
+            registry::ACTIVE
+        };
+        if !registry::set_status(&self.client, app, tenant, status).await? {
+            return Ok(false);
+        }
+        self.sync_worker_config(app).await?;
+        audit::append(
+            &mut self.client,
+            &Entry {
+                actor: &self.actor,
+                action: if suspended {
+                    "tenant.suspend"
+                } else {
+                    "tenant.resume"
+                },
+                target: &format!("{app}/{tenant}"),
+                detail: json!({}),
+            },
+        )
+        .await?;
+        Ok(true)
     }
 }
 

@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS bulkhead_control.provision_step (
 );
 "#;
 
+/// Registry status of a tenant that is served.
+pub const ACTIVE: &str = "active";
+/// Registry status of a tenant that resolves like an unknown one until resumed.
+pub const SUSPENDED: &str = "suspended";
+
 /// A tenant as the registry knows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TenantRecord {

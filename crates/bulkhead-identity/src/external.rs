@@ -1,7 +1,9 @@
 //! External realms: a tenant whose users live in its own OpenID provider.
 //!
-//! The provider's keys are fetched from the JWKS URL configured for the tenant — never from a
-//! URL or key inside a token — with no redirects, a timeout and a size limit; they are cached
+//! The provider's keys are fetched from the JWKS URL configured for the tenant, or found by
+//! OpenID discovery under the configured issuer (whose document must name that same issuer) —
+//! never from a URL or key inside a token — with no redirects, a timeout and a size limit;
+//! they are cached
 //! and reloaded when a token names an unknown `kid`, at most once per
 //! [`JWKS_REFRESH_MIN_SECS`]. Tokens must be RS256 or EdDSA access tokens (`typ: at+jwt`) for
 //! the configured issuer and audience.
@@ -28,8 +30,9 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 #[derive(Debug, Clone)]
 pub struct ExternalRealm {
     pub issuer: String,
-    /// Where the keys are fetched from (configured by the operator, not discovered).
-    pub jwks_url: String,
+    /// Where the keys are fetched from, as configured by the operator; `None`: the `jwks_uri`
+    /// of the issuer's `/.well-known/openid-configuration`.
+    pub jwks_url: Option<String>,
     pub audience: String,
     /// The claim that carries roles (e.g. `roles`, `groups`).
     pub roles_claim: String,
@@ -71,17 +74,17 @@ impl ExternalRealms {
         self.realms.get(tenant)
     }
 
-    async fn fetch(&self, realm: &ExternalRealm) -> Result<KeySet> {
+    /// GETs a JSON document with no redirects, a timeout and a size limit.
+    async fn get_json(&self, url: &str) -> Result<serde_json::Value> {
         let resp = self
             .http
-            .get(&realm.jwks_url)
+            .get(url)
             .send()
             .await
-            .map_err(|e| Error::Jwks(format!("fetching {}: {e}", realm.jwks_url)))?;
+            .map_err(|e| Error::Jwks(format!("fetching {url}: {e}")))?;
         if !resp.status().is_success() {
             return Err(Error::Jwks(format!(
-                "fetching {}: HTTP {}",
-                realm.jwks_url,
+                "fetching {url}: HTTP {}",
                 resp.status()
             )));
         }
@@ -89,18 +92,44 @@ impl ExternalRealms {
             .content_length()
             .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
         {
-            return Err(Error::Jwks("JWKS document too large".into()));
+            return Err(Error::Jwks(format!("{url}: document too large")));
         }
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| Error::Jwks(format!("reading JWKS: {e}")))?;
+            .map_err(|e| Error::Jwks(format!("reading {url}: {e}")))?;
         if bytes.len() > MAX_JWKS_BYTES {
-            return Err(Error::Jwks("JWKS document too large".into()));
+            return Err(Error::Jwks(format!("{url}: document too large")));
         }
-        let doc: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Jwks(format!("JWKS is not JSON: {e}")))?;
-        KeySet::from_jwks(&doc)
+        serde_json::from_slice(&bytes).map_err(|e| Error::Jwks(format!("{url} is not JSON: {e}")))
+    }
+
+    /// The realm's JWKS URL: configured, or discovered under its issuer.
+    async fn jwks_url(&self, realm: &ExternalRealm) -> Result<String> {
+        if let Some(url) = &realm.jwks_url {
+            return Ok(url.clone());
+        }
+        let issuer = realm.issuer.trim_end_matches('/');
+        let doc = self
+            .get_json(&format!("{issuer}/.well-known/openid-configuration"))
+            .await?;
+        // A discovery document for another issuer must not choose this realm's keys.
+        if doc["issuer"].as_str().map(|i| i.trim_end_matches('/')) != Some(issuer) {
+            return Err(Error::Jwks(format!(
+                "the discovery document of {issuer} names issuer {}",
+                doc["issuer"]
+            )));
+        }
+        doc["jwks_uri"].as_str().map(str::to_owned).ok_or_else(|| {
+            Error::Jwks(format!(
+                "the discovery document of {issuer} has no jwks_uri"
+            ))
+        })
+    }
+
+    async fn fetch(&self, realm: &ExternalRealm) -> Result<KeySet> {
+        let url = self.jwks_url(realm).await?;
+        KeySet::from_jwks(&self.get_json(&url).await?)
     }
 
     async fn keys(

@@ -13,14 +13,14 @@
 //!     residency: eu
 //! ```
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::manifest::{ManifestError, Problem};
 use crate::yaml::{self, Node, Pos};
 use crate::{IsolationLevel, TenantId};
 
 /// How a tenant's users sign in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "snake_case")]
 pub enum IdentitySpec {
     Local {
@@ -29,14 +29,14 @@ pub enum IdentitySpec {
     Oidc {
         issuer: String,
         audience: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         jwks_url: Option<String>,
         roles_claim: String,
     },
 }
 
 /// Outbound network policy (deny by default).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkSpec {
     pub default: String,
     pub allow: Vec<String>,

@@ -94,6 +94,11 @@ impl OidcProvider {
         &self.issuer
     }
 
+    /// Where the provider is served (its issuer too, unless another one was claimed).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     pub fn jwks_url(&self) -> String {
         format!("http://127.0.0.1:{}/jwks", self.port)
     }

@@ -123,6 +123,11 @@ impl MasterKey {
     pub fn generate() -> Self {
         Self(rand::random())
     }
+
+    /// The key's bytes, for the platform's other sealing (realm signing keys).
+    pub fn bytes(&self) -> [u8; 32] {
+        self.0
+    }
 }
 
 /// The platform's handle on an embedded vault.

@@ -154,6 +154,27 @@ pub trait VaultReader: Send + Sync {
     fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Secret>>;
 }
 
+/// Opens an app worker's reader from its boot credential: an embedded key opens the vault
+/// directory `dir`; an AppRole logs in to the OpenBao server at `addr`.
+pub fn open_reader(
+    credential: &BootCredential,
+    app: AppId,
+    dir: &std::path::Path,
+    addr: Option<&str>,
+) -> Result<std::sync::Arc<dyn VaultReader>> {
+    Ok(match credential {
+        BootCredential::Embedded { .. } => {
+            std::sync::Arc::new(embedded::EmbeddedReader::open(dir, app, credential)?)
+        }
+        BootCredential::AppRole { .. } => {
+            let addr = addr.ok_or_else(|| {
+                Error::BadCredential("an AppRole credential needs the OpenBao address".into())
+            })?;
+            std::sync::Arc::new(openbao::OpenBaoReader::new(addr, app, credential)?)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

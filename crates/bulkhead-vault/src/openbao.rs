@@ -337,16 +337,23 @@ impl OpenBaoReader {
 
     async fn read(&self, path: &str, name: &str) -> Result<Secret> {
         let mut token = self.token.lock().await;
-        if token.is_none() {
-            *token = Some(self.login().await?);
+        // A cached token may have expired: one fresh login, then the vault's answer stands.
+        for fresh in [token.is_none(), true] {
+            if fresh {
+                *token = Some(self.login().await?);
+            }
+            let t = token.clone().unwrap_or_default();
+            let (s, b) = call(&self.http, &self.addr, Some(&t), Method::GET, path, None).await?;
+            if s == StatusCode::FORBIDDEN && b["errors"].to_string().contains("permission denied") {
+                if fresh {
+                    return Err(Error::Denied);
+                }
+                continue;
+            }
+            expect_ok(s, &b, name)?;
+            return value_of(&b, name);
         }
-        let t = token.clone().unwrap_or_default();
-        let (s, b) = call(&self.http, &self.addr, Some(&t), Method::GET, path, None).await?;
-        if s == StatusCode::FORBIDDEN && b["errors"].to_string().contains("permission denied") {
-            return Err(Error::Denied);
-        }
-        expect_ok(s, &b, name)?;
-        value_of(&b, name)
+        Err(Error::Denied)
     }
 }
 

@@ -241,7 +241,28 @@ fn up_serves_the_example_app_to_two_isolated_tenants() {
         .output()
         .unwrap();
     let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(records[0]["action"], "app.provision");
+    let actions: Vec<(String, String)> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_owned(),
+                r["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("app.create", "helpdesk"),
+        ("tenant.create", "helpdesk/acme"),
+        ("tenant.create", "helpdesk/globex"),
+        ("tenant.create", "helpdesk/initech"),
+    ] {
+        assert!(
+            actions.contains(&(expected.0.into(), expected.1.into())),
+            "{expected:?} in {actions:?}"
+        );
+    }
     up.signal("TERM");
     assert!(up.wait().success());
 }

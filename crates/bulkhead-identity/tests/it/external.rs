@@ -19,7 +19,7 @@ fn now() -> u64 {
 fn realm_for(p: &OidcProvider, audience: &str) -> ExternalRealm {
     ExternalRealm {
         issuer: p.issuer().to_owned(),
-        jwks_url: p.jwks_url(),
+        jwks_url: Some(p.jwks_url()),
         audience: audience.to_owned(),
         roles_claim: "roles".into(),
         algorithms: vec![Alg::RS256],
@@ -75,10 +75,53 @@ async fn an_unreachable_jwks_url_fails_closed() {
     })
     .unwrap();
     let mut realm = realm_for(&real, AUDIENCE);
-    realm.jwks_url = format!("http://127.0.0.1:{}/jwks", bulkhead_pgcluster_free_port());
+    realm.jwks_url = Some(format!(
+        "http://127.0.0.1:{}/jwks",
+        bulkhead_pgcluster_free_port()
+    ));
     let realms = ExternalRealms::new(HashMap::from([(acme.clone(), realm)])).unwrap();
     let token = real.token(AUDIENCE).unwrap();
     assert!(realms.verify(&acme, &token, now()).await.is_err());
+}
+
+#[tokio::test]
+async fn keys_are_found_by_discovery_only_when_it_names_the_configured_issuer() {
+    let acme = TenantId::parse("acme").unwrap();
+    let options = OidcOptions {
+        audience: AUDIENCE.into(),
+        ..OidcOptions::default()
+    };
+    let real = OidcProvider::start(&options).unwrap();
+    let mut realm = realm_for(&real, AUDIENCE);
+    realm.jwks_url = None;
+    let realms = ExternalRealms::new(HashMap::from([(acme.clone(), realm)])).unwrap();
+    let token = real.token(AUDIENCE).unwrap();
+    realms.verify(&acme, &token, now()).await.unwrap();
+
+    // A provider served at one address whose discovery document names another issuer does
+    // not get to choose the keys of a realm configured with its address.
+    let other = OidcProvider::start(&OidcOptions {
+        issuer: Some("https://login.acme.example".into()),
+        ..options
+    })
+    .unwrap();
+    let realm = ExternalRealm {
+        issuer: other.url(),
+        ..realm_for(&other, AUDIENCE)
+    };
+    let realms = ExternalRealms::new(HashMap::from([(
+        acme.clone(),
+        ExternalRealm {
+            jwks_url: None,
+            ..realm
+        },
+    )]))
+    .unwrap();
+    let err = realms
+        .verify(&acme, &other.token(AUDIENCE).unwrap(), now())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("names issuer"), "{err}");
 }
 
 fn bulkhead_pgcluster_free_port() -> u16 {

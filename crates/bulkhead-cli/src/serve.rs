@@ -1,0 +1,413 @@
+//! `bulkhead serve`: the production mode, and the gateway half that `bulkhead up` shares.
+//!
+//! Configuration comes from `bulkhead.toml` (platform database, vault backend, routing). The
+//! gateway holds the platform's credentials; each registered app runs in its own supervised
+//! `bulkhead worker` process that holds only that app's boot credential. Requests reach an app
+//! under `/apps/<app>/`, by a host name routed to it, or — when one app runs — directly; the
+//! gateway itself serves the local realms (`/realms/<tenant>/…`), `/healthz`, `/readyz` and
+//! `/metrics`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use bulkhead_control::platform::{Platform, WorkerConfig};
+use bulkhead_control::registry;
+use bulkhead_identity::store::{RealmSettings, RealmStore};
+use bulkhead_model::{AppId, AppManifest, TenantId};
+use bulkhead_runtime::TenantDirectory;
+use bulkhead_runtime::realms::Realms;
+use deadpool_postgres::Pool;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::config::{self, Config, Overrides, Secret};
+use crate::supervise::{self, Launch, WorkerHandle};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to serve HTTP on (overrides `listen`).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// The platform database (overrides `database_url`; prefer BULKHEAD_DATABASE_URL or
+    /// `database_url_file` to keep it out of `ps`).
+    #[arg(long)]
+    database_url: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
+    let config = Config::load(
+        config_path,
+        Overrides {
+            listen: args.listen,
+            database_url: args.database_url.map(Secret::new),
+            data_dir: args.data_dir,
+        },
+    )?;
+    config::init_logging(&config.log);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(async {
+            let db = crate::audit::platform_db(&config)?;
+            let listener = TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?;
+            let addr = listener.local_addr()?;
+            let public_url = config
+                .serve
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}"));
+            let gateway = Gateway::open(&config, db, &public_url, false).await?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let (router, workers) = gateway.start(&config, stopped).await?;
+            tracing::info!(
+                apps = ?workers.iter().map(WorkerHandle::app).collect::<Vec<_>>(),
+                "serve: listening on http://{addr}"
+            );
+            let result = bulkhead_gateway::launch(
+                listener,
+                bulkhead_gateway::AppState::new(gateway.pool()),
+                router,
+                crate::up::shutdown_signal(),
+            )
+            .await
+            .context("serving HTTP");
+            let _ = stop.send(true);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            result
+        })
+}
+
+/// The platform side of a running server: control plane, vault, local realms.
+pub struct Gateway {
+    pub platform: Platform,
+    pub realms: RealmStore,
+    pool: Pool,
+    db: tokio_postgres::Config,
+    public_url: String,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Connects to the platform database and the vault and opens the realm store. With
+    /// `create_master_key` (embedded `up` only) a missing master key is generated.
+    pub async fn open(
+        config: &Config,
+        db: tokio_postgres::Config,
+        public_url: &str,
+        create_master_key: bool,
+    ) -> anyhow::Result<Self> {
+        let master = crate::app::master_key(config, create_master_key)?;
+        let platform = crate::app::platform_at(config, db.clone(), master).await?;
+        let pool = bulkhead_gateway::platform_pool(db.clone())
+            .map_err(anyhow::Error::msg)
+            .context("creating the platform database pool")?;
+        let realms = RealmStore::new(
+            pool.clone(),
+            master,
+            RealmSettings {
+                base_url: public_url.to_owned(),
+                ..RealmSettings::default()
+            },
+        );
+        realms
+            .migrate()
+            .await
+            .map_err(|e| anyhow::anyhow!("preparing the realm store: {e}"))?;
+        Ok(Self {
+            platform,
+            realms,
+            pool,
+            db,
+            public_url: public_url.to_owned(),
+        })
+    }
+
+    /// A small pool to the platform database (readiness probes).
+    pub fn pool(&self) -> Pool {
+        self.pool.clone()
+    }
+
+    /// The apps to run: `serve.apps` or every registered app.
+    async fn apps(&self, config: &Config) -> anyhow::Result<Vec<AppManifest>> {
+        let registered = registry::apps(&self.platform.client).await?;
+        let mut apps = Vec::new();
+        for (id, manifest) in &registered {
+            if config
+                .serve
+                .apps
+                .as_ref()
+                .is_none_or(|only| only.contains(id))
+            {
+                apps.push(serde_json::from_value::<AppManifest>(manifest.clone())?);
+            }
+        }
+        for wanted in config.serve.apps.iter().flatten() {
+            anyhow::ensure!(
+                registered.iter().any(|(id, _)| id == wanted),
+                "serve.apps names {wanted}, which is not a registered app"
+            );
+        }
+        Ok(apps)
+    }
+
+    /// Publishes each app's worker configuration, starts and supervises the workers, and
+    /// returns the routes: realms, metrics and the apps.
+    pub async fn start(
+        &self,
+        config: &Config,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<(Router, Vec<WorkerHandle>)> {
+        let (db_host, db_port) = host_port(&self.db);
+        let domains = if config.serve.domains.is_empty() {
+            vec!["127.0.0.1".to_owned(), "localhost".to_owned()]
+        } else {
+            config.serve.domains.clone()
+        };
+        let base_domains = if config.serve.base_domains.is_empty() {
+            vec!["localhost".to_owned()]
+        } else {
+            config.serve.base_domains.clone()
+        };
+        let apps = self.apps(config).await?;
+        let mut workers = Vec::new();
+        for manifest in &apps {
+            // What the worker needs, in the app's own vault space; tenants from the registry.
+            self.platform
+                .publish_worker_config(&WorkerConfig {
+                    db_host: db_host.clone(),
+                    db_port,
+                    database: bulkhead_model::names::app_database(&manifest.app),
+                    runtime_role: bulkhead_model::names::runtime_role(&manifest.app),
+                    manifest: manifest.clone(),
+                    realm_base_url: self.public_url.clone(),
+                    tenants: Vec::new(),
+                    domains: domains.clone(),
+                    base_domains: base_domains.clone(),
+                })
+                .await?;
+            self.platform.sync_worker_config(&manifest.app).await?;
+            workers.push(supervise::spawn(
+                Launch {
+                    app: manifest.app.clone(),
+                    vault: self.platform.vault.clone(),
+                    vault_dir: std::path::absolute(config.vault.dir(&config.data_dir))?,
+                    vault_addr: config.vault.address.clone(),
+                    health_interval: Duration::from_secs(config.serve.health_interval_secs.max(1)),
+                    health_failures: config.serve.health_failures,
+                },
+                shutdown.clone(),
+            )?);
+        }
+        for worker in &workers {
+            if !worker.ready(Duration::from_secs(60)).await {
+                tracing::warn!(
+                    app = worker.app(),
+                    "the worker did not start within 60 s; its requests get 503 until it does"
+                );
+            }
+        }
+        let directory = RegistryTenants::start(self.pool.clone());
+        let realms = bulkhead_runtime::realms::router(Arc::new(Realms {
+            store: self.realms.clone(),
+            directory: Arc::new(directory),
+            clients: apps.iter().map(|m| m.app.to_string()).collect(),
+            secure_cookies: self.public_url.starts_with("https://"),
+        }));
+        let routes = Arc::new(Routes {
+            workers: workers.clone(),
+            hosts: config.serve.hosts.clone(),
+        });
+        let router = realms
+            .route(
+                "/metrics",
+                axum::routing::get(metrics).with_state(routes.clone()),
+            )
+            .fallback_service(Router::new().fallback(route).with_state(routes));
+        Ok((router, workers))
+    }
+}
+
+/// The first host and port of a PostgreSQL configuration (where the apps' databases are).
+fn host_port(db: &tokio_postgres::Config) -> (String, u16) {
+    let host = db
+        .get_hosts()
+        .iter()
+        .find_map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })
+        .unwrap_or_else(|| "127.0.0.1".into());
+    (host, db.get_ports().first().copied().unwrap_or(5432))
+}
+
+/// The active tenants of every app, re-read from the registry every two seconds, so realm
+/// endpoints stop answering for a suspended or deleted tenant without a restart.
+#[derive(Debug, Clone)]
+struct RegistryTenants(Arc<RwLock<HashSet<TenantId>>>);
+
+impl RegistryTenants {
+    fn start(pool: Pool) -> Self {
+        let set = Self(Arc::default());
+        let shared = set.0.clone();
+        tokio::spawn(async move {
+            loop {
+                match active_tenants(&pool).await {
+                    Ok(active) => {
+                        if let Ok(mut slot) = shared.write() {
+                            *slot = active;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot re-read the active tenants"),
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+        set
+    }
+}
+
+async fn active_tenants(pool: &Pool) -> anyhow::Result<HashSet<TenantId>> {
+    let client = pool.get().await?;
+    let mut out = HashSet::new();
+    for (app, _) in registry::apps(&**client).await? {
+        for t in registry::tenants(&**client, &AppId::parse(&app)?).await? {
+            if t.status == registry::ACTIVE
+                && let Ok(id) = TenantId::parse(&t.id)
+            {
+                out.insert(id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl TenantDirectory for RegistryTenants {
+    fn is_active(&self, tenant: &TenantId) -> bool {
+        self.0.read().is_ok_and(|s| s.contains(tenant))
+    }
+}
+
+/// Which worker answers which request.
+#[derive(Debug)]
+struct Routes {
+    workers: Vec<WorkerHandle>,
+    /// Host name → app.
+    hosts: BTreeMap<String, String>,
+}
+
+impl Routes {
+    fn worker(&self, app: &str) -> Option<&WorkerHandle> {
+        self.workers.iter().find(|w| w.app() == app)
+    }
+
+    /// The worker for a request and the path it should see.
+    fn pick(&self, req: &Request<Body>) -> Option<(&WorkerHandle, Option<Uri>)> {
+        let path = req.uri().path();
+        if let Some(rest) = path.strip_prefix("/apps/") {
+            let (app, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            let worker = self.worker(app)?;
+            let query = req
+                .uri()
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            let uri = format!("/{tail}{query}").parse().ok()?;
+            return Some((worker, Some(uri)));
+        }
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
+            .unwrap_or_default();
+        if let Some(app) = self.hosts.get(host) {
+            return Some((self.worker(app)?, None));
+        }
+        match self.workers.as_slice() {
+            [only] => Some((only, None)),
+            _ => None,
+        }
+    }
+}
+
+async fn route(State(routes): State<Arc<Routes>>, mut req: Request<Body>) -> Response {
+    let Some((worker, uri)) = routes.pick(&req) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"code": "not_found", "message": "no app is routed here: use /apps/<app>/ or a host routed to an app"}})),
+        )
+            .into_response();
+    };
+    if let Some(uri) = uri {
+        *req.uri_mut() = uri;
+    }
+    supervise::forward(worker, req).await
+}
+
+/// Prometheus text: one family at a time, a sample per app.
+async fn metrics(State(routes): State<Arc<Routes>>) -> Response {
+    use std::fmt::Write;
+    const FAMILIES: [(&str, &str, &str); 4] = [
+        (
+            "bulkhead_worker_up",
+            "gauge",
+            "Whether the app's worker is listening.",
+        ),
+        (
+            "bulkhead_worker_starts_total",
+            "counter",
+            "Worker processes started.",
+        ),
+        (
+            "bulkhead_worker_health_failures_total",
+            "counter",
+            "Failed worker health checks.",
+        ),
+        (
+            "bulkhead_worker_unhealthy_restarts_total",
+            "counter",
+            "Workers killed after failing their health checks.",
+        ),
+    ];
+    let samples: Vec<_> = routes
+        .workers
+        .iter()
+        .map(|w| (w.app(), w.samples()))
+        .collect();
+    let mut out = String::new();
+    for (i, (name, kind, help)) in FAMILIES.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (app, values) in &samples {
+            let _ = writeln!(out, "{name}{{app=\"{app}\"}} {}", values[i].1);
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
+}
