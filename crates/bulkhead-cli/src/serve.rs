@@ -191,6 +191,16 @@ impl Gateway {
         let apps = self.apps(config).await?;
         let mut workers = Vec::new();
         for manifest in &apps {
+            // The worker resolves tenants on the hosts routed to it as well.
+            let mut domains = domains.clone();
+            domains.extend(
+                config
+                    .serve
+                    .hosts
+                    .iter()
+                    .filter(|(_, app)| *app == manifest.app.as_str())
+                    .map(|(host, _)| host.clone()),
+            );
             // What the worker needs, in the app's own vault space; tenants from the registry.
             self.platform
                 .publish_worker_config(&WorkerConfig {
@@ -201,7 +211,7 @@ impl Gateway {
                     manifest: manifest.clone(),
                     realm_base_url: self.public_url.clone(),
                     tenants: Vec::new(),
-                    domains: domains.clone(),
+                    domains,
                     base_domains: base_domains.clone(),
                 })
                 .await?;

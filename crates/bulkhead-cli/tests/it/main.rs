@@ -2,5 +2,6 @@
 //! Drives the real `bulkhead` binary.
 
 mod cli;
+mod serve;
 mod support;
 mod up;

@@ -1,0 +1,275 @@
+//! `bulkhead serve`: production configuration (an existing PostgreSQL, OpenBao as the vault),
+//! several apps each in its own supervised worker, routing, health checks, tenants changed
+//! while running, and a tenant whose users sign in at its own OpenID provider.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bulkhead_testkit::oidc::{OidcOptions, OidcProvider};
+use bulkhead_testkit::openbao::OpenBao;
+
+use crate::support::{BIN, Running, get, request, workdir};
+
+const AUDIENCE: &str = "https://helpdesk.example/";
+
+fn run(cwd: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("BULKHEAD_DATABASE_URL")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "bulkhead {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Polls until `check` holds, for up to 30 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "not within 30 s: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn metric(addr: std::net::SocketAddr, sample: &str) -> Option<u64> {
+    let (_, body) = get(addr, "/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+}
+
+/// The pid of the newest worker of `app`, from serve's log.
+fn worker_pid(serve: &Running, app: &str) -> u32 {
+    let lines = serve.lines_with("worker started");
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains(&format!("app={app}")))
+        .unwrap();
+    line.split("pid=").nth(1).unwrap()[..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant_changes() {
+    let db = bulkhead_testkit::pg().unwrap().fresh_db().await.unwrap();
+    let bao = OpenBao::start().unwrap();
+    let idp = OidcProvider::start(&OidcOptions {
+        audience: AUDIENCE.into(),
+        ..OidcOptions::default()
+    })
+    .unwrap();
+    let cwd = workdir();
+    let dir = cwd.path();
+    std::fs::write(dir.join("bao.token"), bao.root_token()).unwrap();
+    let key: String = (0..32).map(|i| format!("{:02x}", i * 7 + 3)).collect();
+    std::fs::write(dir.join("master.hex"), &key).unwrap();
+    std::fs::write(
+        dir.join("bulkhead.toml"),
+        format!(
+            "database_url = \"{}\"\n[vault]\nbackend = \"openbao\"\naddress = \"{}\"\ntoken_file = \"bao.token\"\nmaster_key_file = \"master.hex\"\n[serve]\nhealth_interval_secs = 1\nhealth_failures = 3\n[serve.hosts]\n\"notes.test\" = \"notes\"\n",
+            db.superuser_url(),
+            bao.addr()
+        ),
+    )
+    .unwrap();
+    let helpdesk = std::fs::canonicalize(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/helpdesk/manifest.yaml"
+    ))
+    .unwrap();
+    std::fs::write(
+        dir.join("notes.yaml"),
+        "app: notes\nentities:\n  note:\n    fields:\n      text: text\n",
+    )
+    .unwrap();
+    run(dir, &["app", "create", "-m", helpdesk.to_str().unwrap()]);
+    run(dir, &["app", "create", "-m", "notes.yaml"]);
+    run(dir, &["tenant", "create", "acme", "--app", "helpdesk"]);
+    run(dir, &["tenant", "create", "acme", "--app", "notes"]);
+    run(
+        dir,
+        &[
+            "tenant",
+            "create",
+            "partner",
+            "--app",
+            "helpdesk",
+            "--isolation",
+            "schema",
+            "--oidc-issuer",
+            idp.issuer(),
+            "--audience",
+            AUDIENCE,
+            "--residency",
+            "eu",
+        ],
+    );
+    let shown: serde_json::Value = serde_json::from_str(&run(
+        dir,
+        &["tenant", "show", "partner", "--app", "helpdesk", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(shown["isolation"], "schema");
+    assert_eq!(shown["residency"], "eu");
+    assert_eq!(shown["identity"]["provider"], "oidc");
+
+    let mut serve = Running::spawn(dir, &["serve", "--listen", "127.0.0.1:0"]);
+    let line = serve.wait_for_line("serve: listening on http://");
+    let addr: std::net::SocketAddr = line
+        .split("listening on http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // The OIDC tenant's own provider signs its users in; the token means nothing elsewhere.
+    let token = idp.token(AUDIENCE).unwrap();
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    let (status, body) = request(
+        addr,
+        "GET",
+        "/apps/helpdesk/t/partner/api/ticket",
+        &auth,
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = request(addr, "GET", "/apps/helpdesk/t/acme/api/ticket", &auth, None);
+    assert_eq!(status, 401, "a partner token in tenant acme");
+    let (status, _) = request(
+        addr,
+        "GET",
+        "/apps/helpdesk/t/partner/api/ticket",
+        &[],
+        None,
+    );
+    assert_eq!(status, 401);
+
+    // Routing: by prefix, by host, and nothing by guess when several apps run.
+    let (status, body) = get(addr, "/apps/notes/t/acme/openapi.json");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("/api/note") && !body.contains("/api/ticket"));
+    let (status, body) = request(
+        addr,
+        "GET",
+        "/t/acme/openapi.json",
+        &[("Host", "notes.test")],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("/api/note"));
+    let (status, body) = get(addr, "/t/acme/openapi.json");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("/apps/<app>/"), "{body}");
+    let (status, _) = get(addr, "/apps/nope/t/acme/openapi.json");
+    assert_eq!(status, 404);
+
+    // Each app's worker holds only its own boot credential, and not in its environment.
+    let pid = worker_pid(&serve, "helpdesk");
+    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap())
+        .into_owned();
+    for secret in [bao.root_token(), key.as_str(), "approle:", "postgres://"] {
+        assert!(!environ.contains(secret), "{secret} in {environ}");
+    }
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!cmdline.contains(bao.root_token()) && !cmdline.contains("approle:"));
+
+    // Suspending takes effect in the running worker, and so does resuming: no restart.
+    assert_eq!(
+        metric(addr, "bulkhead_worker_starts_total{app=\"helpdesk\"}"),
+        Some(1)
+    );
+    run(dir, &["tenant", "suspend", "partner", "--app", "helpdesk"]);
+    eventually("partner refused while suspended", || {
+        let (status, body) = request(
+            addr,
+            "GET",
+            "/apps/helpdesk/t/partner/api/ticket",
+            &auth,
+            None,
+        );
+        status == 404 && body.contains("tenant_not_found")
+    });
+    run(dir, &["tenant", "resume", "partner", "--app", "helpdesk"]);
+    eventually("partner served after resume", || {
+        request(
+            addr,
+            "GET",
+            "/apps/helpdesk/t/partner/api/ticket",
+            &auth,
+            None,
+        )
+        .0 == 200
+    });
+    // A tenant created while serving is served without a restart too.
+    run(
+        dir,
+        &[
+            "tenant",
+            "create",
+            "silo",
+            "--app",
+            "notes",
+            "--isolation",
+            "database",
+        ],
+    );
+    eventually("new database tenant served", || {
+        get(addr, "/apps/notes/t/silo/openapi.json").0 == 200
+    });
+    assert_eq!(
+        metric(addr, "bulkhead_worker_starts_total{app=\"helpdesk\"}"),
+        Some(1)
+    );
+    assert_eq!(
+        metric(addr, "bulkhead_worker_starts_total{app=\"notes\"}"),
+        Some(1)
+    );
+
+    // A hung worker fails its health checks and is replaced.
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    eventually("the hung worker replaced", || {
+        metric(
+            addr,
+            "bulkhead_worker_unhealthy_restarts_total{app=\"helpdesk\"}",
+        ) == Some(1)
+            && metric(addr, "bulkhead_worker_up{app=\"helpdesk\"}") == Some(1)
+    });
+    assert_ne!(worker_pid(&serve, "helpdesk"), pid);
+    eventually("served by the new worker", || {
+        request(
+            addr,
+            "GET",
+            "/apps/helpdesk/t/partner/api/ticket",
+            &auth,
+            None,
+        )
+        .0 == 200
+    });
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+
+    serve.signal("TERM");
+    assert!(serve.wait().success());
+}
