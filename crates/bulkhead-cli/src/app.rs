@@ -13,7 +13,8 @@ use bulkhead_vault::VaultAdmin;
 use bulkhead_vault::embedded::{EmbeddedAdmin, MasterKey};
 use bulkhead_vault::openbao::OpenBaoAdmin;
 
-use crate::config::{Config, Overrides, Secret, VaultBackend};
+use crate::config::{Config, FilesBackend, Overrides, Secret, VaultBackend};
+use bulkhead_files::garage::GarageAdmin;
 
 /// Where the platform database and the embedded vault are.
 #[derive(Debug, clap::Args)]
@@ -98,6 +99,21 @@ pub enum TenantCommand {
         /// Data residency label stored with the tenant (e.g. `eu`).
         #[arg(long)]
         residency: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Move a tenant's data to another isolation level: suspended meanwhile, copied and
+    /// checked, old level removed, then served again. Resumable: run it again after a failure.
+    /// Lowering the level needs --allow-downgrade.
+    Move {
+        tenant: String,
+        #[arg(long)]
+        app: String,
+        /// row, schema or database.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        allow_downgrade: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -197,7 +213,59 @@ pub(crate) async fn platform_at(
         client,
         provisioner: bulkhead_pg::Provisioner::new(admin),
         vault: vault_admin(config, master)?,
+        buckets: bucket_admin(config)?,
         actor: std::env::var("USER").unwrap_or_else(|_| "cli".into()),
+    })
+}
+
+/// The Garage admin when files live on Garage (each app gets its own bucket and key).
+fn bucket_admin(config: &Config) -> anyhow::Result<Option<GarageAdmin>> {
+    let files = &config.files;
+    if files.backend == FilesBackend::Local {
+        return Ok(None);
+    }
+    let need = |v: &Option<String>, key: &str| {
+        v.clone()
+            .with_context(|| format!("files.backend = \"garage\" needs files.{key}"))
+    };
+    let token_file = files
+        .admin_token_file
+        .as_deref()
+        .context("files.backend = \"garage\" needs files.admin_token_file")?;
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("reading files.admin_token_file {}", token_file.display()))?;
+    Ok(Some(GarageAdmin::new(
+        &need(&files.admin_url, "admin_url")?,
+        Secret::new(token.trim().to_owned()),
+        &need(&files.s3_endpoint, "s3_endpoint")?,
+        files.s3_region.as_deref().unwrap_or("garage"),
+    )?))
+}
+
+/// The bucket of an app as configured: its directory under the local root, or its own bucket
+/// on Garage with the key kept in its vault space.
+pub(crate) async fn app_bucket(
+    config: &Config,
+    p: &Platform,
+    app: &AppId,
+) -> anyhow::Result<bulkhead_files::AppBucket> {
+    Ok(match config.files.backend {
+        FilesBackend::Local => {
+            let root = config
+                .files
+                .root
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("files"));
+            bulkhead_files::AppBucket::local(&root, app)?
+        }
+        FilesBackend::Garage => {
+            let raw = p
+                .vault
+                .get(app, bulkhead_control::platform::FILES_S3)
+                .await
+                .with_context(|| format!("the bucket of {app} in the vault"))?;
+            bulkhead_files::AppBucket::s3(app, &serde_json::from_str(raw.expose())?)?
+        }
     })
 }
 
@@ -443,6 +511,38 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                     println!("tenant {tenant} of {app} ready ({isolation})");
                 }
             }
+            TenantCommand::Move {
+                tenant,
+                app,
+                to,
+                allow_downgrade,
+                target,
+            } => {
+                let mut p = platform(&config(config_path, &target)?).await?;
+                let (m, from) = tenant_of(&p, &app, &tenant).await?;
+                let to: bulkhead_model::IsolationLevel = to.parse().map_err(anyhow::Error::msg)?;
+                anyhow::ensure!(
+                    allow_downgrade || to >= from,
+                    "lowering {tenant} from {} to {} moves its data into storage shared with other tenants; pass --allow-downgrade",
+                    from.as_str(),
+                    to.as_str()
+                );
+                let moved = p
+                    .move_tenant(
+                        &m,
+                        &TenantId::parse(&tenant)?,
+                        to,
+                        crate::apply::MOVE_QUIESCE,
+                        None,
+                    )
+                    .await
+                    .with_context(|| format!("moving {tenant} (run it again to finish)"))?;
+                println!(
+                    "tenant {tenant} of {app}: {} -> {} ({moved} records)",
+                    from.as_str(),
+                    to.as_str()
+                );
+            }
             TenantCommand::Show {
                 tenant,
                 app,
@@ -516,7 +616,7 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                 let cfg = config(config_path, &target)?;
                 let mut p = platform(&cfg).await?;
                 let (m, level) = tenant_of(&p, &app, &tenant).await?;
-                let bucket = bulkhead_files::AppBucket::local(&cfg.data_dir.join("files"), &m.app)?;
+                let bucket = app_bucket(&cfg, &p, &m.app).await?;
                 let files = p
                     .delete_tenant(&m, &TenantId::parse(&tenant)?, level, Some(&bucket))
                     .await?;

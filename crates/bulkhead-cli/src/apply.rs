@@ -1,6 +1,7 @@
 //! `bulkhead apply -f tenants.yaml`: reconcile declared tenants with the registry, in every
 //! registered app. Plans first; `--dry-run` stops there. Idempotent: a second run has nothing
-//! to do. Changing an existing tenant's isolation level is refused (it needs a data move).
+//! to do. Raising a tenant's isolation level moves its data to the new level; lowering it is
+//! refused unless `--allow-downgrade`.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,10 @@ use bulkhead_model::{AppId, AppManifest};
 use serde::Serialize;
 
 use crate::config::{Config, Overrides, Secret};
+
+/// How long a tenant stays suspended before its data moves: longer than a worker's reload
+/// interval, so no running worker still writes to the old level.
+pub const MOVE_QUIESCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,6 +28,10 @@ pub struct Args {
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
+    /// Allow lowering a tenant's isolation level (database → schema → row), which moves its
+    /// data into storage shared with other tenants.
+    #[arg(long)]
+    allow_downgrade: bool,
     /// The platform database (default: the embedded cluster under --data-dir).
     #[arg(long)]
     database_url: Option<String>,
@@ -35,6 +44,10 @@ pub struct Args {
 enum Action {
     Create,
     Update,
+    /// Move the tenant's data to another isolation level (it is suspended meanwhile).
+    Move {
+        from: String,
+    },
     NoChange,
     /// Not applied: the reason.
     Refused(String),
@@ -50,15 +63,11 @@ struct Step {
     action: Action,
 }
 
-fn rank(level: &str) -> u8 {
-    match level {
-        "row" => 0,
-        "schema" => 1,
-        _ => 2,
-    }
-}
-
-fn plan(apps: &[(String, Vec<registry::TenantRecord>)], specs: &[TenantSpec]) -> Vec<Step> {
+fn plan(
+    apps: &[(String, Vec<registry::TenantRecord>)],
+    specs: &[TenantSpec],
+    allow_downgrade: bool,
+) -> Vec<Step> {
     let mut steps = Vec::new();
     for (app, known) in apps {
         for spec in specs {
@@ -67,19 +76,22 @@ fn plan(apps: &[(String, Vec<registry::TenantRecord>)], specs: &[TenantSpec]) ->
             let action = match known.iter().find(|k| k.id == spec.id.as_str()) {
                 None => Action::Create,
                 Some(k) if k.isolation != spec.isolation.as_str() => {
-                    let lower = rank(spec.isolation.as_str()) < rank(&k.isolation);
-                    Action::Refused(format!(
-                        "{} isolation from {} to {} (line {}): moving a tenant's data between levels is not supported; {}",
-                        if lower { "lowering" } else { "raising" },
-                        k.isolation,
-                        spec.isolation.as_str(),
-                        spec.line,
-                        if lower {
-                            "lowering is never applied silently"
-                        } else {
-                            "create a new tenant and export/import"
+                    let lower = k
+                        .isolation
+                        .parse::<bulkhead_model::IsolationLevel>()
+                        .is_ok_and(|known| spec.isolation < known);
+                    if lower && !allow_downgrade {
+                        Action::Refused(format!(
+                            "lowering isolation from {} to {} (line {}) moves the tenant's data into storage shared with other tenants; pass --allow-downgrade to do it",
+                            k.isolation,
+                            spec.isolation.as_str(),
+                            spec.line,
+                        ))
+                    } else {
+                        Action::Move {
+                            from: k.isolation.clone(),
                         }
-                    ))
+                    }
                 }
                 Some(k)
                     if k.identity != identity
@@ -136,7 +148,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
             manifests.push(serde_json::from_value::<AppManifest>(manifest)?);
         }
         anyhow::ensure!(!apps.is_empty(), "no apps are registered yet");
-        let steps = plan(&apps, &specs);
+        let steps = plan(&apps, &specs, args.allow_downgrade);
         if args.json {
             println!("{}", serde_json::to_string_pretty(&steps)?);
         } else {
@@ -144,6 +156,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
                 let what = match &s.action {
                     Action::Create => "create".to_owned(),
                     Action::Update => "update".to_owned(),
+                    Action::Move { from } => format!("move from {from} (suspended while it moves)"),
                     Action::NoChange => "no change".to_owned(),
                     Action::Drift => "drift: registered but not declared (left as is)".to_owned(),
                     Action::Refused(why) => format!("REFUSED: {why}"),
@@ -157,7 +170,12 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
         }
         let todo: Vec<&Step> = steps
             .iter()
-            .filter(|s| matches!(s.action, Action::Create | Action::Update))
+            .filter(|s| {
+                matches!(
+                    s.action,
+                    Action::Create | Action::Update | Action::Move { .. }
+                )
+            })
             .collect();
         if args.dry_run || todo.is_empty() {
             if todo.is_empty() && !args.json {
@@ -174,6 +192,27 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
                 .iter()
                 .find(|s| s.id.as_str() == step.tenant)
                 .context("declared tenant")?;
+            if let Action::Move { from } = &step.action {
+                let moved = platform
+                    .move_tenant(manifest, &spec.id, spec.isolation, MOVE_QUIESCE, None)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "moving {} of {} from {from} to {} (run apply again to finish)",
+                            spec.id,
+                            step.app,
+                            spec.isolation.as_str()
+                        )
+                    })?;
+                if !args.json {
+                    println!(
+                        "moved {} of {} from {from} to {} ({moved} records)",
+                        spec.id,
+                        step.app,
+                        spec.isolation.as_str()
+                    );
+                }
+            }
             // Provisions at its level, registers it, and tells the app's running workers
             // (a silo's password and the tenant list go to the app's vault space).
             crate::app::declare_tenant(&config, &mut platform, manifest, spec).await?;
@@ -217,7 +256,7 @@ mod tests {
                 rec("old", "row"),
             ],
         )];
-        let steps = plan(&apps, &specs);
+        let steps = plan(&apps, &specs, false);
         let actions: Vec<(&str, &Action)> = steps
             .iter()
             .map(|s| (s.tenant.as_str(), &s.action))
@@ -226,5 +265,22 @@ mod tests {
         assert!(matches!(actions[1], ("globex", Action::Refused(why)) if why.contains("lowering")));
         assert_eq!(actions[2], ("newco", &Action::Create));
         assert_eq!(actions[3], ("old", &Action::Drift));
+        // With --allow-downgrade the lowering becomes a move; raising is always a move.
+        let steps = plan(&apps, &specs, true);
+        assert_eq!(
+            steps[1].action,
+            Action::Move {
+                from: "schema".into()
+            }
+        );
+        let raised = tenants::parse(
+            "tenants:\n  - id: acme\n    storage: { namespace: acme, isolation: database }\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            plan(&apps, &raised, false)[0].action,
+            Action::Move { from: "row".into() }
+        );
     }
 }

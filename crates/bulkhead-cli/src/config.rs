@@ -20,6 +20,7 @@ const ENV_KEYS: &[&str] = &[
     "data_dir",
     "log",
     "vault",
+    "files",
     "serve",
 ];
 
@@ -45,6 +46,9 @@ pub struct Config {
     /// Where app secrets live.
     #[serde(default)]
     pub vault: VaultConfig,
+    /// Where app files live.
+    #[serde(default)]
+    pub files: FilesConfig,
     /// `bulkhead serve`: routing and worker supervision.
     #[serde(default)]
     pub serve: ServeConfig,
@@ -92,6 +96,39 @@ impl VaultConfig {
             .clone()
             .unwrap_or_else(|| data_dir.join("master.key"))
     }
+}
+
+/// Where each app's bucket lives.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// `local` (default): one directory per app under `root`, mode 0700. `garage`: one bucket
+    /// and one key per app on a Garage cluster, the key allowed on its own bucket only.
+    #[serde(default)]
+    pub backend: FilesBackend,
+    /// Local backend root. Default `<data_dir>/files`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// Garage: the S3 endpoint apps use, e.g. `http://127.0.0.1:3900`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    /// Garage: its `s3_region`. Default `garage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_region: Option<String>,
+    /// Garage: the admin API, e.g. `http://127.0.0.1:3903`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_url: Option<String>,
+    /// Garage: a file holding the admin API token (stays with the platform).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FilesBackend {
+    #[default]
+    Local,
+    Garage,
 }
 
 /// `bulkhead serve`: how requests reach apps and how workers are watched.

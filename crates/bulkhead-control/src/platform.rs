@@ -18,11 +18,17 @@ pub const RUNTIME_PASSWORD: &str = "db/runtime-password";
 /// The vault path of an app's cross-tenant role password.
 pub const CROSS_TENANT_PASSWORD: &str = "db/cross-tenant-password";
 
-/// The platform's provisioning handle: control-plane database, admin provisioner, vault.
+/// The vault path of an app's S3 bucket and key (JSON of [`bulkhead_files::S3Bucket`]).
+pub const FILES_S3: &str = "files/s3";
+
+/// The platform's provisioning handle: control-plane database, admin provisioner, vault, and
+/// (when files live on Garage) the bucket admin.
 pub struct Platform {
     pub client: tokio_postgres::Client,
     pub provisioner: Provisioner,
     pub vault: Arc<dyn VaultAdmin>,
+    /// Creates each app's own bucket and key; `None` for the local file backend.
+    pub buckets: Option<bulkhead_files::garage::GarageAdmin>,
     /// Who is acting, for the audit log.
     pub actor: String,
 }
@@ -36,7 +42,7 @@ impl std::fmt::Debug for Platform {
 }
 
 /// The steps of `create_app`, in order.
-pub const APP_STEPS: &[&str] = &["register", "database", "vault", "credentials"];
+pub const APP_STEPS: &[&str] = &["register", "database", "vault", "bucket", "credentials"];
 
 fn pg(e: bulkhead_pg::Error) -> Error {
     Error::Internal(format!("provisioning: {e}"))
@@ -114,6 +120,23 @@ impl Platform {
             registry::mark_step(&self.client, &subject, "vault").await?;
         }
         crash("vault")?;
+        if !registry::step_done(&self.client, &subject, "bucket").await? {
+            // The app's own bucket and key; the key goes to the app's vault space only.
+            if let Some(buckets) = &self.buckets {
+                let bucket = buckets
+                    .ensure_app_bucket(app)
+                    .await
+                    .map_err(|e| Error::Internal(format!("bucket: {e}")))?;
+                let json =
+                    serde_json::to_string(&bucket).map_err(|e| Error::Internal(e.to_string()))?;
+                self.vault
+                    .put(app, FILES_S3, &VaultSecret::new(json))
+                    .await
+                    .map_err(vault)?;
+            }
+            registry::mark_step(&self.client, &subject, "bucket").await?;
+        }
+        crash("bucket")?;
         if !registry::step_done(&self.client, &subject, "credentials").await? {
             registry::record_credential(
                 &self.client,
@@ -130,6 +153,16 @@ impl Platform {
                     None,
                     "cross-tenant",
                     &format!("apps/{app}/{CROSS_TENANT_PASSWORD}"),
+                )
+                .await?;
+            }
+            if self.buckets.is_some() {
+                registry::record_credential(
+                    &self.client,
+                    app,
+                    None,
+                    "bucket",
+                    &format!("apps/{app}/{FILES_S3}"),
                 )
                 .await?;
             }
@@ -444,6 +477,130 @@ impl Platform {
         )
         .await?;
         Ok(true)
+    }
+}
+
+/// The steps of [`Platform::move_tenant`], in order.
+pub const MOVE_STEPS: &[&str] = &["suspend", "provision", "copy", "drop-old"];
+
+impl Platform {
+    /// Moves a tenant to another isolation level: suspends it (its app's workers refuse it
+    /// within `quiesce`), provisions the new level, copies its records there (as the owner
+    /// under forced RLS, checked by count), drops the old level's data, then records the new
+    /// level and resumes it (unless it was suspended before). Each step is recorded: a run cut short is finished by running it
+    /// again, and until the last step the registry still names the old level. Returns how many
+    /// records were moved.
+    pub async fn move_tenant(
+        &mut self,
+        manifest: &AppManifest,
+        tenant: &TenantId,
+        to: IsolationLevel,
+        quiesce: std::time::Duration,
+        crash_after: Option<&str>,
+    ) -> Result<usize> {
+        let app = &manifest.app;
+        let record = registry::tenants(&self.client, app)
+            .await?
+            .into_iter()
+            .find(|t| t.id == tenant.as_str())
+            .ok_or_else(|| Error::NotFound(format!("tenant {tenant} of {app}")))?;
+        let from: IsolationLevel = record
+            .isolation
+            .parse()
+            .map_err(|e: String| Error::Internal(e))?;
+        if from == to {
+            return Ok(0);
+        }
+        let subject = format!("move/{app}/{tenant}/{}-{}", from.as_str(), to.as_str());
+        let crash = |step: &str| -> Result<()> {
+            if crash_after == Some(step) {
+                Err(Error::Internal(format!("injected crash after step {step}")))
+            } else {
+                Ok(())
+            }
+        };
+        let done = |step: &'static str| registry::step_done(&self.client, &subject, step);
+        if !done("suspend").await? {
+            // A tenant the operator had suspended stays suspended after the move.
+            if record.status == registry::SUSPENDED {
+                registry::mark_step(&self.client, &subject, "was-suspended").await?;
+            }
+            registry::set_status(&self.client, app, tenant, registry::SUSPENDED).await?;
+            self.sync_worker_config(app).await?;
+            // Running workers re-read their configuration; no write may land in the old
+            // place after the copy.
+            tokio::time::sleep(quiesce).await;
+            registry::mark_step(&self.client, &subject, "suspend").await?;
+        }
+        crash("suspend")?;
+        if !done("provision").await? {
+            self.ensure_tenant(manifest, tenant, to).await?;
+            registry::mark_step(&self.client, &subject, "provision").await?;
+        }
+        crash("provision")?;
+        let mut moved = 0;
+        if !done("copy").await? {
+            let lines = self
+                .provisioner
+                .export_tenant(manifest, tenant, from)
+                .await
+                .map_err(pg)?;
+            moved = self
+                .provisioner
+                .import_tenant(manifest, tenant, to, &lines)
+                .await
+                .map_err(pg)?;
+            let copied = self
+                .provisioner
+                .export_tenant(manifest, tenant, to)
+                .await
+                .map_err(pg)?;
+            if copied.len() != lines.len() {
+                return Err(Error::Internal(format!(
+                    "moving {tenant}: {} records read, {} found after the copy",
+                    lines.len(),
+                    copied.len()
+                )));
+            }
+            registry::mark_step(&self.client, &subject, "copy").await?;
+        }
+        crash("copy")?;
+        if !done("drop-old").await? {
+            // `schema` and `database` share the tenant's role: a move between them keeps it.
+            let keep_role = from != IsolationLevel::Row && to != IsolationLevel::Row;
+            self.provisioner
+                .drop_tenant_level(manifest, tenant, from, keep_role)
+                .await
+                .map_err(pg)?;
+            if from == IsolationLevel::Database {
+                self.vault
+                    .delete(app, &tenant_password_path(tenant))
+                    .await
+                    .map_err(vault)?;
+            }
+            registry::mark_step(&self.client, &subject, "drop-old").await?;
+        }
+        crash("drop-old")?;
+        // The last step: the registry names the new level and the tenant is served again.
+        let status = if done("was-suspended").await? {
+            registry::SUSPENDED
+        } else {
+            registry::ACTIVE
+        };
+        registry::set_isolation(&self.client, app, tenant, to, status).await?;
+        self.sync_worker_config(app).await?;
+        registry::clear_steps(&self.client, &subject).await?;
+        audit::append(
+            &mut self.client,
+            &Entry {
+                actor: &self.actor,
+                action: "tenant.move",
+                target: &format!("{app}/{tenant}"),
+                detail: json!({ "from": from.as_str(), "to": to.as_str(), "records": moved }),
+            },
+        )
+        .await?;
+        Ok(moved)
     }
 }
 

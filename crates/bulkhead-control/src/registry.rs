@@ -209,3 +209,34 @@ pub async fn remove_tenant(
         .map_err(db)?
         == 1)
 }
+
+/// Forgets the recorded steps of a finished multi-step operation, so the same operation can
+/// run again later (moving a tenant back and forth).
+pub async fn clear_steps(client: &impl GenericClient, subject: &str) -> Result<()> {
+    client
+        .execute(
+            "DELETE FROM bulkhead_control.provision_step WHERE subject = $1",
+            &[&subject],
+        )
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Records a tenant's new isolation level and status at once (the end of a move).
+pub async fn set_isolation(
+    client: &impl GenericClient,
+    app: &AppId,
+    tenant: &TenantId,
+    isolation: IsolationLevel,
+    status: &str,
+) -> Result<bool> {
+    Ok(client
+        .execute(
+            "UPDATE bulkhead_control.tenant SET isolation = $3, status = $4 WHERE app = $1 AND id = $2",
+            &[&app.as_str(), &tenant.as_str(), &isolation.as_str(), &status],
+        )
+        .await
+        .map_err(db)?
+        == 1)
+}

@@ -9,11 +9,13 @@
 //!
 //! This crate must not build a path from a raw tenant string, and must not depend on pg/axum.
 
+pub mod garage;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
-use bulkhead_model::{AppId, TenantId};
+use bulkhead_model::{AppId, Secret, TenantId};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use object_store::local::LocalFileSystem;
@@ -31,6 +33,9 @@ pub enum Error {
     NotFound(String),
     #[error("file larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// The backend refused this app's credentials (another app's bucket, a revoked key).
+    #[error("access denied by the storage backend")]
+    Denied,
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -38,7 +43,32 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn storage(e: object_store::Error) -> Error {
-    Error::Storage(e.to_string())
+    match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => Error::Denied,
+        // object_store reports some S3 refusals (listings) only as a generic error whose
+        // text carries the status and the S3 error code.
+        e => {
+            let text = e.to_string();
+            if text.contains("403 Forbidden") || text.contains("<Code>AccessDenied</Code>") {
+                Error::Denied
+            } else {
+                Error::Storage(text)
+            }
+        }
+    }
+}
+
+/// An app's bucket on an S3-compatible server, with that app's own key (kept in the app's
+/// vault space; redacted in `Debug`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct S3Bucket {
+    /// e.g. `http://127.0.0.1:3900` or `https://s3.internal`.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
 }
 
 /// Longest key accepted.
@@ -85,7 +115,25 @@ impl AppBucket {
         })
     }
 
-    /// Any other `object_store` backend (e.g. S3 with the app's own key).
+    /// The app's bucket on an S3-compatible server, reached with the app's own key only.
+    pub fn s3(app: &AppId, bucket: &S3Bucket) -> Result<Self> {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&bucket.endpoint)
+            .with_region(&bucket.region)
+            .with_bucket_name(&bucket.bucket)
+            .with_access_key_id(&bucket.access_key_id)
+            .with_secret_access_key(bucket.secret_access_key.expose())
+            .with_allow_http(bucket.endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .map_err(storage)?;
+        Ok(Self {
+            app: app.clone(),
+            store: Arc::new(store),
+        })
+    }
+
+    /// Any other `object_store` backend.
     pub fn from_store(app: &AppId, store: Arc<dyn ObjectStore>) -> Self {
         Self {
             app: app.clone(),

@@ -22,8 +22,9 @@ pub use secret::Secret;
 
 use serde::{Deserialize, Serialize};
 
-/// Where a tenant's rows live and what enforces the boundary (see the design brief).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Where a tenant's rows live and what enforces the boundary (see the design brief). Ordered
+/// from weakest to strongest isolation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IsolationLevel {
     /// Shared tables with a `tenant_id` column: the query filter plus forced RLS.

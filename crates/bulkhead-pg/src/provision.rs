@@ -424,34 +424,28 @@ impl Provisioner {
         tenant: &TenantId,
         level: IsolationLevel,
     ) -> Result<()> {
+        self.drop_tenant_level(m, tenant, level, false).await
+    }
+
+    /// Drops a tenant's data at `level`. With `keep_role` (a move between `schema` and
+    /// `database`, which share the tenant's role) the role stays but loses what only the old
+    /// level gave it: the runtime role's membership (`schema`) or its password (`database`).
+    pub async fn drop_tenant_level(
+        &self,
+        m: &AppManifest,
+        tenant: &TenantId,
+        level: IsolationLevel,
+        keep_role: bool,
+    ) -> Result<()> {
         let admin = self.connect_to(&self.maintenance_db).await?;
         let role = names::tenant_role(&m.app, tenant);
         match level {
             IsolationLevel::Row => {
                 let mut client = self.connect_to(&names::app_database(&m.app)).await?;
                 let tx = client.transaction().await.map_err(db_err)?;
-                tx.batch_execute(&format!("SET LOCAL ROLE {}", q(&names::owner_role(&m.app))))
-                    .await
-                    .map_err(db_err)?;
                 // The owner is subject to forced RLS too: it deletes as the tenant.
-                tx.execute(
-                    "SELECT set_config('bulkhead.tenant_id', $1, true)",
-                    &[&tenant.as_str()],
-                )
-                .await
-                .map_err(db_err)?;
-                for e in crate::sql::delete_order(m) {
-                    tx.execute(
-                        &format!(
-                            "DELETE FROM {}.{} WHERE tenant_id = $1::text",
-                            q(names::SHARED_SCHEMA),
-                            q(e.name.as_str())
-                        ),
-                        &[&tenant.as_str()],
-                    )
-                    .await
-                    .map_err(db_err)?;
-                }
+                as_tenant_owner(&tx, m, tenant).await?;
+                delete_tenant_rows(&tx, m, names::SHARED_SCHEMA, tenant).await?;
                 tx.commit().await.map_err(db_err)?;
             }
             IsolationLevel::Schema => {
@@ -464,10 +458,16 @@ impl Provisioner {
                     .await
                     .map_err(db_err)?;
                 if Self::role_exists(&admin, &role).await? {
-                    admin
-                        .batch_execute(&format!("DROP ROLE {}", q(&role)))
-                        .await
-                        .map_err(db_err)?;
+                    let sql = if keep_role {
+                        format!(
+                            "REVOKE {} FROM {}",
+                            q(&role),
+                            q(&names::runtime_role(&m.app))
+                        )
+                    } else {
+                        format!("DROP ROLE {}", q(&role))
+                    };
+                    admin.batch_execute(&sql).await.map_err(db_err)?;
                 }
             }
             IsolationLevel::Database => {
@@ -479,10 +479,12 @@ impl Provisioner {
                     .await
                     .map_err(db_err)?;
                 if Self::role_exists(&admin, &role).await? {
-                    admin
-                        .batch_execute(&format!("DROP ROLE {}", q(&role)))
-                        .await
-                        .map_err(db_err)?;
+                    let sql = if keep_role {
+                        format!("ALTER ROLE {} NOLOGIN PASSWORD NULL", q(&role))
+                    } else {
+                        format!("DROP ROLE {}", q(&role))
+                    };
+                    admin.batch_execute(&sql).await.map_err(db_err)?;
                 }
             }
         }
@@ -499,28 +501,13 @@ impl Provisioner {
         tenant: &TenantId,
         level: IsolationLevel,
     ) -> Result<Vec<String>> {
-        let (database, schema) = match level {
-            IsolationLevel::Row => (names::app_database(&m.app), names::SHARED_SCHEMA.to_owned()),
-            IsolationLevel::Schema => (names::app_database(&m.app), names::tenant_schema(tenant)),
-            IsolationLevel::Database => (
-                names::tenant_database(&m.app, tenant),
-                names::SHARED_SCHEMA.to_owned(),
-            ),
-        };
+        let (database, schema) = tenant_location(m, tenant, level);
         let mut client = self.connect_to(&database).await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        tx.batch_execute(&format!(
-            "SET TRANSACTION READ ONLY; SET LOCAL ROLE {}",
-            q(&names::owner_role(&m.app))
-        ))
-        .await
-        .map_err(db_err)?;
-        tx.execute(
-            "SELECT set_config('bulkhead.tenant_id', $1, true)",
-            &[&tenant.as_str()],
-        )
-        .await
-        .map_err(db_err)?;
+        tx.batch_execute("SET TRANSACTION READ ONLY")
+            .await
+            .map_err(db_err)?;
+        as_tenant_owner(&tx, m, tenant).await?;
         let mut lines = Vec::new();
         for e in m.tenant_entities() {
             let rows = tx
@@ -542,6 +529,117 @@ impl Provisioner {
         }
         tx.commit().await.map_err(db_err)?;
         Ok(lines)
+    }
+}
+
+/// Acts as the app's owner with the tenant set, for the rest of the transaction: the owner is
+/// subject to forced row-level security like any role, so it sees and writes only the tenant.
+async fn as_tenant_owner(
+    tx: &tokio_postgres::Transaction<'_>,
+    m: &AppManifest,
+    tenant: &TenantId,
+) -> Result<()> {
+    tx.batch_execute(&format!("SET LOCAL ROLE {}", q(&names::owner_role(&m.app))))
+        .await
+        .map_err(db_err)?;
+    tx.execute(
+        "SELECT set_config('bulkhead.tenant_id', $1, true)",
+        &[&tenant.as_str()],
+    )
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Deletes a tenant's rows from every tenant table in `schema`, referencing tables first.
+async fn delete_tenant_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    m: &AppManifest,
+    schema: &str,
+    tenant: &TenantId,
+) -> Result<()> {
+    for e in crate::sql::delete_order(m) {
+        tx.execute(
+            &format!(
+                "DELETE FROM {}.{} WHERE tenant_id = $1::text",
+                q(schema),
+                q(e.name.as_str())
+            ),
+            &[&tenant.as_str()],
+        )
+        .await
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// The database and schema that hold a tenant's tables at a level.
+fn tenant_location(m: &AppManifest, tenant: &TenantId, level: IsolationLevel) -> (String, String) {
+    match level {
+        IsolationLevel::Row => (names::app_database(&m.app), names::SHARED_SCHEMA.to_owned()),
+        IsolationLevel::Schema => (names::app_database(&m.app), names::tenant_schema(tenant)),
+        IsolationLevel::Database => (
+            names::tenant_database(&m.app, tenant),
+            names::SHARED_SCHEMA.to_owned(),
+        ),
+    }
+}
+
+impl Provisioner {
+    /// Loads records written by [`Provisioner::export_tenant`] into a tenant's tables at
+    /// `level`, replacing whatever rows the tenant had there, in one transaction. It runs as
+    /// the app's owner under forced row-level security with the tenant set, so a record
+    /// carrying another `tenant_id` is refused rather than written. Returns how many records
+    /// were loaded.
+    pub async fn import_tenant(
+        &self,
+        m: &AppManifest,
+        tenant: &TenantId,
+        level: IsolationLevel,
+        lines: &[String],
+    ) -> Result<usize> {
+        let mut by_entity: std::collections::HashMap<String, Vec<serde_json::Value>> =
+            std::collections::HashMap::new();
+        for (i, line) in lines.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| Error::Internal(format!("import line {}: {e}", i + 1)))?;
+            let entity = v["entity"]
+                .as_str()
+                .filter(|e| m.tenant_entities().any(|t| t.name.as_str() == *e))
+                .ok_or_else(|| {
+                    Error::Internal(format!(
+                        "import line {}: unknown entity {}",
+                        i + 1,
+                        v["entity"]
+                    ))
+                })?;
+            by_entity
+                .entry(entity.to_owned())
+                .or_default()
+                .push(v["record"].clone());
+        }
+        let (database, schema) = tenant_location(m, tenant, level);
+        let mut client = self.connect_to(&database).await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        as_tenant_owner(&tx, m, tenant).await?;
+        delete_tenant_rows(&tx, m, &schema, tenant).await?;
+        let order = crate::sql::delete_order(m);
+        let mut loaded = 0;
+        // Referenced entities first: the reverse of the delete order.
+        for e in order.iter().rev() {
+            let table = format!("{}.{}", q(&schema), q(e.name.as_str()));
+            let insert = format!(
+                "INSERT INTO {table} SELECT * FROM json_populate_record(NULL::{table}, $1::text::json)"
+            );
+            for record in by_entity.remove(e.name.as_str()).unwrap_or_default() {
+                tx.execute(&insert, &[&record.to_string()])
+                    .await
+                    .map_err(db_err)?;
+                loaded += 1;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(loaded)
     }
 }
 

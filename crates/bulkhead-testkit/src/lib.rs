@@ -14,6 +14,7 @@
 //! This crate never mocks PostgreSQL and never offers `trust` authentication: tests that make a
 //! claim about a less privileged role must connect as that role with its password.
 
+pub mod garage;
 pub mod oidc;
 pub mod openbao;
 

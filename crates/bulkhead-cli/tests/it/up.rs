@@ -405,6 +405,31 @@ fn apply_reconciles_tenants_yaml_idempotently_and_refuses_unsafe_changes() {
         !ok && out.contains("REFUSED") && out.contains("lowering"),
         "{out}"
     );
+    // With --allow-downgrade the tenant's data moves, and the next run has nothing to do.
+    let (ok, out, err) = apply(&["--allow-downgrade"]);
+    assert!(
+        ok && out.contains("moved partner-acme of helpdesk from database to row"),
+        "{out}\n{err}"
+    );
+    let (ok, out, _) = apply(&["--allow-downgrade"]);
+    assert!(ok && out.contains("nothing to do"), "{out}");
+    // Served again at its new level once the worker has re-read its configuration.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while crate::support::request(
+        addr,
+        "GET",
+        "/t/partner-acme/api/ticket",
+        &[("Authorization", &token)],
+        None,
+    )
+    .0 != 403
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partner-acme not served after its move"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     // A typo names file:line and the field.
     std::fs::write(
         &file,

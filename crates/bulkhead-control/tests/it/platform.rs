@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bulkhead_control::platform::{APP_STEPS, Platform, RUNTIME_PASSWORD};
+use bulkhead_control::platform::{APP_STEPS, FILES_S3, Platform, RUNTIME_PASSWORD};
 use bulkhead_control::registry;
 use bulkhead_model::{AppManifest, names};
 use bulkhead_pg::Provisioner;
@@ -32,6 +32,13 @@ fn rand_suffix() -> u32 {
 }
 
 async fn platform(vault_root: &std::path::Path) -> (Platform, &'static TestCluster, EmbeddedAdmin) {
+    platform_with(vault_root, None).await
+}
+
+async fn platform_with(
+    vault_root: &std::path::Path,
+    buckets: Option<bulkhead_files::garage::GarageAdmin>,
+) -> (Platform, &'static TestCluster, EmbeddedAdmin) {
     let cluster = pg().unwrap();
     let db = cluster.fresh_db().await.unwrap();
     let client = db.superuser().await.unwrap();
@@ -45,6 +52,7 @@ async fn platform(vault_root: &std::path::Path) -> (Platform, &'static TestClust
             cluster.superuser_password(),
         )),
         vault: Arc::new(vault.clone()),
+        buckets,
         actor: "test".into(),
     };
     (platform, cluster, vault)
@@ -75,7 +83,15 @@ async fn worker_login(
 #[tokio::test]
 async fn a_crash_after_any_step_is_finished_by_running_again() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut p, cluster, _) = platform(dir.path()).await;
+    let garage = bulkhead_testkit::garage::Garage::start().unwrap();
+    let buckets = bulkhead_files::garage::GarageAdmin::new(
+        &garage.admin_url(),
+        bulkhead_model::Secret::new(garage.admin_token()),
+        &garage.s3_endpoint(),
+        bulkhead_testkit::garage::REGION,
+    )
+    .unwrap();
+    let (mut p, cluster, _) = platform_with(dir.path(), Some(buckets)).await;
     for step in APP_STEPS {
         let m = manifest(&unique("c"));
         let err = p.create_app(&m, Some(step)).await.unwrap_err();
@@ -110,8 +126,18 @@ async fn a_crash_after_any_step_is_finished_by_running_again() {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(creds, 2, "{step}");
+        assert_eq!(creds, 3, "{step}");
         worker_login(cluster, dir.path(), &m, &boot)
+            .await
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
+        // The app's own bucket key, from its vault space, writes to its bucket.
+        let reader = EmbeddedReader::open(dir.path(), m.app.clone(), &boot).unwrap();
+        let bucket: bulkhead_files::S3Bucket =
+            serde_json::from_str(reader.get(FILES_S3).await.unwrap().expose()).unwrap();
+        bulkhead_files::AppBucket::s3(&m.app, &bucket)
+            .unwrap()
+            .tenant(&bulkhead_model::TenantId::parse("acme").unwrap())
+            .put("probe.txt", bytes::Bytes::from_static(b"ok"), 16)
             .await
             .unwrap_or_else(|e| panic!("{step}: {e}"));
         // And running it once more changes nothing.
@@ -198,4 +224,172 @@ async fn sql_injection_with_app_a_credentials_reads_nothing_of_app_b() {
     assert!(bulkhead_testkit::connect(&cfg).await.is_err());
     // And A's boot credential reads nothing of B's vault space.
     assert!(reader_a.get_of(&b.app, RUNTIME_PASSWORD).is_err());
+}
+
+async fn as_superuser(cluster: &TestCluster, db: &str) -> tokio_postgres::Client {
+    bulkhead_testkit::connect(&cluster.config(db, "postgres", cluster.superuser_password()))
+        .await
+        .unwrap()
+}
+
+fn spec(id: &str, level: bulkhead_model::IsolationLevel) -> bulkhead_model::tenants::TenantSpec {
+    bulkhead_model::tenants::TenantSpec {
+        id: bulkhead_model::TenantId::parse(id).unwrap(),
+        namespace: id.into(),
+        isolation: level,
+        identity: bulkhead_model::tenants::IdentitySpec::Local { realm: id.into() },
+        network: Default::default(),
+        residency: None,
+        line: 0,
+    }
+}
+
+/// A tenant moves between all three levels and keeps exactly its records, even when each
+/// move is cut short after one of its steps and run again; the old level's data is gone and
+/// the neighbour is untouched.
+#[tokio::test]
+async fn a_tenant_moves_between_levels_with_its_records_and_resumes_after_a_crash() {
+    use bulkhead_control::platform::MOVE_STEPS;
+    use bulkhead_model::IsolationLevel::{Database, Row, Schema};
+    use bulkhead_model::TenantId;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, cluster, vault) = platform(dir.path()).await;
+    let m = manifest(&unique("mv"));
+    let boot = p.create_app(&m, None).await.unwrap();
+    p.declare_tenant(&m, &spec("acme", Row)).await.unwrap();
+    p.declare_tenant(&m, &spec("other", Row)).await.unwrap();
+    let runtime = worker_login(cluster, dir.path(), &m, &boot).await.unwrap();
+    runtime
+        .batch_execute(
+            "BEGIN; SELECT set_config('bulkhead.tenant_id', 'acme', true);
+             INSERT INTO public.note (tenant_id, text) VALUES ('acme', 'one'), ('acme', 'two'), ('acme', 'three');
+             SELECT set_config('bulkhead.tenant_id', 'other', true);
+             INSERT INTO public.note (tenant_id, text) VALUES ('other', 'neighbour'); COMMIT;",
+        )
+        .await
+        .unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    let before = p.provisioner.export_tenant(&m, &acme, Row).await.unwrap();
+    assert_eq!(before.len(), 3);
+    let superuser = as_superuser(cluster, "postgres").await;
+    let silo = names::tenant_database(&m.app, &acme);
+
+    for ((from, to), crash) in [
+        (Row, Schema),
+        (Schema, Database),
+        (Database, Row),
+        (Row, Schema),
+    ]
+    .into_iter()
+    .zip(MOVE_STEPS)
+    {
+        let quiesce = std::time::Duration::ZERO;
+        let err = p
+            .move_tenant(&m, &acme, to, quiesce, Some(crash))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        // Cut short: still registered at the old level, and suspended.
+        let rec = registry::tenants(&p.client, &m.app)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.id == "acme")
+            .unwrap();
+        assert_eq!(
+            (rec.isolation.as_str(), rec.status.as_str()),
+            (from.as_str(), "suspended")
+        );
+        p.move_tenant(&m, &acme, to, quiesce, None).await.unwrap();
+        let rec = registry::tenants(&p.client, &m.app)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.id == "acme")
+            .unwrap();
+        assert_eq!(
+            (rec.isolation.as_str(), rec.status.as_str()),
+            (to.as_str(), "active")
+        );
+        // The same records, ids and all, at the new level.
+        let after = p.provisioner.export_tenant(&m, &acme, to).await.unwrap();
+        assert_eq!(after, before, "{from:?} -> {to:?} after a crash at {crash}");
+        // Nothing left at the old level.
+        let shared_acme: i64 = as_superuser(cluster, &names::app_database(&m.app))
+            .await
+            .query_one(
+                "SELECT count(*) FROM public.note WHERE tenant_id = 'acme'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(shared_acme == 0, to != Row, "{from:?} -> {to:?}");
+        let schema_exists: bool = as_superuser(cluster, &names::app_database(&m.app))
+            .await
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                &[&names::tenant_schema(&acme)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(schema_exists, to == Schema, "{from:?} -> {to:?}");
+        let silo_exists: bool = superuser
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                &[&silo],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(silo_exists, to == Database, "{from:?} -> {to:?}");
+        // The tenant's role as a fresh provisioning at the new level leaves it: absent for
+        // `row`, NOLOGIN and the runtime's to SET for `schema`, a login of its own for
+        // `database` that the runtime role cannot become.
+        let role = superuser
+            .query_opt(
+                "SELECT rolcanlogin, pg_has_role($2, oid, 'MEMBER') FROM pg_roles WHERE rolname = $1",
+                &[&names::tenant_role(&m.app, &acme), &names::runtime_role(&m.app)],
+            )
+            .await
+            .unwrap()
+            .map(|r| (r.get::<_, bool>(0), r.get::<_, bool>(1)));
+        let expected = match to {
+            Row => None,
+            Schema => Some((false, true)),
+            Database => Some((true, false)),
+        };
+        assert_eq!(role, expected, "{from:?} -> {to:?}");
+        {
+            use bulkhead_vault::VaultAdmin;
+            let password = vault
+                .get(
+                    &m.app,
+                    &bulkhead_control::platform::tenant_password_path(&acme),
+                )
+                .await;
+            assert_eq!(password.is_ok(), to == Database, "{from:?} -> {to:?}");
+        }
+    }
+    // The neighbour never moved and kept its row.
+    let other = TenantId::parse("other").unwrap();
+    assert_eq!(
+        p.provisioner
+            .export_tenant(&m, &other, Row)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let moves: i64 = p
+        .client
+        .query_one(
+            "SELECT count(*) FROM bulkhead_control.audit_log WHERE action = 'tenant.move'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(moves, 4);
 }

@@ -72,3 +72,85 @@ async fn tenants_and_apps_never_see_each_others_files() {
     assert_eq!(abc.delete_all().await.unwrap(), 2);
     assert_eq!(ab.list().await.unwrap(), ["report.pdf"]);
 }
+
+/// Per-app buckets on a real Garage server: each app's key works on its own bucket and gets
+/// 403 on another app's; provisioning twice gives the same key.
+#[tokio::test]
+async fn on_garage_each_apps_key_opens_only_its_own_bucket() {
+    use bulkhead_files::garage::GarageAdmin;
+    use bulkhead_model::Secret;
+    let server = bulkhead_testkit::garage::Garage::start().unwrap();
+    let admin = GarageAdmin::new(
+        &server.admin_url(),
+        Secret::new(server.admin_token()),
+        &server.s3_endpoint(),
+        bulkhead_testkit::garage::REGION,
+    )
+    .unwrap();
+    let (a, b) = (app("billing"), app("crm"));
+    let bucket_a = admin.ensure_app_bucket(&a).await.unwrap();
+    let bucket_b = admin.ensure_app_bucket(&b).await.unwrap();
+    assert_ne!(bucket_a.access_key_id, bucket_b.access_key_id);
+    assert_eq!(
+        admin.ensure_app_bucket(&a).await.unwrap(),
+        bucket_a,
+        "idempotent"
+    );
+
+    let files_a = AppBucket::s3(&a, &bucket_a)
+        .unwrap()
+        .tenant(&tenant("acme"));
+    files_a
+        .put("doc.txt", Bytes::from_static(b"A's"), 1024)
+        .await
+        .unwrap();
+    assert_eq!(
+        files_a.get("doc.txt").await.unwrap(),
+        Bytes::from_static(b"A's")
+    );
+    assert_eq!(files_a.list().await.unwrap(), ["doc.txt"]);
+
+    // A's key pointed at B's bucket: refused by Garage, for reads, writes and listings.
+    let a_on_b = AppBucket::s3(
+        &a,
+        &bulkhead_files::S3Bucket {
+            bucket: bucket_b.bucket.clone(),
+            ..bucket_a.clone()
+        },
+    )
+    .unwrap()
+    .tenant(&tenant("acme"));
+    let files_b = AppBucket::s3(&b, &bucket_b)
+        .unwrap()
+        .tenant(&tenant("acme"));
+    files_b
+        .put("doc.txt", Bytes::from_static(b"B's"), 1024)
+        .await
+        .unwrap();
+    assert!(matches!(a_on_b.get("doc.txt").await, Err(Error::Denied)));
+    assert!(matches!(
+        a_on_b.put("x.txt", Bytes::from_static(b"x"), 1024).await,
+        Err(Error::Denied)
+    ));
+    let listed = a_on_b.list().await;
+    assert!(matches!(listed, Err(Error::Denied)), "{listed:?}");
+    // A forged secret for A's own key id is refused as well.
+    let forged = AppBucket::s3(
+        &a,
+        &bulkhead_files::S3Bucket {
+            secret_access_key: Secret::new("0".repeat(64)),
+            ..bucket_a.clone()
+        },
+    )
+    .unwrap()
+    .tenant(&tenant("acme"));
+    assert!(forged.get("doc.txt").await.is_err());
+    // Traversal never reaches the backend.
+    assert!(matches!(
+        files_a.get("../../crm/doc.txt").await,
+        Err(Error::BadKey(_))
+    ));
+    // Deleting the app's key revokes it.
+    admin.delete_app_key(&a).await.unwrap();
+    assert!(files_a.get("doc.txt").await.is_err());
+}
