@@ -344,6 +344,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_loads() {
+        let example = include_str!("../../../bulkhead.example.toml");
+        let config = load(example, &[], Overrides::default()).unwrap();
+        assert_eq!(config.vault.backend, VaultBackend::Embedded);
+        assert_eq!(config.files.backend, FilesBackend::Local);
+        assert_eq!(config.serve.health_failures, 3);
+    }
+
+    #[test]
     fn vault_and_serve_sections_load_with_env_overrides() {
         let toml = "[vault]\nbackend = \"openbao\"\naddress = \"http://127.0.0.1:8200\"\n[serve.hosts]\n\"helpdesk.example.com\" = \"helpdesk\"\n";
         let env = [("BULKHEAD_SERVE__HEALTH_FAILURES", "7")];
