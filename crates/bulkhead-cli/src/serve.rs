@@ -213,7 +213,17 @@ impl Gateway {
                     tenants: Vec::new(),
                     domains,
                     base_domains: base_domains.clone(),
+                    files_root: Some(std::path::absolute(
+                        config
+                            .files
+                            .root
+                            .clone()
+                            .unwrap_or_else(|| config.data_dir.join("files")),
+                    )?),
                 })
+                .await?;
+            self.platform
+                .ensure_files_signing_key(&manifest.app)
                 .await?;
             self.platform.sync_worker_config(&manifest.app).await?;
             workers.push(supervise::spawn(

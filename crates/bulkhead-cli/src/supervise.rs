@@ -294,11 +294,13 @@ pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
         return unavailable();
     };
     let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, bulkhead_runtime::rest::BODY_LIMIT).await else {
+    // The worker applies each route's own limit; this bounds what the gateway buffers.
+    let limit = bulkhead_runtime::files::DEFAULT_MAX_BYTES.max(bulkhead_runtime::rest::BODY_LIMIT);
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
             axum::Json(
-                json!({"error": {"code": "bad_query", "message": "request body too large"}}),
+                json!({"error": {"code": "payload_too_large", "message": "request body too large"}}),
             ),
         )
             .into_response();

@@ -14,14 +14,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bulkhead_control::platform::{
-    RUNTIME_PASSWORD, WORKER_CONFIG, WorkerConfig, WorkerTenant, tenant_password_path,
+    FILES_S3, FILES_SIGNING_KEY, RUNTIME_PASSWORD, WORKER_CONFIG, WorkerConfig, WorkerTenant,
+    tenant_password_path,
 };
+use bulkhead_files::AppBucket;
 use bulkhead_identity::external::{ExternalRealm, ExternalRealms};
 use bulkhead_identity::jwt::Alg;
 use bulkhead_model::tenants::IdentitySpec;
 use bulkhead_model::{AppId, IsolationLevel, TenantId};
 use bulkhead_pg::{DataPlane, DataPlaneConfig, TenantPlacement};
 use bulkhead_runtime::auth::{Authenticator, Principal, PublishedRealms};
+use bulkhead_runtime::files::{DEFAULT_MAX_BYTES, FilesApi};
 use bulkhead_runtime::rest::{Api, PlaneDirectory};
 use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
 use bulkhead_vault::{BootCredential, Secret, VaultReader};
@@ -291,7 +294,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     live.apply(&config, args.vault_attempts).await?;
     tokio::spawn(reload(live, Duration::from_millis(args.reload_ms.max(100))));
 
-    let api = Arc::new(Api::new(plane.clone(), realms));
+    let mut api = Api::new(plane.clone(), realms);
+    api.files = files(&*reader, &config, &app, args.vault_attempts).await?;
+    let api = Arc::new(api);
     let layer = TenantLayer::new(
         ResolverConfig {
             strategies: vec![
@@ -334,6 +339,35 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// The app's files: its S3 bucket when its vault space holds one, else its local directory;
+/// download links signed with the app's key. `None` when neither is configured.
+async fn files(
+    reader: &dyn VaultReader,
+    config: &WorkerConfig,
+    app: &AppId,
+    attempts: u32,
+) -> anyhow::Result<Option<FilesApi>> {
+    let bucket = match reader.get(FILES_S3).await {
+        Ok(raw) => Some(AppBucket::s3(
+            app,
+            &serde_json::from_str(raw.expose()).context("the app's bucket in the vault")?,
+        )?),
+        Err(bulkhead_vault::Error::NotFound(_)) => match &config.files_root {
+            Some(root) => Some(AppBucket::local(root, app)?),
+            None => None,
+        },
+        Err(e) => return Err(e).context("reading the app's bucket from the vault"),
+    };
+    let Some(bucket) = bucket else {
+        return Ok(None);
+    };
+    let key = read_with_retry(reader, FILES_SIGNING_KEY, attempts).await?;
+    let key = bulkhead_vault::embedded::MasterKey::decode(key.expose().as_bytes())
+        .context("the app's file signing key")?
+        .bytes();
+    Ok(Some(FilesApi::new(bucket, key, DEFAULT_MAX_BYTES)))
 }
 
 /// Re-reads the configuration every `every` and applies tenant changes. A vault that is

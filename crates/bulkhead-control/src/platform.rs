@@ -20,6 +20,8 @@ pub const CROSS_TENANT_PASSWORD: &str = "db/cross-tenant-password";
 
 /// The vault path of an app's S3 bucket and key (JSON of [`bulkhead_files::S3Bucket`]).
 pub const FILES_S3: &str = "files/s3";
+/// The vault path of the key that signs an app's file download links (64 hex characters).
+pub const FILES_SIGNING_KEY: &str = "files/signing-key";
 
 /// The platform's provisioning handle: control-plane database, admin provisioner, vault, and
 /// (when files live on Garage) the bucket admin.
@@ -239,6 +241,9 @@ pub struct WorkerConfig {
     /// Base domains whose subdomains are tenants.
     #[serde(default)]
     pub base_domains: Vec<String>,
+    /// The local files root (`<root>/<app>/`) when the app has no S3 bucket in its vault space.
+    #[serde(default)]
+    pub files_root: Option<std::path::PathBuf>,
 }
 
 /// One tenant as its app's workers see it.
@@ -267,6 +272,22 @@ impl WorkerTenant {
 }
 
 impl Platform {
+    /// Makes sure the app's file-link signing key exists in its vault space.
+    pub async fn ensure_files_signing_key(&self, app: &bulkhead_model::AppId) -> Result<()> {
+        match self.vault.get(app, FILES_SIGNING_KEY).await {
+            Ok(_) => Ok(()),
+            Err(bulkhead_vault::Error::NotFound(_)) => {
+                // 32 random bytes as 64 hex characters.
+                let key = bulkhead_pg::provision::generate_password();
+                self.vault
+                    .put(app, FILES_SIGNING_KEY, &key)
+                    .await
+                    .map_err(vault)
+            }
+            Err(e) => Err(vault(e)),
+        }
+    }
+
     /// Writes the worker configuration of an app into its vault space.
     pub async fn publish_worker_config(&self, config: &WorkerConfig) -> Result<()> {
         let json = serde_json::to_string(config).map_err(|e| Error::Internal(e.to_string()))?;

@@ -49,6 +49,10 @@ pub enum ErrorCode {
     InvalidManifest,
     /// The database could not be reached.
     DatabaseUnavailable,
+    /// A request body (an upload) is larger than allowed.
+    PayloadTooLarge,
+    /// An upload's content type is not accepted or does not match its content.
+    UnsupportedMediaType,
     /// Anything else; the body is opaque and the log has the cause.
     Internal,
 }
@@ -77,6 +81,8 @@ impl ErrorCode {
             Self::DestructiveChange => "destructive_change",
             Self::InvalidManifest => "invalid_manifest",
             Self::DatabaseUnavailable => "database_unavailable",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Internal => "internal",
         }
     }
@@ -101,6 +107,8 @@ impl ErrorCode {
             | Self::TenantMismatch
             | Self::Forbidden => 403,
             Self::Unauthorized => 401,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
             Self::PoolExhausted | Self::DatabaseUnavailable => 503,
             Self::Internal => 500,
         }
@@ -139,6 +147,8 @@ mod tests {
         (DestructiveChange, "destructive_change", 409),
         (InvalidManifest, "invalid_manifest", 400),
         (DatabaseUnavailable, "database_unavailable", 503),
+        (PayloadTooLarge, "payload_too_large", 413),
+        (UnsupportedMediaType, "unsupported_media_type", 415),
         (Internal, "internal", 500),
     ];
 

@@ -5,6 +5,8 @@
 //! - [`auth`]: bearer tokens verified only by the resolved tenant's realm.
 //! - [`rest`] and [`openapi`]: the REST API generated from an app's manifest, and its
 //!   OpenAPI 3.1 document.
+//! - [`files`]: the tenant files API (upload, download, list, delete, signed links) over the
+//!   app's bucket, with entity rows' permissions for their files.
 //! - [`realms`]: per-tenant realm endpoints (discovery, JWKS, token, revoke).
 //! - [`error`]: JSON error bodies with stable codes.
 //!
@@ -14,6 +16,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod files;
 pub mod openapi;
 pub mod realms;
 pub mod resolve;

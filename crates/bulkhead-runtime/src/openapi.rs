@@ -140,6 +140,61 @@ fn ok(code: &str, schema: &str, extra_errors: &[u16]) -> Value {
     Value::Object(responses)
 }
 
+/// The tenant files API (`crate::files`).
+fn files_paths(paths: &mut Map<String, Value>) {
+    let key = json!({"name": "key", "in": "path", "required": true,
+        "description": "segments of [A-Za-z0-9._-] separated by '/'; `<entity>/<row id>/<name>` for a row's files",
+        "schema": {"type": "string"}});
+    let mut list = errors(&[401, 403, 404, 503]);
+    list.insert("200".into(), json!({"description": "the tenant's files the caller may read",
+        "content": {"application/json": {"schema": {"type": "object",
+            "properties": {"files": {"type": "array", "items": {"type": "string"}}}, "required": ["files"]}}}}));
+    paths.insert(
+        "/files".into(),
+        json!({"get": {"operationId": "list_files", "responses": list}}),
+    );
+    let mut get = errors(&[400, 401, 403, 404, 503]);
+    get.insert("200".into(), json!({"description": "the file, as an attachment",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}));
+    let mut put = errors(&[400, 401, 403, 404, 409, 413, 415, 503]);
+    put.insert("201".into(), json!({"description": "stored",
+        "content": {"application/json": {"schema": {"type": "object",
+            "properties": {"key": {"type": "string"}, "size": {"type": "integer"}}, "required": ["key", "size"]}}}}));
+    let mut del = errors(&[400, 401, 403, 404, 503]);
+    del.insert("204".into(), json!({"description": "deleted"}));
+    let upload_types: Map<String, Value> = crate::files::content_types()
+        .map(|t| {
+            (
+                t.to_owned(),
+                json!({"schema": {"type": "string", "format": "binary"}}),
+            )
+        })
+        .collect();
+    paths.insert(
+        "/files/{key}".into(),
+        json!({
+            "parameters": [key],
+            "get": {"operationId": "download_file", "responses": get, "parameters": [
+                {"name": "exp", "in": "query", "description": "signed link: expiry (Unix seconds)", "schema": {"type": "integer"}},
+                {"name": "sig", "in": "query", "description": "signed link: signature", "schema": {"type": "string"}}]},
+            "put": {"operationId": "upload_file", "requestBody": {"required": true, "content": upload_types}, "responses": put},
+            "delete": {"operationId": "delete_file", "responses": del},
+        }),
+    );
+    let mut sign = errors(&[400, 401, 403, 404, 503]);
+    sign.insert("200".into(), json!({"description": "a download link relative to the tenant's base",
+        "content": {"application/json": {"schema": {"type": "object",
+            "properties": {"path": {"type": "string"}, "expires_at": {"type": "integer"}}, "required": ["path", "expires_at"]}}}}));
+    paths.insert(
+        "/files-signed".into(),
+        json!({"post": {"operationId": "sign_file_link",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
+                "properties": {"key": {"type": "string"}, "expires_in": {"type": "integer", "minimum": 1, "maximum": 86400}},
+                "required": ["key"]}}}},
+            "responses": sign}}),
+    );
+}
+
 /// The whole document.
 pub fn document(m: &AppManifest) -> Value {
     let mut schemas = Map::new();
@@ -209,6 +264,7 @@ pub fn document(m: &AppManifest) -> Value {
         paths.insert(format!("/api/{name}"), collection);
         paths.insert(format!("/api/{name}/{{id}}"), item);
     }
+    files_paths(&mut paths);
     json!({
         "openapi": "3.1.0",
         "info": {"title": format!("{} (Bulkhead app)", m.app), "version": "1"},

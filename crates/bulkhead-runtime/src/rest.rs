@@ -36,6 +36,8 @@ pub const BULK_LIMIT: usize = 1000;
 pub struct Api {
     pub plane: DataPlane,
     pub auth: Arc<dyn Authenticator>,
+    /// The app's files, when it has a bucket.
+    pub files: Option<crate::files::FilesApi>,
     openapi: Value,
 }
 
@@ -53,12 +55,13 @@ impl Api {
         Self {
             plane,
             auth,
+            files: None,
             openapi,
         }
     }
 
     /// Authenticates the request and mints its `TenantContext`.
-    async fn context(
+    pub(crate) async fn context(
         &self,
         resolved: &ResolvedTenant,
         headers: &HeaderMap,
@@ -92,7 +95,7 @@ impl Api {
         Ok((ctx, principal))
     }
 
-    fn entity(&self, name: &str) -> Result<&Entity, ApiError> {
+    pub(crate) fn entity(&self, name: &str) -> Result<&Entity, ApiError> {
         self.plane.manifest().entity(name).ok_or_else(|| {
             ApiError::new(ErrorCode::UnknownEntity, format!("unknown entity {name:?}"))
         })
@@ -106,7 +109,16 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/{entity}", get(list).post(create))
         .route("/api/{entity}/_bulk", axum::routing::post(bulk_create))
         .route("/api/{entity}/{id}", get(read).patch(patch).delete(remove))
+        .route("/files", get(crate::files::list))
+        .route("/files-signed", axum::routing::post(crate::files::sign))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Uploads stream under the files API's own limit.
+        .route(
+            "/files/{*key}",
+            get(crate::files::download)
+                .put(crate::files::upload)
+                .delete(crate::files::remove),
+        )
         .with_state(api)
 }
 
@@ -228,7 +240,7 @@ fn list_params(entity: &Entity, pairs: &[(String, String)]) -> Result<ListParams
 }
 
 /// An anonymous caller refused by permissions is told to authenticate (401), not 403.
-fn for_caller(principal: &Principal, e: bulkhead_pg::Error) -> ApiError {
+pub(crate) fn for_caller(principal: &Principal, e: bulkhead_pg::Error) -> ApiError {
     let anonymous = principal
         .roles
         .iter()

@@ -159,6 +159,28 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
     );
     assert_eq!(status, 401);
 
+    // The worker serves the tenant's files from the app's bucket (local backend here).
+    let (status, body) = request(
+        addr,
+        "PUT",
+        "/apps/helpdesk/t/partner/files/notes/a.txt",
+        &auth,
+        Some(("text/plain", "partner's note")),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = request(
+        addr,
+        "GET",
+        "/apps/helpdesk/t/partner/files/notes/a.txt",
+        &auth,
+        None,
+    );
+    assert_eq!((status, body.as_str()), (200, "partner's note"));
+    assert!(
+        dir.join(".bulkhead/files/helpdesk/tenants/partner/notes/a.txt")
+            .exists()
+    );
+
     // Routing: by prefix, by host, and nothing by guess when several apps run.
     let (status, body) = get(addr, "/apps/notes/t/acme/openapi.json");
     assert_eq!(status, 200, "{body}");

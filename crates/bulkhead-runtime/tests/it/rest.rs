@@ -52,7 +52,11 @@ struct Stack {
     realm_routes: axum::Router,
     realms: RealmStore,
     app: String,
+    _files: tempfile::TempDir,
 }
+
+/// Largest upload in these tests.
+const FILE_LIMIT: usize = 64 * 1024;
 
 async fn stack() -> Stack {
     let cluster = pg().unwrap();
@@ -107,7 +111,18 @@ async fn stack() -> Stack {
         store: realms.clone(),
         audience: app.clone(),
     });
-    let api = Arc::new(Api::new(plane.clone(), auth));
+    let files_root = tempfile::tempdir().unwrap();
+    let mut api = Api::new(plane.clone(), auth);
+    api.files = Some(bulkhead_runtime::files::FilesApi::new(
+        bulkhead_files::AppBucket::local(
+            files_root.path(),
+            &bulkhead_model::AppId::parse(&app).unwrap(),
+        )
+        .unwrap(),
+        rand::random(),
+        FILE_LIMIT,
+    ));
+    let api = Arc::new(api);
     let config = ResolverConfig {
         strategies: vec![
             Strategy::Header("x-tenant".into()),
@@ -133,6 +148,7 @@ async fn stack() -> Stack {
         realm_routes,
         realms,
         app,
+        _files: files_root,
     }
 }
 
@@ -145,15 +161,16 @@ impl Stack {
             .access_token
     }
 
-    async fn send(
+    /// Any request with raw bytes; returns status, headers and body.
+    async fn raw(
         &self,
         method: &str,
         host: &str,
         path: &str,
         token: Option<&str>,
         headers: &[(&str, &str)],
-        body: Option<String>,
-    ) -> (StatusCode, Value) {
+        body: Vec<u8>,
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -164,17 +181,32 @@ impl Stack {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let req = req
-            .body(body.map(Body::from).unwrap_or_else(Body::empty))
-            .unwrap();
-        let resp = self.svc.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 22)
+        let resp = self
+            .svc
+            .clone()
+            .oneshot(req.body(Body::from(body)).unwrap())
             .await
             .unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 22).await.unwrap();
+        (parts.status, parts.headers, bytes.to_vec())
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
+        let mut all = headers.to_vec();
+        if body.is_some() {
+            all.push(("content-type", "application/json"));
+        }
+        let bytes = body.map(String::into_bytes).unwrap_or_default();
+        let (status, _, bytes) = self.raw(method, host, path, token, &all, bytes).await;
         (
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -684,4 +716,261 @@ async fn browser_sessions_use_host_only_httponly_cookies_and_csrf_protects_write
         .send("GET", BETA, "/api/ticket", None, &[("cookie", &jar)], None)
         .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
+}
+
+/// The files API: tenant prefixes, validated keys, checked content types and sizes, signed
+/// links bound to tenant, object and expiry, and an entity row's permissions for its files.
+#[tokio::test]
+async fn files_are_tenant_scoped_validated_signed_and_follow_row_permissions() {
+    let s = stack().await;
+    let alice = s.token("acme").await;
+    let alice = Some(alice.as_str());
+    let text = [("content-type", "text/plain")];
+    let (st, _, body) = s
+        .raw(
+            "PUT",
+            ACME,
+            "/files/notes/hello.txt",
+            alice,
+            &text,
+            b"hello".to_vec(),
+        )
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (st, headers, body) = s
+        .raw("GET", ACME, "/files/notes/hello.txt", alice, &[], vec![])
+        .await;
+    assert_eq!((st, body.as_slice()), (StatusCode::OK, b"hello".as_slice()));
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(
+        headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+
+    // Another tenant, same key: nothing there, and its listing is empty.
+    let beta = s.token("beta").await;
+    let beta = Some(beta.as_str());
+    let (st, _, _) = s
+        .raw("GET", BETA, "/files/notes/hello.txt", beta, &[], vec![])
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, list) = s.send("GET", BETA, "/files", beta, &[], None).await;
+    assert_eq!(list["files"], json!([]));
+    // acme's token at beta's host, and no token at all: refused.
+    let (st, _, _) = s
+        .raw("GET", BETA, "/files/notes/hello.txt", alice, &[], vec![])
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _, _) = s
+        .raw("GET", ACME, "/files/notes/hello.txt", None, &[], vec![])
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    // Traversal in every spelling is refused before any I/O.
+    for path in [
+        "/files/../beta/notes/hello.txt",
+        "/files/notes/../../x",
+        "/files/%2e%2e/x",
+        "/files/notes/%2E%2E/%2E%2E/x",
+        "/files/%2fetc/passwd",
+        "/files/notes%5c..%5cx",
+        "/files/notes/./hello.txt",
+        "/files/%E2%80%A4%E2%80%A4/x",
+        "/files/notes//hello.txt",
+    ] {
+        for method in ["GET", "PUT", "DELETE"] {
+            let (st, _, body) = s.raw(method, ACME, path, alice, &text, b"x".to_vec()).await;
+            assert!(
+                st == StatusCode::BAD_REQUEST || st == StatusCode::NOT_FOUND,
+                "{method} {path}: {st} {}",
+                String::from_utf8_lossy(&body)
+            );
+            assert_ne!(st, StatusCode::OK);
+        }
+    }
+    let (_, list) = s.send("GET", ACME, "/files", alice, &[], None).await;
+    assert_eq!(list["files"], json!(["notes/hello.txt"]));
+
+    // Content types are declared, allowed and true to the content; sizes are bounded.
+    for (ct, content) in [
+        ("image/png", b"not a png".to_vec()),
+        ("application/x-msdownload", b"MZ".to_vec()),
+        ("", b"x".to_vec()),
+    ] {
+        let (st, _, _) = s
+            .raw(
+                "PUT",
+                ACME,
+                "/files/notes/bad.bin",
+                alice,
+                &[("content-type", ct)],
+                content,
+            )
+            .await;
+        assert_eq!(st, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+    }
+    let png = b"\x89PNG\r\n\x1a\nrest".to_vec();
+    let (st, _, _) = s
+        .raw(
+            "PUT",
+            ACME,
+            "/files/notes/pic.png",
+            alice,
+            &[("content-type", "image/png")],
+            png,
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, _, _) = s
+        .raw(
+            "PUT",
+            ACME,
+            "/files/notes/big.txt",
+            alice,
+            &text,
+            vec![b'a'; FILE_LIMIT + 1],
+        )
+        .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    let (_, list) = s.send("GET", ACME, "/files", alice, &[], None).await;
+    assert_eq!(list["files"], json!(["notes/hello.txt", "notes/pic.png"]));
+
+    // Signed links: work without a token for their tenant and object until they expire.
+    let sign = |key: &str, secs: u64| json!({"key": key, "expires_in": secs}).to_string();
+    let (st, link) = s
+        .send(
+            "POST",
+            ACME,
+            "/files-signed",
+            alice,
+            &[],
+            Some(sign("notes/hello.txt", 60)),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{link}");
+    let path = format!("/{}", link["path"].as_str().unwrap());
+    let (st, _, body) = s.raw("GET", ACME, &path, None, &[], vec![]).await;
+    assert_eq!((st, body.as_slice()), (StatusCode::OK, b"hello".as_slice()));
+    let (st, _, _) = s.raw("GET", BETA, &path, None, &[], vec![]).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "a link of acme at beta");
+    let other = path.replace("hello.txt", "pic.png");
+    let (st, _, _) = s.raw("GET", ACME, &other, None, &[], vec![]).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "a link for another object");
+    let longer = path.replace("exp=", "exp=9");
+    let (st, _, _) = s.raw("GET", ACME, &longer, None, &[], vec![]).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "an extended expiry");
+    let (_, short) = s
+        .send(
+            "POST",
+            ACME,
+            "/files-signed",
+            alice,
+            &[],
+            Some(sign("notes/hello.txt", 1)),
+        )
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let short = format!("/{}", short["path"].as_str().unwrap());
+    let (st, _, _) = s.raw("GET", ACME, &short, None, &[], vec![]).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "an expired link");
+
+    // A row's files obey the row: carol (customer) may not read articles, so not their files.
+    let (st, article) = s
+        .send(
+            "POST",
+            ACME,
+            "/api/article",
+            alice,
+            &[],
+            Some(json!({"headline": "Launch"}).to_string()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{article}");
+    let key = format!("article/{}/spec.txt", article["id"].as_str().unwrap());
+    let (st, _, _) = s
+        .raw(
+            "PUT",
+            ACME,
+            &format!("/files/{key}"),
+            alice,
+            &text,
+            b"spec".to_vec(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    s.realms
+        .create_user(&tid("acme"), "carol", "carol password", &["customer"])
+        .await
+        .unwrap();
+    let carol = s
+        .realms
+        .login(&tid("acme"), "carol", "carol password", &s.app, now())
+        .await
+        .unwrap()
+        .access_token;
+    let carol = Some(carol.as_str());
+    let (st, _, _) = s
+        .raw("GET", ACME, &format!("/files/{key}"), carol, &[], vec![])
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, _) = s
+        .raw("DELETE", ACME, &format!("/files/{key}"), carol, &[], vec![])
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = s
+        .send(
+            "POST",
+            ACME,
+            "/files-signed",
+            carol,
+            &[],
+            Some(sign(&key, 60)),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (_, list) = s.send("GET", ACME, "/files", carol, &[], None).await;
+    assert_eq!(list["files"], json!(["notes/hello.txt", "notes/pic.png"]));
+    let (_, list) = s.send("GET", ACME, "/files", alice, &[], None).await;
+    assert_eq!(list["files"].as_array().unwrap().len(), 3);
+    // A file of a row that does not exist, or not keyed by a row: refused.
+    let (st, _, _) = s
+        .raw(
+            "PUT",
+            ACME,
+            "/files/article/5b0c7a36-0000-4000-8000-000000000000/x.txt",
+            alice,
+            &text,
+            b"x".to_vec(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _, _) = s
+        .raw(
+            "PUT",
+            ACME,
+            "/files/article/x.txt",
+            alice,
+            &text,
+            b"x".to_vec(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    // Delete.
+    let (st, _, _) = s
+        .raw("DELETE", ACME, "/files/notes/hello.txt", alice, &[], vec![])
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _, _) = s
+        .raw("GET", ACME, "/files/notes/hello.txt", alice, &[], vec![])
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
 }

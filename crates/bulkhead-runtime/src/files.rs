@@ -1,0 +1,465 @@
+//! The tenant files API: upload, download, list and delete in the app's bucket under the
+//! resolved tenant's prefix, and signed download URLs bound to tenant, object and expiry.
+//!
+//! Keys are validated by `bulkhead_files::check_key` before any I/O. A key that starts with a
+//! tenant entity's name must be `<entity>/<row id>/<name>`: the file belongs to that row and
+//! obeys its permissions (reading the file needs the row to be readable by the caller; writing
+//! or deleting it also needs update rights on the row). Other keys are the tenant's own files,
+//! for any signed-in user of the tenant.
+//!
+//! Downloads are always `application/octet-stream` with `Content-Disposition: attachment` and
+//! `nosniff`, so an uploaded file is never rendered by the browser in the app's origin.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bulkhead_files::{AppBucket, check_key};
+use bulkhead_model::ErrorCode;
+use bulkhead_model::manifest::{Action, Scope};
+use bulkhead_pg::TenantContext;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::resolve::ResolvedTenant;
+use crate::rest::Api;
+
+/// Default largest upload.
+pub const DEFAULT_MAX_BYTES: usize = 10 * 1024 * 1024;
+/// Longest lifetime of a signed URL.
+pub const MAX_SIGNED_SECS: u64 = 24 * 3600;
+
+/// Content types accepted for upload, each with the leading bytes it must start with (empty:
+/// anything). The declared type must be one of these and match the content.
+const CONTENT_TYPES: &[(&str, &[u8])] = &[
+    ("application/pdf", b"%PDF-"),
+    ("image/png", b"\x89PNG\r\n\x1a\n"),
+    ("image/jpeg", b"\xff\xd8\xff"),
+    ("image/gif", b"GIF8"),
+    ("text/plain", b""),
+    ("text/csv", b""),
+    ("application/json", b""),
+    ("application/octet-stream", b""),
+];
+
+/// The content types accepted for upload.
+pub fn content_types() -> impl Iterator<Item = &'static str> {
+    CONTENT_TYPES.iter().map(|(t, _)| *t)
+}
+
+/// An app's files, as its worker serves them.
+pub struct FilesApi {
+    bucket: AppBucket,
+    signing_key: [u8; 32],
+    max_bytes: usize,
+}
+
+impl std::fmt::Debug for FilesApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilesApi")
+            .field("bucket", &self.bucket)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FilesApi {
+    /// `signing_key` signs download URLs (keep it in the app's vault space).
+    pub fn new(bucket: AppBucket, signing_key: [u8; 32], max_bytes: usize) -> Self {
+        Self {
+            bucket,
+            signing_key,
+            max_bytes,
+        }
+    }
+
+    /// The signature of a download of `key` in `tenant` valid until `exp` (hex HMAC-SHA256 over
+    /// app, tenant, key and expiry).
+    fn signature(&self, tenant: &str, key: &str, exp: u64) -> Option<Hmac<Sha256>> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.signing_key).ok()?;
+        for part in [self.bucket.app().as_str(), tenant, key, &exp.to_string()] {
+            mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
+        Some(mac)
+    }
+
+    fn sign(&self, tenant: &str, key: &str, exp: u64) -> String {
+        self.signature(tenant, key, exp)
+            .map(|m| hex(&m.finalize().into_bytes()))
+            .unwrap_or_default()
+    }
+
+    /// Checks a signature in constant time.
+    fn verify(&self, tenant: &str, key: &str, exp: u64, sig: &str) -> bool {
+        let Some(bytes) = unhex(sig) else {
+            return false;
+        };
+        self.signature(tenant, key, exp)
+            .is_some_and(|m| m.verify_slice(&bytes).is_ok())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn files_of(api: &Api) -> Result<&FilesApi, ApiError> {
+    api.files.as_ref().ok_or_else(|| ApiError {
+        code: ErrorCode::NotFound,
+        message: "this app has no file storage".into(),
+        field: None,
+    })
+}
+
+fn bad_key(key: &str) -> ApiError {
+    ApiError {
+        code: ErrorCode::BadQuery,
+        message: format!(
+            "invalid file key {key:?}: use segments of [A-Za-z0-9._-] separated by '/', no '.' or '..'"
+        ),
+        field: Some("key".into()),
+    }
+}
+
+fn storage(e: bulkhead_files::Error) -> ApiError {
+    match e {
+        bulkhead_files::Error::BadKey(k) => bad_key(&k),
+        bulkhead_files::Error::NotFound(_) => ApiError {
+            code: ErrorCode::NotFound,
+            message: "no such file".into(),
+            field: None,
+        },
+        bulkhead_files::Error::TooLarge { limit } => ApiError {
+            code: ErrorCode::PayloadTooLarge,
+            message: format!("file larger than {limit} bytes"),
+            field: None,
+        },
+        e => {
+            tracing::error!(error = %e, "file storage failed");
+            ApiError {
+                code: ErrorCode::Internal,
+                message: "file storage failed".into(),
+                field: None,
+            }
+        }
+    }
+}
+
+/// The row a key belongs to, when its first segment names a tenant entity.
+fn owning_row<'k>(api: &Api, key: &'k str) -> Result<Option<(&'k str, &'k str)>, ApiError> {
+    let segments = check_key(key).map_err(|_| bad_key(key))?;
+    let Some(entity) = api.plane.manifest().entity(segments[0]) else {
+        return Ok(None);
+    };
+    if !entity.is_tenant_scoped() {
+        return Ok(None);
+    }
+    match segments.as_slice() {
+        [e, id, _, ..] => Ok(Some((e, id))),
+        _ => Err(ApiError {
+            code: ErrorCode::BadQuery,
+            message: format!(
+                "files of {} are keyed <entity>/<row id>/<name>",
+                segments[0]
+            ),
+            field: Some("key".into()),
+        }),
+    }
+}
+
+/// Refuses access to an entity row's file unless the caller may read the row — and, for
+/// writes, update it.
+async fn check_row(
+    api: &Api,
+    ctx: &TenantContext,
+    who: &Principal,
+    key: &str,
+    write: bool,
+) -> Result<(), ApiError> {
+    let Some((entity, id)) = owning_row(api, key)? else {
+        return Ok(());
+    };
+    let row = ctx
+        .db()
+        .get(entity, id)
+        .await
+        .map_err(|e| crate::rest::for_caller(who, e))?;
+    if write {
+        let e = api.entity(entity)?;
+        let forbidden = || ApiError {
+            code: ErrorCode::Forbidden,
+            message: format!("you may not change files of this {entity}"),
+            field: None,
+        };
+        match e.effective(&who.roles, Action::Update).scope {
+            Scope::All => {}
+            Scope::None => return Err(forbidden()),
+            Scope::Own => {
+                let owner = e.owner.as_ref().map(|o| row[o.as_str()].clone());
+                if owner != Some(Value::from(who.subject.as_str())) {
+                    return Err(forbidden());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A signed-in caller of the resolved tenant (files have no anonymous access).
+async fn signed_in(
+    api: &Api,
+    resolved: &ResolvedTenant,
+    headers: &HeaderMap,
+    write: bool,
+) -> Result<(TenantContext, Principal), ApiError> {
+    let (ctx, who) = api.context(resolved, headers, write).await?;
+    if who.subject.is_empty() {
+        return Err(ApiError {
+            code: ErrorCode::Unauthorized,
+            message: "sign in to use files".into(),
+            field: None,
+        });
+    }
+    Ok((ctx, who))
+}
+
+/// `GET /files`: the tenant's files the caller may read.
+pub(crate) async fn list(
+    State(api): State<Arc<Api>>,
+    axum::Extension(resolved): axum::Extension<ResolvedTenant>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let files = files_of(&api)?;
+    let (ctx, _) = signed_in(&api, &resolved, &headers, false).await?;
+    let keys = files
+        .bucket
+        .tenant(&resolved.tenant)
+        .list()
+        .await
+        .map_err(storage)?;
+    let mut visible = Vec::new();
+    let mut readable: std::collections::HashMap<(String, String), bool> = Default::default();
+    for key in keys {
+        let ok = match owning_row(&api, &key) {
+            Ok(None) => true,
+            Ok(Some((e, id))) => match readable.get(&(e.to_owned(), id.to_owned())) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = ctx.db().get(e, id).await.is_ok();
+                    readable.insert((e.to_owned(), id.to_owned()), ok);
+                    ok
+                }
+            },
+            Err(_) => false,
+        };
+        if ok {
+            visible.push(key);
+        }
+    }
+    Ok(Json(json!({ "files": visible })))
+}
+
+/// The `exp` and `sig` of a signed link, parsed by hand so that a malformed query is an
+/// invalid link (a JSON 401), never a framework rejection.
+fn signed_params(query: Option<&str>) -> Option<(Option<u64>, String)> {
+    let mut exp = None;
+    let mut sig = None;
+    for pair in query.unwrap_or_default().split('&') {
+        match pair.split_once('=') {
+            Some(("exp", v)) => exp = Some(v.parse::<u64>().ok()),
+            Some(("sig", v)) => sig = Some(v.to_owned()),
+            _ => {}
+        }
+    }
+    match (exp, sig) {
+        (None, None) => None,
+        (exp, sig) => Some((exp.flatten(), sig.unwrap_or_default())),
+    }
+}
+
+/// `GET /files/{key}`: with a bearer token or session, or with a valid `exp` + `sig`.
+pub(crate) async fn download(
+    State(api): State<Arc<Api>>,
+    axum::Extension(resolved): axum::Extension<ResolvedTenant>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let files = files_of(&api)?;
+    check_key(&key).map_err(|_| bad_key(&key))?;
+    match signed_params(query.as_deref()) {
+        Some((exp, sig)) => {
+            let valid = exp.is_some_and(|exp| {
+                exp >= crate::auth::now() && files.verify(resolved.tenant.as_str(), &key, exp, &sig)
+            });
+            if !valid {
+                return Err(ApiError {
+                    code: ErrorCode::Unauthorized,
+                    message: "the link is invalid or has expired".into(),
+                    field: None,
+                });
+            }
+        }
+        None => {
+            let (ctx, who) = signed_in(&api, &resolved, &headers, false).await?;
+            check_row(&api, &ctx, &who, &key, false).await?;
+        }
+    }
+    let bytes = files
+        .bucket
+        .tenant(&resolved.tenant)
+        .get(&key)
+        .await
+        .map_err(storage)?;
+    let name = key.rsplit('/').next().unwrap_or("file");
+    let mut response = Response::new(Body::from(bytes));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+/// `PUT /files/{key}`: stores the body (size limit, declared content type checked against
+/// the content).
+pub(crate) async fn upload(
+    State(api): State<Arc<Api>>,
+    axum::Extension(resolved): axum::Extension<ResolvedTenant>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let files = files_of(&api)?;
+    let (ctx, who) = signed_in(&api, &resolved, &headers, true).await?;
+    check_row(&api, &ctx, &who, &key, true).await?;
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let Some((_, magic)) = CONTENT_TYPES.iter().find(|(t, _)| *t == declared) else {
+        return Err(ApiError {
+            code: ErrorCode::UnsupportedMediaType,
+            message: format!(
+                "content type {declared:?} is not accepted; use one of {}",
+                CONTENT_TYPES
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            field: Some("content-type".into()),
+        });
+    };
+    // Read with the limit; a body over it is refused without being kept.
+    let bytes: Bytes = axum::body::to_bytes(body, files.max_bytes)
+        .await
+        .map_err(|_| {
+            storage(bulkhead_files::Error::TooLarge {
+                limit: files.max_bytes,
+            })
+        })?;
+    if !bytes.starts_with(magic) {
+        return Err(ApiError {
+            code: ErrorCode::UnsupportedMediaType,
+            message: format!("the content is not {declared}"),
+            field: Some("content-type".into()),
+        });
+    }
+    let size = bytes.len();
+    files
+        .bucket
+        .tenant(&resolved.tenant)
+        .put(&key, bytes, files.max_bytes)
+        .await
+        .map_err(storage)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "key": key, "size": size })),
+    )
+        .into_response())
+}
+
+/// `DELETE /files/{key}`.
+pub(crate) async fn remove(
+    State(api): State<Arc<Api>>,
+    axum::Extension(resolved): axum::Extension<ResolvedTenant>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let files = files_of(&api)?;
+    let (ctx, who) = signed_in(&api, &resolved, &headers, true).await?;
+    check_row(&api, &ctx, &who, &key, true).await?;
+    files
+        .bucket
+        .tenant(&resolved.tenant)
+        .delete(&key)
+        .await
+        .map_err(storage)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SignRequest {
+    key: String,
+    #[serde(default = "default_expiry")]
+    expires_in: u64,
+}
+
+fn default_expiry() -> u64 {
+    300
+}
+
+/// `POST /files-signed` `{"key", "expires_in"}`: a download link for the caller's tenant,
+/// valid for `expires_in` seconds (at most a day), for a file the caller may read.
+pub(crate) async fn sign(
+    State(api): State<Arc<Api>>,
+    axum::Extension(resolved): axum::Extension<ResolvedTenant>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let files = files_of(&api)?;
+    let (ctx, who) = signed_in(&api, &resolved, &headers, false).await?;
+    let req: SignRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"key\", \"expires_in\"}}: {e}")))?;
+    check_key(&req.key).map_err(|_| bad_key(&req.key))?;
+    check_row(&api, &ctx, &who, &req.key, false).await?;
+    let exp = crate::auth::now() + req.expires_in.clamp(1, MAX_SIGNED_SECS);
+    let sig = files.sign(resolved.tenant.as_str(), &req.key, exp);
+    Ok(Json(json!({
+        "path": format!("files/{}?exp={exp}&sig={sig}", req.key),
+        "expires_at": exp,
+    })))
+}
