@@ -26,7 +26,7 @@ pub struct Target {
     data_dir: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -183,7 +183,12 @@ fn config(config_path: &Path, t: &Target) -> anyhow::Result<Config> {
     )
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The platform handle for a subcommand's target options.
+pub(crate) async fn platform_for(config_path: &Path, target: &Target) -> anyhow::Result<Platform> {
+    platform(&config(config_path, target)?).await
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
@@ -371,7 +376,7 @@ pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn manifest_of(p: &Platform, app: &str) -> anyhow::Result<AppManifest> {
+pub(crate) async fn manifest_of(p: &Platform, app: &str) -> anyhow::Result<AppManifest> {
     let (_, value) = registry::apps(&p.client)
         .await?
         .into_iter()

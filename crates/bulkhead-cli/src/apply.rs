@@ -238,6 +238,8 @@ mod tests {
             network: serde_json::json!({"default": "deny", "allow": []}),
             residency: None,
             status: "active".into(),
+            features: serde_json::json!({}),
+            config: serde_json::json!({}),
         }
     }
 

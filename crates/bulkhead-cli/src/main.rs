@@ -6,6 +6,7 @@ mod audit;
 mod config;
 mod demo;
 mod manifest;
+mod options;
 mod serve;
 mod supervise;
 mod up;
@@ -70,9 +71,15 @@ enum Command {
     /// Create apps from manifests, list them, rotate their database credentials.
     #[command(subcommand)]
     App(app::AppCommand),
-    /// Create, show, list, suspend, resume, export and delete tenants.
+    /// Create, show, list, suspend, resume, move, export and delete tenants.
     #[command(subcommand)]
     Tenant(app::TenantCommand),
+    /// A tenant's feature flag overrides (value, user and role rules, percentage rollout).
+    #[command(subcommand)]
+    Flags(options::FlagsCommand),
+    /// A tenant's configuration settings, validated against the app's JSON Schemas.
+    #[command(subcommand)]
+    Config(options::ConfigCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +97,8 @@ fn main() -> std::process::ExitCode {
         Command::App(cmd) => app::run_app(&cli.config, cmd),
         Command::Worker(args) => worker::run(args),
         Command::Tenant(cmd) => app::run_tenant(&cli.config, cmd),
+        Command::Flags(cmd) => options::run_flags(&cli.config, cmd),
+        Command::Config(cmd) => options::run_config(&cli.config, cmd),
         Command::Apply(args) => match apply::run(&cli.config, args) {
             Ok(true) => Ok(()),
             Ok(false) => return std::process::ExitCode::FAILURE,
@@ -113,5 +122,16 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks over every subcommand and argument (names, conflicts,
+    /// requirements), which otherwise only fire when that subcommand is used.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bulkhead_control::platform::{
     FILES_S3, FILES_SIGNING_KEY, RUNTIME_PASSWORD, WORKER_CONFIG, WorkerConfig, WorkerTenant,
-    tenant_password_path,
+    setting_secret_path, tenant_password_path,
 };
 use bulkhead_files::AppBucket;
 use bulkhead_identity::external::{ExternalRealm, ExternalRealms};
@@ -25,6 +25,7 @@ use bulkhead_model::{AppId, IsolationLevel, TenantId};
 use bulkhead_pg::{DataPlane, DataPlaneConfig, TenantPlacement};
 use bulkhead_runtime::auth::{Authenticator, Principal, PublishedRealms};
 use bulkhead_runtime::files::{DEFAULT_MAX_BYTES, FilesApi};
+use bulkhead_runtime::options::{LiveOptions, OptionsStore};
 use bulkhead_runtime::rest::{Api, PlaneDirectory};
 use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
 use bulkhead_vault::{BootCredential, Secret, VaultReader};
@@ -176,6 +177,7 @@ struct Live {
     plane: DataPlane,
     reader: Arc<dyn VaultReader>,
     realms: Arc<LiveRealms>,
+    options: Arc<OptionsStore>,
     applied: Vec<WorkerTenant>,
 }
 
@@ -183,7 +185,36 @@ impl Live {
     /// Brings the data plane and the realms in line with `config`'s tenant list.
     async fn apply(&mut self, config: &WorkerConfig, attempts: u32) -> anyhow::Result<()> {
         for tenant in &config.tenants {
-            if self.applied.contains(tenant) {
+            let before = self.applied.iter().find(|t| t.id == tenant.id);
+            if before == Some(tenant) {
+                continue;
+            }
+            // Flags and settings: replaced in place, secret settings read from the vault.
+            let mut secrets = std::collections::BTreeMap::new();
+            for name in &tenant.secret_settings {
+                let raw = read_with_retry(
+                    &*self.reader,
+                    &setting_secret_path(&tenant.id, name),
+                    attempts,
+                )
+                .await?;
+                secrets.insert(
+                    name.clone(),
+                    serde_json::from_str(raw.expose()).unwrap_or(serde_json::Value::Null),
+                );
+            }
+            self.options.set(
+                tenant.id.clone(),
+                LiveOptions {
+                    options: tenant.options.clone(),
+                    secrets,
+                },
+            );
+            // The placement only when it changed: re-registering drops the tenant's pools.
+            if before.is_some_and(|b| {
+                (b.level, b.suspended, &b.identity)
+                    == (tenant.level, tenant.suspended, &tenant.identity)
+            }) {
                 continue;
             }
             let database_password = if tenant.level == IsolationLevel::Database {
@@ -208,6 +239,7 @@ impl Live {
             .filter(|t| !config.tenants.iter().any(|n| n.id == t.id))
         {
             self.plane.remove_tenant(&gone.id);
+            self.options.remove(&gone.id);
             tracing::info!(app = %self.app, tenant = %gone.id, "tenant removed");
         }
         let identities = |ts: &[WorkerTenant]| -> Vec<(TenantId, IdentitySpec)> {
@@ -284,11 +316,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         })
     })?;
     let realms = Arc::new(LiveRealms::default());
+    let options = Arc::new(OptionsStore::default());
     let mut live = Live {
         app: app.clone(),
         plane: plane.clone(),
         reader: reader.clone(),
         realms: realms.clone(),
+        options: options.clone(),
         applied: Vec::new(),
     };
     live.apply(&config, args.vault_attempts).await?;
@@ -296,6 +330,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     let mut api = Api::new(plane.clone(), realms);
     api.files = files(&*reader, &config, &app, args.vault_attempts).await?;
+    api.options = options;
     let api = Arc::new(api);
     let layer = TenantLayer::new(
         ResolverConfig {

@@ -17,6 +17,9 @@ pub enum Error {
     Database(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// The input is invalid; the message names the field.
+    #[error("invalid: {0}")]
+    Invalid(String),
     /// The request contradicts the current state (e.g. another isolation level).
     #[error("conflict: {0}")]
     Conflict(String),

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use bulkhead_model::options::{FlagOverride, TenantOptions};
 use bulkhead_model::tenants::{IdentitySpec, TenantSpec};
 use bulkhead_model::{AppManifest, IsolationLevel, TenantId, names};
 use bulkhead_pg::Provisioner;
@@ -247,7 +248,7 @@ pub struct WorkerConfig {
 }
 
 /// One tenant as its app's workers see it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorkerTenant {
     pub id: TenantId,
     pub level: IsolationLevel,
@@ -256,17 +257,37 @@ pub struct WorkerTenant {
     pub suspended: bool,
     /// Where the tenant's users sign in: its local realm or its own OpenID provider.
     pub identity: IdentitySpec,
+    /// Flag overrides and non-secret setting overrides.
+    #[serde(default)]
+    pub options: TenantOptions,
+    /// Names of secret settings the tenant has set (values in the app's vault space).
+    #[serde(default)]
+    pub secret_settings: Vec<String>,
 }
 
 impl WorkerTenant {
     /// The worker's view of a registry record; `None` for a record the registry should never
     /// hold (bad id, level or identity), which is logged by the caller.
     pub fn from_record(record: &registry::TenantRecord) -> Option<Self> {
+        let mut settings = std::collections::BTreeMap::new();
+        let mut secret_settings = Vec::new();
+        for (name, value) in record.config.as_object()? {
+            if value.get(SECRET_MARK).is_some() {
+                secret_settings.push(name.clone());
+            } else {
+                settings.insert(name.clone(), value.clone());
+            }
+        }
         Some(Self {
             id: TenantId::parse(&record.id).ok()?,
             level: record.isolation.parse().ok()?,
             suspended: record.status != registry::ACTIVE,
             identity: serde_json::from_value(record.identity.clone()).ok()?,
+            options: TenantOptions {
+                flags: serde_json::from_value(record.features.clone()).ok()?,
+                settings,
+            },
+            secret_settings,
         })
     }
 }
@@ -622,6 +643,159 @@ impl Platform {
         )
         .await?;
         Ok(moved)
+    }
+}
+
+/// Marks a secret setting in the registry: `{"secret": <vault path>}`.
+const SECRET_MARK: &str = "secret";
+
+/// The vault path of a tenant's secret setting.
+pub fn setting_secret_path(tenant: &TenantId, name: &str) -> String {
+    format!("settings/{tenant}/{name}")
+}
+
+/// Checks a setting value against its declared JSON Schema; the error names the setting and
+/// the path inside the value (`settings.smtp.port: 70000 is greater than the maximum of 65535`).
+pub fn check_setting(decl: &bulkhead_model::SettingDecl, value: &serde_json::Value) -> Result<()> {
+    let validator = jsonschema::validator_for(&decl.schema).map_err(|e| {
+        Error::Invalid(format!(
+            "settings.{}.schema is not a valid JSON Schema: {e}",
+            decl.name
+        ))
+    })?;
+    let problems: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| {
+            let at = e.instance_path.to_string();
+            let at = at.trim_start_matches('/').replace('/', ".");
+            let field = if at.is_empty() {
+                format!("settings.{}", decl.name)
+            } else {
+                format!("settings.{}.{at}", decl.name)
+            };
+            format!("{field}: {e}")
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(problems.join("; ")))
+    }
+}
+
+impl Platform {
+    /// Sets (or with `None` clears) a tenant's override of a flag; running workers pick it up
+    /// within their reload interval. Audited.
+    pub async fn set_tenant_flag(
+        &mut self,
+        manifest: &AppManifest,
+        tenant: &TenantId,
+        name: &str,
+        over: Option<&FlagOverride>,
+    ) -> Result<()> {
+        let decl = manifest.flag(name).ok_or_else(|| {
+            Error::Invalid(format!(
+                "flags.{name}: {} declares no such flag",
+                manifest.app
+            ))
+        })?;
+        if let Some(o) = over {
+            o.check(decl)
+                .map_err(|e| Error::Invalid(format!("flags.{name}.{e}")))?;
+        }
+        let value = over.map(to_json).transpose()?;
+        self.set_option(
+            manifest,
+            tenant,
+            registry::Options::Flags,
+            name,
+            value.as_ref(),
+            json!({ "flag": name, "override": value }),
+        )
+        .await
+    }
+
+    /// Sets (or with `None` clears) a tenant's value of a setting, validated against its JSON
+    /// Schema. A secret value goes to the app's vault space; the registry and the audit log
+    /// only note that it is set.
+    pub async fn set_tenant_setting(
+        &mut self,
+        manifest: &AppManifest,
+        tenant: &TenantId,
+        name: &str,
+        value: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        let decl = manifest.setting(name).ok_or_else(|| {
+            Error::Invalid(format!(
+                "settings.{name}: {} declares no such setting",
+                manifest.app
+            ))
+        })?;
+        if let Some(v) = value {
+            check_setting(decl, v)?;
+        }
+        let path = setting_secret_path(tenant, name);
+        let (stored, detail) = match (value, decl.secret) {
+            (Some(v), true) => {
+                self.vault
+                    .put(&manifest.app, &path, &VaultSecret::new(v.to_string()))
+                    .await
+                    .map_err(vault)?;
+                (
+                    Some(json!({ SECRET_MARK: path })),
+                    json!({ "setting": name, "secret": true }),
+                )
+            }
+            (Some(v), false) => (Some(v.clone()), json!({ "setting": name, "value": v })),
+            (None, secret) => {
+                if secret {
+                    self.vault
+                        .delete(&manifest.app, &path)
+                        .await
+                        .map_err(vault)?;
+                }
+                (None, json!({ "setting": name, "cleared": true }))
+            }
+        };
+        self.set_option(
+            manifest,
+            tenant,
+            registry::Options::Settings,
+            name,
+            stored.as_ref(),
+            detail,
+        )
+        .await
+    }
+
+    async fn set_option(
+        &mut self,
+        manifest: &AppManifest,
+        tenant: &TenantId,
+        options: registry::Options,
+        name: &str,
+        value: Option<&serde_json::Value>,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        let app = &manifest.app;
+        if !registry::set_option(&self.client, app, tenant, options, name, value).await? {
+            return Err(Error::NotFound(format!("tenant {tenant} of {app}")));
+        }
+        self.sync_worker_config(app).await?;
+        audit::append(
+            &mut self.client,
+            &Entry {
+                actor: &self.actor,
+                action: match options {
+                    registry::Options::Flags => "tenant.flag",
+                    registry::Options::Settings => "tenant.setting",
+                },
+                target: &format!("{app}/{tenant}"),
+                detail,
+            },
+        )
+        .await?;
+        Ok(())
     }
 }
 

@@ -59,6 +59,11 @@ pub struct TenantRecord {
     pub network: Value,
     pub residency: Option<String>,
     pub status: String,
+    /// Feature flag overrides by flag name.
+    pub features: Value,
+    /// Setting overrides by name; a secret one is `{"secret": <vault path>}` (its value is in
+    /// the app's vault space).
+    pub config: Value,
 }
 
 /// Registers (or updates) an app's manifest.
@@ -117,7 +122,7 @@ pub async fn set_status(
 pub async fn tenants(client: &impl GenericClient, app: &AppId) -> Result<Vec<TenantRecord>> {
     let rows = client
         .query(
-            "SELECT app, id, isolation, placement, identity, network, residency, status
+            "SELECT app, id, isolation, placement, identity, network, residency, status, features, config
              FROM bulkhead_control.tenant WHERE app = $1 ORDER BY id",
             &[&app.as_str()],
         )
@@ -134,6 +139,8 @@ pub async fn tenants(client: &impl GenericClient, app: &AppId) -> Result<Vec<Ten
             network: r.get(5),
             residency: r.get(6),
             status: r.get(7),
+            features: r.get(8),
+            config: r.get(9),
         })
         .collect())
 }
@@ -236,6 +243,41 @@ pub async fn set_isolation(
             "UPDATE bulkhead_control.tenant SET isolation = $3, status = $4 WHERE app = $1 AND id = $2",
             &[&app.as_str(), &tenant.as_str(), &isolation.as_str(), &status],
         )
+        .await
+        .map_err(db)?
+        == 1)
+}
+
+/// Which per-tenant options map a change is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Options {
+    /// Feature flag overrides (`features`).
+    Flags,
+    /// Setting overrides (`config`).
+    Settings,
+}
+
+/// Sets (`Some`) or clears (`None`) one entry of a tenant's flag or setting overrides.
+/// Returns false when the tenant is not registered.
+pub async fn set_option(
+    client: &impl GenericClient,
+    app: &AppId,
+    tenant: &TenantId,
+    options: Options,
+    name: &str,
+    value: Option<&Value>,
+) -> Result<bool> {
+    let column = match options {
+        Options::Flags => "features",
+        Options::Settings => "config",
+    };
+    let sql = format!(
+        "UPDATE bulkhead_control.tenant SET {column} = CASE WHEN $4::jsonb IS NULL THEN {column} - $3::text
+           ELSE jsonb_set({column}, ARRAY[$3::text], $4::jsonb) END
+         WHERE app = $1 AND id = $2"
+    );
+    Ok(client
+        .execute(&sql, &[&app.as_str(), &tenant.as_str(), &name, &value])
         .await
         .map_err(db)?
         == 1)

@@ -8,6 +8,7 @@ mod codes;
 mod ids;
 pub mod manifest;
 pub mod names;
+pub mod options;
 mod secret;
 pub mod tenants;
 pub mod yaml;
@@ -15,8 +16,8 @@ pub mod yaml;
 pub use codes::ErrorCode;
 pub use ids::{AppId, IdError, Ident, PLATFORM_COLUMNS, TenantId};
 pub use manifest::{
-    ANONYMOUS_ROLE, Action, AppManifest, Effective, Entity, Field, FieldType, ManifestError,
-    RolePermission, Scope, ValueProblem,
+    ANONYMOUS_ROLE, Action, AppManifest, Effective, Entity, Field, FieldType, FlagDecl, FlagKind,
+    ManifestError, RolePermission, Scope, SettingDecl, ValueProblem,
 };
 pub use secret::Secret;
 

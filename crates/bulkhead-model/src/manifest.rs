@@ -394,6 +394,58 @@ pub struct AppManifest {
     /// Tenant entities this app may read across tenants through the audited escape hatch.
     #[serde(default)]
     pub cross_tenant_reads: Vec<Ident>,
+    /// Feature flags with the app's defaults; tenants override them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<FlagDecl>,
+    /// Configuration settings with a JSON Schema and the app's defaults; tenants override them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<SettingDecl>,
+}
+
+/// The value type of a feature flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlagKind {
+    Bool,
+    String,
+    Number,
+    Json,
+}
+
+impl FlagKind {
+    /// Whether `value` has this kind's JSON type.
+    pub fn accepts(self, value: &serde_json::Value) -> bool {
+        match self {
+            FlagKind::Bool => value.is_boolean(),
+            FlagKind::String => value.is_string(),
+            FlagKind::Number => value.is_number(),
+            FlagKind::Json => !value.is_null(),
+        }
+    }
+}
+
+/// A feature flag declared by the app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagDecl {
+    pub name: Ident,
+    #[serde(rename = "type")]
+    pub kind: FlagKind,
+    pub default: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A configuration setting declared by the app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingDecl {
+    pub name: Ident,
+    /// The JSON Schema every value (default and overrides) must satisfy.
+    pub schema: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+    /// Secret values live in the app's vault space and are never listed in plain.
+    #[serde(default)]
+    pub secret: bool,
 }
 
 impl AppManifest {
@@ -407,6 +459,14 @@ impl AppManifest {
 
     pub fn global_entities(&self) -> impl Iterator<Item = &Entity> {
         self.entities.iter().filter(|e| e.cross_tenant)
+    }
+
+    pub fn flag(&self, name: &str) -> Option<&FlagDecl> {
+        self.flags.iter().find(|f| f.name.as_str() == name)
+    }
+
+    pub fn setting(&self, name: &str) -> Option<&SettingDecl> {
+        self.settings.iter().find(|f| f.name.as_str() == name)
     }
 
     /// Whether the manifest grants cross-tenant reads of `entity`.
@@ -481,6 +541,11 @@ impl fmt::Display for ManifestError {
 }
 
 impl std::error::Error for ManifestError {}
+
+/// The value of `key` in a mapping's entries.
+fn field_of<'n>(fields: &'n [(String, Pos, Node)], key: &str) -> Option<&'n Node> {
+    fields.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n)
+}
 
 /// Collects validation problems; shared by manifests and `tenants.yaml`.
 #[derive(Default)]
@@ -613,11 +678,17 @@ impl Validator {
     }
 
     fn manifest(&mut self, root: &Node) -> Option<AppManifest> {
-        let entries = self.map(root, "", &["app", "entities", "cross_tenant_reads"])?;
+        let entries = self.map(
+            root,
+            "",
+            &["app", "entities", "cross_tenant_reads", "flags", "settings"],
+        )?;
         let mut app = None;
         let mut entities = Vec::new();
         let mut entity_positions = Vec::new();
         let mut reads = Vec::new();
+        let mut flags = Vec::new();
+        let mut settings = Vec::new();
         for (key, pos, node) in entries {
             match key.as_str() {
                 "app" => {
@@ -643,6 +714,8 @@ impl Validator {
                     }
                 }
                 "cross_tenant_reads" => reads = self.ident_list(node, "cross_tenant_reads"),
+                "flags" => flags = self.flags(node),
+                "settings" => settings = self.settings(node),
                 _ => {}
             }
             let _ = pos;
@@ -665,7 +738,150 @@ impl Validator {
             app,
             entities,
             cross_tenant_reads: reads.into_iter().map(|(id, _)| id).collect(),
+            flags,
+            settings,
         })
+    }
+
+    /// The named, well-formed entries of a `flags:` or `settings:` section: name, position,
+    /// path, the declaration node and its keys.
+    #[allow(clippy::type_complexity)]
+    fn declarations<'n>(
+        &mut self,
+        node: &'n Node,
+        section: &str,
+        keys: &[&str],
+    ) -> Vec<(Ident, Pos, String, &'n Node, &'n [(String, Pos, Node)])> {
+        let mut out = Vec::new();
+        let Some(entries) = self.map(node, section, &[]) else {
+            return out;
+        };
+        for (name, pos, decl) in entries {
+            let path = format!("{section}.{name}");
+            let Some(ident) = self.ident_at(name, *pos, &path) else {
+                continue;
+            };
+            if let Some(fields) = self.map(decl, &path, keys) {
+                out.push((ident, *pos, path, decl, fields));
+            }
+        }
+        out
+    }
+
+    /// `flags: { name: { type: bool|string|number|json, default: …, description: … } }`.
+    fn flags(&mut self, node: &Node) -> Vec<FlagDecl> {
+        let mut out = Vec::new();
+        for (name, pos, path, decl, fields) in
+            self.declarations(node, "flags", &["type", "default", "description"])
+        {
+            let get = |k: &str| field_of(fields, k);
+            let kind = match get("type").and_then(|n| self.string(n, &join(&path, "type"))) {
+                Some("bool") => Some(FlagKind::Bool),
+                Some("string") => Some(FlagKind::String),
+                Some("number") => Some(FlagKind::Number),
+                Some("json") => Some(FlagKind::Json),
+                Some(other) => {
+                    let at = get("type").map(Node::pos).unwrap_or(pos);
+                    self.problem(
+                        at,
+                        &join(&path, "type"),
+                        format!(
+                            "unknown flag type {other:?}, expected bool, string, number or json"
+                        ),
+                    );
+                    None
+                }
+                None => {
+                    self.problem(
+                        decl.pos(),
+                        &join(&path, "type"),
+                        "missing: bool, string, number or json",
+                    );
+                    None
+                }
+            };
+            let Some(default_node) = get("default") else {
+                self.problem(
+                    decl.pos(),
+                    &join(&path, "default"),
+                    "missing: every flag has a default",
+                );
+                continue;
+            };
+            let default = default_node.to_json();
+            let Some(kind) = kind else { continue };
+            if !kind.accepts(&default) {
+                self.problem(
+                    default_node.pos(),
+                    &join(&path, "default"),
+                    format!(
+                        "expected a {} value",
+                        serde_json::to_value(kind)
+                            .unwrap_or_default()
+                            .as_str()
+                            .unwrap_or("valid")
+                    ),
+                );
+                continue;
+            }
+            let description = get("description")
+                .and_then(|n| self.string(n, &join(&path, "description")))
+                .map(str::to_owned);
+            out.push(FlagDecl {
+                name,
+                kind,
+                default,
+                description,
+            });
+        }
+        out
+    }
+
+    /// `settings: { name: { schema: {JSON Schema}, default: …, secret: bool } }`.
+    fn settings(&mut self, node: &Node) -> Vec<SettingDecl> {
+        let mut out = Vec::new();
+        for (name, pos, path, decl, fields) in
+            self.declarations(node, "settings", &["schema", "default", "secret"])
+        {
+            let get = |k: &str| field_of(fields, k);
+            let schema = match get("schema") {
+                Some(n @ Node::Map { .. }) => n.to_json(),
+                Some(other) => {
+                    self.problem(
+                        other.pos(),
+                        &join(&path, "schema"),
+                        "expected a JSON Schema (a mapping)",
+                    );
+                    continue;
+                }
+                None => {
+                    self.problem(
+                        decl.pos(),
+                        &join(&path, "schema"),
+                        "missing: every setting has a JSON Schema",
+                    );
+                    continue;
+                }
+            };
+            let secret = get("secret").is_some_and(|n| self.bool(n, &join(&path, "secret")));
+            let default = get("default").map(Node::to_json);
+            if secret && default.is_some() {
+                let at = get("default").map(Node::pos).unwrap_or(pos);
+                self.problem(
+                    at,
+                    &join(&path, "default"),
+                    "a secret setting has no default in the manifest",
+                );
+                continue;
+            }
+            out.push(SettingDecl {
+                name,
+                schema,
+                default,
+                secret,
+            });
+        }
+        out
     }
 
     fn entity(&mut self, name: Ident, node: &Node, path: &str) -> Option<Entity> {
@@ -1227,6 +1443,29 @@ cross_tenant_reads: [missing]
             .unwrap_err()
             .to_string();
         assert!(err.contains("duplicate key \"a\""), "{err}");
+    }
+
+    #[test]
+    fn flags_and_settings_are_declared_with_typed_defaults() {
+        let good = "app: hd\nentities:\n  t:\n    fields:\n      a: text\nflags:\n  beta: { type: bool, default: true }\n  layout: { type: json, default: { cols: 2 } }\nsettings:\n  sla: { schema: { type: integer }, default: 48 }\n  key: { schema: { type: string }, secret: true }\n";
+        let m = AppManifest::from_yaml(good, "m.yaml").unwrap();
+        assert_eq!(m.flag("beta").unwrap().default, serde_json::json!(true));
+        assert_eq!(m.flag("layout").unwrap().default["cols"], 2);
+        assert!(m.setting("key").unwrap().secret);
+        let bad = "app: hd\nentities:\n  t:\n    fields:\n      a: text\nflags:\n  beta: { type: bool, default: yes please }\n  odd: { type: color, default: red }\n  nodefault: { type: bool }\nsettings:\n  s: { schema: 5 }\n  k: { schema: { type: string }, secret: true, default: x }\n";
+        let err = AppManifest::from_yaml(bad, "m.yaml")
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "m.yaml:7:",
+            "flags.beta.default: expected a bool value",
+            "flags.odd.type: unknown flag type",
+            "flags.nodefault.default: missing",
+            "settings.s.schema: expected a JSON Schema",
+            "settings.k.default: a secret setting has no default",
+        ] {
+            assert!(err.contains(expected), "{expected} in {err}");
+        }
     }
 
     #[test]

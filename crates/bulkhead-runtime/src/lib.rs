@@ -7,6 +7,7 @@
 //!   OpenAPI 3.1 document.
 //! - [`files`]: the tenant files API (upload, download, list, delete, signed links) over the
 //!   app's bucket, with entity rows' permissions for their files.
+//! - [`options`]: per-tenant feature flags (OFREP) and configuration.
 //! - [`realms`]: per-tenant realm endpoints (discovery, JWKS, token, revoke).
 //! - [`error`]: JSON error bodies with stable codes.
 //!
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod error;
 pub mod files;
 pub mod openapi;
+pub mod options;
 pub mod realms;
 pub mod resolve;
 pub mod rest;

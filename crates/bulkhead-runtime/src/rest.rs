@@ -38,6 +38,8 @@ pub struct Api {
     pub auth: Arc<dyn Authenticator>,
     /// The app's files, when it has a bucket.
     pub files: Option<crate::files::FilesApi>,
+    /// Each tenant's flag and setting overrides.
+    pub options: Arc<crate::options::OptionsStore>,
     openapi: Value,
 }
 
@@ -56,6 +58,7 @@ impl Api {
             plane,
             auth,
             files: None,
+            options: Arc::default(),
             openapi,
         }
     }
@@ -110,6 +113,15 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/{entity}/_bulk", axum::routing::post(bulk_create))
         .route("/api/{entity}/{id}", get(read).patch(patch).delete(remove))
         .route("/files", get(crate::files::list))
+        .route("/config", get(crate::options::config))
+        .route(
+            "/ofrep/v1/evaluate/flags",
+            axum::routing::post(crate::options::evaluate_all),
+        )
+        .route(
+            "/ofrep/v1/evaluate/flags/{key}",
+            axum::routing::post(crate::options::evaluate_one),
+        )
         .route("/files-signed", axum::routing::post(crate::files::sign))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Uploads stream under the files API's own limit.

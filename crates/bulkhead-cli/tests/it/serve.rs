@@ -237,6 +237,60 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
         )
         .0 == 200
     });
+    // A flag changed with the CLI reaches the running worker's OFREP endpoint.
+    let flag = |tenant: &str| {
+        let (_, body) = request(
+            addr,
+            "POST",
+            &format!("/apps/helpdesk/t/{tenant}/ofrep/v1/evaluate/flags/new_editor"),
+            &auth,
+            Some(("application/json", "{}")),
+        );
+        body
+    };
+    assert!(
+        flag("partner").contains("\"value\":false"),
+        "{}",
+        flag("partner")
+    );
+    run(
+        dir,
+        &[
+            "flags",
+            "set",
+            "new_editor",
+            "--app",
+            "helpdesk",
+            "--tenant",
+            "partner",
+            "--value",
+            "true",
+        ],
+    );
+    eventually("the flag override served", || {
+        flag("partner").contains("\"value\":true")
+    });
+    let err = Command::new(BIN)
+        .args([
+            "config",
+            "set",
+            "sla_hours",
+            "9999",
+            "--app",
+            "helpdesk",
+            "--tenant",
+            "partner",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(!err.status.success());
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("settings.sla_hours"),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
+
     // A tenant created while serving is served without a restart too.
     run(
         dir,

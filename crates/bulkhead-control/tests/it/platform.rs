@@ -393,3 +393,146 @@ async fn a_tenant_moves_between_levels_with_its_records_and_resumes_after_a_cras
         .get(0);
     assert_eq!(moves, 4);
 }
+
+/// Flag overrides and settings are checked against the manifest (errors name the field), a
+/// secret setting lands in the vault and never in the registry or the audit log, and the
+/// app's worker configuration carries each tenant's own overrides only.
+#[tokio::test]
+async fn tenant_flags_and_settings_are_validated_and_secrets_stay_in_the_vault() {
+    use bulkhead_control::platform::{WORKER_CONFIG, WorkerConfig, setting_secret_path};
+    use bulkhead_model::IsolationLevel::Row;
+    use bulkhead_model::TenantId;
+    use bulkhead_model::options::FlagOverride;
+    use bulkhead_vault::VaultAdmin;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, _, vault) = platform(dir.path()).await;
+    let app = unique("opt");
+    let m = AppManifest::from_yaml(
+        &format!(
+            "app: {app}\nentities:\n  note:\n    fields:\n      text: text\nflags:\n  beta_ui: {{ type: bool, default: false }}\nsettings:\n  smtp:\n    schema:\n      type: object\n      properties:\n        host: {{ type: string }}\n        port: {{ type: integer, minimum: 1, maximum: 65535 }}\n      required: [host]\n    default: {{ host: localhost, port: 25 }}\n  api_key: {{ schema: {{ type: string, minLength: 8 }}, secret: true }}\n"
+        ),
+        "m.yaml",
+    )
+    .unwrap();
+    p.create_app(&m, None).await.unwrap();
+    p.publish_worker_config(&WorkerConfig {
+        db_host: "127.0.0.1".into(),
+        db_port: 5432,
+        database: names::app_database(&m.app),
+        runtime_role: names::runtime_role(&m.app),
+        manifest: m.clone(),
+        realm_base_url: "http://127.0.0.1".into(),
+        tenants: vec![],
+        domains: vec![],
+        base_domains: vec![],
+        files_root: None,
+    })
+    .await
+    .unwrap();
+    p.declare_tenant(&m, &spec("acme", Row)).await.unwrap();
+    p.declare_tenant(&m, &spec("beta", Row)).await.unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+
+    // Wrong types and values are refused with the field named.
+    let err = p
+        .set_tenant_setting(
+            &m,
+            &acme,
+            "smtp",
+            Some(&json!({"host": "mx", "port": 70000})),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("settings.smtp.port"), "{err}");
+    let err = p
+        .set_tenant_setting(&m, &acme, "smtp", Some(&json!({"port": 25})))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("settings.smtp") && err.contains("host"),
+        "{err}"
+    );
+    let err = p
+        .set_tenant_setting(&m, &acme, "nope", Some(&json!(1)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("settings.nope"), "{err}");
+    let flag = FlagOverride {
+        value: Some(json!("on")),
+        ..FlagOverride::default()
+    };
+    let err = p
+        .set_tenant_flag(&m, &acme, "beta_ui", Some(&flag))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("flags.beta_ui.value"), "{err}");
+
+    // Valid changes: a flag, a setting, and a secret that goes to the vault only.
+    let flag = FlagOverride {
+        value: Some(json!(true)),
+        ..FlagOverride::default()
+    };
+    p.set_tenant_flag(&m, &acme, "beta_ui", Some(&flag))
+        .await
+        .unwrap();
+    p.set_tenant_setting(
+        &m,
+        &acme,
+        "smtp",
+        Some(&json!({"host": "mx.acme", "port": 587})),
+    )
+    .await
+    .unwrap();
+    p.set_tenant_setting(&m, &acme, "api_key", Some(&json!("s3cret-key-123")))
+        .await
+        .unwrap();
+    let stored = vault
+        .get(&m.app, &setting_secret_path(&acme, "api_key"))
+        .await
+        .unwrap();
+    assert_eq!(stored.expose(), "\"s3cret-key-123\"");
+    let registry_dump: String = p
+        .client
+        .query_one(
+            "SELECT (SELECT string_agg(t::text, ' ') FROM bulkhead_control.tenant t) || (SELECT string_agg(a::text, ' ') FROM bulkhead_control.audit_log a)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !registry_dump.contains("s3cret-key-123"),
+        "a secret in the registry or audit log"
+    );
+    assert!(registry_dump.contains("tenant.setting") && registry_dump.contains("tenant.flag"));
+
+    // The workers' configuration: acme's overrides on acme only, the secret by name only.
+    let config: WorkerConfig =
+        serde_json::from_str(vault.get(&m.app, WORKER_CONFIG).await.unwrap().expose()).unwrap();
+    let by_id = |id: &str| config.tenants.iter().find(|t| t.id.as_str() == id).unwrap();
+    assert_eq!(by_id("acme").options.flags["beta_ui"], flag);
+    assert_eq!(by_id("acme").options.settings["smtp"]["host"], "mx.acme");
+    assert_eq!(by_id("acme").secret_settings, ["api_key"]);
+    assert!(by_id("beta").options.flags.is_empty() && by_id("beta").options.settings.is_empty());
+    assert!(
+        !serde_json::to_string(&config)
+            .unwrap()
+            .contains("s3cret-key-123")
+    );
+
+    // Clearing goes back to the default, and removes the secret from the vault.
+    p.set_tenant_setting(&m, &acme, "api_key", None)
+        .await
+        .unwrap();
+    assert!(
+        vault
+            .get(&m.app, &setting_secret_path(&acme, "api_key"))
+            .await
+            .is_err()
+    );
+}

@@ -34,6 +34,12 @@ entities:
     permissions:
       agent: { read: all, create: all, update: all, delete: all }
       anonymous: { read: all }
+flags:
+  new_editor: { type: bool, default: false }
+  theme: { type: string, default: light }
+settings:
+  support_email: { schema: { type: string, format: email }, default: help@example.com }
+  smtp_password: { schema: { type: string }, secret: true }
 "#;
 
 fn tid(s: &str) -> TenantId {
@@ -52,6 +58,7 @@ struct Stack {
     realm_routes: axum::Router,
     realms: RealmStore,
     app: String,
+    options: Arc<bulkhead_runtime::options::OptionsStore>,
     _files: tempfile::TempDir,
 }
 
@@ -122,6 +129,7 @@ async fn stack() -> Stack {
         rand::random(),
         FILE_LIMIT,
     ));
+    let options = api.options.clone();
     let api = Arc::new(api);
     let config = ResolverConfig {
         strategies: vec![
@@ -148,6 +156,7 @@ async fn stack() -> Stack {
         realm_routes,
         realms,
         app,
+        options,
         _files: files_root,
     }
 }
@@ -973,4 +982,178 @@ async fn files_are_tenant_scoped_validated_signed_and_follow_row_permissions() {
         .raw("GET", ACME, "/files/notes/hello.txt", alice, &[], vec![])
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+/// Flags over OFREP and settings over `/config`: one tenant's overrides never change another's
+/// evaluation; responses have OFREP's shapes; bulk results carry an ETag; secrets stay secret.
+#[tokio::test]
+async fn flags_and_config_follow_the_tenant_over_ofrep() {
+    use bulkhead_model::options::{FlagOverride, Rule, TenantOptions};
+    use bulkhead_runtime::options::LiveOptions;
+    let s = stack().await;
+    let alice = s.token("acme").await;
+    let alice = Some(alice.as_str());
+    let beta = s.token("beta").await;
+    let beta = Some(beta.as_str());
+    // Defaults everywhere before any override.
+    let (st, one) = s
+        .send(
+            "POST",
+            ACME,
+            "/ofrep/v1/evaluate/flags/new_editor",
+            alice,
+            &[],
+            Some("{\"context\": {}}".into()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{one}");
+    assert_eq!(
+        one,
+        json!({"key": "new_editor", "value": false, "reason": "DEFAULT", "variant": "default", "metadata": {}})
+    );
+    // acme turns it on for agents only; beta is untouched.
+    s.options.set(
+        tid("acme"),
+        LiveOptions {
+            options: TenantOptions {
+                flags: [(
+                    "new_editor".to_owned(),
+                    FlagOverride {
+                        value: Some(json!(false)),
+                        rules: vec![Rule {
+                            users: vec![],
+                            roles: vec!["agent".into()],
+                            value: json!(true),
+                        }],
+                        rollout: None,
+                    },
+                )]
+                .into(),
+                settings: [("support_email".to_owned(), json!("acme@example.com"))].into(),
+            },
+            secrets: [("smtp_password".to_owned(), json!("hunter2"))].into(),
+        },
+    );
+    let (_, one) = s
+        .send(
+            "POST",
+            ACME,
+            "/ofrep/v1/evaluate/flags/new_editor",
+            alice,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (one["value"].clone(), one["reason"].clone()),
+        (json!(true), json!("TARGETING_MATCH"))
+    );
+    let (_, other) = s
+        .send(
+            "POST",
+            BETA,
+            "/ofrep/v1/evaluate/flags/new_editor",
+            beta,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (other["value"].clone(), other["reason"].clone()),
+        (json!(false), json!("DEFAULT"))
+    );
+    // Unknown flag and bad context: OFREP error shapes.
+    let (st, nf) = s
+        .send(
+            "POST",
+            ACME,
+            "/ofrep/v1/evaluate/flags/nope",
+            alice,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (nf["key"].clone(), nf["errorCode"].clone()),
+        (json!("nope"), json!("FLAG_NOT_FOUND"))
+    );
+    let (st, bad) = s
+        .send(
+            "POST",
+            ACME,
+            "/ofrep/v1/evaluate/flags/theme",
+            alice,
+            &[],
+            Some("{\"context\": 5}".into()),
+        )
+        .await;
+    assert_eq!(
+        (st, bad["errorCode"].clone()),
+        (StatusCode::BAD_REQUEST, json!("INVALID_CONTEXT"))
+    );
+    // Bulk evaluation with an ETag; the same ETag gives 304.
+    let (st, headers, body) = s
+        .raw(
+            "POST",
+            ACME,
+            "/ofrep/v1/evaluate/flags",
+            alice,
+            &[("content-type", "application/json")],
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let bulk: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(bulk["flags"].as_array().unwrap().len(), 2);
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    let (st, _, _) = s
+        .raw(
+            "POST",
+            ACME,
+            "/ofrep/v1/evaluate/flags",
+            alice,
+            &[("if-none-match", &etag)],
+            vec![],
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_MODIFIED);
+    let (st, beta_headers, _) = s
+        .raw(
+            "POST",
+            BETA,
+            "/ofrep/v1/evaluate/flags",
+            beta,
+            &[("if-none-match", &etag)],
+            vec![],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "beta's flags differ from acme's");
+    assert_ne!(beta_headers["etag"].to_str().unwrap(), etag);
+    // No credentials at a tenant selected by path: refused.
+    let (st, _) = s
+        .send(
+            "POST",
+            "api.example.com",
+            "/t/acme/ofrep/v1/evaluate/flags/theme",
+            None,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // Config: the override, the default, and the secret redacted.
+    let (_, cfg) = s.send("GET", ACME, "/config", alice, &[], None).await;
+    assert_eq!(cfg["settings"]["support_email"], "acme@example.com");
+    assert_eq!(
+        cfg["settings"]["smtp_password"],
+        json!({"secret": true, "set": true})
+    );
+    assert!(!cfg.to_string().contains("hunter2"));
+    let (_, cfg) = s.send("GET", BETA, "/config", beta, &[], None).await;
+    assert_eq!(cfg["settings"]["support_email"], "help@example.com");
+    assert_eq!(
+        cfg["settings"]["smtp_password"],
+        json!({"secret": true, "set": false})
+    );
 }

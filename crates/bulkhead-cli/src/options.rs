@@ -1,0 +1,226 @@
+//! `bulkhead flags get|set` and `bulkhead config get|set`: a tenant's feature flag overrides
+//! and settings. Running workers pick changes up within seconds; every change is audited.
+
+use std::path::Path;
+
+use anyhow::Context;
+use bulkhead_control::registry;
+use bulkhead_model::TenantId;
+use bulkhead_model::options::FlagOverride;
+use serde_json::{Value, json};
+
+use crate::app::{Target, manifest_of, platform_for, runtime};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum FlagsCommand {
+    /// Show the app's flags: type, default and the tenant's override.
+    Get {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Override a flag for a tenant: `--value true` for everyone, or `--override` with rules
+    /// and a rollout, e.g. '{"value": false, "rules": [{"roles": ["agent"], "value": true}],
+    /// "rollout": {"percent": 20, "value": true}}'. `--clear` goes back to the app's default.
+    Set {
+        name: String,
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        tenant: String,
+        /// The value for everyone (JSON: true, "dark", 3, {...}).
+        #[arg(long, conflicts_with_all = ["override", "clear"])]
+        value: Option<String>,
+        /// The whole override (JSON).
+        #[arg(long = "override", conflicts_with = "clear")]
+        r#override: Option<String>,
+        #[arg(long)]
+        clear: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Show the app's settings for a tenant (secret values are never shown).
+    Get {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set a tenant's value of a setting, validated against the setting's JSON Schema (the
+    /// error names the field). VALUE is JSON, or else taken as a string. Secret settings go
+    /// to the app's vault space. `--clear` goes back to the app's default.
+    Set {
+        name: String,
+        value: Option<String>,
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, conflicts_with = "value")]
+        clear: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn json_arg(raw: &str) -> Value {
+    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+}
+
+async fn record(
+    p: &bulkhead_control::platform::Platform,
+    app: &str,
+    tenant: &str,
+) -> anyhow::Result<registry::TenantRecord> {
+    registry::tenants(&p.client, &bulkhead_model::AppId::parse(app)?)
+        .await?
+        .into_iter()
+        .find(|t| t.id == tenant)
+        .with_context(|| format!("tenant {tenant} of app {app} is not registered"))
+}
+
+pub fn run_flags(config_path: &Path, cmd: FlagsCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        match cmd {
+            FlagsCommand::Get {
+                app,
+                tenant,
+                target,
+            } => {
+                let p = platform_for(config_path, &target).await?;
+                let m = manifest_of(&p, &app).await?;
+                let rec = record(&p, &app, &tenant).await?;
+                let rows: Vec<Value> = m
+                    .flags
+                    .iter()
+                    .map(|f| {
+                        json!({"flag": f.name, "type": f.kind, "default": f.default,
+                               "override": rec.features.get(f.name.as_str())})
+                    })
+                    .collect();
+                if target.json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    println!("{:<24} {:<7} {:<16} override", "flag", "type", "default");
+                    for r in &rows {
+                        println!(
+                            "{:<24} {:<7} {:<16} {}",
+                            r["flag"].as_str().unwrap_or_default(),
+                            r["type"].as_str().unwrap_or_default(),
+                            r["default"].to_string(),
+                            if r["override"].is_null() {
+                                "-".to_owned()
+                            } else {
+                                r["override"].to_string()
+                            }
+                        );
+                    }
+                }
+            }
+            FlagsCommand::Set {
+                name,
+                app,
+                tenant,
+                value,
+                r#override,
+                clear,
+                target,
+            } => {
+                let mut p = platform_for(config_path, &target).await?;
+                let m = manifest_of(&p, &app).await?;
+                let over = match (value, r#override, clear) {
+                    (_, _, true) => None,
+                    (Some(v), None, false) => Some(FlagOverride {
+                        value: Some(json_arg(&v)),
+                        ..FlagOverride::default()
+                    }),
+                    (None, Some(o), false) => Some(
+                        serde_json::from_str::<FlagOverride>(&o)
+                            .with_context(|| format!("--override for flag {name}"))?,
+                    ),
+                    _ => anyhow::bail!("give --value, --override or --clear"),
+                };
+                p.set_tenant_flag(&m, &TenantId::parse(&tenant)?, &name, over.as_ref())
+                    .await?;
+                println!("flag {name} of {app} for tenant {tenant}: set");
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn run_config(config_path: &Path, cmd: ConfigCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        match cmd {
+            ConfigCommand::Get {
+                app,
+                tenant,
+                target,
+            } => {
+                let p = platform_for(config_path, &target).await?;
+                let m = manifest_of(&p, &app).await?;
+                let rec = record(&p, &app, &tenant).await?;
+                let rows: Vec<Value> = m
+                    .settings
+                    .iter()
+                    .map(|s| {
+                        let set = rec.config.get(s.name.as_str());
+                        let value = if s.secret {
+                            json!({"secret": true, "set": set.is_some()})
+                        } else {
+                            set.cloned()
+                                .or_else(|| s.default.clone())
+                                .unwrap_or(Value::Null)
+                        };
+                        json!({"setting": s.name, "value": value, "overridden": set.is_some()})
+                    })
+                    .collect();
+                if target.json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    for r in &rows {
+                        println!(
+                            "{:<24} {}{}",
+                            r["setting"].as_str().unwrap_or_default(),
+                            r["value"],
+                            if r["overridden"] == true {
+                                ""
+                            } else {
+                                "  (default)"
+                            }
+                        );
+                    }
+                }
+            }
+            ConfigCommand::Set {
+                name,
+                value,
+                app,
+                tenant,
+                clear,
+                target,
+            } => {
+                let mut p = platform_for(config_path, &target).await?;
+                let m = manifest_of(&p, &app).await?;
+                let value = match (value, clear) {
+                    (_, true) => None,
+                    (Some(v), false) => Some(json_arg(&v)),
+                    (None, false) => anyhow::bail!("give a VALUE or --clear"),
+                };
+                p.set_tenant_setting(&m, &TenantId::parse(&tenant)?, &name, value.as_ref())
+                    .await?;
+                println!("setting {name} of {app} for tenant {tenant}: set");
+            }
+        }
+        Ok(())
+    })
+}
