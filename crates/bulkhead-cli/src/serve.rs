@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use bulkhead_control::platform::{Platform, WorkerConfig};
 use bulkhead_control::registry;
 use bulkhead_identity::store::{RealmSettings, RealmStore};
-use bulkhead_model::{AppId, AppManifest, TenantId};
+use bulkhead_model::{AppManifest, TenantId};
 use bulkhead_runtime::TenantDirectory;
 use bulkhead_runtime::realms::Realms;
 use deadpool_postgres::Pool;
@@ -203,13 +203,14 @@ impl Gateway {
             );
             // What the worker needs, in the app's own vault space; tenants from the registry.
             self.platform
-                .publish_worker_config(&WorkerConfig {
+                .publish_worker_config(WorkerConfig {
                     db_host: db_host.clone(),
                     db_port,
                     database: bulkhead_model::names::app_database(&manifest.app),
                     runtime_role: bulkhead_model::names::runtime_role(&manifest.app),
                     manifest: manifest.clone(),
                     realm_base_url: self.public_url.clone(),
+                    // Filled from the registry by `publish_worker_config`.
                     tenants: Vec::new(),
                     domains,
                     base_domains: base_domains.clone(),
@@ -225,7 +226,6 @@ impl Gateway {
             self.platform
                 .ensure_files_signing_key(&manifest.app)
                 .await?;
-            self.platform.sync_worker_config(&manifest.app).await?;
             workers.push(supervise::spawn(
                 Launch {
                     app: manifest.app.clone(),
@@ -309,17 +309,11 @@ impl RegistryTenants {
 
 async fn active_tenants(pool: &Pool) -> anyhow::Result<HashSet<TenantId>> {
     let client = pool.get().await?;
-    let mut out = HashSet::new();
-    for (app, _) in registry::apps(&**client).await? {
-        for t in registry::tenants(&**client, &AppId::parse(&app)?).await? {
-            if t.status == registry::ACTIVE
-                && let Ok(id) = TenantId::parse(&t.id)
-            {
-                out.insert(id);
-            }
-        }
-    }
-    Ok(out)
+    Ok(registry::active_tenant_ids(&**client)
+        .await?
+        .iter()
+        .filter_map(|id| TenantId::parse(id).ok())
+        .collect())
 }
 
 impl TenantDirectory for RegistryTenants {

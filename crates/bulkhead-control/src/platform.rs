@@ -309,8 +309,15 @@ impl Platform {
         }
     }
 
-    /// Writes the worker configuration of an app into its vault space.
-    pub async fn publish_worker_config(&self, config: &WorkerConfig) -> Result<()> {
+    /// Writes the worker configuration of an app into its vault space, with the tenant list as
+    /// the registry has it now (whatever `config.tenants` held): the registry is the one
+    /// source, so no publication ever shows running workers a partial tenant list.
+    pub async fn publish_worker_config(&self, mut config: WorkerConfig) -> Result<()> {
+        config.tenants = self.worker_tenants(&config.manifest.app).await?;
+        self.write_worker_config(&config).await
+    }
+
+    async fn write_worker_config(&self, config: &WorkerConfig) -> Result<()> {
         let json = serde_json::to_string(config).map_err(|e| Error::Internal(e.to_string()))?;
         self.vault
             .put(&config.manifest.app, WORKER_CONFIG, &VaultSecret::new(json))
@@ -409,7 +416,17 @@ impl Platform {
             Err(bulkhead_vault::Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(vault(e)),
         };
-        let tenants = registry::tenants(&self.client, app)
+        let tenants = self.worker_tenants(app).await?;
+        if config.tenants != tenants {
+            config.tenants = tenants;
+            self.write_worker_config(&config).await?;
+        }
+        Ok(())
+    }
+
+    /// The app's tenants as its workers see them, from the registry.
+    async fn worker_tenants(&self, app: &bulkhead_model::AppId) -> Result<Vec<WorkerTenant>> {
+        registry::tenants(&self.client, app)
             .await?
             .iter()
             .map(|r| {
@@ -417,12 +434,7 @@ impl Platform {
                     Error::Internal(format!("registry entry of tenant {} is invalid", r.id))
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
-        if config.tenants != tenants {
-            config.tenants = tenants;
-            self.publish_worker_config(&config).await?;
-        }
-        Ok(())
+            .collect()
     }
 
     /// Declares a tenant of an app (`tenants.yaml`, `bulkhead tenant create`): provisions it at

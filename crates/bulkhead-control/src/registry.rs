@@ -282,3 +282,18 @@ pub async fn set_option(
         .map_err(db)?
         == 1)
 }
+
+/// The ids of every active tenant of every app (one query; the gateway's realm endpoints
+/// answer for these only).
+pub async fn active_tenant_ids(client: &impl GenericClient) -> Result<Vec<String>> {
+    Ok(client
+        .query(
+            "SELECT DISTINCT id FROM bulkhead_control.tenant WHERE status = $1",
+            &[&ACTIVE],
+        )
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}

@@ -307,6 +307,20 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
     eventually("new database tenant served", || {
         get(addr, "/apps/notes/t/silo/openapi.json").0 == 200
     });
+    // The gateway's realm endpoints follow the registry too: a suspended tenant's realm
+    // publishes no keys (so nothing can be verified or issued for it) until it is resumed.
+    let certs = "/realms/silo/protocol/openid-connect/certs";
+    eventually("the new tenant's realm published", || {
+        get(addr, certs).0 == 200
+    });
+    run(dir, &["tenant", "suspend", "silo", "--app", "notes"]);
+    eventually("a suspended tenant's realm refused", || {
+        get(addr, certs).0 == 404
+    });
+    run(dir, &["tenant", "resume", "silo", "--app", "notes"]);
+    eventually("the resumed tenant's realm back", || {
+        get(addr, certs).0 == 200
+    });
     assert_eq!(
         metric(addr, "bulkhead_worker_starts_total{app=\"helpdesk\"}"),
         Some(1)
