@@ -172,7 +172,7 @@ pub enum TenantCommand {
     },
 }
 
-fn config(config_path: &Path, t: &Target) -> anyhow::Result<Config> {
+pub(crate) fn config(config_path: &Path, t: &Target) -> anyhow::Result<Config> {
     Config::load(
         config_path,
         Overrides {

@@ -11,8 +11,6 @@ use bulkhead_model::tenants::{self, TenantSpec};
 use bulkhead_model::{AppId, AppManifest};
 use serde::Serialize;
 
-use crate::config::{Config, Overrides, Secret};
-
 /// How long a tenant stays suspended before its data moves: longer than a worker's reload
 /// interval, so no running worker still writes to the old level.
 pub const MOVE_QUIESCE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -25,18 +23,12 @@ pub struct Args {
     /// Show the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Print the plan as JSON.
-    #[arg(long)]
-    json: bool,
     /// Allow lowering a tenant's isolation level (database → schema → row), which moves its
     /// data into storage shared with other tenants.
     #[arg(long)]
     allow_downgrade: bool,
-    /// The platform database (default: the embedded cluster under --data-dir).
-    #[arg(long)]
-    database_url: Option<String>,
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    target: crate::app::Target,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -127,18 +119,8 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
     let specs = tenants::parse(&text, &args.file.display().to_string())?;
-    let config = Config::load(
-        config_path,
-        Overrides {
-            database_url: args.database_url.clone().map(Secret::new),
-            data_dir: args.data_dir.clone(),
-            ..Overrides::default()
-        },
-    )?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
+    let config = crate::app::config(config_path, &args.target)?;
+    crate::app::runtime()?.block_on(async {
         let mut platform = crate::app::platform(&config).await?;
         let mut apps = Vec::new();
         let mut manifests = Vec::new();
@@ -149,7 +131,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
         }
         anyhow::ensure!(!apps.is_empty(), "no apps are registered yet");
         let steps = plan(&apps, &specs, args.allow_downgrade);
-        if args.json {
+        if args.target.json {
             println!("{}", serde_json::to_string_pretty(&steps)?);
         } else {
             for s in &steps {
@@ -178,7 +160,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
             })
             .collect();
         if args.dry_run || todo.is_empty() {
-            if todo.is_empty() && !args.json {
+            if todo.is_empty() && !args.target.json {
                 println!("nothing to do");
             }
             return Ok(true);
@@ -204,7 +186,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
                             spec.isolation.as_str()
                         )
                     })?;
-                if !args.json {
+                if !args.target.json {
                     println!(
                         "moved {} of {} from {from} to {} ({moved} records)",
                         spec.id,
@@ -217,7 +199,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
             // (a silo's password and the tenant list go to the app's vault space).
             crate::app::declare_tenant(&config, &mut platform, manifest, spec).await?;
         }
-        if !args.json {
+        if !args.target.json {
             println!("applied");
         }
         Ok(true)

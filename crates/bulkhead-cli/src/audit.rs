@@ -5,19 +5,13 @@ use std::path::Path;
 use anyhow::Context;
 use bulkhead_control::audit;
 
-use crate::config::{Config, Overrides, Secret};
+use crate::app::Target;
+use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The platform database (default: the embedded cluster under --data-dir, if it runs).
-    #[arg(long, global = true)]
-    database_url: Option<String>,
-    /// Directory of the embedded cluster.
-    #[arg(long, global = true)]
-    data_dir: Option<std::path::PathBuf>,
-    /// Print JSON instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    target: Target,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,18 +53,9 @@ pub fn platform_db(config: &Config) -> anyhow::Result<tokio_postgres::Config> {
 }
 
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
-    let config = Config::load(
-        config_path,
-        Overrides {
-            database_url: args.database_url.clone().map(Secret::new),
-            data_dir: args.data_dir.clone(),
-            ..Overrides::default()
-        },
-    )?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
+    let config = crate::app::config(config_path, &args.target)?;
+    let json = args.target.json;
+    crate::app::runtime()?.block_on(async {
         let (client, conn) = platform_db(&config)?
             .connect(tokio_postgres::NoTls)
             .await
@@ -80,7 +65,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
         match args.command {
             Command::List { limit } => {
                 let records = audit::list(&client, limit).await?;
-                if args.json {
+                if json {
                     println!("{}", serde_json::to_string_pretty(&records)?);
                 } else {
                     println!(
@@ -98,7 +83,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
             }
             Command::Verify => {
                 let v = audit::verify(&client).await?;
-                if args.json {
+                if json {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 } else if v.ok() {
                     println!("audit log intact: {} records, head {}", v.records, v.head);

@@ -100,3 +100,20 @@ pub async fn provision(gateway: &mut Gateway, data_dir: &Path) -> anyhow::Result
 
     Ok(())
 }
+
+/// Logs how to log in to the demo tenants and call the example app.
+pub fn print_help(base: &str) {
+    let mut users = String::new();
+    for (tenant, level) in TENANTS {
+        users.push_str(&format!(
+            "\n    tenant {tenant} ({}): alice / {} (agent), bob / {} (customer)",
+            level.as_str(),
+            demo_password(tenant, "alice"),
+            demo_password(tenant, "bob"),
+        ));
+    }
+    tracing::info!(
+        "example app `helpdesk` is ready{users}\n  log in:\n    curl -s {base}/realms/acme/protocol/openid-connect/token -d grant_type=password -d client_id=helpdesk -d username=alice -d password={pw}\n  call it:\n    curl -s {base}/t/acme/api/ticket -H \"Authorization: Bearer $TOKEN\"\n  API document: {base}/t/acme/openapi.json",
+        pw = demo_password("acme", "alice"),
+    );
+}

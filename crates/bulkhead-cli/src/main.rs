@@ -53,7 +53,7 @@ enum Command {
     /// with backoff when it exits or fails `serve.health_failures` health checks in a row.
     /// Requests reach an app under /apps/<app>/, by a host in `serve.hosts`, or directly when
     /// one app runs. Also serves local realms, /healthz, /readyz and /metrics (Prometheus).
-    Serve(serve::Args),
+    Serve(serve::ServerArgs),
     /// Work with app manifests (the YAML that declares an app's entities).
     #[command(subcommand)]
     Manifest(ManifestCommand),

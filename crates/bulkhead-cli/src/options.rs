@@ -11,26 +11,29 @@ use serde_json::{Value, json};
 
 use crate::app::{Target, manifest_of, platform_for, runtime};
 
+/// One tenant of one app, and where the platform is.
+#[derive(Debug, clap::Args)]
+pub struct TenantTarget {
+    #[arg(long)]
+    app: String,
+    #[arg(long)]
+    tenant: String,
+    #[command(flatten)]
+    target: Target,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum FlagsCommand {
     /// Show the app's flags: type, default and the tenant's override.
     Get {
-        #[arg(long)]
-        app: String,
-        #[arg(long)]
-        tenant: String,
         #[command(flatten)]
-        target: Target,
+        at: TenantTarget,
     },
     /// Override a flag for a tenant: `--value true` for everyone, or `--override` with rules
     /// and a rollout, e.g. '{"value": false, "rules": [{"roles": ["agent"], "value": true}],
     /// "rollout": {"percent": 20, "value": true}}'. `--clear` goes back to the app's default.
     Set {
         name: String,
-        #[arg(long)]
-        app: String,
-        #[arg(long)]
-        tenant: String,
         /// The value for everyone (JSON: true, "dark", 3, {...}).
         #[arg(long, conflicts_with_all = ["override", "clear"])]
         value: Option<String>,
@@ -40,7 +43,7 @@ pub enum FlagsCommand {
         #[arg(long)]
         clear: bool,
         #[command(flatten)]
-        target: Target,
+        at: TenantTarget,
     },
 }
 
@@ -48,12 +51,8 @@ pub enum FlagsCommand {
 pub enum ConfigCommand {
     /// Show the app's settings for a tenant (secret values are never shown).
     Get {
-        #[arg(long)]
-        app: String,
-        #[arg(long)]
-        tenant: String,
         #[command(flatten)]
-        target: Target,
+        at: TenantTarget,
     },
     /// Set a tenant's value of a setting, validated against the setting's JSON Schema (the
     /// error names the field). VALUE is JSON, or else taken as a string. Secret settings go
@@ -61,14 +60,10 @@ pub enum ConfigCommand {
     Set {
         name: String,
         value: Option<String>,
-        #[arg(long)]
-        app: String,
-        #[arg(long)]
-        tenant: String,
         #[arg(long, conflicts_with = "value")]
         clear: bool,
         #[command(flatten)]
-        target: Target,
+        at: TenantTarget,
     },
 }
 
@@ -92,9 +87,12 @@ pub fn run_flags(config_path: &Path, cmd: FlagsCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         match cmd {
             FlagsCommand::Get {
-                app,
-                tenant,
-                target,
+                at:
+                    TenantTarget {
+                        app,
+                        tenant,
+                        target,
+                    },
             } => {
                 let p = platform_for(config_path, &target).await?;
                 let m = manifest_of(&p, &app).await?;
@@ -128,12 +126,15 @@ pub fn run_flags(config_path: &Path, cmd: FlagsCommand) -> anyhow::Result<()> {
             }
             FlagsCommand::Set {
                 name,
-                app,
-                tenant,
                 value,
                 r#override,
                 clear,
-                target,
+                at:
+                    TenantTarget {
+                        app,
+                        tenant,
+                        target,
+                    },
             } => {
                 let mut p = platform_for(config_path, &target).await?;
                 let m = manifest_of(&p, &app).await?;
@@ -162,9 +163,12 @@ pub fn run_config(config_path: &Path, cmd: ConfigCommand) -> anyhow::Result<()> 
     runtime()?.block_on(async {
         match cmd {
             ConfigCommand::Get {
-                app,
-                tenant,
-                target,
+                at:
+                    TenantTarget {
+                        app,
+                        tenant,
+                        target,
+                    },
             } => {
                 let p = platform_for(config_path, &target).await?;
                 let m = manifest_of(&p, &app).await?;
@@ -204,10 +208,13 @@ pub fn run_config(config_path: &Path, cmd: ConfigCommand) -> anyhow::Result<()> 
             ConfigCommand::Set {
                 name,
                 value,
-                app,
-                tenant,
                 clear,
-                target,
+                at:
+                    TenantTarget {
+                        app,
+                        tenant,
+                        target,
+                    },
             } => {
                 let mut p = platform_for(config_path, &target).await?;
                 let m = manifest_of(&p, &app).await?;

@@ -31,63 +31,127 @@ use tokio::net::TcpListener;
 use crate::config::{self, Config, Overrides, Secret};
 use crate::supervise::{self, Launch, WorkerHandle};
 
+/// Where to listen and which platform database to use: `serve` and `up` alike.
 #[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Address to serve HTTP on (overrides `listen`).
+pub struct ServerArgs {
+    /// Address to serve HTTP on (e.g. 127.0.0.1:8080; port 0 picks a free port).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
-    /// The platform database (overrides `database_url`; prefer BULKHEAD_DATABASE_URL or
-    /// `database_url_file` to keep it out of `ps`).
+    /// The platform database (postgres://user:pass@host:port/db). Prefer
+    /// BULKHEAD_DATABASE_URL or database_url_file to keep it out of `ps`.
     #[arg(long)]
     database_url: Option<String>,
+    /// Directory for local state (embedded cluster, embedded vault, local files).
     #[arg(long)]
     data_dir: Option<PathBuf>,
 }
 
-pub fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
-    let config = Config::load(
-        config_path,
-        Overrides {
-            listen: args.listen,
-            database_url: args.database_url.map(Secret::new),
-            data_dir: args.data_dir,
-        },
-    )?;
-    config::init_logging(&config.log);
+impl ServerArgs {
+    /// The configuration with these flags on top, logging started.
+    pub fn load(self, config_path: &Path) -> anyhow::Result<Config> {
+        let config = Config::load(
+            config_path,
+            Overrides {
+                listen: self.listen,
+                database_url: self.database_url.map(Secret::new),
+                data_dir: self.data_dir,
+            },
+        )?;
+        config::init_logging(&config.log);
+        Ok(config)
+    }
+}
+
+pub fn run(config_path: &Path, args: ServerArgs) -> anyhow::Result<()> {
+    let config = args.load(config_path)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
         .block_on(async {
             let db = crate::audit::platform_db(&config)?;
-            let listener = TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("binding {}", config.listen))?;
-            let addr = listener.local_addr()?;
-            let public_url = config
-                .serve
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{addr}"));
-            let gateway = Gateway::open(&config, db, &public_url, false).await?;
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            let (router, workers) = gateway.start(&config, stopped).await?;
-            tracing::info!(
-                apps = ?workers.iter().map(WorkerHandle::app).collect::<Vec<_>>(),
-                "serve: listening on http://{addr}"
-            );
-            let result = bulkhead_gateway::launch(
-                listener,
-                bulkhead_gateway::AppState::new(gateway.pool()),
-                router,
-                crate::up::shutdown_signal(),
-            )
-            .await
-            .context("serving HTTP");
-            let _ = stop.send(true);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            result
+            run_gateway(&config, db, Mode::Serve).await
         })
+}
+
+/// Which command runs the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Serve,
+    /// `bulkhead up`, provisioning the example app first when `example`.
+    Up {
+        example: bool,
+    },
+}
+
+/// Binds, opens the platform, starts every app's worker and serves until Ctrl-C/SIGTERM;
+/// then stops the workers.
+pub async fn run_gateway(
+    config: &Config,
+    db: tokio_postgres::Config,
+    mode: Mode,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .serve
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let embedded = matches!(mode, Mode::Up { .. });
+    if embedded {
+        std::fs::create_dir_all(&config.data_dir)?;
+    }
+    let mut gateway = Gateway::open(config, db, &public_url, embedded).await?;
+    let example = mode == Mode::Up { example: true };
+    if example {
+        crate::demo::provision(&mut gateway, &config.data_dir)
+            .await
+            .context("provisioning the example app")?;
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (router, workers) = gateway.start(config, stopped).await?;
+    if example {
+        crate::demo::print_help(&public_url);
+    }
+    let label = if embedded { "up" } else { "serve" };
+    tracing::info!(
+        apps = ?workers.iter().map(WorkerHandle::app).collect::<Vec<_>>(),
+        "{label}: listening on http://{addr}"
+    );
+    let result = bulkhead_gateway::launch(
+        listener,
+        bulkhead_gateway::AppState::new(gateway.pool()),
+        router,
+        shutdown_signal(),
+    )
+    .await
+    .context("serving HTTP");
+    let _ = stop.send(true);
+    // Give the supervisors a moment to stop the workers before the database goes away.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    result
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C; shutting down"),
+        () = term => tracing::info!("received SIGTERM; shutting down"),
+    }
 }
 
 /// The platform side of a running server: control plane, vault, local realms.

@@ -4,32 +4,23 @@
 //! `database_url` is configured, makes sure the platform database exists, serves the gateway,
 //! and on Ctrl-C/SIGTERM stops serving and then stops the cluster it started.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::Context;
-use bulkhead_gateway::AppState;
 use bulkhead_pgcluster::{Cluster, Durability, Opened, Reaper, Started, StopMode};
-use tokio::net::TcpListener;
 
-use crate::config::{self, Config, Overrides, Secret};
-use crate::serve::Gateway;
+use crate::config::Config;
+use crate::serve::{Mode, ServerArgs, run_gateway};
 
 /// The platform's own database inside the embedded cluster.
 const PLATFORM_DB: &str = "bulkhead";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Address to serve HTTP on (e.g. 127.0.0.1:8080; port 0 picks a free port).
-    #[arg(long)]
-    listen: Option<std::net::SocketAddr>,
-    /// Use this PostgreSQL server (postgres://user:pass@host:port/db) instead of the embedded
-    /// cluster. Prefer BULKHEAD_DATABASE_URL or database_url_file to keep it out of `ps`.
-    #[arg(long)]
-    database_url: Option<String>,
-    /// Directory for local state; the embedded cluster lives in <data-dir>/postgres.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Without --database-url the embedded cluster lives in <data-dir>/postgres.
+    #[command(flatten)]
+    server: ServerArgs,
     /// Do not provision and serve the example app (examples/helpdesk).
     #[arg(long)]
     no_example: bool,
@@ -44,15 +35,7 @@ struct Embedded {
 
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let example = !args.no_example;
-    let config = Config::load(
-        config_path,
-        Overrides {
-            listen: args.listen,
-            database_url: args.database_url.map(Secret::new),
-            data_dir: args.data_dir,
-        },
-    )?;
-    config::init_logging(&config.log);
+    let config = args.server.load(config_path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,7 +61,7 @@ async fn serve(config: Config, example: bool) -> anyhow::Result<()> {
         }
     };
 
-    let result = serve_http(&config, db_config, example).await;
+    let result = run_gateway(&config, db_config, Mode::Up { example }).await;
 
     if let Some(embedded) = embedded {
         if embedded.started_here {
@@ -92,67 +75,6 @@ async fn serve(config: Config, example: bool) -> anyhow::Result<()> {
         }
     }
     result
-}
-
-async fn serve_http(
-    config: &Config,
-    db_config: tokio_postgres::Config,
-    example: bool,
-) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let base_url = config
-        .serve
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
-    std::fs::create_dir_all(&config.data_dir)?;
-    let mut gateway = Gateway::open(config, db_config, &base_url, true).await?;
-    if example {
-        crate::demo::provision(&mut gateway, &config.data_dir)
-            .await
-            .context("provisioning the example app")?;
-    }
-    // Every registered app runs in its own worker process; the gateway routes to them.
-    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
-    let (app, workers) = gateway.start(config, workers_stopped).await?;
-    if example {
-        print_demo_help(&base_url);
-    }
-    tracing::info!(
-        apps = ?workers.iter().map(|w| w.app()).collect::<Vec<_>>(),
-        "up: listening on http://{addr}"
-    );
-    let result = bulkhead_gateway::launch(
-        listener,
-        AppState::new(gateway.pool()),
-        app,
-        shutdown_signal(),
-    )
-    .await
-    .context("serving HTTP");
-    let _ = stop_workers.send(true);
-    // Give the supervisor a moment to stop the workers before the database goes away.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    result
-}
-
-fn print_demo_help(base: &str) {
-    let mut users = String::new();
-    for (tenant, level) in crate::demo::TENANTS {
-        users.push_str(&format!(
-            "\n    tenant {tenant} ({}): alice / {} (agent), bob / {} (customer)",
-            level.as_str(),
-            crate::demo::demo_password(tenant, "alice"),
-            crate::demo::demo_password(tenant, "bob"),
-        ));
-    }
-    tracing::info!(
-        "example app `helpdesk` is ready{users}\n  log in:\n    curl -s {base}/realms/acme/protocol/openid-connect/token -d grant_type=password -d client_id=helpdesk -d username=alice -d password={pw}\n  call it:\n    curl -s {base}/t/acme/api/ticket -H \"Authorization: Bearer $TOKEN\"\n  API document: {base}/t/acme/openapi.json",
-        pw = crate::demo::demo_password("acme", "alice"),
-    );
 }
 
 fn start_embedded(dir: &Path) -> anyhow::Result<Embedded> {
@@ -229,23 +151,4 @@ async fn ensure_platform_db(cluster: &Cluster) -> anyhow::Result<tokio_postgres:
     let _ = driver.await;
     admin.dbname(PLATFORM_DB);
     Ok(admin)
-}
-
-/// Completes on Ctrl-C (SIGINT) or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("received Ctrl-C; shutting down"),
-        () = term => tracing::info!("received SIGTERM; shutting down"),
-    }
 }
