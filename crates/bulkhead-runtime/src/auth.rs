@@ -71,20 +71,13 @@ impl Authenticator for LocalRealms {
         token: &'a str,
     ) -> Pin<Box<dyn Future<Output = Option<Principal>> + Send + 'a>> {
         Box::pin(async move {
-            match self
-                .store
-                .verify(tenant, token, &self.audience, now())
-                .await
-            {
-                Ok(v) => Some(Principal {
-                    roles: v.strings("roles"),
-                    subject: v.subject,
-                }),
-                Err(e) => {
-                    tracing::debug!(%tenant, error = %e, "token rejected");
-                    None
-                }
-            }
+            principal(
+                tenant,
+                self.store
+                    .verify(tenant, token, &self.audience, now())
+                    .await,
+                "roles",
+            )
         })
     }
 }
