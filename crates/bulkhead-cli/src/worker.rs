@@ -399,9 +399,7 @@ async fn files(
         return Ok(None);
     };
     let key = read_with_retry(reader, FILES_SIGNING_KEY, attempts).await?;
-    let key = bulkhead_vault::embedded::MasterKey::decode(key.expose().as_bytes())
-        .context("the app's file signing key")?
-        .bytes();
+    let key = bulkhead_vault::decode_key(key.expose()).context("the app's file signing key")?;
     Ok(Some(FilesApi::new(bucket, key, DEFAULT_MAX_BYTES)))
 }
 

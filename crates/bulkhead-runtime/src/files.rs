@@ -17,6 +17,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use bulkhead_files::{AppBucket, check_key};
 use bulkhead_model::ErrorCode;
 use bulkhead_model::manifest::{Action, Scope};
@@ -80,7 +82,7 @@ impl FilesApi {
         }
     }
 
-    /// The signature of a download of `key` in `tenant` valid until `exp` (hex HMAC-SHA256 over
+    /// The signature of a download of `key` in `tenant` valid until `exp` (HMAC-SHA256 over
     /// app, tenant, key and expiry).
     fn signature(&self, tenant: &str, key: &str, exp: u64) -> Option<Hmac<Sha256>> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.signing_key).ok()?;
@@ -93,32 +95,18 @@ impl FilesApi {
 
     fn sign(&self, tenant: &str, key: &str, exp: u64) -> String {
         self.signature(tenant, key, exp)
-            .map(|m| hex(&m.finalize().into_bytes()))
+            .map(|m| B64.encode(m.finalize().into_bytes()))
             .unwrap_or_default()
     }
 
     /// Checks a signature in constant time.
     fn verify(&self, tenant: &str, key: &str, exp: u64, sig: &str) -> bool {
-        let Some(bytes) = unhex(sig) else {
+        let Ok(bytes) = B64.decode(sig) else {
             return false;
         };
         self.signature(tenant, key, exp)
             .is_some_and(|m| m.verify_slice(&bytes).is_ok())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 fn files_of(api: &Api) -> Result<&FilesApi, ApiError> {

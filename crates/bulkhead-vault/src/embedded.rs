@@ -110,14 +110,10 @@ impl MasterKey {
             return Ok(Self(key));
         }
         let text = std::str::from_utf8(bytes)
-            .map_err(|_| Error::BadCredential("master key must be 32 bytes or 64 hex".into()))?
-            .trim();
-        let parsed = crate::BootCredential::parse(&format!("embedded:{text}"))
             .map_err(|_| Error::BadCredential("master key must be 32 bytes or 64 hex".into()))?;
-        match parsed {
-            BootCredential::Embedded { key } => Ok(Self(key)),
-            BootCredential::AppRole { .. } => Err(Error::BadCredential("bad master key".into())),
-        }
+        crate::decode_key(text)
+            .map(Self)
+            .map_err(|_| Error::BadCredential("master key must be 32 bytes or 64 hex".into()))
     }
 
     pub fn generate() -> Self {

@@ -99,18 +99,9 @@ impl BootCredential {
     pub fn parse(s: &str) -> Result<Self> {
         let s = s.trim();
         if let Some(hex) = s.strip_prefix("embedded:") {
-            let bytes: Vec<u8> = (0..hex.len())
-                .step_by(2)
-                .map(|i| {
-                    hex.get(i..i + 2)
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                })
-                .collect::<Option<_>>()
-                .ok_or_else(|| Error::BadCredential("embedded key is not hex".into()))?;
-            let key: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| Error::BadCredential("embedded key must be 32 bytes".into()))?;
-            return Ok(BootCredential::Embedded { key });
+            return Ok(BootCredential::Embedded {
+                key: decode_key(hex)?,
+            });
         }
         if let Some(rest) = s.strip_prefix("approle:")
             && let Some((role_id, secret_id)) = rest.split_once(':')
@@ -126,6 +117,22 @@ impl BootCredential {
             "expected embedded:<hex> or approle:<role_id>:<secret_id>".into(),
         ))
     }
+}
+
+/// A 32-byte key written as 64 hex characters (boot credentials, master keys, signing keys).
+pub fn decode_key(hex: &str) -> Result<[u8; 32]> {
+    let hex = hex.trim();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(|| Error::BadCredential("key is not hex".into()))?;
+    bytes
+        .try_into()
+        .map_err(|_| Error::BadCredential("key must be 32 bytes (64 hex characters)".into()))
 }
 
 /// A boxed future, so the traits stay object-safe.
