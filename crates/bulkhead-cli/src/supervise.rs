@@ -184,7 +184,7 @@ async fn run_once(
     let app = launch.app.as_str();
     let credential = launch
         .vault
-        .create_app(&launch.app)
+        .boot_credential(&launch.app)
         .await
         .context("issuing the worker's boot credential")?;
     let mut cmd = tokio::process::Command::new(exe);

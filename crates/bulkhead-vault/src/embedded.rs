@@ -204,6 +204,14 @@ impl VaultAdmin for EmbeddedAdmin {
         Box::pin(async move { self.create_app_sync(app) })
     }
 
+    fn boot_credential<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<BootCredential>> {
+        Box::pin(async move {
+            Ok(BootCredential::Embedded {
+                key: self.app_key(app)?,
+            })
+        })
+    }
+
     fn put<'a>(
         &'a self,
         app: &'a AppId,

@@ -143,6 +143,9 @@ pub trait VaultAdmin: Send + Sync {
     /// Creates the app's secret space (idempotent) and returns its boot credential. Calling it
     /// again issues a fresh credential for the same space.
     fn create_app<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<BootCredential>>;
+    /// A boot credential for an existing app's space, for starting one of its workers; changes
+    /// nothing else (no policy or role is rewritten). `NotFound` when the app has no space.
+    fn boot_credential<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<BootCredential>>;
     fn put<'a>(
         &'a self,
         app: &'a AppId,

@@ -156,6 +156,13 @@ impl VaultAdmin for OpenBaoAdmin {
                 )
                 .await?;
             expect_ok(s, &b, "approle")?;
+            self.boot_credential(app).await
+        })
+    }
+
+    fn boot_credential<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<BootCredential>> {
+        Box::pin(async move {
+            let role = role(app);
             let (s, b) = self
                 .admin(
                     Method::GET,
@@ -163,6 +170,9 @@ impl VaultAdmin for OpenBaoAdmin {
                     None,
                 )
                 .await?;
+            if s == StatusCode::NOT_FOUND {
+                return Err(Error::NotFound(format!("app {app}")));
+            }
             expect_ok(s, &b, "role-id")?;
             let role_id = b["data"]["role_id"]
                 .as_str()

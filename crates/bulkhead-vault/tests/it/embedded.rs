@@ -28,6 +28,8 @@ async fn each_app_reads_only_its_own_secrets() {
     let cred_a = admin.create_app(&a).await.unwrap();
     let cred_b = admin.create_app(&b).await.unwrap();
     assert_eq!(admin.create_app(&a).await.unwrap(), cred_a, "idempotent");
+    assert_eq!(admin.boot_credential(&a).await.unwrap(), cred_a);
+    assert!(admin.boot_credential(&app("gamma")).await.is_err());
     admin
         .put(&a, "db/password", &Secret::new("alpha-pw-123"))
         .await

@@ -48,6 +48,23 @@ async fn an_apps_approle_reads_its_path_and_gets_403_on_another_apps() {
         reader_b.get_of(&a, "db/password").await,
         Err(Error::Denied)
     ));
+    // A worker's credential, issued without touching the app's policy or role, is bound to
+    // the same app; an app without a space gets none.
+    let worker_a = admin.boot_credential(&a).await.unwrap();
+    assert_ne!(worker_a, cred_a, "a fresh secret id");
+    let reader = OpenBaoReader::new(&bao.addr(), a.clone(), &worker_a).unwrap();
+    assert_eq!(
+        reader.get("db/password").await.unwrap().expose(),
+        "alpha-pw"
+    );
+    assert!(matches!(
+        reader.get_of(&b, "db/password").await,
+        Err(Error::Denied)
+    ));
+    assert!(matches!(
+        admin.boot_credential(&app("gamma")).await,
+        Err(Error::NotFound(_))
+    ));
     // A wrong secret id is refused at login.
     let BootCredential::AppRole { role_id, .. } = &cred_a else {
         panic!("approle expected")
