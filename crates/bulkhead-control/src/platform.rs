@@ -94,27 +94,17 @@ impl Platform {
         crash("database")?;
         let boot = self.vault.create_app(app).await.map_err(vault)?;
         if !registry::step_done(&self.client, &subject, "vault").await? {
-            let runtime = match fresh.0 {
-                Some(p) => p,
-                None => self
-                    .provisioner
-                    .rotate_password(&names::runtime_role(app))
-                    .await
-                    .map_err(pg)?,
-            };
+            let runtime = self
+                .fresh_or_rotated(fresh.0, &names::runtime_role(app))
+                .await?;
             self.vault
                 .put(app, RUNTIME_PASSWORD, &runtime)
                 .await
                 .map_err(vault)?;
             if !manifest.cross_tenant_reads.is_empty() {
-                let cross = match fresh.1 {
-                    Some(p) => p,
-                    None => self
-                        .provisioner
-                        .rotate_password(&names::cross_tenant_role(app))
-                        .await
-                        .map_err(pg)?,
-                };
+                let cross = self
+                    .fresh_or_rotated(fresh.1, &names::cross_tenant_role(app))
+                    .await?;
                 self.vault
                     .put(app, CROSS_TENANT_PASSWORD, &cross)
                     .await
@@ -183,6 +173,19 @@ impl Platform {
         }
         crash("credentials")?;
         Ok(boot)
+    }
+
+    /// The password just generated for `role`, or — when it was lost with a crash — a new one
+    /// set now.
+    async fn fresh_or_rotated(
+        &self,
+        fresh: Option<VaultSecret>,
+        role: &str,
+    ) -> Result<VaultSecret> {
+        match fresh {
+            Some(p) => Ok(p),
+            None => self.provisioner.rotate_password(role).await.map_err(pg),
+        }
     }
 
     /// Sets a new runtime password, stores it in the vault, and audits it. The old password
