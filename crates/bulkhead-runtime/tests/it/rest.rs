@@ -1016,18 +1016,32 @@ async fn flags_and_config_follow_the_tenant_over_ofrep() {
         tid("acme"),
         LiveOptions {
             options: TenantOptions {
-                flags: [(
-                    "new_editor".to_owned(),
-                    FlagOverride {
-                        value: Some(json!(false)),
-                        rules: vec![Rule {
-                            users: vec![],
-                            roles: vec!["agent".into()],
-                            value: json!(true),
-                        }],
-                        rollout: None,
-                    },
-                )]
+                flags: [
+                    (
+                        "new_editor".to_owned(),
+                        FlagOverride {
+                            value: Some(json!(false)),
+                            rules: vec![Rule {
+                                users: vec![],
+                                roles: vec!["agent".into()],
+                                value: json!(true),
+                            }],
+                            rollout: None,
+                        },
+                    ),
+                    (
+                        "theme".to_owned(),
+                        FlagOverride {
+                            value: None,
+                            rules: vec![Rule {
+                                users: vec!["someone-else".into()],
+                                roles: vec![],
+                                value: json!("dark"),
+                            }],
+                            rollout: None,
+                        },
+                    ),
+                ]
                 .into(),
                 settings: [("support_email".to_owned(), json!("acme@example.com"))].into(),
             },
@@ -1061,6 +1075,22 @@ async fn flags_and_config_follow_the_tenant_over_ofrep() {
     assert_eq!(
         (other["value"].clone(), other["reason"].clone()),
         (json!(false), json!("DEFAULT"))
+    );
+    // Targeting follows the authenticated caller, not a targetingKey the client claims.
+    let claim = json!({"context": {"targetingKey": "someone-else"}}).to_string();
+    let (_, theme) = s
+        .send(
+            "POST",
+            ACME,
+            "/ofrep/v1/evaluate/flags/theme",
+            alice,
+            &[],
+            Some(claim),
+        )
+        .await;
+    assert_eq!(
+        (theme["value"].clone(), theme["reason"].clone()),
+        (json!("light"), json!("DEFAULT"))
     );
     // Unknown flag and bad context: OFREP error shapes.
     let (st, nf) = s
