@@ -390,6 +390,32 @@ pub fn change_field(
     out
 }
 
+/// Forced row-level security on a tenant table `t` (qualified, quoted), with one policy per
+/// command carrying the tenant condition in USING and WITH CHECK as the command allows.
+fn tenant_rls(t: &str) -> Vec<String> {
+    let mut out = vec![
+        format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"),
+        format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"),
+    ];
+    for (name, clause) in [
+        ("select", format!("FOR SELECT USING ({TENANT_CONDITION})")),
+        (
+            "insert",
+            format!("FOR INSERT WITH CHECK ({TENANT_CONDITION})"),
+        ),
+        (
+            "update",
+            format!("FOR UPDATE USING ({TENANT_CONDITION}) WITH CHECK ({TENANT_CONDITION})"),
+        ),
+        ("delete", format!("FOR DELETE USING ({TENANT_CONDITION})")),
+    ] {
+        let policy = q(&format!("bulkhead_tenant_{name}"));
+        out.push(format!("DROP POLICY IF EXISTS {policy} ON {t}"));
+        out.push(format!("CREATE POLICY {policy} ON {t} {clause}"));
+    }
+    out
+}
+
 /// Row-level security, policies and grants for every table of the target. Idempotent: run
 /// after every migration, so grants and policies always match the current manifest.
 pub fn security(m: &AppManifest, target: &Target) -> Vec<String> {
@@ -429,24 +455,7 @@ pub fn security(m: &AppManifest, target: &Target) -> Vec<String> {
             out.push(format!("GRANT SELECT ON {t} TO {runtime}"));
             continue;
         }
-        out.push(format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"));
-        out.push(format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"));
-        for (name, clause) in [
-            ("select", format!("FOR SELECT USING ({TENANT_CONDITION})")),
-            (
-                "insert",
-                format!("FOR INSERT WITH CHECK ({TENANT_CONDITION})"),
-            ),
-            (
-                "update",
-                format!("FOR UPDATE USING ({TENANT_CONDITION}) WITH CHECK ({TENANT_CONDITION})"),
-            ),
-            ("delete", format!("FOR DELETE USING ({TENANT_CONDITION})")),
-        ] {
-            let policy = q(&format!("bulkhead_tenant_{name}"));
-            out.push(format!("DROP POLICY IF EXISTS {policy} ON {t}"));
-            out.push(format!("CREATE POLICY {policy} ON {t} {clause}"));
-        }
+        out.extend(tenant_rls(&t));
         out.push(format!(
             "GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO {data_role}"
         ));
@@ -459,6 +468,7 @@ pub fn security(m: &AppManifest, target: &Target) -> Vec<String> {
             out.push(format!("GRANT SELECT ON {t} TO {cross}"));
         }
     }
+    out.extend(search_outbox(m, target));
     if has_cross && matches!(target, Target::Shared) {
         out.push(format!(
             "GRANT INSERT ON {}.{} TO {cross}",
@@ -469,6 +479,100 @@ pub fn security(m: &AppManifest, target: &Target) -> Vec<String> {
             "GRANT USAGE ON SEQUENCE {}.{} TO {cross}",
             q(&schema),
             q(AUDIT_SEQUENCE)
+        ));
+    }
+    out
+}
+
+/// The search outbox: one row per change to a searchable row, written by a trigger in the
+/// same transaction as the change, so a committed write always has its outbox row.
+pub const OUTBOX_TABLE: &str = "bulkhead_search_outbox";
+const OUTBOX_FUNCTION: &str = "bulkhead_search_outbox";
+const OUTBOX_TRIGGER: &str = "bulkhead_search_outbox";
+
+/// Fields whose changes reach the search index: the searchable ones and the owner (hits are
+/// pre-filtered by owner for `own`-scoped readers).
+pub fn search_columns(entity: &Entity) -> Vec<&str> {
+    let mut cols: Vec<&str> = entity
+        .fields
+        .iter()
+        .filter(|f| f.search)
+        .map(|f| f.name.as_str())
+        .collect();
+    if cols.is_empty() {
+        return cols;
+    }
+    if let Some(owner) = &entity.owner
+        && !cols.contains(&owner.as_str())
+    {
+        cols.push(owner.as_str());
+    }
+    cols
+}
+
+/// The outbox table, its trigger function and a trigger on every tenant table with searchable
+/// fields (dropped from tables that no longer have any). Idempotent; part of [`security`].
+///
+/// Rows carry `xid` (the writing transaction, `xid8`): a follower that has applied
+/// everything below the snapshot xmin it last read can never miss a row committed later,
+/// because such a row's transaction was still running, or not started, at that snapshot.
+fn search_outbox(m: &AppManifest, target: &Target) -> Vec<String> {
+    let schema = target.schema();
+    let data_role = q(&target.data_role(&m.app));
+    let outbox = format!("{}.{}", q(&schema), q(OUTBOX_TABLE));
+    let function = format!("{}.{}", q(&schema), q(OUTBOX_FUNCTION));
+    let mut out = vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {outbox} (
+  seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  tenant_id text NOT NULL CHECK (tenant_id <> ''),
+  xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+  at timestamptz NOT NULL DEFAULT now(),
+  entity text NOT NULL,
+  row_id uuid,
+  op text NOT NULL CHECK (op IN ('row', 'rebuild'))
+)"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {outbox} (tenant_id, xid)",
+            q(&names::object(&[OUTBOX_TABLE, "xid"]))
+        ),
+        format!("GRANT SELECT, INSERT, DELETE ON {outbox} TO {data_role}"),
+        format!(
+            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog AS $f$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    INSERT INTO {outbox} (tenant_id, entity, row_id, op) VALUES (OLD.tenant_id, TG_ARGV[0], OLD.id, 'row');
+  ELSE
+    INSERT INTO {outbox} (tenant_id, entity, row_id, op) VALUES (NEW.tenant_id, TG_ARGV[0], NEW.id, 'row');
+  END IF;
+  RETURN NULL;
+END
+$f$"
+        ),
+    ];
+    out.splice(2..2, tenant_rls(&outbox));
+    for entity in entities_here(m, target) {
+        if !entity.is_tenant_scoped() || entity.cross_tenant {
+            continue;
+        }
+        let t = table(&schema, entity);
+        out.push(format!(
+            "DROP TRIGGER IF EXISTS {} ON {t}",
+            q(OUTBOX_TRIGGER)
+        ));
+        let cols = search_columns(entity);
+        if cols.is_empty() {
+            continue;
+        }
+        let cols: Vec<String> = cols.iter().map(|c| q(c)).collect();
+        out.push(format!(
+            "CREATE TRIGGER {} AFTER INSERT OR DELETE OR UPDATE OF {} ON {t} \
+             FOR EACH ROW EXECUTE FUNCTION {function}({})",
+            q(OUTBOX_TRIGGER),
+            cols.join(", "),
+            quote_literal(entity.name.as_str())
         ));
     }
     out

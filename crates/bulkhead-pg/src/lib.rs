@@ -6,6 +6,8 @@
 //!   `row`, `schema` and `database` levels, with generated passwords.
 //! - [`plane`]: [`DataPlane`], [`TenantContext`] and [`TenantDb`], the only way app code
 //!   reaches data, and the audited cross-tenant escape hatch.
+//! - [`search`]: what the search indexer reads from a tenant (its outbox and searchable
+//!   rows), in one snapshot per read.
 //! - [`router`]: bounded pools per database with checkout timeouts and a budget for tenant
 //!   databases.
 //!
@@ -18,6 +20,7 @@ pub mod migrate;
 pub mod plane;
 pub mod provision;
 pub mod router;
+pub mod search;
 pub mod sql;
 
 pub use error::{Error, Result};

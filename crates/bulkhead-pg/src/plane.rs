@@ -164,6 +164,26 @@ impl DataPlane {
         })
     }
 
+    /// Registered tenants: id, level and whether suspended.
+    pub fn tenants(&self) -> Vec<(TenantId, IsolationLevel, bool)> {
+        self.inner
+            .tenants
+            .read()
+            .map(|t| {
+                t.values()
+                    .map(|p| (p.tenant.clone(), p.level, p.suspended))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What the search indexer reads from one tenant (see [`crate::search`]). For the runtime
+    /// only: the source reads every row of the tenant, not what one caller may see.
+    pub fn search_source(&self, tenant: &TenantId) -> Result<crate::search::SearchSource> {
+        let ctx = self.context(tenant, Actor::default())?;
+        Ok(crate::search::SearchSource::new(ctx))
+    }
+
     /// Whether the tenant is registered and not suspended.
     pub fn is_active(&self, tenant: &TenantId) -> bool {
         self.inner
@@ -259,7 +279,7 @@ impl TenantContext {
     }
 
     /// The schema holding this tenant's tables.
-    fn schema(&self) -> String {
+    pub(crate) fn schema(&self) -> String {
         match self.placement.level {
             IsolationLevel::Schema => names::tenant_schema(&self.placement.tenant),
             _ => names::SHARED_SCHEMA.to_owned(),
@@ -330,6 +350,34 @@ impl TenantContext {
                 vec![Box::new(tenant)],
             ),
         }
+    }
+
+    /// A tenant connection with a transaction opened by `begin` (`BEGIN …`) and bound to the
+    /// tenant. The caller ends it and then calls [`Conn::finish`].
+    pub(crate) async fn open_transaction(&self, begin: &str) -> Result<Conn> {
+        let conn = self.tenant_conn().await?;
+        let (scope_sql, scope_params) = self.scope_statement();
+        {
+            let client = conn.client()?;
+            let begin = client
+                .prepare_cached(begin)
+                .await
+                .map_err(Error::Database)?;
+            let scope = client
+                .prepare_cached(scope_sql)
+                .await
+                .map_err(Error::Database)?;
+            let refs = sql::param_refs(&scope_params);
+            let (b, s) = tokio::join!(client.execute(&begin, &[]), client.execute(&scope, &refs));
+            b.map_err(Error::Database)?;
+            s.map_err(Error::Database)?;
+        }
+        Ok(conn)
+    }
+
+    /// The manifest this context's app runs.
+    pub(crate) fn manifest(&self) -> &AppManifest {
+        &self.inner.manifest
     }
 
     /// Runs one statement on tenant data in its own transaction, pipelined: one round trip.
@@ -727,23 +775,7 @@ impl<'c> TenantDb<'c> {
     /// [`Tx::rollback`]; a `Tx` dropped without either is rolled back by closing its
     /// connection.
     pub async fn begin(&self) -> Result<Tx<'c>> {
-        let conn = self.ctx.tenant_conn().await?;
-        let (scope_sql, scope_params) = self.ctx.scope_statement();
-        {
-            let client = conn.client()?;
-            let begin = client
-                .prepare_cached("BEGIN")
-                .await
-                .map_err(Error::Database)?;
-            let scope = client
-                .prepare_cached(scope_sql)
-                .await
-                .map_err(Error::Database)?;
-            let refs = sql::param_refs(&scope_params);
-            let (b, s) = tokio::join!(client.execute(&begin, &[]), client.execute(&scope, &refs));
-            b.map_err(Error::Database)?;
-            s.map_err(Error::Database)?;
-        }
+        let conn = self.ctx.open_transaction("BEGIN").await?;
         Ok(Tx {
             ctx: self.ctx,
             conn,

@@ -570,6 +570,16 @@ async fn delete_tenant_rows(
         .await
         .map_err(db_err)?;
     }
+    tx.execute(
+        &format!(
+            "DELETE FROM {}.{} WHERE tenant_id = $1::text",
+            q(schema),
+            q(crate::ddl::OUTBOX_TABLE)
+        ),
+        &[&tenant.as_str()],
+    )
+    .await
+    .map_err(db_err)?;
     Ok(())
 }
 
@@ -640,6 +650,34 @@ impl Provisioner {
         }
         tx.commit().await.map_err(db_err)?;
         Ok(loaded)
+    }
+}
+
+impl Provisioner {
+    /// Asks every search follower of the tenant to rebuild its index from the database: a
+    /// `rebuild` row in the tenant's outbox, written as the owner with the tenant set.
+    pub async fn request_search_rebuild(
+        &self,
+        m: &AppManifest,
+        tenant: &TenantId,
+        level: IsolationLevel,
+    ) -> Result<()> {
+        let (database, schema) = tenant_location(m, tenant, level);
+        let mut client = self.connect_to(&database).await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        as_tenant_owner(&tx, m, tenant).await?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {}.{} (tenant_id, entity, op) VALUES ($1, '', 'rebuild')",
+                q(&schema),
+                q(crate::ddl::OUTBOX_TABLE)
+            ),
+            &[&tenant.as_str()],
+        )
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
     }
 }
 
