@@ -52,6 +52,10 @@ pub struct Config {
     /// `bulkhead serve`: routing and worker supervision.
     #[serde(default)]
     pub serve: ServeConfig,
+    /// Search: each worker keeps its own copy of every tenant's index under `dir`, followed
+    /// from the tenant's outbox.
+    #[serde(default)]
+    pub search: bulkhead_search::SearchConfig,
 }
 
 /// Where app secrets live, and the platform master key.

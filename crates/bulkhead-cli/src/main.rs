@@ -80,6 +80,9 @@ enum Command {
     /// A tenant's configuration settings, validated against the app's JSON Schemas.
     #[command(subcommand)]
     Config(options::ConfigCommand),
+    /// Per-tenant search indexes.
+    #[command(subcommand)]
+    Search(options::SearchCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +102,7 @@ fn main() -> std::process::ExitCode {
         Command::Tenant(cmd) => app::run_tenant(&cli.config, cmd),
         Command::Flags(cmd) => options::run_flags(&cli.config, cmd),
         Command::Config(cmd) => options::run_config(&cli.config, cmd),
+        Command::Search(cmd) => options::run_search(&cli.config, cmd),
         Command::Apply(args) => match apply::run(&cli.config, args) {
             Ok(true) => Ok(()),
             Ok(false) => return std::process::ExitCode::FAILURE,

@@ -1,5 +1,6 @@
 //! `bulkhead flags get|set` and `bulkhead config get|set`: a tenant's feature flag overrides
-//! and settings. Running workers pick changes up within seconds; every change is audited.
+//! and settings, and `bulkhead search rebuild`. Running workers pick changes up within seconds;
+//! every change is audited.
 
 use std::path::Path;
 
@@ -65,6 +66,45 @@ pub enum ConfigCommand {
         #[command(flatten)]
         at: TenantTarget,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SearchCommand {
+    /// Rebuild a tenant's search index (or every tenant's with --all) from the database: a
+    /// request in the tenant's outbox that every worker's copy honours on its next pass.
+    Rebuild {
+        #[arg(long)]
+        app: String,
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        tenant: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub fn run_search(config_path: &Path, cmd: SearchCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let SearchCommand::Rebuild {
+            app,
+            tenant,
+            all: _,
+            target,
+        } = cmd;
+        let mut p = platform_for(config_path, &target).await?;
+        let m = manifest_of(&p, &app).await?;
+        let tenant = tenant.as_deref().map(TenantId::parse).transpose()?;
+        let asked = p.request_search_rebuild(&m, tenant.as_ref()).await?;
+        if target.json {
+            println!("{}", json!({"app": app, "rebuild_requested": asked}));
+        } else {
+            for t in &asked {
+                println!("search index of {app}/{t}: rebuild requested");
+            }
+        }
+        Ok(())
+    })
 }
 
 fn json_arg(raw: &str) -> Value {

@@ -298,6 +298,10 @@ impl Gateway {
                     vault_addr: config.vault.address.clone(),
                     health_interval: Duration::from_secs(config.serve.health_interval_secs.max(1)),
                     health_failures: config.serve.health_failures,
+                    search: bulkhead_search::SearchConfig {
+                        dir: std::path::absolute(&config.search.dir)?,
+                        ..config.search.clone()
+                    },
                 },
                 shutdown.clone(),
             )?);

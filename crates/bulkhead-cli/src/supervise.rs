@@ -104,6 +104,8 @@ pub struct Launch {
     pub vault_addr: Option<String>,
     pub health_interval: Duration,
     pub health_failures: u32,
+    /// The worker's search settings (its own index directory).
+    pub search: bulkhead_search::SearchConfig,
 }
 
 impl std::fmt::Debug for Launch {
@@ -191,6 +193,8 @@ async fn run_once(
     cmd.args(["worker", "--app", app, "--vault-dir"])
         .arg(&launch.vault_dir)
         .args(["--listen", "127.0.0.1:0"])
+        .arg("--search-config")
+        .arg(serde_json::to_string(&launch.search)?)
         // Nothing of the platform's: no database URL, no master key, no admin token.
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -28,6 +28,7 @@ use bulkhead_runtime::files::{DEFAULT_MAX_BYTES, FilesApi};
 use bulkhead_runtime::options::{LiveOptions, OptionsStore};
 use bulkhead_runtime::rest::{Api, PlaneDirectory};
 use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
+use bulkhead_search::{SearchConfig, SearchIndexes};
 use bulkhead_vault::{BootCredential, Secret, VaultReader};
 use tokio::net::TcpListener;
 
@@ -51,6 +52,13 @@ pub struct Args {
     /// How often to re-read the configuration (tenants created, suspended, deleted).
     #[arg(long, default_value_t = 2000)]
     reload_ms: u64,
+    /// Search settings as JSON (the `[search]` section of bulkhead.toml); defaults otherwise.
+    #[arg(long, value_parser = parse_search_config)]
+    search_config: Option<SearchConfig>,
+}
+
+fn parse_search_config(raw: &str) -> Result<SearchConfig, String> {
+    serde_json::from_str(raw).map_err(|e| format!("--search-config: {e}"))
 }
 
 /// The boot credential: the first line of stdin when `BULKHEAD_BOOT_CREDENTIAL_STDIN=1` (how
@@ -331,6 +339,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut api = Api::new(plane.clone(), realms);
     api.files = files(&*reader, &config, &app, args.vault_attempts).await?;
     api.options = options;
+    let search = SearchIndexes::new(plane.clone(), args.search_config.unwrap_or_default());
+    if search.is_enabled() {
+        tracing::info!(app = %app, dir = %search.config().dir.display(), "search: following tenant outboxes");
+        tokio::spawn(search.clone().follow());
+        api.search = Some(search);
+    }
     let api = Arc::new(api);
     let layer = TenantLayer::new(
         ResolverConfig {

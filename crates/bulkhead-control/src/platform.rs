@@ -701,6 +701,52 @@ pub fn check_setting(decl: &bulkhead_model::SettingDecl, value: &serde_json::Val
 impl Platform {
     /// Sets (or with `None` clears) a tenant's override of a flag; running workers pick it up
     /// within their reload interval. Audited.
+    /// Asks every search follower of the app (each worker keeps its own copy) to rebuild the
+    /// index of `tenant`, or of every tenant, from the database. Returns the tenants asked.
+    /// Audited as `search.rebuild`.
+    pub async fn request_search_rebuild(
+        &mut self,
+        manifest: &AppManifest,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<TenantId>> {
+        let records = registry::tenants(&self.client, &manifest.app).await?;
+        if let Some(t) = tenant
+            && !records.iter().any(|r| r.id == t.as_str())
+        {
+            return Err(Error::NotFound(format!(
+                "tenant {t} of app {}",
+                manifest.app
+            )));
+        }
+        let mut asked = Vec::new();
+        for r in records {
+            if tenant.is_some_and(|t| t.as_str() != r.id) {
+                continue;
+            }
+            let id = TenantId::parse(&r.id).map_err(|e| Error::Internal(e.to_string()))?;
+            let level = r
+                .isolation
+                .parse()
+                .map_err(|_| Error::Internal(format!("tenant {id}: level {}", r.isolation)))?;
+            self.provisioner
+                .request_search_rebuild(manifest, &id, level)
+                .await
+                .map_err(pg)?;
+            audit::append(
+                &mut self.client,
+                &Entry {
+                    actor: &self.actor,
+                    action: "search.rebuild",
+                    target: &format!("{}/{id}", manifest.app),
+                    detail: json!({}),
+                },
+            )
+            .await?;
+            asked.push(id);
+        }
+        Ok(asked)
+    }
+
     pub async fn set_tenant_flag(
         &mut self,
         manifest: &AppManifest,

@@ -24,6 +24,12 @@ impl ApiError {
         }
     }
 
+    /// Names the request field (parameter, body field) at fault.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(ErrorCode::Unauthorized, "missing or invalid credentials")
     }

@@ -7,6 +7,8 @@
 //!   OpenAPI 3.1 document.
 //! - [`files`]: the tenant files API (upload, download, list, delete, signed links) over the
 //!   app's bucket, with entity rows' permissions for their files.
+//! - [`search`]: `GET /search` over the resolved tenant's own index, hits re-checked for the
+//!   caller.
 //! - [`options`]: per-tenant feature flags (OFREP) and configuration.
 //! - [`realms`]: per-tenant realm endpoints (discovery, JWKS, token, revoke).
 //! - [`error`]: JSON error bodies with stable codes.
@@ -23,6 +25,7 @@ pub mod options;
 pub mod realms;
 pub mod resolve;
 pub mod rest;
+pub mod search;
 
 pub use resolve::{
     CustomResolver, Mode, Refusal, ResolvedTenant, ResolverConfig, Source, Strategy,

@@ -195,6 +195,44 @@ fn files_paths(paths: &mut Map<String, Value>) {
     );
 }
 
+/// `GET /search` (`crate::search`), for apps with searchable fields.
+fn search_paths(m: &AppManifest, paths: &mut Map<String, Value>) {
+    let entities: Vec<String> = bulkhead_pg::search::searchable_entities(m)
+        .iter()
+        .map(|e| e.name.to_string())
+        .collect();
+    if entities.is_empty() {
+        return;
+    }
+    let mut responses = errors(&[400, 401, 403, 404, 503]);
+    responses.insert(
+        "200".into(),
+        json!({"description": "one page of hits, re-checked for the caller",
+        "content": {"application/json": {"schema": {"type": "object",
+            "properties": {
+                "hits": {"type": "array", "items": {"type": "object", "properties": {
+                    "entity": {"type": "string", "enum": entities},
+                    "id": {"type": "string"},
+                    "score": {"type": "number"},
+                    "record": {"type": "object"},
+                    "highlights": {"type": "object", "additionalProperties": {"type": "string"}}},
+                    "required": ["entity", "id", "score", "record", "highlights"]}},
+                "total": {"type": "integer", "minimum": 0},
+                "facets": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "next_cursor": {"type": ["string", "null"]}},
+            "required": ["hits", "total", "facets", "next_cursor"]}}}}),
+    );
+    paths.insert(
+        "/search".into(),
+        json!({"get": {"operationId": "search", "parameters": [
+            {"name": "q", "in": "query", "description": "words, \"phrases\", AND/OR/-, entity.field:word; empty or * for everything", "schema": {"type": "string", "maxLength": bulkhead_search::query::MAX_QUERY_LEN}},
+            {"name": "entity", "in": "query", "schema": {"type": "string", "enum": entities}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": bulkhead_search::query::MAX_LIMIT}},
+            {"name": "cursor", "in": "query", "description": "next_cursor of the previous page", "schema": {"type": "string"}}],
+            "responses": responses}}),
+    );
+}
+
 /// The whole document.
 pub fn document(m: &AppManifest) -> Value {
     let mut schemas = Map::new();
@@ -265,6 +303,7 @@ pub fn document(m: &AppManifest) -> Value {
         paths.insert(format!("/api/{name}/{{id}}"), item);
     }
     files_paths(&mut paths);
+    search_paths(m, &mut paths);
     json!({
         "openapi": "3.1.0",
         "info": {"title": format!("{} (Bulkhead app)", m.app), "version": "1"},

@@ -40,6 +40,8 @@ pub struct Api {
     pub files: Option<crate::files::FilesApi>,
     /// Each tenant's flag and setting overrides.
     pub options: Arc<crate::options::OptionsStore>,
+    /// The app's search indexes in this worker, when it has searchable fields.
+    pub search: Option<bulkhead_search::SearchIndexes>,
     openapi: Value,
 }
 
@@ -59,6 +61,7 @@ impl Api {
             auth,
             files: None,
             options: Arc::default(),
+            search: None,
             openapi,
         }
     }
@@ -114,6 +117,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/{entity}/{id}", get(read).patch(patch).delete(remove))
         .route("/files", get(crate::files::list))
         .route("/config", get(crate::options::config))
+        .route("/search", get(crate::search::search))
         .route(
             "/ofrep/v1/evaluate/flags",
             axum::routing::post(crate::options::evaluate_all),

@@ -24,13 +24,13 @@ entities:
   ticket:
     owner: author
     fields:
-      title: { type: text, required: true, max_length: 100 }
+      title: { type: text, required: true, max_length: 100, search: true }
       prio: { type: int, default: 3 }
       status: { type: enum, values: [open, closed], default: open }
       customer: { type: ref, entity: customer }
   article:
     fields:
-      headline: { type: text, required: true }
+      headline: { type: text, required: true, search: true }
     permissions:
       agent: { read: all, create: all, update: all, delete: all }
       anonymous: { read: all }
@@ -59,7 +59,9 @@ struct Stack {
     realms: RealmStore,
     app: String,
     options: Arc<bulkhead_runtime::options::OptionsStore>,
+    search: bulkhead_search::SearchIndexes,
     _files: tempfile::TempDir,
+    _search: tempfile::TempDir,
 }
 
 /// Largest upload in these tests.
@@ -130,6 +132,15 @@ async fn stack() -> Stack {
         FILE_LIMIT,
     ));
     let options = api.options.clone();
+    let search_dir = tempfile::tempdir().unwrap();
+    let search = bulkhead_search::SearchIndexes::new(
+        plane.clone(),
+        bulkhead_search::SearchConfig {
+            dir: search_dir.path().to_owned(),
+            ..Default::default()
+        },
+    );
+    api.search = Some(search.clone());
     let api = Arc::new(api);
     let config = ResolverConfig {
         strategies: vec![
@@ -157,7 +168,9 @@ async fn stack() -> Stack {
         realms,
         app,
         options,
+        search,
         _files: files_root,
+        _search: search_dir,
     }
 }
 
@@ -1186,4 +1199,146 @@ async fn flags_and_config_follow_the_tenant_over_ofrep() {
         cfg["settings"]["smtp_password"],
         json!({"secret": true, "set": false})
     );
+}
+
+#[tokio::test]
+async fn search_over_http_sees_only_the_resolved_tenant_and_the_callers_rows() {
+    let s = stack().await;
+    let acme = s.token("acme").await;
+    let beta = s.token("beta").await;
+    for (host, token, headline) in [
+        (ACME, &acme, "kettle descaling guide"),
+        (BETA, &beta, "kettle warranty terms"),
+    ] {
+        let (st, _) = s
+            .send(
+                "POST",
+                host,
+                "/api/article",
+                Some(token),
+                &[],
+                Some(json!({"headline": headline}).to_string()),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED);
+    }
+    let (st, _) = s
+        .send(
+            "POST",
+            ACME,
+            "/api/ticket",
+            Some(&acme),
+            &[],
+            Some(json!({"title": "kettle broken"}).to_string()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    s.search.sync_all(false).await;
+
+    let (st, page) = s
+        .send("GET", ACME, "/search?q=kettle", Some(&acme), &[], None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["facets"], json!({"article": 1, "ticket": 1}));
+    let texts: Vec<String> = page["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            h["record"]["headline"]
+                .as_str()
+                .or(h["record"]["title"].as_str())
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(texts.iter().all(|t| !t.contains("warranty")), "{texts:?}");
+    let article = page["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["entity"] == "article")
+        .unwrap();
+    assert_eq!(
+        article["highlights"]["headline"],
+        "<b>kettle</b> descaling guide"
+    );
+    // The other tenant's token, a tenant selector that disagrees, extra parameters.
+    let (st, _) = s
+        .send("GET", ACME, "/search?q=kettle", Some(&beta), &[], None)
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, body) = s
+        .send(
+            "GET",
+            ACME,
+            "/search?q=kettle",
+            Some(&acme),
+            &[("x-tenant", "beta")],
+            None,
+        )
+        .await;
+    assert!(st.is_client_error(), "{st} {body}");
+    let (st, body) = s
+        .send(
+            "GET",
+            ACME,
+            "/search?q=kettle&tenant_id=beta",
+            Some(&acme),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, &body["error"]["field"]),
+        (StatusCode::BAD_REQUEST, &json!("tenant_id"))
+    );
+    let (st, body) = s
+        .send(
+            "GET",
+            ACME,
+            "/search?q=article.headline:(",
+            Some(&acme),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        (&body["error"]["code"], &body["error"]["field"]),
+        (&json!("bad_query"), &json!("q"))
+    );
+    let (st, body) = s
+        .send(
+            "GET",
+            ACME,
+            "/search?q=kettle&entity=customer",
+            Some(&acme),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(body["error"]["code"], "unknown_entity", "{st}");
+    // Anonymous readers on the tenant's host find the articles they may read, no tickets.
+    let (st, page) = s
+        .send("GET", ACME, "/search?q=kettle", None, &[], None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert_eq!(page["facets"], json!({"article": 1}));
+    assert_eq!(
+        page["hits"][0]["record"]["headline"],
+        "kettle descaling guide"
+    );
+    let (st, _) = s
+        .send(
+            "GET",
+            ACME,
+            "/search?q=kettle&entity=ticket",
+            None,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
 }

@@ -1,0 +1,83 @@
+//! `GET /search`: the resolved tenant's search index, for the authenticated caller.
+//!
+//! Only the resolved tenant's copy is opened; hits are re-read through the caller's
+//! permissions before they are returned (see [`bulkhead_search::query`]).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use bulkhead_model::ErrorCode;
+use bulkhead_search::{SearchPage, SearchRequest};
+
+use crate::error::ApiError;
+use crate::resolve::ResolvedTenant;
+use crate::rest::{Api, for_caller};
+
+/// `GET /search?q=…&entity=…&limit=…&cursor=…`.
+pub(crate) async fn search(
+    State(api): State<Arc<Api>>,
+    axum::Extension(resolved): axum::Extension<ResolvedTenant>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<SearchPage>, ApiError> {
+    let (ctx, who) = api.context(&resolved, &headers, false).await?;
+    let Some(indexes) = &api.search else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "this app has no searchable fields",
+        ));
+    };
+    let req = request(&pairs)?;
+    match indexes.search(&ctx, &req).await {
+        Ok(page) => Ok(Json(page)),
+        Err(e) => Err(match e {
+            bulkhead_search::Error::BadQuery(m) => {
+                ApiError::new(ErrorCode::BadQuery, m).with_field("q")
+            }
+            bulkhead_search::Error::UnknownEntity(e) => {
+                ApiError::new(ErrorCode::UnknownEntity, format!("{e} is not searchable"))
+                    .with_field("entity")
+            }
+            bulkhead_search::Error::Forbidden(e) => for_caller(
+                &who,
+                bulkhead_pg::Error::Forbidden {
+                    entity: e,
+                    action: "read",
+                    field: None,
+                },
+            ),
+            bulkhead_search::Error::Database(e) => for_caller(&who, e),
+            bulkhead_search::Error::Index(m) => {
+                tracing::error!(tenant = %resolved.tenant, error = %m, "search index");
+                ApiError::new(ErrorCode::Internal, "search is unavailable")
+            }
+        }),
+    }
+}
+
+fn request(pairs: &[(String, String)]) -> Result<SearchRequest, ApiError> {
+    let mut req = SearchRequest::default();
+    for (k, v) in pairs {
+        let number = || {
+            v.parse::<usize>().map_err(|_| {
+                ApiError::new(ErrorCode::BadQuery, format!("{k} must be a number")).with_field(k)
+            })
+        };
+        match k.as_str() {
+            "q" => req.q = v.clone(),
+            "entity" => req.entity = Some(v.clone()),
+            "limit" => req.limit = Some(number()?),
+            "cursor" => req.cursor = Some(v.clone()),
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::BadQuery,
+                    format!("unknown parameter {k}; expected q, entity, limit, cursor"),
+                )
+                .with_field(k));
+            }
+        }
+    }
+    Ok(req)
+}
