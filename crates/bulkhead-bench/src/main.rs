@@ -6,8 +6,12 @@
 //! same database, side by side in one run, alternating rounds so drift hits both sides alike.
 //! The last line of output is one JSON object; `"ratio"` is the worst scenario's
 //! Bulkhead ops/s ÷ baseline ops/s.
+//!
+//! `rest` does the same through the HTTP stack; `search` measures per-tenant indexing and
+//! queries (see its module).
 
 mod rest;
+mod search;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -40,6 +44,9 @@ enum Command {
     /// GET by id and list-of-20 through the full HTTP stack (tenant resolution, token
     /// verification, permissions, TenantDb) vs a hand-written axum + tokio-postgres handler.
     Rest(ScopingArgs),
+    /// Per-tenant search: outbox-following and rebuild throughput (docs/s) and query latency
+    /// (p50/p99) vs hand-written tantivy on the same documents.
+    Search(search::SearchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -517,5 +524,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Scoping(args) => runtime.block_on(scoping(args)),
         Command::Rest(args) => runtime.block_on(rest::run(args)),
+        Command::Search(args) => runtime.block_on(search::run(args)),
     }
 }

@@ -181,6 +181,51 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
             .exists()
     );
 
+    // The worker follows the tenant's outbox into its own search index; a rebuild requested
+    // with the CLI is honoured by the running worker.
+    let (status, body) = request(
+        addr,
+        "POST",
+        "/apps/helpdesk/t/partner/api/ticket",
+        &auth,
+        Some(("application/json", r#"{"title": "lantern flickers"}"#)),
+    );
+    assert_eq!(status, 201, "{body}");
+    let search = || {
+        request(
+            addr,
+            "GET",
+            "/apps/helpdesk/t/partner/search?q=lantern",
+            &auth,
+            None,
+        )
+    };
+    eventually("the new ticket found by search", || {
+        let (status, body) = search();
+        status == 200 && body.contains("<b>lantern</b> flickers")
+    });
+    assert!(
+        dir.join(".bulkhead/search/helpdesk/partner/meta.json")
+            .exists()
+    );
+    let rebuilds = || {
+        serve
+            .lines_with("search index rebuilt")
+            .iter()
+            .filter(|l| l.contains("tenant=partner"))
+            .count()
+    };
+    let before = rebuilds();
+    let out = run(
+        dir,
+        &[
+            "search", "rebuild", "--app", "helpdesk", "--tenant", "partner",
+        ],
+    );
+    assert!(out.contains("rebuild requested"), "{out}");
+    eventually("the worker rebuilt partner's index", || rebuilds() > before);
+    assert!(search().1.contains("lantern"));
+
     // Routing: by prefix, by host, and nothing by guess when several apps run.
     let (status, body) = get(addr, "/apps/notes/t/acme/openapi.json");
     assert_eq!(status, 200, "{body}");
