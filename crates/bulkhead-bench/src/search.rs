@@ -180,7 +180,10 @@ pub(crate) async fn run(args: SearchArgs) -> anyhow::Result<()> {
         let key = schema.get_field("key")?;
         let parser = QueryParser::for_index(
             &index,
-            vec![schema.get_field("doc.title")?, schema.get_field("doc.body")?],
+            vec![
+                schema.get_field("doc.title")?,
+                schema.get_field("doc.body")?,
+            ],
         );
         for i in 0..args.queries + 20 {
             let q = QUERIES[i % QUERIES.len()];
@@ -202,7 +205,11 @@ pub(crate) async fn run(args: SearchArgs) -> anyhow::Result<()> {
             let mut keys = Vec::with_capacity(top.len());
             for (_, addr) in top {
                 let doc: tantivy::TantivyDocument = searcher.doc(addr)?;
-                keys.push(doc.get_first(key).and_then(|v| v.as_str()).map(str::to_owned));
+                keys.push(
+                    doc.get_first(key)
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned),
+                );
             }
             let base_us = t0.elapsed();
             anyhow::ensure!(!keys.is_empty() || page.hits.is_empty());

@@ -38,9 +38,15 @@ pub enum Error {
     Denied,
     #[error("storage: {0}")]
     Storage(String),
+    /// The upload's body could not be read (the client went away).
+    #[error("reading the upload: {0}")]
+    Body(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Part size of streamed uploads (S3's minimum part size).
+pub const PART_BYTES: usize = 5 * 1024 * 1024;
 
 fn storage(e: object_store::Error) -> Error {
     match e {
@@ -185,6 +191,73 @@ impl TenantFiles {
             .await
             .map_err(storage)?;
         Ok(())
+    }
+
+    /// Stores a body that arrives in chunks without holding it whole. A body that ends within
+    /// one part ([`PART_BYTES`]) goes up in one request; a longer one as a multipart upload
+    /// with at most two parts in flight. Over `limit` bytes, or when the body fails, the upload
+    /// is aborted and nothing is stored (a multipart upload is invisible until it completes).
+    /// Returns the size.
+    pub async fn put_stream<S, E>(&self, key: &str, mut body: S, limit: usize) -> Result<usize>
+    where
+        S: futures_util::Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = self.path(key)?;
+        let mut size = 0usize;
+        let mut next = async |size: &mut usize| -> Result<Option<Bytes>> {
+            let chunk = body
+                .try_next()
+                .await
+                .map_err(|e| Error::Body(e.to_string()))?;
+            if let Some(c) = &chunk {
+                *size += c.len();
+                if *size > limit {
+                    return Err(Error::TooLarge { limit });
+                }
+            }
+            Ok(chunk)
+        };
+        // The first part is buffered: most files end within it and need one request.
+        let mut first = Vec::new();
+        loop {
+            match next(&mut size).await? {
+                Some(c) => {
+                    first.extend_from_slice(&c);
+                    if first.len() >= PART_BYTES {
+                        break;
+                    }
+                }
+                None => {
+                    self.store
+                        .put(&path, PutPayload::from(first))
+                        .await
+                        .map_err(storage)?;
+                    return Ok(size);
+                }
+            }
+        }
+        let upload = self.store.put_multipart(&path).await.map_err(storage)?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        writer.write(&first);
+        drop(first);
+        loop {
+            let chunk = match next(&mut size).await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+            };
+            if let Err(e) = writer.wait_for_capacity(2).await {
+                let _ = writer.abort().await;
+                return Err(storage(e));
+            }
+            writer.write(&chunk);
+        }
+        writer.finish().await.map_err(storage)?;
+        Ok(size)
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes> {

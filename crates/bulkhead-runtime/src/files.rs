@@ -371,26 +371,30 @@ pub(crate) async fn upload(
             field: Some("content-type".into()),
         });
     };
-    // Read with the limit; a body over it is refused without being kept.
-    let bytes: Bytes = axum::body::to_bytes(body, files.max_bytes)
-        .await
-        .map_err(|_| {
-            storage(bulkhead_files::Error::TooLarge {
-                limit: files.max_bytes,
-            })
-        })?;
-    if !bytes.starts_with(magic) {
+    // The signature is checked on the first bytes, then the body streams to the store; a
+    // body over the limit is refused and nothing is kept.
+    let mut stream = body.into_data_stream();
+    let mut head = Vec::new();
+    while head.len() < magic.len() {
+        match futures_util::TryStreamExt::try_next(&mut stream).await {
+            Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => return Err(storage(bulkhead_files::Error::Body(e.to_string()))),
+        }
+    }
+    if !head.starts_with(magic) {
         return Err(ApiError {
             code: ErrorCode::UnsupportedMediaType,
             message: format!("the content is not {declared}"),
             field: Some("content-type".into()),
         });
     }
-    let size = bytes.len();
-    files
+    let first = futures_util::stream::once(async move { Ok::<_, axum::Error>(Bytes::from(head)) });
+    let rest = futures_util::StreamExt::chain(first, stream);
+    let size = files
         .bucket
         .tenant(&resolved.tenant)
-        .put(&key, bytes, files.max_bytes)
+        .put_stream(&key, Box::pin(rest), files.max_bytes)
         .await
         .map_err(storage)?;
     Ok((

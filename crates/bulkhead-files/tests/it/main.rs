@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Bucket and tenant isolation on the local backend.
+//! Bucket and tenant isolation on the local backend and on Garage; streamed uploads.
 
 use bulkhead_files::{AppBucket, Error};
 use bulkhead_model::{AppId, TenantId};
@@ -153,4 +153,95 @@ async fn on_garage_each_apps_key_opens_only_its_own_bucket() {
     // Deleting the app's key revokes it.
     admin.delete_app_key(&a).await.unwrap();
     assert!(files_a.get("doc.txt").await.is_err());
+}
+
+/// A body of `len` bytes in 64 KiB chunks, as an HTTP body arrives.
+fn chunks(len: usize) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let parts: Vec<Result<Bytes, std::io::Error>> = data
+        .chunks(64 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures_util::stream::iter(parts)
+}
+
+/// Streams a small and a multi-part body, then one over the limit and one that fails midway:
+/// the last two leave nothing behind.
+async fn streams_and_aborts(files: &bulkhead_files::TenantFiles) {
+    let big = 2 * bulkhead_files::PART_BYTES + 12345;
+    assert_eq!(
+        files
+            .put_stream("small.bin", chunks(1000), big)
+            .await
+            .unwrap(),
+        1000
+    );
+    assert_eq!(
+        files.put_stream("big.bin", chunks(big), big).await.unwrap(),
+        big
+    );
+    let back = files.get("big.bin").await.unwrap();
+    assert_eq!(back.len(), big);
+    assert!(back.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    let err = files
+        .put_stream("over.bin", chunks(big + 1), big)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    let failing = futures_util::StreamExt::chain(
+        chunks(bulkhead_files::PART_BYTES + 1),
+        futures_util::stream::iter([Err(std::io::Error::other("client went away"))]),
+    );
+    let err = files.put_stream("cut.bin", failing, big).await.unwrap_err();
+    assert!(matches!(err, Error::Body(_)), "{err}");
+    assert!(matches!(
+        files.get("over.bin").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        files.get("cut.bin").await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(files.list().await.unwrap(), ["big.bin", "small.bin"]);
+}
+
+#[tokio::test]
+async fn uploads_stream_in_parts_and_oversized_or_broken_ones_leave_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let files = AppBucket::local(root.path(), &app("alpha"))
+        .unwrap()
+        .tenant(&tenant("acme"));
+    streams_and_aborts(&files).await;
+    let leftovers: Vec<_> = walk(root.path())
+        .into_iter()
+        .filter(|p| !p.ends_with("big.bin") && !p.ends_with("small.bin"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let server = bulkhead_testkit::garage::Garage::start().unwrap();
+    let admin = bulkhead_files::garage::GarageAdmin::new(
+        &server.admin_url(),
+        bulkhead_model::Secret::new(server.admin_token()),
+        &server.s3_endpoint(),
+        bulkhead_testkit::garage::REGION,
+    )
+    .unwrap();
+    let bucket = admin.ensure_app_bucket(&app("stream")).await.unwrap();
+    let files = AppBucket::s3(&app("stream"), &bucket)
+        .unwrap()
+        .tenant(&tenant("acme"));
+    streams_and_aborts(&files).await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
