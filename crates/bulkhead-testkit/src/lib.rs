@@ -207,3 +207,17 @@ fn stop_hint(cluster: &Cluster) -> String {
         cluster.dir().display()
     )
 }
+
+/// Every file under `dir`, recursively (for tests that check what is, or is not, on disk).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

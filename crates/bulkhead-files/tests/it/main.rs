@@ -212,7 +212,7 @@ async fn uploads_stream_in_parts_and_oversized_or_broken_ones_leave_nothing() {
         .unwrap()
         .tenant(&tenant("acme"));
     streams_and_aborts(&files).await;
-    let leftovers: Vec<_> = walk(root.path())
+    let leftovers: Vec<_> = bulkhead_testkit::files_under(root.path())
         .into_iter()
         .filter(|p| !p.ends_with("big.bin") && !p.ends_with("small.bin"))
         .collect();
@@ -231,17 +231,4 @@ async fn uploads_stream_in_parts_and_oversized_or_broken_ones_leave_nothing() {
         .unwrap()
         .tenant(&tenant("acme"));
     streams_and_aborts(&files).await;
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -6,19 +6,6 @@ fn app(s: &str) -> AppId {
     AppId::parse(s).unwrap()
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn each_app_reads_only_its_own_secrets() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,7 +43,7 @@ async fn each_app_reads_only_its_own_secrets() {
         Err(Error::Denied)
     ));
     // No credential at all: the files hold no plaintext.
-    for file in walk(&root) {
+    for file in bulkhead_testkit::files_under(&root) {
         let bytes = std::fs::read(&file).unwrap();
         for needle in [&b"alpha-pw-123"[..], &b"beta-pw-456"[..]] {
             assert!(
