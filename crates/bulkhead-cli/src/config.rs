@@ -162,6 +162,10 @@ pub struct ServeConfig {
     /// Consecutive failed health checks before a worker is restarted. Default 3.
     #[serde(default = "default_health_failures")]
     pub health_failures: u32,
+    /// A file holding the admin API's bearer token (at least 32 characters). Unset: no admin
+    /// API (`/admin/v1/…`: tenant flags, settings, search rebuilds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -174,6 +178,7 @@ impl Default for ServeConfig {
             base_domains: Vec::new(),
             health_interval_secs: default_health_interval(),
             health_failures: default_health_failures(),
+            admin_token_file: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The `bulkhead` binary: parses the command line and hands off to a subcommand module.
 
+mod admin;
 mod app;
 mod apply;
 mod audit;

@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use anyhow::Context;
-use bulkhead_control::registry;
 use bulkhead_model::TenantId;
 use bulkhead_model::options::FlagOverride;
 use serde_json::{Value, json};
@@ -111,18 +110,6 @@ fn json_arg(raw: &str) -> Value {
     serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
 }
 
-async fn record(
-    p: &bulkhead_control::platform::Platform,
-    app: &str,
-    tenant: &str,
-) -> anyhow::Result<registry::TenantRecord> {
-    registry::tenants(&p.client, &bulkhead_model::AppId::parse(app)?)
-        .await?
-        .into_iter()
-        .find(|t| t.id == tenant)
-        .with_context(|| format!("tenant {tenant} of app {app} is not registered"))
-}
-
 pub fn run_flags(config_path: &Path, cmd: FlagsCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         match cmd {
@@ -136,15 +123,7 @@ pub fn run_flags(config_path: &Path, cmd: FlagsCommand) -> anyhow::Result<()> {
             } => {
                 let p = platform_for(config_path, &target).await?;
                 let m = manifest_of(&p, &app).await?;
-                let rec = record(&p, &app, &tenant).await?;
-                let rows: Vec<Value> = m
-                    .flags
-                    .iter()
-                    .map(|f| {
-                        json!({"flag": f.name, "type": f.kind, "default": f.default,
-                               "override": rec.features.get(f.name.as_str())})
-                    })
-                    .collect();
+                let rows = p.tenant_flags(&m, &TenantId::parse(&tenant)?).await?;
                 if target.json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 } else {
@@ -212,22 +191,7 @@ pub fn run_config(config_path: &Path, cmd: ConfigCommand) -> anyhow::Result<()> 
             } => {
                 let p = platform_for(config_path, &target).await?;
                 let m = manifest_of(&p, &app).await?;
-                let rec = record(&p, &app, &tenant).await?;
-                let rows: Vec<Value> = m
-                    .settings
-                    .iter()
-                    .map(|s| {
-                        let set = rec.config.get(s.name.as_str());
-                        let value = if s.secret {
-                            json!({"secret": true, "set": set.is_some()})
-                        } else {
-                            set.cloned()
-                                .or_else(|| s.default.clone())
-                                .unwrap_or(Value::Null)
-                        };
-                        json!({"setting": s.name, "value": value, "overridden": set.is_some()})
-                    })
-                    .collect();
+                let rows = p.tenant_settings(&m, &TenantId::parse(&tenant)?).await?;
                 if target.json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 } else {

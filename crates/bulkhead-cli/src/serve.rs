@@ -112,7 +112,17 @@ pub async fn run_gateway(
             .context("provisioning the example app")?;
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (router, workers) = gateway.start(config, stopped).await?;
+    let (mut router, workers) = gateway.start(config, stopped).await?;
+    if let Some(file) = &config.serve.admin_token_file {
+        let token = std::fs::read_to_string(file)
+            .with_context(|| format!("reading serve.admin_token_file {}", file.display()))?;
+        let master = crate::app::master_key(config, false)?;
+        let platform = crate::app::platform_at(config, gateway.db.clone(), master).await?;
+        let admin = crate::admin::AdminApi::new(platform, &token)
+            .with_context(|| format!("serve.admin_token_file {}", file.display()))?;
+        router = crate::admin::router(Arc::new(admin)).merge(router);
+        tracing::info!("admin API enabled under /admin/v1/");
+    }
     if example {
         crate::demo::print_help(&public_url);
     }

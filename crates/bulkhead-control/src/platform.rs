@@ -701,6 +701,61 @@ pub fn check_setting(decl: &bulkhead_model::SettingDecl, value: &serde_json::Val
 impl Platform {
     /// Sets (or with `None` clears) a tenant's override of a flag; running workers pick it up
     /// within their reload interval. Audited.
+    /// The registered tenant of an app.
+    async fn tenant_record(
+        &self,
+        app: &bulkhead_model::AppId,
+        tenant: &TenantId,
+    ) -> Result<registry::TenantRecord> {
+        registry::tenants(&self.client, app)
+            .await?
+            .into_iter()
+            .find(|t| t.id == tenant.as_str())
+            .ok_or_else(|| Error::NotFound(format!("tenant {tenant} of app {app}")))
+    }
+
+    /// A tenant's flags as operators see them: `{flag, type, default, override}` each.
+    pub async fn tenant_flags(
+        &self,
+        manifest: &AppManifest,
+        tenant: &TenantId,
+    ) -> Result<Vec<serde_json::Value>> {
+        let rec = self.tenant_record(&manifest.app, tenant).await?;
+        Ok(manifest
+            .flags
+            .iter()
+            .map(|f| {
+                json!({"flag": f.name, "type": f.kind, "default": f.default,
+                       "override": rec.features.get(f.name.as_str())})
+            })
+            .collect())
+    }
+
+    /// A tenant's settings: `{setting, value, overridden}` each; secret values never appear
+    /// (`{"secret": true, "set": bool}` instead).
+    pub async fn tenant_settings(
+        &self,
+        manifest: &AppManifest,
+        tenant: &TenantId,
+    ) -> Result<Vec<serde_json::Value>> {
+        let rec = self.tenant_record(&manifest.app, tenant).await?;
+        Ok(manifest
+            .settings
+            .iter()
+            .map(|s| {
+                let set = rec.config.get(s.name.as_str());
+                let value = if s.secret {
+                    json!({"secret": true, "set": set.is_some()})
+                } else {
+                    set.cloned()
+                        .or_else(|| s.default.clone())
+                        .unwrap_or(serde_json::Value::Null)
+                };
+                json!({"setting": s.name, "value": value, "overridden": set.is_some()})
+            })
+            .collect())
+    }
+
     /// Asks every search follower of the app (each worker keeps its own copy) to rebuild the
     /// index of `tenant`, or of every tenant, from the database. Returns the tenants asked.
     /// Audited as `search.rebuild`.

@@ -72,12 +72,14 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
     let cwd = workdir();
     let dir = cwd.path();
     std::fs::write(dir.join("bao.token"), bao.root_token()).unwrap();
+    let admin_token = "admin-token-0123456789abcdef0123456789";
+    std::fs::write(dir.join("admin.token"), admin_token).unwrap();
     let key: String = (0..32).map(|i| format!("{:02x}", i * 7 + 3)).collect();
     std::fs::write(dir.join("master.hex"), &key).unwrap();
     std::fs::write(
         dir.join("bulkhead.toml"),
         format!(
-            "database_url = \"{}\"\n[vault]\nbackend = \"openbao\"\naddress = \"{}\"\ntoken_file = \"bao.token\"\nmaster_key_file = \"master.hex\"\n[serve]\nhealth_interval_secs = 1\nhealth_failures = 3\n[serve.hosts]\n\"notes.test\" = \"notes\"\n",
+            "database_url = \"{}\"\n[vault]\nbackend = \"openbao\"\naddress = \"{}\"\ntoken_file = \"bao.token\"\nmaster_key_file = \"master.hex\"\n[serve]\nhealth_interval_secs = 1\nhealth_failures = 3\nadmin_token_file = \"admin.token\"\n[serve.hosts]\n\"notes.test\" = \"notes\"\n",
             db.superuser_url(),
             bao.addr()
         ),
@@ -315,6 +317,46 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
     eventually("the flag override served", || {
         flag("partner").contains("\"value\":true")
     });
+    // The admin API does the same with the same checks; only with its token.
+    let admin_bearer = format!("Bearer {admin_token}");
+    let admin = [("Authorization", admin_bearer.as_str())];
+    let flags_url = "/admin/v1/apps/helpdesk/tenants/partner/flags";
+    assert_eq!(request(addr, "GET", flags_url, &[], None).0, 401);
+    assert_eq!(request(addr, "GET", flags_url, &auth, None).0, 401);
+    let (status, body) = request(addr, "GET", flags_url, &admin, None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("new_editor"), "{body}");
+    let (status, body) = request(
+        addr,
+        "PUT",
+        &format!("{flags_url}/new_editor"),
+        &admin,
+        Some(("application/json", r#"{"value": false}"#)),
+    );
+    assert_eq!(status, 200, "{body}");
+    eventually("the admin API's override served", || {
+        flag("partner").contains("\"value\":false")
+    });
+    let (status, body) = request(
+        addr,
+        "PUT",
+        "/admin/v1/apps/helpdesk/tenants/partner/config/sla_hours",
+        &admin,
+        Some(("application/json", r#"{"value": 9999}"#)),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"field\":\"settings.sla_hours\""), "{body}");
+    let (status, body) = request(
+        addr,
+        "POST",
+        "/admin/v1/apps/helpdesk/search/rebuild",
+        &admin,
+        Some(("application/json", r#"{"tenant": "partner"}"#)),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"rebuild_requested":["partner"]}"#)
+    );
     let err = Command::new(BIN)
         .args([
             "config",

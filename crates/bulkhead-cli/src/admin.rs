@@ -1,0 +1,227 @@
+//! The admin HTTP API on the gateway, for operators' tools: a tenant's flags and settings,
+//! and search rebuilds, with the same validation and audit as the CLI (`bulkhead flags`,
+//! `bulkhead config`, `bulkhead search`).
+//!
+//! Enabled only when `[serve] admin_token_file` is set; every request needs
+//! `Authorization: Bearer <the token in that file>`. Errors are the runtime's JSON errors.
+//!
+//! - `GET  /admin/v1/apps/{app}/tenants/{tenant}/flags`
+//! - `PUT  /admin/v1/apps/{app}/tenants/{tenant}/flags/{name}` — body: an override
+//!   (`{"value": …, "rules": […], "rollout": {…}}`) or `null` to clear
+//! - `GET  /admin/v1/apps/{app}/tenants/{tenant}/config`
+//! - `PUT  /admin/v1/apps/{app}/tenants/{tenant}/config/{name}` — body: `{"value": …}`,
+//!   `{"value": null}` to clear
+//! - `POST /admin/v1/apps/{app}/search/rebuild` — body: `{"tenant": "…"}`, or `{}` for all
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use bulkhead_control::platform::Platform;
+use bulkhead_model::options::FlagOverride;
+use bulkhead_model::{AppManifest, ErrorCode, TenantId};
+use bulkhead_runtime::error::ApiError;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// The admin API's state: its own platform connection and the token's digest.
+pub struct AdminApi {
+    platform: tokio::sync::Mutex<Platform>,
+    token: [u8; 32],
+}
+
+impl std::fmt::Debug for AdminApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminApi").finish_non_exhaustive()
+    }
+}
+
+impl AdminApi {
+    /// `token` is the shared secret; only its SHA-256 digest is kept.
+    pub fn new(mut platform: Platform, token: &str) -> anyhow::Result<Self> {
+        let token = token.trim();
+        anyhow::ensure!(
+            token.len() >= 32,
+            "the admin token must be at least 32 characters"
+        );
+        platform.actor = "admin-api".into();
+        Ok(Self {
+            platform: tokio::sync::Mutex::new(platform),
+            token: Sha256::digest(token.as_bytes()).into(),
+        })
+    }
+
+    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let digest: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+        // Digests of equal length: the comparison's timing says nothing about the token.
+        if digest
+            .iter()
+            .zip(self.token)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+        {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+pub fn router(admin: Arc<AdminApi>) -> Router {
+    Router::new()
+        .route("/admin/v1/apps/{app}/tenants/{tenant}/flags", get(flags))
+        .route(
+            "/admin/v1/apps/{app}/tenants/{tenant}/flags/{name}",
+            put(set_flag),
+        )
+        .route(
+            "/admin/v1/apps/{app}/tenants/{tenant}/config",
+            get(settings),
+        )
+        .route(
+            "/admin/v1/apps/{app}/tenants/{tenant}/config/{name}",
+            put(set_setting),
+        )
+        .route("/admin/v1/apps/{app}/search/rebuild", post(rebuild))
+        .with_state(admin)
+}
+
+fn control(e: bulkhead_control::Error) -> ApiError {
+    use bulkhead_control::Error as E;
+    match e {
+        E::Invalid(m) => {
+            // Messages name the field first: `settings.smtp.port: …`.
+            let field = m.split_once(':').map(|(f, _)| f.to_owned());
+            ApiError {
+                code: ErrorCode::OutOfRange,
+                message: m,
+                field,
+            }
+        }
+        E::NotFound(m) => ApiError::new(ErrorCode::NotFound, format!("{m} not found")),
+        E::Conflict(m) => ApiError::new(ErrorCode::BadQuery, m),
+        e => {
+            tracing::error!(error = %e, "admin API");
+            ApiError::new(ErrorCode::Internal, "the control plane failed")
+        }
+    }
+}
+
+fn bad(field: &str, message: String) -> ApiError {
+    ApiError::bad_request(message).with_field(field)
+}
+
+async fn manifest(p: &Platform, app: &str) -> Result<AppManifest, ApiError> {
+    crate::app::manifest_of(p, app)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::NotFound, format!("app {app} not found")))
+}
+
+fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
+    TenantId::parse(raw).map_err(|e| bad("tenant", e.to_string()))
+}
+
+async fn flags(
+    State(admin): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path((app, tenant)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    admin.check(&headers)?;
+    let p = admin.platform.lock().await;
+    let m = manifest(&p, &app).await?;
+    let rows = p
+        .tenant_flags(&m, &tenant_id(&tenant)?)
+        .await
+        .map_err(control)?;
+    Ok(Json(json!({ "flags": rows })))
+}
+
+async fn set_flag(
+    State(admin): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path((app, tenant, name)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    admin.check(&headers)?;
+    let over: Option<FlagOverride> =
+        serde_json::from_slice(&body).map_err(|e| bad(&format!("flags.{name}"), e.to_string()))?;
+    let mut p = admin.platform.lock().await;
+    let m = manifest(&p, &app).await?;
+    let t = tenant_id(&tenant)?;
+    p.set_tenant_flag(&m, &t, &name, over.as_ref())
+        .await
+        .map_err(control)?;
+    let rows = p.tenant_flags(&m, &t).await.map_err(control)?;
+    Ok(Json(json!({ "flags": rows })))
+}
+
+async fn settings(
+    State(admin): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path((app, tenant)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    admin.check(&headers)?;
+    let p = admin.platform.lock().await;
+    let m = manifest(&p, &app).await?;
+    let rows = p
+        .tenant_settings(&m, &tenant_id(&tenant)?)
+        .await
+        .map_err(control)?;
+    Ok(Json(json!({ "settings": rows })))
+}
+
+async fn set_setting(
+    State(admin): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path((app, tenant, name)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    admin.check(&headers)?;
+    let body: Value =
+        serde_json::from_slice(&body).map_err(|e| bad("value", format!("body: {e}")))?;
+    let Some(value) = body.get("value") else {
+        return Err(bad("value", "the body is {\"value\": …}".into()));
+    };
+    let mut p = admin.platform.lock().await;
+    let m = manifest(&p, &app).await?;
+    let t = tenant_id(&tenant)?;
+    let value = (!value.is_null()).then_some(value);
+    p.set_tenant_setting(&m, &t, &name, value)
+        .await
+        .map_err(control)?;
+    let rows = p.tenant_settings(&m, &t).await.map_err(control)?;
+    Ok(Json(json!({ "settings": rows })))
+}
+
+async fn rebuild(
+    State(admin): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    admin.check(&headers)?;
+    let body: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&body).map_err(|e| bad("tenant", format!("body: {e}")))?
+    };
+    let tenant = match body.get("tenant") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(tenant_id(t)?),
+        Some(_) => return Err(bad("tenant", "tenant must be a string".into())),
+    };
+    let mut p = admin.platform.lock().await;
+    let m = manifest(&p, &app).await?;
+    let asked = p
+        .request_search_rebuild(&m, tenant.as_ref())
+        .await
+        .map_err(control)?;
+    Ok(Json(json!({ "rebuild_requested": asked })))
+}
