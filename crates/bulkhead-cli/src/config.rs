@@ -90,6 +90,18 @@ pub enum VaultBackend {
     Openbao,
 }
 
+impl Config {
+    /// Where this server's workers keep their search index copies: `[search] dir`, or
+    /// `<data_dir>/search` when it is left at its default.
+    pub fn search_dir(&self) -> PathBuf {
+        if self.search.dir == bulkhead_search::SearchConfig::default().dir {
+            self.data_dir.join("search")
+        } else {
+            self.search.dir.clone()
+        }
+    }
+}
+
 impl VaultConfig {
     pub fn dir(&self, data_dir: &Path) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| data_dir.join("vault"))

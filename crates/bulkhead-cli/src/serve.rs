@@ -309,7 +309,7 @@ impl Gateway {
                     health_interval: Duration::from_secs(config.serve.health_interval_secs.max(1)),
                     health_failures: config.serve.health_failures,
                     search: bulkhead_search::SearchConfig {
-                        dir: std::path::absolute(&config.search.dir)?,
+                        dir: std::path::absolute(config.search_dir())?,
                         ..config.search.clone()
                     },
                 },
