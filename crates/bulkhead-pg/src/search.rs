@@ -155,7 +155,9 @@ impl SearchSource {
             outbox_rows: rows.len(),
             ..Changes::default()
         };
+        // Row ids per entity, each once, in outbox order.
         let mut by_entity: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut seen: std::collections::HashSet<(String, String)> = Default::default();
         for row in &rows {
             let seq: i64 = row.try_get(0).map_err(db)?;
             let op: String = row.try_get(1).map_err(db)?;
@@ -164,11 +166,10 @@ impl SearchSource {
                 continue;
             }
             let entity: String = row.try_get(2).map_err(db)?;
-            if let Some(id) = row.try_get::<_, Option<String>>(3).map_err(db)? {
-                let ids = by_entity.entry(entity).or_default();
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
+            if let Some(id) = row.try_get::<_, Option<String>>(3).map_err(db)?
+                && seen.insert((entity.clone(), id.clone()))
+            {
+                by_entity.entry(entity).or_default().push(id);
             }
         }
         let m = self.ctx.manifest();
@@ -195,8 +196,10 @@ impl SearchSource {
                     .iter()
                     .map(|r| Self::doc(e, r))
                     .collect::<Result<Vec<_>>>()?;
+                let found: std::collections::HashSet<&str> =
+                    docs.iter().map(|d| d.id.as_str()).collect();
                 for id in chunk {
-                    if !docs.iter().any(|d| &d.id == id) {
+                    if !found.contains(id.as_str()) {
                         changes.deletes.push((entity.clone(), id.clone()));
                     }
                 }

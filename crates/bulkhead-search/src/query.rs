@@ -155,7 +155,12 @@ impl SearchIndexes {
         )?;
         let mut facets = BTreeMap::new();
         for s in &scope {
-            let n = searcher.search(&*scoped(Some(s)), &Count)?;
+            // With one entity in scope its count is the total.
+            let n = if scope.len() == 1 {
+                total
+            } else {
+                searcher.search(&*scoped(Some(s)), &Count)?
+            };
             facets.insert(s.entity.clone(), n);
         }
         let has_more = top.len() > limit;
