@@ -1,0 +1,323 @@
+//! Outbound HTTP for app code: the only way out it gets (`ctx.http()` in the runtime).
+//!
+//! Deny by default: a request goes out only if its host (or address) is on the tenant's or
+//! the app's allow-list ([`policy::AllowList`]). The platform resolves names itself and checks
+//! every address: a name that resolves to loopback, link-local (cloud metadata), private,
+//! unique-local, multicast or another special range is refused unless an address entry names
+//! it. The connection then goes to exactly the checked addresses (the HTTP client is pinned to
+//! them: no second lookup, no DNS rebinding between check and connect). Redirects are followed
+//! by hand, each hop checked again (or not followed at all), and responses are bounded in size
+//! and time. Every denial is logged as an audit event (target `bulkhead::audit`, with tenant,
+//! app, host and reason) and counted.
+
+pub mod dns;
+pub mod policy;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bulkhead_model::{AppId, TenantId};
+use bytes::Bytes;
+pub use policy::{AllowList, BadEntry};
+use reqwest::{Method, StatusCode, Url};
+
+/// How outbound requests behave.
+#[derive(Debug, Clone)]
+pub struct EgressConfig {
+    /// Whole-request time limit (connect, each redirect hop, body).
+    pub timeout: Duration,
+    /// Largest response body accepted.
+    pub max_response_bytes: usize,
+    /// Redirects followed (each re-checked); 0: none followed, the 3xx is returned.
+    pub max_redirects: u8,
+    /// The DNS server to ask; `None`: the system resolver.
+    pub nameserver: Option<SocketAddr>,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            max_response_bytes: 10 * 1024 * 1024,
+            max_redirects: 5,
+            nameserver: None,
+        }
+    }
+}
+
+/// Why a request did not go out, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Refused by policy; the request never left.
+    #[error("egress to {host} denied: {reason}")]
+    Denied { host: String, reason: String },
+    #[error("invalid URL: {0}")]
+    BadUrl(String),
+    #[error("more than {0} redirects")]
+    TooManyRedirects(u8),
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("request failed: {0}")]
+    Failed(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A request to send.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Bytes>,
+}
+
+impl Request {
+    pub fn get(url: &str) -> Self {
+        Self {
+            method: Method::GET,
+            url: url.to_owned(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+}
+
+/// A response, read whole (within the size limit).
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    /// The URL that answered (after redirects).
+    pub url: String,
+}
+
+/// The egress of one app in one worker.
+#[derive(Debug)]
+pub struct Egress {
+    app: AppId,
+    app_list: AllowList,
+    config: EgressConfig,
+    denials: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Egress {
+    pub fn new(app: AppId, app_list: AllowList, config: EgressConfig) -> Self {
+        Self {
+            app,
+            app_list,
+            config,
+            denials: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Denials so far, by reason class.
+    pub fn denials(&self) -> BTreeMap<String, u64> {
+        self.denials.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    fn deny(&self, tenant: &TenantId, host: &str, class: &str, reason: String) -> Error {
+        tracing::warn!(
+            target: "bulkhead::audit",
+            event = "egress.denied",
+            app = %self.app,
+            tenant = %tenant,
+            host,
+            reason = %reason,
+            "egress denied"
+        );
+        if let Ok(mut d) = self.denials.lock() {
+            *d.entry(class.to_owned()).or_default() += 1;
+        }
+        Error::Denied {
+            host: host.to_owned(),
+            reason,
+        }
+    }
+
+    /// The addresses `url` may be reached at for `tenant`, or why not.
+    pub async fn check(
+        &self,
+        tenant: &TenantId,
+        list: &AllowList,
+        url: &Url,
+    ) -> Result<Vec<SocketAddr>> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::BadUrl(format!(
+                "scheme {} is not http or https",
+                url.scheme()
+            )));
+        }
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| Error::BadUrl("no port".into()))?;
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.trim_end_matches('.').to_ascii_lowercase(),
+            Some(url::Host::Ipv4(ip)) => {
+                return self.check_literal(tenant, list, IpAddr::V4(ip), port);
+            }
+            Some(url::Host::Ipv6(ip)) => {
+                return self.check_literal(tenant, list, IpAddr::V6(ip), port);
+            }
+            None => return Err(Error::BadUrl("no host".into())),
+        };
+        if !list.allows_name(&host, port) && !self.app_list.allows_name(&host, port) {
+            return Err(self.deny(
+                tenant,
+                &host,
+                "not_allowed",
+                format!("{host}:{port} is not on the tenant's or the app's allow-list"),
+            ));
+        }
+        let addrs = self.resolve(&host, port).await.map_err(|e| {
+            self.deny(
+                tenant,
+                &host,
+                "unresolved",
+                format!("{host} does not resolve: {e}"),
+            )
+        })?;
+        if addrs.is_empty() {
+            return Err(self.deny(
+                tenant,
+                &host,
+                "unresolved",
+                format!("{host} has no address"),
+            ));
+        }
+        for a in &addrs {
+            if let Some(range) = policy::special_range(a.ip())
+                && !list.allows_address(a.ip(), port)
+                && !self.app_list.allows_address(a.ip(), port)
+            {
+                return Err(self.deny(
+                    tenant,
+                    &host,
+                    "special_address",
+                    format!("{host} resolves to {} ({range})", a.ip()),
+                ));
+            }
+        }
+        Ok(addrs)
+    }
+
+    fn check_literal(
+        &self,
+        tenant: &TenantId,
+        list: &AllowList,
+        ip: IpAddr,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>> {
+        if list.allows_address(ip, port) || self.app_list.allows_address(ip, port) {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let why = policy::special_range(ip)
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        Err(self.deny(
+            tenant,
+            &ip.to_string(),
+            "address_not_allowed",
+            format!("address {ip}{why} is not on an allow-list"),
+        ))
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        let ips: Vec<IpAddr> = match self.config.nameserver {
+            Some(ns) => dns::lookup(ns, host, self.config.timeout).await?,
+            None => tokio::net::lookup_host((host, port))
+                .await?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
+    }
+
+    /// Sends `req` for `tenant` under its allow-list `list` (and the app's).
+    pub async fn send(
+        &self,
+        tenant: &TenantId,
+        list: &AllowList,
+        req: Request,
+    ) -> Result<Response> {
+        let mut url = Url::parse(&req.url).map_err(|e| Error::BadUrl(e.to_string()))?;
+        let mut method = req.method.clone();
+        let mut body = req.body.clone();
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        for hop in 0..=self.config.max_redirects {
+            let addrs = self.check(tenant, list, &url).await?;
+            let mut builder = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            if let Some(url::Host::Domain(d)) = url.host() {
+                // Pinned: the client connects to the checked addresses, never looks up again.
+                builder = builder.resolve_to_addrs(d, &addrs);
+            }
+            let client = builder.build().map_err(|e| Error::Failed(e.to_string()))?;
+            let mut rb = client.request(method.clone(), url.clone());
+            for (k, v) in &req.headers {
+                rb = rb.header(k, v);
+            }
+            if let Some(b) = &body {
+                rb = rb.body(b.clone());
+            }
+            let mut resp = rb.send().await.map_err(|e| Error::Failed(e.to_string()))?;
+            let status = resp.status();
+            if status.is_redirection() && self.config.max_redirects > 0 {
+                if hop == self.config.max_redirects {
+                    return Err(Error::TooManyRedirects(self.config.max_redirects));
+                }
+                let location = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| Error::Failed("a redirect without Location".into()))?;
+                url = url
+                    .join(location)
+                    .map_err(|e| Error::BadUrl(e.to_string()))?;
+                if status == StatusCode::SEE_OTHER
+                    || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
+                        && method == Method::POST)
+                {
+                    method = Method::GET;
+                    body = None;
+                }
+                continue;
+            }
+            let headers = resp
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
+                .collect();
+            let limit = self.config.max_response_bytes;
+            if resp.content_length().is_some_and(|n| n > limit as u64) {
+                return Err(Error::TooLarge(limit));
+            }
+            let mut out = Vec::new();
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| Error::Failed(e.to_string()))?
+            {
+                if out.len() + chunk.len() > limit {
+                    return Err(Error::TooLarge(limit));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            return Ok(Response {
+                status,
+                headers,
+                body: Bytes::from(out),
+                url: url.to_string(),
+            });
+        }
+        Err(Error::TooManyRedirects(self.config.max_redirects))
+    }
+}

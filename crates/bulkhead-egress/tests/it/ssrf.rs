@@ -1,0 +1,277 @@
+//! Names that resolve inside, address spellings, redirects, other tenants' lists, limits.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::get;
+use bulkhead_egress::{AllowList, Egress, EgressConfig, Error, Request};
+use bulkhead_model::{AppId, TenantId};
+
+use crate::stub;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn t(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+struct World {
+    egress: Egress,
+    port: u16,
+}
+
+async fn world(config: EgressConfig) -> World {
+    let port = stub::http(
+        axum::Router::new()
+            .route("/ok", get(|| async { "hello from the partner" }))
+            .route(
+                "/to-metadata",
+                get(|| async { Redirect::temporary("http://169.254.169.254/latest/meta-data") }),
+            )
+            .route(
+                "/to-loopback-name",
+                get(|| async { Redirect::temporary("http://api.partner.test/") }),
+            )
+            .route("/to-ok", get(|| async { Redirect::to("/ok") }))
+            .route("/loop", get(|| async { Redirect::to("/loop") }))
+            .route(
+                "/big",
+                get(|| async { vec![b'x'; 2 * 1024 * 1024].into_response() }),
+            )
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            ),
+    )
+    .await;
+    let dns = stub::dns(HashMap::from([
+        // Allowed names that point inside.
+        ("api.partner.test".to_owned(), vec![ip("127.0.0.1")]),
+        ("meta.partner.test".to_owned(), vec![ip("169.254.169.254")]),
+        (
+            "mixed.partner.test".to_owned(),
+            vec![ip("93.184.216.34"), ip("10.0.0.7")],
+        ),
+        ("v6.partner.test".to_owned(), vec![ip("::ffff:127.0.0.1")]),
+        ("ula.partner.test".to_owned(), vec![ip("fd00::1")]),
+        // The real partner server, on loopback and allowed by address for its port only.
+        ("ok.partner.test".to_owned(), vec![ip("127.0.0.1")]),
+    ]))
+    .await;
+    World {
+        egress: Egress::new(
+            AppId::parse("helpdesk").unwrap(),
+            AllowList::default(),
+            EgressConfig {
+                nameserver: Some(dns),
+                ..config
+            },
+        ),
+        port,
+    }
+}
+
+fn denied(r: Result<bulkhead_egress::Response, Error>) -> String {
+    match r {
+        Err(Error::Denied { reason, .. }) => reason,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn names_that_resolve_inside_and_inside_addresses_are_refused() {
+    let w = world(EgressConfig::default()).await;
+    let acme = AllowList::parse(&[
+        "*.partner.test",
+        &format!("ok.partner.test:{}", w.port),
+        &format!("127.0.0.1:{}", w.port),
+    ])
+    .unwrap();
+    // Wildcards allow names, but an allowed name that resolves inside is refused.
+    let strict = AllowList::parse(&["*.partner.test", "*.partner.test:8080"]).unwrap();
+    for (name, range) in [
+        ("api.partner.test", "loopback"),
+        ("meta.partner.test", "link-local"),
+        ("mixed.partner.test", "private"),
+        ("v6.partner.test", "loopback"),
+        ("ula.partner.test", "unique local"),
+    ] {
+        let reason = denied(
+            w.egress
+                .send(
+                    &t("acme"),
+                    &strict,
+                    Request::get(&format!("http://{name}/")),
+                )
+                .await,
+        );
+        assert!(reason.contains(range), "{name}: {reason}");
+    }
+    // Address spellings of loopback and metadata: refused without an address entry.
+    for url in [
+        "http://127.0.0.1/",
+        "http://0x7f.1/",
+        "http://2130706433/",
+        "http://0177.0.0.1/",
+        "http://127.1/",
+        "http://[::1]/",
+        "http://[::ffff:7f00:1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://0.0.0.0/",
+        "http://[fe80::1]/",
+        "http://10.0.0.1/",
+        "http://93.184.216.34/",
+    ] {
+        let reason = denied(w.egress.send(&t("acme"), &strict, Request::get(url)).await);
+        assert!(reason.contains("not on an allow-list"), "{url}: {reason}");
+    }
+    // Names not on the list, look-alikes of listed ones, other schemes.
+    for url in [
+        "http://partner.test/",
+        "http://evilpartner.test/",
+        "http://partner.test.evil.example/",
+        "http://api.partner.test.:9/",
+    ] {
+        denied(w.egress.send(&t("acme"), &strict, Request::get(url)).await);
+    }
+    assert!(matches!(
+        w.egress
+            .send(&t("acme"), &strict, Request::get("file:///etc/passwd"))
+            .await,
+        Err(Error::BadUrl(_))
+    ));
+    // Explicitly allowed by address and port: the request goes out and is answered.
+    let ok = format!("http://ok.partner.test:{}/ok", w.port);
+    let r = w
+        .egress
+        .send(&t("acme"), &acme, Request::get(&ok))
+        .await
+        .unwrap();
+    assert_eq!(r.body, "hello from the partner");
+    // Tenant B cannot reach what only A's list allows.
+    let reason = denied(
+        w.egress
+            .send(&t("bravo"), &AllowList::default(), Request::get(&ok))
+            .await,
+    );
+    assert!(
+        reason.contains("not on the tenant's or the app's allow-list"),
+        "{reason}"
+    );
+    assert!(w.egress.denials().values().sum::<u64>() >= 20);
+}
+
+#[tokio::test]
+async fn redirects_are_checked_at_every_hop_and_limits_hold() {
+    let w = world(EgressConfig {
+        max_response_bytes: 1024 * 1024,
+        timeout: Duration::from_secs(1),
+        ..EgressConfig::default()
+    })
+    .await;
+    let list = AllowList::parse(&[
+        format!("ok.partner.test:{}", w.port),
+        format!("127.0.0.1:{}", w.port),
+        "api.partner.test".to_owned(),
+    ])
+    .unwrap();
+    let base = format!("http://ok.partner.test:{}", w.port);
+    let get = |p: &str| Request::get(&format!("{base}{p}"));
+    let r = w
+        .egress
+        .send(&t("acme"), &list, get("/to-ok"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.body.as_ref()),
+        (200, &b"hello from the partner"[..])
+    );
+    let reason = denied(w.egress.send(&t("acme"), &list, get("/to-metadata")).await);
+    assert!(reason.contains("169.254.169.254"), "{reason}");
+    // A listed name that resolves to loopback, reached by redirect: the address entry for
+    // 127.0.0.1 names the partner's port only, not 80.
+    let reason = denied(
+        w.egress
+            .send(&t("acme"), &list, get("/to-loopback-name"))
+            .await,
+    );
+    assert!(reason.contains("loopback"), "{reason}");
+    assert!(matches!(
+        w.egress.send(&t("acme"), &list, get("/loop")).await,
+        Err(Error::TooManyRedirects(5))
+    ));
+    assert!(matches!(
+        w.egress.send(&t("acme"), &list, get("/big")).await,
+        Err(Error::TooLarge(_))
+    ));
+    assert!(matches!(
+        w.egress.send(&t("acme"), &list, get("/slow")).await,
+        Err(Error::Failed(_))
+    ));
+    // Redirects not followed: the 3xx comes back as it is.
+    let nofollow = world(EgressConfig {
+        max_redirects: 0,
+        ..EgressConfig::default()
+    })
+    .await;
+    let list = AllowList::parse(&[
+        format!("ok.partner.test:{}", nofollow.port),
+        format!("127.0.0.1:{}", nofollow.port),
+    ])
+    .unwrap();
+    let r = nofollow
+        .egress
+        .send(
+            &t("acme"),
+            &list,
+            Request::get(&format!(
+                "http://ok.partner.test:{}/to-metadata",
+                nofollow.port
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status.as_u16(), 307);
+}
+
+#[test]
+fn entries_parse_or_say_what_is_wrong() {
+    for good in [
+        "api.example.com",
+        "*.example.com",
+        "api.example.com:8443",
+        "10.0.0.0/8",
+        "[fd00::1]:443",
+        "192.168.1.10",
+    ] {
+        AllowList::parse(&[good]).unwrap();
+    }
+    for bad in [
+        "*.com",
+        "*",
+        "api..example.com",
+        "x.com:0",
+        "x.com:99999",
+        "2130706433",
+        "[::1",
+        "ex ample.com",
+        "http://x.com",
+    ] {
+        let err = AllowList::parse(&[bad]).unwrap_err();
+        assert_eq!(err.entry, bad);
+    }
+    let list = AllowList::parse(&["*.example.com"]).unwrap();
+    assert!(list.allows_name("a.example.com", 443));
+    assert!(list.allows_name("a.b.example.com", 80));
+    assert!(!list.allows_name("example.com", 443));
+    assert!(!list.allows_name("evilexample.com", 443));
+    assert!(!list.allows_name("a.example.com", 8080));
+}
