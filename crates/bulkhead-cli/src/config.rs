@@ -56,6 +56,10 @@ pub struct Config {
     /// from the tenant's outbox.
     #[serde(default)]
     pub search: bulkhead_search::SearchConfig,
+    /// Outbound HTTP of app code: limits, resolver, each app's own allow-list (tenants' lists
+    /// are in tenants.yaml). Deny by default.
+    #[serde(default)]
+    pub egress: bulkhead_egress::EgressSettings,
 }
 
 /// Where app secrets live, and the platform master key.

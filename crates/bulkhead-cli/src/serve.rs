@@ -312,6 +312,7 @@ impl Gateway {
                         dir: std::path::absolute(config.search_dir())?,
                         ..config.search.clone()
                     },
+                    egress: config.egress.clone(),
                 },
                 shutdown.clone(),
             )?);

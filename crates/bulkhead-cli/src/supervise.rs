@@ -106,6 +106,8 @@ pub struct Launch {
     pub health_failures: u32,
     /// The worker's search settings (its own index directory).
     pub search: bulkhead_search::SearchConfig,
+    /// Egress limits, resolver and app allow-lists.
+    pub egress: bulkhead_egress::EgressSettings,
 }
 
 impl std::fmt::Debug for Launch {
@@ -195,6 +197,8 @@ async fn run_once(
         .args(["--listen", "127.0.0.1:0"])
         .arg("--search-config")
         .arg(serde_json::to_string(&launch.search)?)
+        .arg("--egress-config")
+        .arg(serde_json::to_string(&launch.egress)?)
         // Nothing of the platform's: no database URL, no master key, no admin token.
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -17,6 +17,7 @@ use bulkhead_control::platform::{
     FILES_S3, FILES_SIGNING_KEY, RUNTIME_PASSWORD, WORKER_CONFIG, WorkerConfig, WorkerTenant,
     setting_secret_path, tenant_password_path,
 };
+use bulkhead_egress::{AllowList, EgressSettings};
 use bulkhead_files::AppBucket;
 use bulkhead_identity::external::{ExternalRealm, ExternalRealms};
 use bulkhead_identity::jwt::Alg;
@@ -25,6 +26,7 @@ use bulkhead_model::{AppId, IsolationLevel, TenantId};
 use bulkhead_pg::{DataPlane, DataPlaneConfig, TenantPlacement};
 use bulkhead_runtime::auth::{Authenticator, Principal, PublishedRealms};
 use bulkhead_runtime::files::{DEFAULT_MAX_BYTES, FilesApi};
+use bulkhead_runtime::http::HttpOut;
 use bulkhead_runtime::options::{LiveOptions, OptionsStore};
 use bulkhead_runtime::rest::{Api, PlaneDirectory};
 use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
@@ -55,6 +57,13 @@ pub struct Args {
     /// Search settings as JSON (the `[search]` section of bulkhead.toml); defaults otherwise.
     #[arg(long, value_parser = parse_search_config)]
     search_config: Option<SearchConfig>,
+    /// Egress settings as JSON (the `[egress]` section of bulkhead.toml); defaults otherwise.
+    #[arg(long, value_parser = parse_egress_config)]
+    egress_config: Option<EgressSettings>,
+}
+
+fn parse_egress_config(raw: &str) -> Result<EgressSettings, String> {
+    serde_json::from_str(raw).map_err(|e| format!("--egress-config: {e}"))
 }
 
 fn parse_search_config(raw: &str) -> Result<SearchConfig, String> {
@@ -186,6 +195,7 @@ struct Live {
     reader: Arc<dyn VaultReader>,
     realms: Arc<LiveRealms>,
     options: Arc<OptionsStore>,
+    http: Arc<HttpOut>,
     applied: Vec<WorkerTenant>,
 }
 
@@ -218,6 +228,13 @@ impl Live {
                     secrets,
                 },
             );
+            // An invalid list fails closed: the tenant reaches only the app's list.
+            let list = AllowList::from_network(&tenant.network.default, &tenant.network.allow)
+                .unwrap_or_else(|e| {
+                    tracing::error!(app = %self.app, tenant = %tenant.id, error = %e, "invalid network allow-list; denying all");
+                    AllowList::default()
+                });
+            self.http.set(tenant.id.clone(), list);
             // The placement only when it changed: re-registering drops the tenant's pools.
             if before.is_some_and(|b| {
                 (b.level, b.suspended, &b.identity)
@@ -248,6 +265,7 @@ impl Live {
         {
             self.plane.remove_tenant(&gone.id);
             self.options.remove(&gone.id);
+            self.http.remove(&gone.id);
             tracing::info!(app = %self.app, tenant = %gone.id, "tenant removed");
         }
         let identities = |ts: &[WorkerTenant]| -> Vec<(TenantId, IdentitySpec)> {
@@ -325,12 +343,20 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     })?;
     let realms = Arc::new(LiveRealms::default());
     let options = Arc::new(OptionsStore::default());
+    let egress = args
+        .egress_config
+        .clone()
+        .unwrap_or_default()
+        .egress_for(&app)
+        .context("[egress.apps] of this app")?;
+    let http = Arc::new(HttpOut::new(egress));
     let mut live = Live {
         app: app.clone(),
         plane: plane.clone(),
         reader: reader.clone(),
         realms: realms.clone(),
         options: options.clone(),
+        http: http.clone(),
         applied: Vec::new(),
     };
     live.apply(&config, args.vault_attempts).await?;
@@ -339,6 +365,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut api = Api::new(plane.clone(), realms);
     api.files = files(&*reader, &config, &app, args.vault_attempts).await?;
     api.options = options;
+    api.http = http;
     let search = SearchIndexes::new(plane.clone(), args.search_config.unwrap_or_default());
     if search.is_enabled() {
         tracing::info!(app = %app, dir = %search.config().dir.display(), "search: following tenant outboxes");

@@ -266,6 +266,9 @@ pub struct WorkerTenant {
     /// Names of secret settings the tenant has set (values in the app's vault space).
     #[serde(default)]
     pub secret_settings: Vec<String>,
+    /// Where the tenant's app code may connect (tenants.yaml `network:`); deny by default.
+    #[serde(default)]
+    pub network: bulkhead_model::tenants::NetworkSpec,
 }
 
 impl WorkerTenant {
@@ -291,6 +294,7 @@ impl WorkerTenant {
                 settings,
             },
             secret_settings,
+            network: serde_json::from_value(record.network.clone()).unwrap_or_default(),
         })
     }
 }

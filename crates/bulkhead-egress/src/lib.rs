@@ -47,6 +47,52 @@ impl Default for EgressConfig {
     }
 }
 
+/// `[egress]` in bulkhead.toml: limits, the resolver, and each app's own allow-list.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressSettings {
+    /// Whole-request time limit in seconds (each redirect hop included).
+    pub timeout_secs: u64,
+    /// Largest response body accepted, in bytes.
+    pub max_response_bytes: usize,
+    /// Redirects followed, each re-checked; 0: the 3xx is returned as it is.
+    pub max_redirects: u8,
+    /// DNS server to ask (`ip:port`); unset: the system resolver.
+    pub nameserver: Option<SocketAddr>,
+    /// Hosts every tenant of an app may reach, by app: `{ helpdesk = ["api.mailer.example"] }`.
+    pub apps: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for EgressSettings {
+    fn default() -> Self {
+        let c = EgressConfig::default();
+        Self {
+            timeout_secs: c.timeout.as_secs(),
+            max_response_bytes: c.max_response_bytes,
+            max_redirects: c.max_redirects,
+            nameserver: None,
+            apps: BTreeMap::new(),
+        }
+    }
+}
+
+impl EgressSettings {
+    /// The egress of `app` under these settings.
+    pub fn egress_for(&self, app: &AppId) -> Result<Egress, BadEntry> {
+        let list = AllowList::parse(self.apps.get(app.as_str()).map_or(&[][..], Vec::as_slice))?;
+        Ok(Egress::new(
+            app.clone(),
+            list,
+            EgressConfig {
+                timeout: Duration::from_secs(self.timeout_secs.max(1)),
+                max_response_bytes: self.max_response_bytes,
+                max_redirects: self.max_redirects,
+                nameserver: self.nameserver,
+            },
+        ))
+    }
+}
+
 /// Why a request did not go out, or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

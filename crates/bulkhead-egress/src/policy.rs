@@ -37,6 +37,8 @@ struct Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowList {
     entries: Vec<Entry>,
+    /// `default: allow`: every name (on 80/443) — still never a special address.
+    any_name: bool,
 }
 
 const DEFAULT_PORTS: [u16; 2] = [80, 443];
@@ -115,11 +117,36 @@ impl AllowList {
             };
             out.push(Entry { target, port });
         }
-        Ok(Self { entries: out })
+        Ok(Self {
+            entries: out,
+            any_name: false,
+        })
+    }
+
+    /// A `network:` section of tenants.yaml: `default` is `deny` (only `allow` goes out) or
+    /// `allow` (any public host on 80/443, plus `allow`).
+    pub fn from_network<S: AsRef<str>>(default: &str, allow: &[S]) -> Result<Self, BadEntry> {
+        let mut list = Self::parse(allow)?;
+        list.any_name = match default {
+            "deny" => false,
+            "allow" => true,
+            other => {
+                return Err(BadEntry {
+                    entry: other.to_owned(),
+                    reason: "network.default is deny or allow",
+                });
+            }
+        };
+        Ok(list)
+    }
+
+    /// Whether this list lets every name out (`default: allow`).
+    pub fn allows_any_name(&self) -> bool {
+        self.any_name
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && !self.any_name
     }
 
     fn port_ok(e: &Entry, port: u16) -> bool {
@@ -131,14 +158,15 @@ impl AllowList {
 
     /// Whether a name entry allows `host:port` (`host` lowercase, no trailing dot).
     pub fn allows_name(&self, host: &str, port: u16) -> bool {
-        self.entries.iter().any(|e| {
-            Self::port_ok(e, port)
-                && match &e.target {
-                    Target::Exact(h) => h == host,
-                    Target::Below(suffix) => host.ends_with(suffix.as_str()),
-                    Target::Net(_) => false,
-                }
-        })
+        (self.any_name && DEFAULT_PORTS.contains(&port))
+            || self.entries.iter().any(|e| {
+                Self::port_ok(e, port)
+                    && match &e.target {
+                        Target::Exact(h) => h == host,
+                        Target::Below(suffix) => host.ends_with(suffix.as_str()),
+                        Target::Net(_) => false,
+                    }
+            })
     }
 
     /// Whether an address entry names `ip` and allows `port`.

@@ -9,6 +9,7 @@
 //!   app's bucket, with entity rows' permissions for their files.
 //! - [`search`]: `GET /search` over the resolved tenant's own index, hits re-checked for the
 //!   caller.
+//! - [`http`]: outbound HTTP for app code (`api.http(&tenant)`), deny by default.
 //! - [`options`]: per-tenant feature flags (OFREP) and configuration.
 //! - [`realms`]: per-tenant realm endpoints (discovery, JWKS, token, revoke).
 //! - [`error`]: JSON error bodies with stable codes.
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod error;
 pub mod files;
+pub mod http;
 pub mod openapi;
 pub mod options;
 pub mod realms;

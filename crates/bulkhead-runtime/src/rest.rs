@@ -42,6 +42,8 @@ pub struct Api {
     pub options: Arc<crate::options::OptionsStore>,
     /// The app's search indexes in this worker, when it has searchable fields.
     pub search: Option<bulkhead_search::SearchIndexes>,
+    /// Outbound HTTP: deny by default, per-tenant and per-app allow-lists.
+    pub http: Arc<crate::http::HttpOut>,
     openapi: Value,
 }
 
@@ -56,12 +58,18 @@ impl std::fmt::Debug for Api {
 impl Api {
     pub fn new(plane: DataPlane, auth: Arc<dyn Authenticator>) -> Self {
         let openapi = crate::openapi::document(plane.manifest());
+        let app = plane.manifest().app.clone();
         Self {
             plane,
             auth,
             files: None,
             options: Arc::default(),
             search: None,
+            http: Arc::new(crate::http::HttpOut::new(bulkhead_egress::Egress::new(
+                app,
+                bulkhead_egress::AllowList::default(),
+                bulkhead_egress::EgressConfig::default(),
+            ))),
             openapi,
         }
     }

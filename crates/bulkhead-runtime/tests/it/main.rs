@@ -2,5 +2,6 @@
 //! The runtime's layers, driven through tower without a network; the REST tests run against a
 //! real PostgreSQL with real realms.
 
+mod http;
 mod resolve;
 mod rest;

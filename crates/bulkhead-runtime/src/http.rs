@@ -1,0 +1,85 @@
+//! Outbound HTTP for app code: `api.http(&tenant)`, the only way out app code gets.
+//!
+//! A request may reach what the resolved tenant's allow-list (tenants.yaml `network:`) or the
+//! app's (`[egress.apps]`) names, and nothing else; addresses are checked and pinned by
+//! [`bulkhead_egress::Egress`]. A tenant without a list (or with an invalid one) reaches only
+//! what the app's list allows.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use bulkhead_egress::{AllowList, Egress, Request, Response};
+use bulkhead_model::TenantId;
+
+/// The app's egress and each tenant's allow-list, replaced as the worker's configuration
+/// changes.
+#[derive(Debug)]
+pub struct HttpOut {
+    egress: Egress,
+    lists: RwLock<HashMap<TenantId, AllowList>>,
+}
+
+impl HttpOut {
+    pub fn new(egress: Egress) -> Self {
+        Self {
+            egress,
+            lists: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn set(&self, tenant: TenantId, list: AllowList) {
+        if let Ok(mut l) = self.lists.write() {
+            l.insert(tenant, list);
+        }
+    }
+
+    pub fn remove(&self, tenant: &TenantId) {
+        if let Ok(mut l) = self.lists.write() {
+            l.remove(tenant);
+        }
+    }
+
+    pub fn egress(&self) -> &Egress {
+        &self.egress
+    }
+
+    /// Outbound HTTP as `tenant`.
+    pub fn tenant(&self, tenant: &TenantId) -> TenantHttp<'_> {
+        let list = self
+            .lists
+            .read()
+            .ok()
+            .and_then(|l| l.get(tenant).cloned())
+            .unwrap_or_default();
+        TenantHttp {
+            out: self,
+            tenant: tenant.clone(),
+            list,
+        }
+    }
+}
+
+/// Outbound HTTP bound to one tenant.
+#[derive(Debug)]
+pub struct TenantHttp<'a> {
+    out: &'a HttpOut,
+    tenant: TenantId,
+    list: AllowList,
+}
+
+impl TenantHttp<'_> {
+    pub async fn send(&self, req: Request) -> bulkhead_egress::Result<Response> {
+        self.out.egress.send(&self.tenant, &self.list, req).await
+    }
+
+    pub async fn get(&self, url: &str) -> bulkhead_egress::Result<Response> {
+        self.send(Request::get(url)).await
+    }
+}
+
+impl crate::rest::Api {
+    /// Outbound HTTP for the resolved tenant (`ctx.http()`).
+    pub fn http(&self, tenant: &TenantId) -> TenantHttp<'_> {
+        self.http.tenant(tenant)
+    }
+}
