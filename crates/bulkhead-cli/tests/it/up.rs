@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bulkhead_pgcluster::{Cluster, Durability, Opened, StopMode, process_alive, wait_until};
 
-use crate::support::{Running, get, wait_status, workdir};
+use crate::support::{Running, Socket, children_of, get, sockets_of, wait_status, workdir};
 
 fn cluster_in(cwd: &Path) -> Cluster {
     let (cluster, opened) =
@@ -261,6 +261,58 @@ fn up_serves_the_example_app_to_two_isolated_tenants() {
         assert!(
             actions.contains(&(expected.0.into(), expected.1.into())),
             "{expected:?} in {actions:?}"
+        );
+    }
+    // No connection of its own to anything but its PostgreSQL and its own processes: every
+    // connected socket of the gateway and its workers points at loopback, at the cluster's
+    // port or at a port one of them listens on (the search follower ran meanwhile too).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = request(
+            addr,
+            "GET",
+            "/t/acme/search?q=printer",
+            &[("Authorization", &auth)],
+            None,
+        );
+        if body.contains("<b>printer</b>") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pg_port = cluster_in(cwd.path()).port();
+    let mut pids = vec![up.pid()];
+    pids.extend(children_of(up.pid()).into_iter().filter(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "bulkhead")
+    }));
+    assert!(
+        pids.len() >= 2,
+        "the gateway and the helpdesk worker: {pids:?}"
+    );
+    let sockets: Vec<(u32, Socket)> = pids
+        .iter()
+        .flat_map(|p| sockets_of(*p).into_iter().map(move |s| (*p, s)))
+        .collect();
+    let listening: Vec<u16> = sockets
+        .iter()
+        .filter(|(_, s)| s.proto.starts_with("tcp") && s.state == "0A")
+        .map(|(_, s)| s.local.port())
+        .collect();
+    // Outbound: connected, and not accepted on one of their own listening ports.
+    let connected: Vec<&(u32, Socket)> = sockets
+        .iter()
+        .filter(|(_, s)| s.remote.port() != 0 && !listening.contains(&s.local.port()))
+        .collect();
+    assert!(
+        connected.iter().any(|(_, s)| s.remote.port() == pg_port),
+        "{sockets:?}"
+    );
+    for (pid, s) in connected {
+        assert!(
+            s.remote.ip().is_loopback()
+                && (s.remote.port() == pg_port || listening.contains(&s.remote.port())),
+            "process {pid} has a connection of its own: {s:?}"
         );
     }
     up.signal("TERM");
