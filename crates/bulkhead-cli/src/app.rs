@@ -338,6 +338,12 @@ pub(crate) async fn declare_tenant(
     manifest: &AppManifest,
     spec: &TenantSpec,
 ) -> anyhow::Result<()> {
+    // A tenant without its own residency label gets the deployment's.
+    let mut spec = spec.clone();
+    if spec.residency.is_none() {
+        spec.residency = config.deployment.data_residency.clone();
+    }
+    let spec = &spec;
     p.declare_tenant(manifest, spec).await?;
     if matches!(spec.identity, IdentitySpec::Local { .. }) {
         let pool = bulkhead_gateway::platform_pool(crate::audit::platform_db(config)?)

@@ -22,6 +22,9 @@ const ENV_KEYS: &[&str] = &[
     "vault",
     "files",
     "serve",
+    "search",
+    "egress",
+    "deployment",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +63,52 @@ pub struct Config {
     /// are in tenants.yaml). Deny by default.
     #[serde(default)]
     pub egress: bulkhead_egress::EgressSettings,
+    /// The deployment profile: where this installation runs and what it promises.
+    #[serde(default)]
+    pub deployment: DeploymentProfile,
+}
+
+/// The deployment profile. Bulkhead makes no outbound connection of its own in any mode: no
+/// telemetry, no update checks, nothing fetched that is not configured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentProfile {
+    /// `on-premise` (default: the operator's own machines) or `private-cloud` (the operator's
+    /// own cloud account).
+    #[serde(default)]
+    pub mode: DeploymentMode,
+    /// Data residency label (e.g. `eu-central`), stored with every tenant that declares none
+    /// of its own and shown by `bulkhead tenant show|list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_residency: Option<String>,
+    /// Who runs the control plane: only `self-managed` (inside the operator's boundary).
+    #[serde(default)]
+    pub control_plane: ControlPlane,
+    /// App code's outbound traffic: only `deny-by-default` (allow-lists per tenant and app).
+    #[serde(default)]
+    pub egress: EgressPosture,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeploymentMode {
+    #[default]
+    OnPremise,
+    PrivateCloud,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlPlane {
+    #[default]
+    SelfManaged,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EgressPosture {
+    #[default]
+    DenyByDefault,
 }
 
 /// Where app secrets live, and the platform master key.
@@ -375,6 +424,35 @@ mod tests {
         assert_eq!(config.vault.backend, VaultBackend::Embedded);
         assert_eq!(config.files.backend, FilesBackend::Local);
         assert_eq!(config.serve.health_failures, 3);
+        assert_eq!(config.deployment.mode, DeploymentMode::OnPremise);
+        assert_eq!(config.egress.max_redirects, 5);
+    }
+
+    #[test]
+    fn the_deployment_profile_accepts_only_what_it_can_keep() {
+        let toml = "[deployment]\nmode = \"private-cloud\"\ndata_residency = \"eu-central\"\n";
+        let config = load(toml, &[], Overrides::default()).unwrap();
+        assert_eq!(config.deployment.mode, DeploymentMode::PrivateCloud);
+        assert_eq!(
+            config.deployment.data_residency.as_deref(),
+            Some("eu-central")
+        );
+        for bad in [
+            "[deployment]\ncontrol_plane = \"vendor-managed\"\n",
+            "[deployment]\negress = \"allow-by-default\"\n",
+            "[deployment]\nmode = \"saas\"\n",
+        ] {
+            let err = load(bad, &[], Overrides::default()).unwrap_err();
+            assert!(err.contains("deployment"), "{bad}: {err}");
+        }
+        let env = [("BULKHEAD_EGRESS__MAX_REDIRECTS", "0")];
+        assert_eq!(
+            load("", &env, Overrides::default())
+                .unwrap()
+                .egress
+                .max_redirects,
+            0
+        );
     }
 
     #[test]

@@ -128,6 +128,13 @@ pub async fn run_gateway(
     }
     let label = if embedded { "up" } else { "serve" };
     tracing::info!(
+        mode = ?config.deployment.mode,
+        data_residency = config.deployment.data_residency.as_deref().unwrap_or("-"),
+        control_plane = ?config.deployment.control_plane,
+        egress = ?config.deployment.egress,
+        "deployment profile"
+    );
+    tracing::info!(
         apps = ?workers.iter().map(WorkerHandle::app).collect::<Vec<_>>(),
         "{label}: listening on http://{addr}"
     );
