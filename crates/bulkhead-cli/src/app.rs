@@ -75,6 +75,16 @@ pub enum AppCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Issue a boot credential for running the app's worker outside `bulkhead serve` (e.g.
+    /// `bulkhead-worker@.service`): written to `--out` (mode 0600, must not exist), never to
+    /// the terminal. It opens the app's vault space only.
+    BootCredential {
+        app: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -453,6 +463,21 @@ pub fn run_app(config_path: &Path, cmd: AppCommand) -> anyhow::Result<()> {
                         println!("{id}");
                     }
                 }
+            }
+            AppCommand::BootCredential { app, out, target } => {
+                let p = platform(&config(config_path, &target)?).await?;
+                let id = bulkhead_model::AppId::parse(&app)?;
+                let credential = p.vault.boot_credential(&id).await?;
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&out)
+                    .with_context(|| format!("creating {} (it must not exist)", out.display()))?;
+                file.write_all(format!("{}\n", credential.to_secret_string().expose()).as_bytes())?;
+                println!("boot credential of {app} written to {}", out.display());
             }
             AppCommand::RotateCredentials { app, target } => {
                 let mut p = platform(&config(config_path, &target)?).await?;

@@ -40,7 +40,8 @@ pub struct Config {
     /// A file whose contents are `database_url` (for secrets mounted as files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_url_file: Option<PathBuf>,
-    /// Directory for local state: the embedded PostgreSQL cluster and, later, vault and files.
+    /// Directory for local state: the embedded PostgreSQL cluster (`up`), and by default the
+    /// embedded vault, the master key, local files and search index copies.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// Logging.

@@ -8,6 +8,8 @@ mod config;
 mod demo;
 mod manifest;
 mod options;
+#[cfg(test)]
+mod reference;
 mod serve;
 mod supervise;
 mod up;

@@ -2,6 +2,7 @@
 //! Drives the real `bulkhead` binary.
 
 mod cli;
+mod packaging;
 mod serve;
 mod support;
 mod up;
