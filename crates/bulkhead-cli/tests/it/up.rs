@@ -413,6 +413,37 @@ fn apply_reconciles_tenants_yaml_idempotently_and_refuses_unsafe_changes() {
     // Second run: nothing to do.
     let (ok, out, _) = apply(&[]);
     assert!(ok && out.contains("nothing to do"), "{out}");
+    // An egress entry that is not a host, wildcard or address: refused with file:line, nothing
+    // applied.
+    std::fs::write(
+        &file,
+        declared.replace(
+            "\"api.acme-partner.com\"",
+            "\"https://api.acme-partner.com/x\"",
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = apply(&[]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("tenants.yaml:11") && err.contains("network.allow"),
+        "{err}"
+    );
+    // The right shape but not an entry the egress policy accepts (a wildcard over a TLD).
+    std::fs::write(
+        &file,
+        declared.replace("\"api.acme-partner.com\"", "\"*.com\""),
+    )
+    .unwrap();
+    let (ok, _, err) = apply(&[]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("tenants.yaml:8:") && err.contains("partner-acme.network"),
+        "{err}"
+    );
+    std::fs::write(&file, declared).unwrap();
+    let (ok, out, _) = apply(&[]);
+    assert!(ok && out.contains("nothing to do"), "{out}");
     // The new silo's password and its place in the worker's configuration are in the app's
     // vault: a restarted worker boots with it (it would stay unreadable otherwise).
     let line = up.wait_for_line("worker started");
