@@ -280,8 +280,18 @@ impl TenantIndex {
         Ok(())
     }
 
-    /// Closes the writer (ends its threads, frees its memory). Uncommitted changes are lost,
-    /// which is why every sync commits before it returns.
+    /// Closes the writer (ends its threads, frees its memory) unless a sync of this copy is
+    /// running: its uncommitted changes would be lost while its cursor moved on. Returns
+    /// whether it closed one.
+    fn close_writer_if_idle(&self) -> Result<bool> {
+        let Ok(_no_sync) = self.sync.try_lock() else {
+            return Ok(false);
+        };
+        self.close_writer()?;
+        Ok(true)
+    }
+
+    /// Closes the writer; only with this copy's sync lock held, or when the copy is dropped.
     fn close_writer(&self) -> Result<()> {
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(w) = writer {
@@ -534,7 +544,7 @@ impl SearchIndexes {
         let mut by_age = open;
         by_age.sort_by_key(|(_, t)| std::cmp::Reverse(t.idle_for()));
         for (_, t) in by_age.iter().take(by_age.len() + 1 - max) {
-            t.close_writer()?;
+            t.close_writer_if_idle()?;
         }
         Ok(())
     }
@@ -550,7 +560,8 @@ impl SearchIndexes {
             .unwrap_or_default();
         let mut closed = 0;
         for t in all {
-            if t.writer_open() && t.idle_for() >= idle && t.close_writer().is_ok() {
+            if t.writer_open() && t.idle_for() >= idle && t.close_writer_if_idle().unwrap_or(false)
+            {
                 closed += 1;
             }
         }
