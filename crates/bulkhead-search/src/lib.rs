@@ -660,3 +660,28 @@ impl SearchIndexes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_writer_is_not_closed_under_a_running_sync() {
+        let m = AppManifest::from_yaml(
+            "app: kb\nentities:\n  article:\n    fields:\n      title: { type: text, search: true }\n",
+            "kb.yaml",
+        )
+        .unwrap();
+        let schema = IndexSchema::new(&m);
+        let dir = tempfile::tempdir().unwrap();
+        let t = TenantIndex::open(dir.path(), &schema).unwrap();
+        t.with_writer(15_000_000, |_| Ok(())).unwrap();
+        let running = t.sync.lock().await;
+        assert!(!t.close_writer_if_idle().unwrap());
+        assert!(t.writer_open(), "the sync's writer stays open");
+        drop(running);
+        assert!(t.close_writer_if_idle().unwrap());
+        assert!(!t.writer_open());
+    }
+}
