@@ -12,6 +12,7 @@
 
 pub mod dns;
 pub mod policy;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -1,0 +1,161 @@
+//! An HTTP CONNECT proxy that enforces the same allow-lists, for app code that brings its own
+//! HTTP client: `https_proxy=http://<tenant>:<app proxy token>@<proxy>`. The token names the
+//! app (each app has its own); the user name claims a tenant of that app, so a client reaches at
+//! most what that tenant's or the app's list allows. Each target is checked and resolved exactly
+//! as [`crate::Egress::check`] does, and the tunnel goes to the checked address. Only `CONNECT`
+//! is served (HTTPS, or any TCP protocol on an allowed port); other methods get 405.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bulkhead_model::TenantId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{AllowList, Egress, Error};
+
+/// What the proxy needs to know: which app a token belongs to, and a tenant's list.
+pub trait ProxyPolicy: Send + Sync {
+    /// The egress of the app whose proxy token this is.
+    fn egress_for_token(&self, token: &str) -> Option<Arc<Egress>>;
+    /// The allow-list of `tenant` of that app, `None` if the app has no such tenant.
+    fn tenant_list(&self, egress: &Egress, tenant: &TenantId) -> Option<AllowList>;
+}
+
+const MAX_HEAD: usize = 8 * 1024;
+
+/// Serves until the listener fails.
+pub async fn serve(listener: TcpListener, policy: Arc<dyn ProxyPolicy>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let policy = policy.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, policy.as_ref()).await {
+                tracing::debug!(error = %e, "egress proxy connection");
+            }
+        });
+    }
+}
+
+async fn reply(
+    stream: &mut TcpStream,
+    status: &str,
+    extra: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let msg = format!(
+        "HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(msg.as_bytes()).await
+}
+
+/// `(tenant, token)` from `Proxy-Authorization: Basic …`.
+fn credentials(head: &str) -> Option<(String, String)> {
+    let value = head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("proxy-authorization")
+            .then(|| v.trim().to_owned())
+    })?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_owned(), pass.to_owned()))
+}
+
+async fn handle(mut stream: TcpStream, policy: &dyn ProxyPolicy) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if buf.len() > MAX_HEAD {
+            return reply(&mut stream, "431 Request Header Fields Too Large", "", "").await;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "head"))??;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let mut first = head.lines().next().unwrap_or_default().split_whitespace();
+    let (method, target) = (
+        first.next().unwrap_or_default(),
+        first.next().unwrap_or_default(),
+    );
+    if method != "CONNECT" {
+        return reply(
+            &mut stream,
+            "405 Method Not Allowed",
+            "Allow: CONNECT\r\n",
+            "this proxy serves CONNECT only (use https:// URLs)\n",
+        )
+        .await;
+    }
+    let auth = credentials(&head).and_then(|(user, token)| {
+        let egress = policy.egress_for_token(&token)?;
+        Some((user, egress))
+    });
+    let Some((user, egress)) = auth else {
+        return reply(
+            &mut stream,
+            "407 Proxy Authentication Required",
+            "Proxy-Authenticate: Basic realm=\"bulkhead egress\"\r\n",
+            "",
+        )
+        .await;
+    };
+    let Some((tenant, list)) = TenantId::parse(&user)
+        .ok()
+        .and_then(|t| Some((t.clone(), policy.tenant_list(&egress, &t)?)))
+    else {
+        return reply(&mut stream, "403 Forbidden", "", "unknown tenant\n").await;
+    };
+    let url = match reqwest::Url::parse(&format!("https://{target}/")) {
+        Ok(u) if u.port().is_some() => u,
+        _ => {
+            return reply(&mut stream, "400 Bad Request", "", "CONNECT host:port\n").await;
+        }
+    };
+    let addrs = match egress.check(&tenant, &list, &url).await {
+        Ok(a) => a,
+        Err(Error::Denied { reason, .. }) => {
+            return reply(&mut stream, "403 Forbidden", "", &format!("{reason}\n")).await;
+        }
+        Err(e) => {
+            return reply(&mut stream, "400 Bad Request", "", &format!("{e}\n")).await;
+        }
+    };
+    let mut upstream = None;
+    for addr in &addrs {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await
+        {
+            upstream = Some(s);
+            break;
+        }
+    }
+    let Some(mut upstream) = upstream else {
+        return reply(&mut stream, "502 Bad Gateway", "", "cannot connect\n").await;
+    };
+    stream
+        .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        .await?;
+    // Bytes the client sent after the head belong to the tunnel.
+    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n")
+        && let Some(rest) = buf.get(end + 4..)
+        && !rest.is_empty()
+    {
+        upstream.write_all(rest).await?;
+    }
+    tokio::io::copy_bidirectional(&mut stream, &mut upstream).await?;
+    Ok(())
+}
