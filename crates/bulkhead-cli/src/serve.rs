@@ -270,6 +270,12 @@ impl Gateway {
             config.serve.base_domains.clone()
         };
         let apps = self.apps(config).await?;
+        let proxy = match config.egress.proxy_listen {
+            Some(listen) => {
+                Some(EgressProxy::start(listen, &apps, config, self.pool.clone()).await?)
+            }
+            None => None,
+        };
         let mut workers = Vec::new();
         for manifest in &apps {
             // The worker resolves tenants on the hosts routed to it as well.
@@ -320,6 +326,7 @@ impl Gateway {
                         ..config.search.clone()
                     },
                     egress: config.egress.clone(),
+                    proxy: proxy.as_ref().and_then(|p| p.for_app(&manifest.app)),
                 },
                 shutdown.clone(),
             )?);
@@ -405,6 +412,119 @@ async fn active_tenants(pool: &Pool) -> anyhow::Result<HashSet<TenantId>> {
 impl TenantDirectory for RegistryTenants {
     fn is_active(&self, tenant: &TenantId) -> bool {
         self.0.read().is_ok_and(|s| s.contains(tenant))
+    }
+}
+
+/// The egress CONNECT proxy: one token per app (fresh at each start), each app's egress, and
+/// every tenant's allow-list, re-read from the registry every two seconds.
+struct EgressProxy {
+    addr: std::net::SocketAddr,
+    apps: Vec<(bulkhead_model::AppId, Secret, Arc<bulkhead_egress::Egress>)>,
+    lists: RwLock<std::collections::HashMap<(String, String), bulkhead_egress::AllowList>>,
+}
+
+impl EgressProxy {
+    async fn start(
+        listen: std::net::SocketAddr,
+        apps: &[AppManifest],
+        config: &Config,
+        pool: Pool,
+    ) -> anyhow::Result<Arc<Self>> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding egress.proxy_listen {listen}"))?;
+        let addr = listener.local_addr()?;
+        let mut entries = Vec::new();
+        for m in apps {
+            let egress = config
+                .egress
+                .egress_for(&m.app)
+                .with_context(|| format!("[egress.apps] {}", m.app))?;
+            let token = Secret::new(
+                bulkhead_pg::provision::generate_password()
+                    .expose()
+                    .to_owned(),
+            );
+            entries.push((m.app.clone(), token, Arc::new(egress)));
+        }
+        let proxy = Arc::new(Self {
+            addr,
+            apps: entries,
+            lists: RwLock::default(),
+        });
+        proxy.refresh(&pool).await?;
+        tokio::spawn(bulkhead_egress::proxy::serve(listener, proxy.clone()));
+        let refresher = proxy.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if let Err(e) = refresher.refresh(&pool).await {
+                    tracing::warn!(error = %e, "egress proxy: cannot re-read tenants");
+                }
+            }
+        });
+        tracing::info!("egress proxy listening on {addr}");
+        Ok(proxy)
+    }
+
+    async fn refresh(&self, pool: &Pool) -> anyhow::Result<()> {
+        let client = pool.get().await?;
+        let mut lists = std::collections::HashMap::new();
+        for (app, _, _) in &self.apps {
+            for t in registry::tenants(&**client, app).await? {
+                if t.status != registry::ACTIVE {
+                    continue;
+                }
+                let spec: bulkhead_model::tenants::NetworkSpec =
+                    serde_json::from_value(t.network.clone()).unwrap_or_default();
+                let list = bulkhead_egress::AllowList::from_network(&spec.default, &spec.allow)
+                    .unwrap_or_default();
+                lists.insert((app.to_string(), t.id.clone()), list);
+            }
+        }
+        if let Ok(mut slot) = self.lists.write() {
+            *slot = lists;
+        }
+        Ok(())
+    }
+
+    fn for_app(
+        &self,
+        app: &bulkhead_model::AppId,
+    ) -> Option<(std::net::SocketAddr, bulkhead_model::Secret)> {
+        self.apps
+            .iter()
+            .find(|(a, _, _)| a == app)
+            .map(|(_, token, _)| {
+                (
+                    self.addr,
+                    bulkhead_model::Secret::new(token.expose().to_owned()),
+                )
+            })
+    }
+}
+
+impl bulkhead_egress::proxy::ProxyPolicy for EgressProxy {
+    fn egress_for_token(&self, token: &str) -> Option<Arc<bulkhead_egress::Egress>> {
+        use sha2::Digest;
+        // Compare digests: the timing says nothing about the tokens.
+        let given = sha2::Sha256::digest(token.as_bytes());
+        self.apps
+            .iter()
+            .find(|(_, t, _)| sha2::Sha256::digest(t.expose().as_bytes()) == given)
+            .map(|(_, _, e)| e.clone())
+    }
+
+    fn tenant_list(
+        &self,
+        egress: &bulkhead_egress::Egress,
+        tenant: &TenantId,
+    ) -> Option<bulkhead_egress::AllowList> {
+        self.lists
+            .read()
+            .ok()?
+            .get(&(egress.app().to_string(), tenant.to_string()))
+            .cloned()
     }
 }
 

@@ -108,6 +108,8 @@ pub struct Launch {
     pub search: bulkhead_search::SearchConfig,
     /// Egress limits, resolver and app allow-lists.
     pub egress: bulkhead_egress::EgressSettings,
+    /// The gateway's CONNECT proxy and this app's token for it.
+    pub proxy: Option<(std::net::SocketAddr, bulkhead_model::Secret)>,
 }
 
 impl std::fmt::Debug for Launch {
@@ -214,6 +216,11 @@ async fn run_once(
         .kill_on_drop(true);
     if let Some(addr) = &launch.vault_addr {
         cmd.env("BULKHEAD_VAULT_ADDR", addr);
+    }
+    if let Some((addr, token)) = &launch.proxy {
+        // Grants only what the app's and its tenants' allow-lists already allow.
+        cmd.env("BULKHEAD_EGRESS_PROXY", addr.to_string())
+            .env("BULKHEAD_EGRESS_PROXY_TOKEN", token.expose());
     }
     let mut child = cmd.spawn().context("spawning the worker")?;
     worker.stats.starts.fetch_add(1, Ordering::Relaxed);

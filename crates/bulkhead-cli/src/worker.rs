@@ -349,7 +349,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .unwrap_or_default()
         .egress_for(&app)
         .context("[egress.apps] of this app")?;
-    let http = Arc::new(HttpOut::new(egress));
+    let mut http = HttpOut::new(egress);
+    if let (Ok(addr), Ok(token)) = (
+        std::env::var("BULKHEAD_EGRESS_PROXY"),
+        std::env::var("BULKHEAD_EGRESS_PROXY_TOKEN"),
+    ) {
+        http = http.with_proxy(addr, bulkhead_model::Secret::new(token));
+    }
+    let http = Arc::new(http);
     let mut live = Live {
         app: app.clone(),
         plane: plane.clone(),

@@ -62,6 +62,9 @@ pub struct EgressSettings {
     pub nameserver: Option<SocketAddr>,
     /// Hosts every tenant of an app may reach, by app: `{ helpdesk = ["api.mailer.example"] }`.
     pub apps: BTreeMap<String, Vec<String>>,
+    /// Where `bulkhead serve` runs the CONNECT proxy for clients that bring their own HTTP
+    /// stack (same lists; each worker gets its app's proxy URL and token). Unset: no proxy.
+    pub proxy_listen: Option<SocketAddr>,
 }
 
 impl Default for EgressSettings {
@@ -73,6 +76,7 @@ impl Default for EgressSettings {
             max_redirects: c.max_redirects,
             nameserver: None,
             apps: BTreeMap::new(),
+            proxy_listen: None,
         }
     }
 }
@@ -159,6 +163,10 @@ impl Egress {
             config,
             denials: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    pub fn app(&self) -> &AppId {
+        &self.app
     }
 
     /// Denials so far, by reason class.

@@ -17,6 +17,8 @@ use bulkhead_model::TenantId;
 pub struct HttpOut {
     egress: Egress,
     lists: RwLock<HashMap<TenantId, AllowList>>,
+    /// The platform's CONNECT proxy and this app's token for it, when it runs one.
+    proxy: Option<(String, bulkhead_model::Secret)>,
 }
 
 impl HttpOut {
@@ -24,7 +26,14 @@ impl HttpOut {
         Self {
             egress,
             lists: RwLock::new(HashMap::new()),
+            proxy: None,
         }
+    }
+
+    /// Adds the platform's CONNECT proxy (`host:port`) and this app's token for it.
+    pub fn with_proxy(mut self, addr: String, token: bulkhead_model::Secret) -> Self {
+        self.proxy = Some((addr, token));
+        self
     }
 
     pub fn set(&self, tenant: TenantId, list: AllowList) {
@@ -74,6 +83,17 @@ impl TenantHttp<'_> {
 
     pub async fn get(&self, url: &str) -> bulkhead_egress::Result<Response> {
         self.send(Request::get(url)).await
+    }
+
+    /// `http://<tenant>:<token>@<proxy>` for an HTTP client of the app's own choosing
+    /// (`https_proxy`): the proxy enforces the same lists. `None` without a proxy.
+    pub fn proxy_url(&self) -> Option<bulkhead_model::Secret> {
+        let (addr, token) = self.out.proxy.as_ref()?;
+        Some(bulkhead_model::Secret::new(format!(
+            "http://{}:{}@{addr}",
+            self.tenant,
+            token.expose()
+        )))
     }
 }
 

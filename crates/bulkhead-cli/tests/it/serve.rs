@@ -69,6 +69,14 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
         ..OidcOptions::default()
     })
     .unwrap();
+    let idp_port: u16 = idp
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
     let cwd = workdir();
     let dir = cwd.path();
     std::fs::write(dir.join("bao.token"), bao.root_token()).unwrap();
@@ -79,9 +87,10 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
     std::fs::write(
         dir.join("bulkhead.toml"),
         format!(
-            "database_url = \"{}\"\n[vault]\nbackend = \"openbao\"\naddress = \"{}\"\ntoken_file = \"bao.token\"\nmaster_key_file = \"master.hex\"\n[serve]\nhealth_interval_secs = 1\nhealth_failures = 3\nadmin_token_file = \"admin.token\"\n[serve.hosts]\n\"notes.test\" = \"notes\"\n",
+            "database_url = \"{}\"\n[vault]\nbackend = \"openbao\"\naddress = \"{}\"\ntoken_file = \"bao.token\"\nmaster_key_file = \"master.hex\"\n[serve]\nhealth_interval_secs = 1\nhealth_failures = 3\nadmin_token_file = \"admin.token\"\n[serve.hosts]\n\"notes.test\" = \"notes\"\n[egress]\nproxy_listen = \"127.0.0.1:0\"\n[egress.apps]\nhelpdesk = [\"127.0.0.1:{}\"]\n",
             db.superuser_url(),
-            bao.addr()
+            bao.addr(),
+            idp_port
         ),
     )
     .unwrap();
@@ -256,6 +265,44 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
     }
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(!cmdline.contains(bao.root_token()) && !cmdline.contains("approle:"));
+
+    // The worker got the egress proxy and its app's token: with them, a client of its own
+    // reaches what the app's list allows (the IdP's port here) and nothing else.
+    let var = |name: &str| {
+        environ
+            .split('\0')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let (proxy, proxy_token) = (
+        var("BULKHEAD_EGRESS_PROXY"),
+        var("BULKHEAD_EGRESS_PROXY_TOKEN"),
+    );
+    let connect = |target: &str, token: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&proxy).unwrap();
+        let auth = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("partner:{token}"),
+        );
+        write!(
+            s,
+            "CONNECT {target} HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(connect(&format!("127.0.0.1:{idp_port}"), &proxy_token).contains(" 200 "));
+    let pg_port = db.cluster().port();
+    assert!(connect(&format!("127.0.0.1:{pg_port}"), &proxy_token).contains(" 403 "));
+    assert!(connect(&format!("127.0.0.1:{idp_port}"), "guessed").contains(" 407 "));
 
     // Suspending takes effect in the running worker, and so does resuming: no restart.
     assert_eq!(
