@@ -2,8 +2,9 @@
 //! HTTP client: `https_proxy=http://<tenant>:<app proxy token>@<proxy>`. The token names the
 //! app (each app has its own); the user name claims a tenant of that app, so a client reaches at
 //! most what that tenant's or the app's list allows. Each target is checked and resolved exactly
-//! as [`crate::Egress::check`] does, and the tunnel goes to the checked address. Only `CONNECT`
-//! is served (HTTPS, or any TCP protocol on an allowed port); other methods get 405.
+//! as [`crate::Egress::check`] does, and the tunnel goes to the checked address. `CONNECT`
+//! (HTTPS, or any TCP protocol on an allowed port) and `http://` URLs in absolute form (sent on
+//! in origin form, one request per connection) are served; anything else gets 405.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,12 +92,13 @@ async fn handle(mut stream: TcpStream, policy: &dyn ProxyPolicy) -> std::io::Res
         first.next().unwrap_or_default(),
         first.next().unwrap_or_default(),
     );
-    if method != "CONNECT" {
+    let connect = method == "CONNECT";
+    if !connect && !target.starts_with("http://") {
         return reply(
             &mut stream,
             "405 Method Not Allowed",
             "Allow: CONNECT\r\n",
-            "this proxy serves CONNECT only (use https:// URLs)\n",
+            "this proxy serves CONNECT, and http:// URLs in absolute form\n",
         )
         .await;
     }
@@ -119,11 +121,21 @@ async fn handle(mut stream: TcpStream, policy: &dyn ProxyPolicy) -> std::io::Res
     else {
         return reply(&mut stream, "403 Forbidden", "", "unknown tenant\n").await;
     };
-    let url = match reqwest::Url::parse(&format!("https://{target}/")) {
-        Ok(u) if u.port().is_some() => u,
-        _ => {
-            return reply(&mut stream, "400 Bad Request", "", "CONNECT host:port\n").await;
-        }
+    let parsed = if connect {
+        reqwest::Url::parse(&format!("https://{target}/"))
+            .ok()
+            .filter(|u| u.port().is_some())
+    } else {
+        reqwest::Url::parse(target).ok()
+    };
+    let Some(url) = parsed else {
+        return reply(
+            &mut stream,
+            "400 Bad Request",
+            "",
+            "CONNECT host:port, or an http:// URL\n",
+        )
+        .await;
     };
     let addrs = match egress.check(&tenant, &list, &url).await {
         Ok(a) => a,
@@ -146,10 +158,36 @@ async fn handle(mut stream: TcpStream, policy: &dyn ProxyPolicy) -> std::io::Res
     let Some(mut upstream) = upstream else {
         return reply(&mut stream, "502 Bad Gateway", "", "cannot connect\n").await;
     };
-    stream
-        .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-        .await?;
-    // Bytes the client sent after the head belong to the tunnel.
+    if connect {
+        stream
+            .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            .await?;
+    } else {
+        // Forwarded in origin form, one request per connection, without the proxy's headers.
+        let mut path = url.path().to_owned();
+        if let Some(q) = url.query() {
+            path = format!("{path}?{q}");
+        }
+        let mut out = format!("{method} {path} HTTP/1.1\r\n");
+        for line in head.lines().skip(1).take_while(|l| !l.is_empty()) {
+            let name = line.split(':').next().unwrap_or_default().trim();
+            if ![
+                "proxy-authorization",
+                "proxy-connection",
+                "connection",
+                "keep-alive",
+            ]
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+            {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+        }
+        out.push_str("Connection: close\r\n\r\n");
+        upstream.write_all(out.as_bytes()).await?;
+    }
+    // Bytes the client sent after the head (a body, or the tunnel's first bytes) go on.
     if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n")
         && let Some(rest) = buf.get(end + 4..)
         && !rest.is_empty()

@@ -132,9 +132,39 @@ async fn the_proxy_tunnels_only_what_the_claimed_tenants_list_allows() {
             "{target}: {status} {body}"
         );
     }
-    // Not CONNECT: 405.
+    // Plain http:// in absolute form, as HTTP clients send it to a proxy: checked the same way.
+    let client = |user: &str| {
+        reqwest::Client::builder()
+            .proxy(
+                reqwest::Proxy::http(format!("http://{proxy}"))
+                    .unwrap()
+                    .basic_auth(user, "app-proxy-token"),
+            )
+            .build()
+            .unwrap()
+    };
+    let r = client("acme")
+        .get(format!("http://{ok}/ok"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "hello via tunnel");
+    let r = client("bravo")
+        .get(format!("http://{ok}/ok"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = client("acme")
+        .get("http://169.254.169.254/latest/meta-data")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Anything else: 405.
     let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    s.write_all(format!("GET http://{ok}/ok HTTP/1.1\r\nHost: {ok}\r\n\r\n").as_bytes())
+    s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
     let mut out = Vec::new();
