@@ -35,6 +35,10 @@ pub struct EgressConfig {
     pub max_redirects: u8,
     /// The DNS server to ask; `None`: the system resolver.
     pub nameserver: Option<SocketAddr>,
+    /// Send everything through the platform's egress proxy (`host:port`, this app's token)
+    /// instead of connecting directly: a worker in a network namespace has no other route.
+    /// The proxy makes every check; refusals come back as [`Error::Denied`].
+    pub via_proxy: Option<(String, bulkhead_model::Secret)>,
 }
 
 impl Default for EgressConfig {
@@ -44,6 +48,7 @@ impl Default for EgressConfig {
             max_response_bytes: 10 * 1024 * 1024,
             max_redirects: 5,
             nameserver: None,
+            via_proxy: None,
         }
     }
 }
@@ -93,6 +98,7 @@ impl EgressSettings {
                 max_response_bytes: self.max_response_bytes,
                 max_redirects: self.max_redirects,
                 nameserver: self.nameserver,
+                via_proxy: None,
             },
         ))
     }
@@ -115,6 +121,18 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its sources, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
 
 /// A request to send.
 #[derive(Debug, Clone)]
@@ -191,6 +209,82 @@ impl Egress {
             host: host.to_owned(),
             reason,
         }
+    }
+
+    /// Through the platform's proxy, which checks every hop (redirects are new requests).
+    async fn send_via_proxy(
+        &self,
+        tenant: &TenantId,
+        proxy: &str,
+        token: &bulkhead_model::Secret,
+        req: Request,
+    ) -> Result<Response> {
+        let via = reqwest::Proxy::all(format!("http://{proxy}"))
+            .map_err(|e| Error::Failed(e.to_string()))?
+            .basic_auth(tenant.as_str(), token.expose());
+        let redirects = self.config.max_redirects;
+        let client = reqwest::Client::builder()
+            .proxy(via)
+            .timeout(self.config.timeout)
+            .redirect(if redirects == 0 {
+                reqwest::redirect::Policy::none()
+            } else {
+                reqwest::redirect::Policy::limited(usize::from(redirects))
+            })
+            .build()
+            .map_err(|e| Error::Failed(e.to_string()))?;
+        let url = Url::parse(&req.url).map_err(|e| Error::BadUrl(e.to_string()))?;
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let mut rb = client.request(req.method.clone(), url);
+        for (k, v) in &req.headers {
+            rb = rb.header(k, v);
+        }
+        if let Some(b) = &req.body {
+            rb = rb.body(b.clone());
+        }
+        let mut resp = match rb.send().await {
+            Ok(r) => r,
+            // A refused CONNECT surfaces as a failed tunnel.
+            Err(e) if error_chain(&e).contains("tunnel") => {
+                return Err(self.deny(
+                    tenant,
+                    &host,
+                    "proxy",
+                    "refused by the egress proxy".into(),
+                ));
+            }
+            Err(e) if e.is_redirect() => return Err(Error::TooManyRedirects(redirects)),
+            Err(e) => return Err(Error::Failed(error_chain(&e))),
+        };
+        if resp.headers().contains_key(proxy::DENIAL_HEADER) {
+            let reason = resp.text().await.unwrap_or_default().trim().to_owned();
+            return Err(self.deny(tenant, &host, "proxy", reason));
+        }
+        let status = resp.status();
+        let headers = resp
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let final_url = resp.url().to_string();
+        let limit = self.config.max_response_bytes;
+        let mut out = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| Error::Failed(e.to_string()))?
+        {
+            if out.len() + chunk.len() > limit {
+                return Err(Error::TooLarge(limit));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Response {
+            status,
+            headers,
+            body: Bytes::from(out),
+            url: final_url,
+        })
     }
 
     /// The addresses `url` may be reached at for `tenant`, or why not.
@@ -301,6 +395,9 @@ impl Egress {
         list: &AllowList,
         req: Request,
     ) -> Result<Response> {
+        if let Some((proxy, token)) = &self.config.via_proxy {
+            return self.send_via_proxy(tenant, proxy, token, req).await;
+        }
         let mut url = Url::parse(&req.url).map_err(|e| Error::BadUrl(e.to_string()))?;
         let mut method = req.method.clone();
         let mut body = req.body.clone();

@@ -26,6 +26,10 @@ pub trait ProxyPolicy: Send + Sync {
 
 const MAX_HEAD: usize = 8 * 1024;
 
+/// On every answer the proxy makes itself (refusals), so a client can tell them from the
+/// upstream's own.
+pub const DENIAL_HEADER: &str = "x-bulkhead-egress-refused";
+
 /// Serves until the listener fails.
 pub async fn serve(listener: TcpListener, policy: Arc<dyn ProxyPolicy>) {
     loop {
@@ -48,7 +52,7 @@ async fn reply(
     body: &str,
 ) -> std::io::Result<()> {
     let msg = format!(
-        "HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\n{extra}{DENIAL_HEADER}: true\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(msg.as_bytes()).await

@@ -162,6 +162,46 @@ async fn the_proxy_tunnels_only_what_the_claimed_tenants_list_allows() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // A worker's own egress in proxy mode (its only route in a network namespace): the proxy
+    // decides, and its refusals come back as denials.
+    let via = Egress::new(
+        AppId::parse("helpdesk").unwrap(),
+        AllowList::default(),
+        EgressConfig {
+            via_proxy: Some((
+                proxy.to_string(),
+                bulkhead_model::Secret::new("app-proxy-token"),
+            )),
+            ..EgressConfig::default()
+        },
+    );
+    let none = AllowList::default();
+    let r = via
+        .send(
+            &TenantId::parse("acme").unwrap(),
+            &none,
+            bulkhead_egress::Request::get(&format!("http://{ok}/ok")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.body, "hello via tunnel");
+    for (tenant, url) in [
+        ("bravo", format!("http://{ok}/ok")),
+        ("acme", "https://169.254.169.254/".to_owned()),
+        ("acme", "http://[::1]/".to_owned()),
+    ] {
+        let r = via
+            .send(
+                &TenantId::parse(tenant).unwrap(),
+                &none,
+                bulkhead_egress::Request::get(&url),
+            )
+            .await;
+        assert!(
+            matches!(r, Err(bulkhead_egress::Error::Denied { .. })),
+            "{tenant} {url}: {r:?}"
+        );
+    }
     // Anything else: 405.
     let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
     s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
