@@ -232,6 +232,10 @@ pub struct ServeConfig {
     /// API (`/admin/v1/…`: tenant flags, settings, search rebuilds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token_file: Option<PathBuf>,
+    /// Run each app's worker in its own network namespace whose only link leads to the egress
+    /// proxy and relays to its PostgreSQL and vault (Linux, root). Also `serve --isolate-network`.
+    #[serde(default)]
+    pub isolate_network: bool,
 }
 
 impl Default for ServeConfig {
@@ -245,6 +249,7 @@ impl Default for ServeConfig {
             health_interval_secs: default_health_interval(),
             health_failures: default_health_failures(),
             admin_token_file: None,
+            isolate_network: false,
         }
     }
 }

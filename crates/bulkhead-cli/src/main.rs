@@ -6,6 +6,7 @@ mod apply;
 mod audit;
 mod config;
 mod demo;
+mod isolate;
 mod manifest;
 mod options;
 #[cfg(test)]

@@ -44,6 +44,10 @@ pub struct ServerArgs {
     /// Directory for local state (embedded cluster, embedded vault, local files).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Run each app's worker in its own network namespace (Linux, root): its only way out is
+    /// the egress proxy; its database and vault are reached through relays on its link.
+    #[arg(long)]
+    isolate_network: bool,
 }
 
 impl ServerArgs {
@@ -58,6 +62,8 @@ impl ServerArgs {
             },
         )?;
         config::init_logging(&config.log);
+        let mut config = config;
+        config.serve.isolate_network |= self.isolate_network;
         Ok(config)
     }
 }
@@ -149,6 +155,11 @@ pub async fn run_gateway(
     let _ = stop.send(true);
     // Give the supervisors a moment to stop the workers before the database goes away.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    if config.serve.isolate_network {
+        for w in &workers {
+            crate::isolate::Sandbox::remove(w.app());
+        }
+    }
     result
 }
 
@@ -270,11 +281,17 @@ impl Gateway {
             config.serve.base_domains.clone()
         };
         let apps = self.apps(config).await?;
-        let proxy = match config.egress.proxy_listen {
-            Some(listen) => {
-                Some(EgressProxy::start(listen, &apps, config, self.pool.clone()).await?)
-            }
-            None => None,
+        let isolate = config.serve.isolate_network;
+        if isolate {
+            crate::isolate::preflight()?;
+        }
+        let proxy = if isolate || config.egress.proxy_listen.is_some() {
+            Some(
+                EgressProxy::start(config.egress.proxy_listen, &apps, config, self.pool.clone())
+                    .await?,
+            )
+        } else {
+            None
         };
         let mut workers = Vec::new();
         for manifest in &apps {
@@ -313,6 +330,19 @@ impl Gateway {
             self.platform
                 .ensure_files_signing_key(&manifest.app)
                 .await?;
+            let (sandbox, sandbox_proxy) = match (&proxy, isolate) {
+                (Some(proxy), true) => {
+                    let index = u8::try_from(workers.len())
+                        .context("--isolate-network runs at most 256 apps")?;
+                    let sandbox = crate::isolate::Sandbox::create(index, &manifest.app)?;
+                    for upstream in upstreams(config, &db_host, db_port).await? {
+                        sandbox.relay(upstream).await?;
+                    }
+                    let at = sandbox.proxy(proxy.clone()).await?;
+                    (Some(sandbox), Some(at))
+                }
+                _ => (None, None),
+            };
             workers.push(supervise::spawn(
                 Launch {
                     app: manifest.app.clone(),
@@ -326,7 +356,10 @@ impl Gateway {
                         ..config.search.clone()
                     },
                     egress: config.egress.clone(),
-                    proxy: proxy.as_ref().and_then(|p| p.for_app(&manifest.app)),
+                    proxy: proxy
+                        .as_ref()
+                        .and_then(|p| p.for_app(&manifest.app, sandbox_proxy)),
+                    sandbox,
                 },
                 shutdown.clone(),
             )?);
@@ -418,22 +451,27 @@ impl TenantDirectory for RegistryTenants {
 /// The egress CONNECT proxy: one token per app (fresh at each start), each app's egress, and
 /// every tenant's allow-list, re-read from the registry every two seconds.
 struct EgressProxy {
-    addr: std::net::SocketAddr,
+    addr: Option<std::net::SocketAddr>,
     apps: Vec<(bulkhead_model::AppId, Secret, Arc<bulkhead_egress::Egress>)>,
     lists: RwLock<std::collections::HashMap<(String, String), bulkhead_egress::AllowList>>,
 }
 
 impl EgressProxy {
     async fn start(
-        listen: std::net::SocketAddr,
+        listen: Option<std::net::SocketAddr>,
         apps: &[AppManifest],
         config: &Config,
         pool: Pool,
     ) -> anyhow::Result<Arc<Self>> {
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding egress.proxy_listen {listen}"))?;
-        let addr = listener.local_addr()?;
+        let listener = match listen {
+            Some(listen) => Some(
+                TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("binding egress.proxy_listen {listen}"))?,
+            ),
+            None => None,
+        };
+        let addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let mut entries = Vec::new();
         for m in apps {
             let egress = config
@@ -453,7 +491,10 @@ impl EgressProxy {
             lists: RwLock::default(),
         });
         proxy.refresh(&pool).await?;
-        tokio::spawn(bulkhead_egress::proxy::serve(listener, proxy.clone()));
+        if let Some(listener) = listener {
+            tokio::spawn(bulkhead_egress::proxy::serve(listener, proxy.clone()));
+            tracing::info!("egress proxy listening on {}", listener_addr(addr));
+        }
         let refresher = proxy.clone();
         tokio::spawn(async move {
             loop {
@@ -463,7 +504,6 @@ impl EgressProxy {
                 }
             }
         });
-        tracing::info!("egress proxy listening on {addr}");
         Ok(proxy)
     }
 
@@ -488,19 +528,17 @@ impl EgressProxy {
         Ok(())
     }
 
+    /// The proxy address for `app` (its namespace's, when isolated) and its token.
     fn for_app(
         &self,
         app: &bulkhead_model::AppId,
+        at: Option<std::net::SocketAddr>,
     ) -> Option<(std::net::SocketAddr, bulkhead_model::Secret)> {
+        let addr = at.or(self.addr)?;
         self.apps
             .iter()
             .find(|(a, _, _)| a == app)
-            .map(|(_, token, _)| {
-                (
-                    self.addr,
-                    bulkhead_model::Secret::new(token.expose().to_owned()),
-                )
-            })
+            .map(|(_, token, _)| (addr, bulkhead_model::Secret::new(token.expose().to_owned())))
     }
 }
 
@@ -526,6 +564,40 @@ impl bulkhead_egress::proxy::ProxyPolicy for EgressProxy {
             .get(&(egress.app().to_string(), tenant.to_string()))
             .cloned()
     }
+}
+
+fn listener_addr(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map(|a| a.to_string()).unwrap_or_default()
+}
+
+/// What an isolated worker must still reach, relayed from its link: its PostgreSQL, and the
+/// vault and S3 endpoints when they are servers.
+async fn upstreams(
+    config: &Config,
+    db_host: &str,
+    db_port: u16,
+) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    let mut wanted = vec![(db_host.to_owned(), db_port)];
+    for url in [&config.vault.address, &config.files.s3_endpoint]
+        .into_iter()
+        .flatten()
+    {
+        let u = reqwest::Url::parse(url).with_context(|| format!("parsing {url}"))?;
+        if let (Some(h), Some(p)) = (u.host_str(), u.port_or_known_default()) {
+            wanted.push((h.to_owned(), p));
+        }
+    }
+    let mut out = Vec::new();
+    for (host, port) in wanted {
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .next()
+            .with_context(|| format!("{host} does not resolve"))?;
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    Ok(out)
 }
 
 /// Which worker answers which request.

@@ -110,6 +110,8 @@ pub struct Launch {
     pub egress: bulkhead_egress::EgressSettings,
     /// The gateway's CONNECT proxy and this app's token for it.
     pub proxy: Option<(std::net::SocketAddr, bulkhead_model::Secret)>,
+    /// The app's network namespace, with `--isolate-network`.
+    pub sandbox: Option<crate::isolate::Sandbox>,
 }
 
 impl std::fmt::Debug for Launch {
@@ -193,10 +195,22 @@ async fn run_once(
         .boot_credential(&launch.app)
         .await
         .context("issuing the worker's boot credential")?;
-    let mut cmd = tokio::process::Command::new(exe);
+    // Isolated: `ip netns exec` enters the app's namespace and execs the worker (same pid).
+    let mut cmd = match &launch.sandbox {
+        Some(sb) => {
+            let mut c = tokio::process::Command::new("ip");
+            c.args(["netns", "exec", &sb.netns]).arg(exe);
+            c
+        }
+        None => tokio::process::Command::new(exe),
+    };
+    let listen = match &launch.sandbox {
+        Some(sb) => format!("{}:0", sb.worker_ip),
+        None => "127.0.0.1:0".to_owned(),
+    };
     cmd.args(["worker", "--app", app, "--vault-dir"])
         .arg(&launch.vault_dir)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", &listen])
         .arg("--search-config")
         .arg(serde_json::to_string(&launch.search)?)
         .arg("--egress-config")
@@ -214,8 +228,22 @@ async fn run_once(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    if let Some(addr) = &launch.vault_addr {
-        cmd.env("BULKHEAD_VAULT_ADDR", addr);
+    match (&launch.vault_addr, &launch.sandbox) {
+        (Some(addr), Some(sb)) => {
+            // The vault is reached through the relay on the namespace's link.
+            let mut url = reqwest::Url::parse(addr).context("vault address")?;
+            url.set_ip_host(sb.gateway_ip.into())
+                .map_err(|()| anyhow::anyhow!("vault address {addr}"))?;
+            cmd.env("BULKHEAD_VAULT_ADDR", url.as_str().trim_end_matches('/'));
+        }
+        (Some(addr), None) => {
+            cmd.env("BULKHEAD_VAULT_ADDR", addr);
+        }
+        _ => {}
+    }
+    if let Some(sb) = &launch.sandbox {
+        cmd.env("BULKHEAD_UPSTREAM_HOST", sb.gateway_ip.to_string())
+            .env("BULKHEAD_EGRESS_VIA_PROXY", "1");
     }
     if let Some((addr, token)) = &launch.proxy {
         // Grants only what the app's and its tenants' allow-lists already allow.

@@ -315,7 +315,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         args.vault_addr.as_deref(),
     )?;
     drop(boot);
-    let config = load_config(&*reader, args.vault_attempts).await?;
+    let mut config = load_config(&*reader, args.vault_attempts).await?;
+    // In a network namespace the database is reached through the relay on its link.
+    if let Ok(host) = std::env::var("BULKHEAD_UPSTREAM_HOST") {
+        config.db_host = host;
+    }
     anyhow::ensure!(
         config.manifest.app == app,
         "the vault holds another app's configuration"
@@ -349,12 +353,28 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .unwrap_or_default()
         .egress_for(&app)
         .context("[egress.apps] of this app")?;
-    let mut http = HttpOut::new(egress);
-    if let (Ok(addr), Ok(token)) = (
+    let proxy = match (
         std::env::var("BULKHEAD_EGRESS_PROXY"),
         std::env::var("BULKHEAD_EGRESS_PROXY_TOKEN"),
     ) {
-        http = http.with_proxy(addr, bulkhead_model::Secret::new(token));
+        (Ok(addr), Ok(token)) => Some((addr, bulkhead_model::Secret::new(token))),
+        _ => None,
+    };
+    // In a network namespace the proxy is the only way out, for app code's requests too.
+    let egress = match (&proxy, std::env::var_os("BULKHEAD_EGRESS_VIA_PROXY")) {
+        (Some((addr, token)), Some(_)) => bulkhead_egress::Egress::new(
+            app.clone(),
+            bulkhead_egress::AllowList::default(),
+            bulkhead_egress::EgressConfig {
+                via_proxy: Some((addr.clone(), token.clone())),
+                ..bulkhead_egress::EgressConfig::default()
+            },
+        ),
+        _ => egress,
+    };
+    let mut http = HttpOut::new(egress);
+    if let Some((addr, token)) = proxy {
+        http = http.with_proxy(addr, token);
     }
     let http = Arc::new(http);
     let mut live = Live {
@@ -433,10 +453,17 @@ async fn files(
     attempts: u32,
 ) -> anyhow::Result<Option<FilesApi>> {
     let bucket = match reader.get(FILES_S3).await {
-        Ok(raw) => Some(AppBucket::s3(
-            app,
-            &serde_json::from_str(raw.expose()).context("the app's bucket in the vault")?,
-        )?),
+        Ok(raw) => {
+            let mut s3: bulkhead_files::S3Bucket =
+                serde_json::from_str(raw.expose()).context("the app's bucket in the vault")?;
+            // In a network namespace the object store is reached through the relay on its link.
+            if let Ok(host) = std::env::var("BULKHEAD_UPSTREAM_HOST") {
+                let mut url = reqwest::Url::parse(&s3.endpoint).context("the bucket's endpoint")?;
+                url.set_host(Some(&host)).context("the bucket's endpoint")?;
+                s3.endpoint = url.as_str().trim_end_matches('/').to_owned();
+            }
+            Some(AppBucket::s3(app, &s3)?)
+        }
         Err(bulkhead_vault::Error::NotFound(_)) => match &config.files_root {
             Some(root) => Some(AppBucket::local(root, app)?),
             None => None,

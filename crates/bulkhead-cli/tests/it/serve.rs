@@ -497,3 +497,153 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
     serve.signal("TERM");
     assert!(serve.wait().success());
 }
+
+/// Runs `bash -c script` inside process `pid`'s network namespace; whether it succeeded and
+/// what it printed.
+fn in_netns_of(pid: u32, script: &str) -> (bool, String) {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["timeout", "5", "bash", "-c", script])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn isolated_workers_reach_only_the_egress_proxy_and_their_own_relays() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let tools = ["ip", "nsenter", "curl", "bash"].iter().all(|t| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let netns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !(root && tools && netns) {
+        println!(
+            "skipped: needs root, ip netns, nsenter, curl and bash (root={root} tools={tools} netns={netns})"
+        );
+        return;
+    }
+    // A service on the host's loopback: the partner the app may call, by address entry.
+    let partner = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let partner_port = partner.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for s in partner.incoming().flatten() {
+            let mut s = s;
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\npartner ok",
+            );
+        }
+    });
+    let db = bulkhead_testkit::pg().unwrap().fresh_db().await.unwrap();
+    let cwd = workdir();
+    let dir = cwd.path();
+    std::fs::write(
+        dir.join("bulkhead.toml"),
+        format!(
+            "database_url = \"{}\"\n[vault]\nmaster_key_file = \"master.hex\"\n[egress.apps]\nhelpdesk = [\"127.0.0.1:{partner_port}\"]\n",
+            db.superuser_url()
+        ),
+    )
+    .unwrap();
+    let key: String = (0..32).map(|i| format!("{:02x}", i * 5 + 1)).collect();
+    std::fs::write(dir.join("master.hex"), key).unwrap();
+    let helpdesk = std::fs::canonicalize(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/helpdesk/manifest.yaml"
+    ))
+    .unwrap();
+    run(dir, &["app", "create", "-m", helpdesk.to_str().unwrap()]);
+    run(dir, &["tenant", "create", "acme", "--app", "helpdesk"]);
+    let mut serve = Running::spawn(
+        dir,
+        &["serve", "--listen", "127.0.0.1:0", "--isolate-network"],
+    );
+    let line = serve.wait_for_line("serve: listening on http://");
+    let addr: std::net::SocketAddr = line
+        .split("serve: listening on http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The app works: its database is reached through the relay on the namespace's link.
+    let (status, body) = request(
+        addr,
+        "GET",
+        "/api/announcement",
+        &[("Host", "acme.localhost")],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let pid = worker_pid(&serve, "helpdesk");
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).unwrap();
+    assert_ne!(
+        ns(&pid.to_string()),
+        ns("self"),
+        "the worker has its own network namespace"
+    );
+    // Inside it: the host's loopback services and the internet are unreachable by raw sockets.
+    for target in [
+        format!("127.0.0.1/{partner_port}"),
+        format!("127.0.0.1/{}", db.cluster().port()),
+        "1.1.1.1/80".to_owned(),
+        format!("10.254.0.1/{}", addr.port()),
+    ] {
+        let (ok, out) = in_netns_of(pid, &format!("exec 3<>/dev/tcp/{target}"));
+        assert!(
+            !ok,
+            "a raw socket to {target} from the worker's namespace: {out}"
+        );
+    }
+    // Through the proxy, with the app's token: the allowed partner answers, nothing else.
+    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap())
+        .into_owned();
+    let var = |name: &str| {
+        environ
+            .split('\0')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let (proxy, token) = (
+        var("BULKHEAD_EGRESS_PROXY"),
+        var("BULKHEAD_EGRESS_PROXY_TOKEN"),
+    );
+    let curl = |url: &str| {
+        in_netns_of(
+            pid,
+            &format!("curl -s -o - -w ' %{{http_code}}' --proxy http://acme:{token}@{proxy} {url}"),
+        )
+        .1
+    };
+    assert!(curl(&format!("http://127.0.0.1:{partner_port}/")).contains("partner ok 200"));
+    assert!(curl(&format!("http://127.0.0.1:{}/", db.cluster().port())).ends_with(" 403"));
+    assert!(curl("http://169.254.169.254/latest/meta-data").ends_with(" 403"));
+    serve.signal("TERM");
+    assert!(serve.wait().success());
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&left.stdout).contains("bulkhead-helpdesk"),
+        "the namespace is removed at exit"
+    );
+}
