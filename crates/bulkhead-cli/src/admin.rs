@@ -5,6 +5,8 @@
 //! Enabled only when `[serve] admin_token_file` is set; every request needs
 //! `Authorization: Bearer <the token in that file>`. Errors are the runtime's JSON errors.
 //!
+//! - `GET  /admin/v1/apps/{app}/tenants` — each tenant's level, status, data residency and
+//!   egress allow-list
 //! - `GET  /admin/v1/apps/{app}/tenants/{tenant}/flags`
 //! - `PUT  /admin/v1/apps/{app}/tenants/{tenant}/flags/{name}` — body: an override
 //!   (`{"value": …, "rules": […], "rollout": {…}}`) or `null` to clear
@@ -76,6 +78,7 @@ impl AdminApi {
 
 pub fn router(admin: Arc<AdminApi>) -> Router {
     Router::new()
+        .route("/admin/v1/apps/{app}/tenants", get(tenants))
         .route("/admin/v1/apps/{app}/tenants/{tenant}/flags", get(flags))
         .route(
             "/admin/v1/apps/{app}/tenants/{tenant}/flags/{name}",
@@ -126,6 +129,26 @@ async fn manifest(p: &Platform, app: &str) -> Result<AppManifest, ApiError> {
 
 fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(raw).map_err(|e| bad("tenant", e.to_string()))
+}
+
+async fn tenants(
+    State(admin): State<Arc<AdminApi>>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    admin.check(&headers)?;
+    let p = admin.platform.lock().await;
+    let m = manifest(&p, &app).await?;
+    let rows: Vec<Value> = bulkhead_control::registry::tenants(&p.client, &m.app)
+        .await
+        .map_err(control)?
+        .into_iter()
+        .map(|t| {
+            json!({"id": t.id, "isolation": t.isolation, "status": t.status,
+                   "data_residency": t.residency, "network": t.network})
+        })
+        .collect();
+    Ok(Json(json!({ "tenants": rows })))
 }
 
 async fn flags(

@@ -382,6 +382,7 @@ impl Gateway {
         let routes = Arc::new(Routes {
             workers: workers.clone(),
             hosts: config.serve.hosts.clone(),
+            proxy: proxy.clone(),
         });
         let router = realms
             .route(
@@ -450,6 +451,7 @@ impl TenantDirectory for RegistryTenants {
 
 /// The egress CONNECT proxy: one token per app (fresh at each start), each app's egress, and
 /// every tenant's allow-list, re-read from the registry every two seconds.
+#[derive(Debug)]
 struct EgressProxy {
     addr: Option<std::net::SocketAddr>,
     apps: Vec<(bulkhead_model::AppId, Secret, Arc<bulkhead_egress::Egress>)>,
@@ -606,6 +608,8 @@ struct Routes {
     workers: Vec<WorkerHandle>,
     /// Host name → app.
     hosts: BTreeMap<String, String>,
+    /// The egress proxy, for its denial counts.
+    proxy: Option<Arc<EgressProxy>>,
 }
 
 impl Routes {
@@ -692,6 +696,27 @@ async fn metrics(State(routes): State<Arc<Routes>>) -> Response {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (app, values) in &samples {
             let _ = writeln!(out, "{name}{{app=\"{app}\"}} {}", values[i].1);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP bulkhead_egress_denials_total Outbound requests refused, by app, where (worker or proxy) and reason.\n# TYPE bulkhead_egress_denials_total counter"
+    );
+    for w in &routes.workers {
+        for (reason, n) in w.egress_denials() {
+            let _ = writeln!(
+                out,
+                "bulkhead_egress_denials_total{{app=\"{}\",source=\"worker\",reason=\"{reason}\"}} {n}",
+                w.app()
+            );
+        }
+    }
+    for (app, _, egress) in routes.proxy.iter().flat_map(|p| p.apps.iter()) {
+        for (reason, n) in egress.denials() {
+            let _ = writeln!(
+                out,
+                "bulkhead_egress_denials_total{{app=\"{app}\",source=\"proxy\",reason=\"{reason}\"}} {n}"
+            );
         }
     }
     (

@@ -35,6 +35,8 @@ struct Stats {
     starts: AtomicU64,
     health_failures: AtomicU64,
     unhealthy_restarts: AtomicU64,
+    /// The worker's egress denials by reason, as its last health check reported them.
+    egress_denials: RwLock<std::collections::BTreeMap<String, u64>>,
 }
 
 impl WorkerHandle {
@@ -81,16 +83,35 @@ impl WorkerHandle {
         ]
     }
 
-    /// Checks `GET /healthz` of the worker, with a short timeout.
+    /// The worker's egress denials by reason (since its start).
+    pub fn egress_denials(&self) -> std::collections::BTreeMap<String, u64> {
+        self.stats
+            .egress_denials
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+
+    /// Checks `GET /healthz` of the worker, with a short timeout, and keeps the counts it
+    /// reports.
     async fn healthy(&self, addr: SocketAddr) -> bool {
-        matches!(
-            self.http
-                .get(format!("http://{addr}/healthz"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await,
-            Ok(r) if r.status().is_success()
-        )
+        let resp = self
+            .http
+            .get(format!("http://{addr}/healthz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        let Ok(resp) = resp else { return false };
+        if !resp.status().is_success() {
+            return false;
+        }
+        if let Ok(body) = resp.json::<serde_json::Value>().await
+            && let Ok(d) = serde_json::from_value(body["egress_denials"].clone())
+            && let Ok(mut slot) = self.stats.egress_denials.write()
+        {
+            *slot = d;
+        }
+        true
     }
 }
 

@@ -419,12 +419,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Mode::Chain,
     );
     let health_app = app.to_string();
+    let health_http = api.http.clone();
     let router = axum::Router::new()
         .route(
             "/healthz",
             axum::routing::get(move || {
                 let app = health_app.clone();
-                async move { axum::Json(serde_json::json!({"status": "ok", "app": app})) }
+                // The supervisor reads the egress denial counts from here for `/metrics`.
+                let denials = health_http.egress().denials();
+                async move {
+                    axum::Json(
+                        serde_json::json!({"status": "ok", "app": app, "egress_denials": denials}),
+                    )
+                }
             }),
         )
         .fallback_service(tower::Layer::layer(

@@ -303,6 +303,14 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
     let pg_port = db.cluster().port();
     assert!(connect(&format!("127.0.0.1:{pg_port}"), &proxy_token).contains(" 403 "));
     assert!(connect(&format!("127.0.0.1:{idp_port}"), "guessed").contains(" 407 "));
+    assert_eq!(
+        metric(
+            addr,
+            "bulkhead_egress_denials_total{app=\"helpdesk\",source=\"proxy\",reason=\"address_not_allowed\"}"
+        ),
+        Some(1),
+        "the proxy's refusal is counted"
+    );
 
     // Suspending takes effect in the running worker, and so does resuming: no restart.
     assert_eq!(
@@ -372,6 +380,9 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
     assert_eq!(request(addr, "GET", flags_url, &auth, None).0, 401);
     let (status, body) = request(addr, "GET", flags_url, &admin, None);
     assert_eq!(status, 200, "{body}");
+    let (status, listed) = request(addr, "GET", "/admin/v1/apps/helpdesk/tenants", &admin, None);
+    assert_eq!(status, 200, "{listed}");
+    assert!(listed.contains(r#""data_residency":"eu""#), "{listed}");
     assert!(body.contains("new_editor"), "{body}");
     let (status, body) = request(
         addr,
