@@ -12,8 +12,10 @@ mod options;
 #[cfg(test)]
 mod reference;
 mod serve;
+mod sockets;
 mod supervise;
 mod up;
+mod verify;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -84,6 +86,10 @@ enum Command {
     /// A tenant's configuration settings, validated against the app's JSON Schemas.
     #[command(subcommand)]
     Config(options::ConfigCommand),
+    /// Answer the four isolation questions with evidence for every app and tenant: data
+    /// (catalog and live probes with each app's own credentials), identity, boundary, levels.
+    /// Exits 1 when any check fails. `--sign` for an auditor, `--check-signature` to check one.
+    Verify(verify::Args),
     /// Per-tenant search indexes.
     #[command(subcommand)]
     Search(options::SearchCommand),
@@ -108,6 +114,11 @@ fn main() -> std::process::ExitCode {
         Command::Config(cmd) => options::run_config(&cli.config, cmd),
         Command::Search(cmd) => options::run_search(&cli.config, cmd),
         Command::Apply(args) => match apply::run(&cli.config, args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::Verify(args) => match verify::run(&cli.config, args) {
             Ok(true) => Ok(()),
             Ok(false) => return std::process::ExitCode::FAILURE,
             Err(e) => Err(e),

@@ -483,6 +483,22 @@ impl RealmStore {
         Ok(())
     }
 
+    /// A short-lived access token signed by the realm's active key for a probe subject with
+    /// no roles (`bulkhead verify` checks that no other tenant accepts it).
+    pub async fn sign_probe(&self, tenant: &TenantId, audience: &str, now: u64) -> Result<String> {
+        let key = self.signing_key(tenant).await?;
+        let jti: [u8; 16] = rand::random();
+        Ok(jwt::sign(
+            &key,
+            "at+jwt",
+            &json!({
+                "iss": self.issuer(tenant), "sub": "bulkhead-verify-probe", "aud": audience,
+                "tenant": tenant.as_str(), "roles": [], "iat": now, "nbf": now, "exp": now + 60,
+                "jti": B64.encode(jti),
+            }),
+        ))
+    }
+
     /// Verifies an access token for `tenant` and `audience` with that realm's keys only.
     pub async fn verify(
         &self,
