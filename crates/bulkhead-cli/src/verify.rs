@@ -557,7 +557,11 @@ async fn level_checks(
         .collect();
     for t in tenants {
         let mut shared_rows = 0i64;
-        for (table, _, _) in &shared {
+        // Entity tables only: the search outbox holds row ids, not rows.
+        for (table, _, _) in shared
+            .iter()
+            .filter(|(t, _, _)| t != bulkhead_pg::ddl::OUTBOX_TABLE)
+        {
             shared_rows += admin
                 .query_one(
                     &format!(

@@ -6,3 +6,4 @@ mod packaging;
 mod serve;
 mod support;
 mod up;
+mod verify;
