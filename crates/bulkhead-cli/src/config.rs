@@ -236,6 +236,14 @@ pub struct ServeConfig {
     /// proxy and relays to its PostgreSQL and vault (Linux, root). Also `serve --isolate-network`.
     #[serde(default)]
     pub isolate_network: bool,
+    /// Seconds between runs of the verify canary (`bulkhead verify` inside `serve`, results on
+    /// `/metrics`, new failures in the audit log). 0: off. Default 300.
+    #[serde(default = "default_canary_interval")]
+    pub canary_interval_secs: u64,
+}
+
+fn default_canary_interval() -> u64 {
+    300
 }
 
 impl Default for ServeConfig {
@@ -250,6 +258,7 @@ impl Default for ServeConfig {
             health_failures: default_health_failures(),
             admin_token_file: None,
             isolate_network: false,
+            canary_interval_secs: default_canary_interval(),
         }
     }
 }

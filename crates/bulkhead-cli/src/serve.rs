@@ -379,10 +379,17 @@ impl Gateway {
             clients: apps.iter().map(|m| m.app.to_string()).collect(),
             secure_cookies: self.public_url.starts_with("https://"),
         }));
+        let canary = (config.serve.canary_interval_secs > 0).then(|| {
+            crate::verify::Canary::start(
+                config.clone(),
+                Duration::from_secs(config.serve.canary_interval_secs),
+            )
+        });
         let routes = Arc::new(Routes {
             workers: workers.clone(),
             hosts: config.serve.hosts.clone(),
             proxy: proxy.clone(),
+            canary,
         });
         let router = realms
             .route(
@@ -610,6 +617,8 @@ struct Routes {
     hosts: BTreeMap<String, String>,
     /// The egress proxy, for its denial counts.
     proxy: Option<Arc<EgressProxy>>,
+    /// The verify canary, for its last results.
+    canary: Option<Arc<crate::verify::Canary>>,
 }
 
 impl Routes {
@@ -710,6 +719,9 @@ async fn metrics(State(routes): State<Arc<Routes>>) -> Response {
                 w.app()
             );
         }
+    }
+    if let Some(canary) = &routes.canary {
+        out.push_str(&canary.metrics());
     }
     for (app, _, egress) in routes.proxy.iter().flat_map(|p| p.apps.iter()) {
         for (reason, n) in egress.denials() {

@@ -63,8 +63,12 @@ type Mutation<'a> = (&'a str, &'a str, &'a str, &'a str, (&'a str, &'a str));
 async fn every_check_fails_when_its_protection_is_removed_and_passes_intact() {
     let cwd = workdir();
     let dir = cwd.path();
-    let mut up = Running::spawn(dir, &["up", "--listen", "127.0.0.1:0"]);
-    up.wait_listening();
+    let mut up = Running::spawn_env(
+        dir,
+        &["up", "--listen", "127.0.0.1:0"],
+        &[("BULKHEAD_SERVE__CANARY_INTERVAL_SECS", "1")],
+    );
+    let addr = up.wait_listening();
     assert!(up.logged("example app `helpdesk` is ready"));
 
     // Intact: everything passes; the sockets check needs the running server's pid.
@@ -175,6 +179,40 @@ async fn every_check_fails_when_its_protection_is_removed_and_passes_intact() {
     }
     let (ok, report) = verify(dir, &[]);
     assert!(ok, "reverted: {:?}", failures(&report));
+
+    // The canary inside the server finds the same: metrics, and the audit log.
+    let metrics = || crate::support::get(addr, "/metrics").1;
+    let eventually = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    eventually("a canary run", &|| {
+        metrics().contains("bulkhead_verify_checks{status=\"PASS\"}")
+    });
+    sql(dir, "bulkhead", cases[5].2).await;
+    let failed =
+        r#"bulkhead_verify_failed{check="boundary.egress_default",scope="helpdesk/acme"} 1"#;
+    eventually("the canary reports the failure", &|| {
+        metrics().contains(failed)
+    });
+    sql(dir, "bulkhead", cases[5].3).await;
+    eventually("the canary sees it fixed", &|| {
+        let m = metrics();
+        m.contains("bulkhead_verify_checks{status=\"FAIL\"} 0") && !m.contains(failed)
+    });
+    let audit = Command::new(BIN)
+        .args(["audit", "list", "--json"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.contains("verify.failure") && audit.contains("boundary.egress_default"),
+        "{audit}"
+    );
 
     // A signed report checks; a changed one does not, nor one checked with another key.
     let (ok, _) = verify(dir, &["--sign", "--out", "report.json"]);
