@@ -372,7 +372,7 @@ impl Gateway {
                 );
             }
         }
-        let directory = RegistryTenants::start(self.pool.clone());
+        let directory = RegistryTenants::start(self.pool.clone()).await;
         let realms = bulkhead_runtime::realms::router(Arc::new(Realms {
             store: self.realms.clone(),
             directory: Arc::new(directory),
@@ -421,11 +421,22 @@ fn host_port(db: &tokio_postgres::Config) -> (String, u16) {
 struct RegistryTenants(Arc<RwLock<HashSet<TenantId>>>);
 
 impl RegistryTenants {
-    fn start(pool: Pool) -> Self {
+    /// Reads the active tenants once (so the realm endpoints answer from the first request),
+    /// then every two seconds.
+    async fn start(pool: Pool) -> Self {
         let set = Self(Arc::default());
+        match active_tenants(&pool).await {
+            Ok(active) => {
+                if let Ok(mut slot) = set.0.write() {
+                    *slot = active;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the active tenants"),
+        }
         let shared = set.0.clone();
         tokio::spawn(async move {
             loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
                 match active_tenants(&pool).await {
                     Ok(active) => {
                         if let Ok(mut slot) = shared.write() {
@@ -434,7 +445,6 @@ impl RegistryTenants {
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot re-read the active tenants"),
                 }
-                tokio::time::sleep(Duration::from_secs(2)).await;
             }
         });
         set

@@ -896,11 +896,33 @@ pub async fn run_checks(config: &Config, serve_pid: Option<u32>) -> anyhow::Resu
         }
         apps.push((m, tenants));
     }
+    // A check that cannot run is a failure in the report, not a missing report.
     for (m, tenants) in &apps {
-        data_checks(&mut checks, &cluster, &p, m, tenants, &ids).await?;
-        level_checks(&mut checks, &cluster, &p, m, tenants).await?;
+        if let Err(e) = data_checks(&mut checks, &cluster, &p, m, tenants, &ids).await {
+            checks.add(
+                "verify.error",
+                m.app.as_str(),
+                false,
+                format!("data checks: {e:#}"),
+            );
+        }
+        if let Err(e) = level_checks(&mut checks, &cluster, &p, m, tenants).await {
+            checks.add(
+                "verify.error",
+                m.app.as_str(),
+                false,
+                format!("level checks: {e:#}"),
+            );
+        }
     }
-    identity_checks(&mut checks, config, &apps).await?;
+    if let Err(e) = identity_checks(&mut checks, config, &apps).await {
+        checks.add(
+            "verify.error",
+            "platform",
+            false,
+            format!("identity checks: {e:#}"),
+        );
+    }
     boundary_checks(&mut checks, config, &apps, serve_pid);
     let count = |s: Status| checks.findings.iter().filter(|f| f.status == s).count();
     let summary = json!({"pass": count(Status::Pass), "fail": count(Status::Fail), "skip": count(Status::Skip)});
@@ -1033,13 +1055,15 @@ pub struct Canary {
 }
 
 impl Canary {
-    /// Runs every check now and then every `every` (as `serve` does): failures go to the error
+    /// Runs every check shortly after start and then every `every` (as `serve` does): failures go to the error
     /// log, and those new since the previous run to the audit log (`verify.failure`).
     pub fn start(config: Config, every: std::time::Duration) -> std::sync::Arc<Self> {
         let canary = std::sync::Arc::new(Self::default());
         let state = canary.clone();
         tokio::spawn(async move {
             let mut previous: Vec<(String, String)> = Vec::new();
+            // Let the workers start first.
+            tokio::time::sleep(every.min(std::time::Duration::from_secs(5))).await;
             loop {
                 match run_checks(&config, Some(std::process::id())).await {
                     Ok(report) => {
