@@ -539,10 +539,15 @@ async fn isolated_workers_reach_only_the_egress_proxy_and_their_own_relays() {
             .output()
             .is_ok_and(|o| o.status.success())
     });
-    let netns = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    // Creating a namespace needs CAP_SYS_ADMIN/CAP_NET_ADMIN, which a root in a restricted
+    // container may lack: try it.
+    let probe = format!("bulkhead-probe-{}", std::process::id());
+    let netns = root
+        && Command::new("ip")
+            .args(["netns", "add", &probe])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    let _ = Command::new("ip").args(["netns", "del", &probe]).output();
     if !(root && tools && netns) {
         println!(
             "skipped: needs root, ip netns, nsenter, curl and bash (root={root} tools={tools} netns={netns})"
