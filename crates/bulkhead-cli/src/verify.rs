@@ -18,7 +18,7 @@ use anyhow::Context;
 use base64::Engine;
 use bulkhead_control::platform::{Platform, RUNTIME_PASSWORD, tenant_password_path};
 use bulkhead_control::registry;
-use bulkhead_model::names::{self, quote_ident as q};
+use bulkhead_model::names;
 use bulkhead_model::{AppId, AppManifest, IsolationLevel, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -154,25 +154,6 @@ impl Cluster {
     }
 }
 
-/// The tables with a `tenant_id` column in `schema`: `(table, rls, forced)`.
-async fn tenant_tables(
-    c: &tokio_postgres::Client,
-    schema: &str,
-) -> anyhow::Result<Vec<(String, bool, bool)>> {
-    Ok(c.query(
-        "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
-         WHERE c.relkind = 'r' AND n.nspname = $1 AND c.relname <> $2
-         ORDER BY 1",
-        &[&schema, &bulkhead_pg::ddl::AUDIT_TABLE],
-    )
-    .await?
-    .iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2)))
-    .collect())
-}
-
 /// Catalog checks of one location (a schema in a database).
 async fn catalog(
     checks: &mut Checks,
@@ -180,11 +161,17 @@ async fn catalog(
     scope: &str,
     schema: &str,
 ) -> anyhow::Result<()> {
-    let tables = tenant_tables(c, schema).await?;
+    use bulkhead_pg::catalog as cat;
+    let tables = cat::tenant_tables(c, schema).await?;
     let bad: Vec<String> = tables
         .iter()
-        .filter(|(_, rls, forced)| !(*rls && *forced))
-        .map(|(t, rls, forced)| format!("{schema}.{t} (enabled {rls}, forced {forced})"))
+        .filter(|t| !(t.rls_enabled && t.rls_forced))
+        .map(|t| {
+            format!(
+                "{schema}.{} (enabled {}, forced {})",
+                t.table, t.rls_enabled, t.rls_forced
+            )
+        })
         .collect();
     checks.add(
         "catalog.rls",
@@ -199,45 +186,37 @@ async fn catalog(
             format!("not forced: {}", bad.join(", "))
         },
     );
-    let condition = "current_setting('bulkhead.tenant_id'::text, true)";
+    let has = |s: &Option<String>| {
+        s.as_deref()
+            .is_some_and(|s| s.contains(cat::TENANT_CONDITION_TEXT))
+    };
     let mut problems = Vec::new();
-    for (t, _, _) in &tables {
-        let rows = c
-            .query(
-                "SELECT cmd, qual, with_check, permissive FROM pg_policies
-                 WHERE schemaname = $1 AND tablename = $2",
-                &[&schema, t],
-            )
-            .await?;
+    for t in &tables {
+        let policies = cat::policies(c, schema, &t.table).await?;
         for cmd in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
-            let has = |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains(condition));
-            let ok = rows.iter().any(|r| {
-                let (pc, qual, check): (String, Option<String>, Option<String>) =
-                    (r.get(0), r.get(1), r.get(2));
-                (pc == cmd || pc == "ALL")
+            let ok = policies.iter().any(|p| {
+                (p.command == cmd || p.command == "ALL")
                     && match cmd {
-                        "INSERT" => has(&check),
-                        "UPDATE" => has(&qual) && has(&check),
-                        _ => has(&qual),
+                        "INSERT" => has(&p.with_check),
+                        "UPDATE" => has(&p.using) && has(&p.with_check),
+                        _ => has(&p.using),
                     }
             });
             if !ok {
                 problems.push(format!(
-                    "{schema}.{t}: no {cmd} policy with the tenant condition"
+                    "{schema}.{}: no {cmd} policy with the tenant condition",
+                    t.table
                 ));
             }
         }
         // A permissive policy without the condition (other than the granted cross-tenant read
         // for its own role) would widen every command it covers.
-        for r in &rows {
-            let (pc, qual, check, permissive): (String, Option<String>, Option<String>, String) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
-            let cross = qual.as_deref() == Some("true") && pc == "SELECT";
-            let conditioned = qual.as_deref().is_some_and(|s| s.contains(condition))
-                || check.as_deref().is_some_and(|s| s.contains(condition));
-            if permissive == "PERMISSIVE" && !cross && !conditioned {
+        for p in &policies {
+            let cross = p.using.as_deref() == Some("true") && p.command == "SELECT";
+            if p.permissive && !cross && !has(&p.using) && !has(&p.with_check) {
                 problems.push(format!(
-                    "{schema}.{t}: a {pc} policy without the tenant condition"
+                    "{schema}.{}: a {} policy without the tenant condition",
+                    t.table, p.command
                 ));
             }
         }
@@ -255,23 +234,11 @@ async fn catalog(
             problems.join("; ")
         },
     );
-    let fks = c
-        .query(
-            "SELECT cl.relname, con.conname,
-                    EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = con.conrelid
-                            AND a.attname = 'tenant_id' AND a.attnum = ANY(con.conkey))
-             FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid
-             JOIN pg_namespace n ON n.oid = cl.relnamespace
-             WHERE con.contype = 'f' AND n.nspname = $1
-               AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = con.conrelid AND a.attname = 'tenant_id')
-               AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = con.confrelid AND a.attname = 'tenant_id')",
-            &[&schema],
-        )
-        .await?;
-    let single: Vec<String> = fks
+    let refs = cat::tenant_references(c, schema).await?;
+    let single: Vec<String> = refs
         .iter()
-        .filter(|r| !r.get::<_, bool>(2))
-        .map(|r| format!("{}.{}", r.get::<_, String>(0), r.get::<_, String>(1)))
+        .filter(|r| !r.with_tenant)
+        .map(|r| format!("{}.{}", r.table, r.name))
         .collect();
     checks.add(
         "catalog.references",
@@ -280,34 +247,14 @@ async fn catalog(
         if single.is_empty() {
             format!(
                 "{} references between tenant tables, all led by tenant_id",
-                fks.len()
+                refs.len()
             )
         } else {
             format!("references without tenant_id: {}", single.join(", "))
         },
     );
-    let public: Vec<String> = c
-        .query(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relkind = 'r'
-               AND (has_table_privilege('public', c.oid, 'SELECT')
-                    OR has_table_privilege('public', c.oid, 'INSERT')
-                    OR has_table_privilege('public', c.oid, 'UPDATE')
-                    OR has_table_privilege('public', c.oid, 'DELETE'))",
-            &[&schema],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let db_public: bool = c
-        .query_one(
-            "SELECT has_database_privilege('public', current_database(), 'CONNECT')
-                 OR has_schema_privilege('public', $1, 'USAGE')",
-            &[&schema],
-        )
-        .await?
-        .get(0);
+    let public = cat::public_table_rights(c, schema).await?;
+    let db_public = cat::public_connect_or_usage(c, schema).await?;
     checks.add(
         "catalog.public_privileges",
         scope,
@@ -326,24 +273,16 @@ async fn catalog(
 
 /// A role's attributes and what it owns in the connected database.
 async fn role_ok(c: &tokio_postgres::Client, role: &str) -> anyhow::Result<(bool, String)> {
-    let Some(r) = c
-        .query_opt(
-            "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb,
-                    (SELECT count(*) FROM pg_class cl WHERE cl.relowner = r.oid)
-             FROM pg_roles r WHERE rolname = $1",
-            &[&role],
-        )
-        .await?
-    else {
+    let Some(f) = bulkhead_pg::catalog::role_facts(c, role).await? else {
         return Ok((false, format!("role {role} does not exist")));
     };
-    let (sup, bypass, cr, cd, owns): (bool, bool, bool, bool, i64) =
-        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
-    let ok = !sup && !bypass && !cr && !cd && owns == 0;
+    let ok =
+        !f.superuser && !f.bypass_rls && !f.create_role && !f.create_db && f.owned_relations == 0;
     Ok((
         ok,
         format!(
-            "{role}: superuser {sup}, bypassrls {bypass}, createrole {cr}, createdb {cd}, owns {owns} relations"
+            "{role}: superuser {}, bypassrls {}, createrole {}, createdb {}, owns {} relations",
+            f.superuser, f.bypass_rls, f.create_role, f.create_db, f.owned_relations
         ),
     ))
 }
@@ -418,17 +357,12 @@ async fn data_checks(
         }
     };
     let mut seen = Vec::new();
-    for (t, _, _) in tenant_tables(&admin, names::SHARED_SCHEMA).await? {
-        let n = rt
-            .query_one(
-                &format!("SELECT count(*) FROM {}.{}", q(names::SHARED_SCHEMA), q(&t)),
-                &[],
-            )
-            .await
-            .map(|r| r.get::<_, i64>(0));
-        match n {
-            Ok(0) | Err(_) => {}
-            Ok(n) => seen.push(format!("{t}: {n} rows")),
+    for t in bulkhead_pg::catalog::tenant_tables(&admin, names::SHARED_SCHEMA).await? {
+        if let Ok(n) =
+            bulkhead_pg::catalog::probe_unscoped(&rt, names::SHARED_SCHEMA, &t.table).await
+            && n > 0
+        {
+            seen.push(format!("{}: {n} rows", t.table));
         }
     }
     checks.add(
@@ -445,31 +379,19 @@ async fn data_checks(
         let scope = format!("{app}/{}", t.id);
         let schema = names::tenant_schema(&t.id);
         let mut leaks = Vec::new();
-        for (table, _, _) in tenant_tables(&admin, &schema).await? {
-            let sql = format!("SELECT count(*) FROM {}.{}", q(&schema), q(&table));
+        let role = names::tenant_role(app, &t.id);
+        for table in bulkhead_pg::catalog::tenant_tables(&admin, &schema).await? {
+            let table = table.table;
             // Without the tenant's role: refused. With it but another tenant's setting: nothing.
-            if let Ok(r) = rt.query_one(&sql, &[]).await {
+            if let Ok(n) = bulkhead_pg::catalog::probe_unscoped(&rt, &schema, &table).await {
                 leaks.push(format!(
-                    "{table} readable without the tenant role ({} rows)",
-                    r.get::<_, i64>(0)
+                    "{table} readable without the tenant role ({n} rows)"
                 ));
             }
-            let forged = async {
-                rt.batch_execute(&format!(
-                    "BEGIN; SELECT set_config('bulkhead.tenant_id', 'bulkhead-verify-forged', true); SET LOCAL ROLE {}",
-                    q(&names::tenant_role(app, &t.id))
-                ))
-                .await?;
-                let n: i64 = rt.query_one(&sql, &[]).await?.get(0);
-                rt.batch_execute("ROLLBACK").await?;
-                Ok::<_, tokio_postgres::Error>(n)
-            };
-            match forged.await {
-                Ok(0) => {}
-                Ok(n) => leaks.push(format!("{table}: {n} rows under a forged tenant setting")),
-                Err(_) => {
-                    let _ = rt.batch_execute("ROLLBACK").await;
-                }
+            if let Ok(n) = bulkhead_pg::catalog::probe_forged(&rt, &schema, &table, &role).await
+                && n > 0
+            {
+                leaks.push(format!("{table}: {n} rows under a forged tenant setting"));
             }
         }
         checks.add(
@@ -546,41 +468,25 @@ async fn level_checks(
 ) -> anyhow::Result<()> {
     let app = &m.app;
     let admin = cluster.admin(&names::app_database(app)).await?;
-    let shared = tenant_tables(&admin, names::SHARED_SCHEMA).await?;
-    let databases: Vec<String> = cluster
-        .admin("postgres")
-        .await?
-        .query("SELECT datname FROM pg_database", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let shared = bulkhead_pg::catalog::tenant_tables(&admin, names::SHARED_SCHEMA).await?;
+    let databases = bulkhead_pg::catalog::databases(&cluster.admin("postgres").await?).await?;
     for t in tenants {
         let mut shared_rows = 0i64;
         // Entity tables only: the search outbox holds row ids, not rows.
-        for (table, _, _) in shared
+        for table in shared
             .iter()
-            .filter(|(t, _, _)| t != bulkhead_pg::ddl::OUTBOX_TABLE)
+            .filter(|s| s.table != bulkhead_pg::ddl::OUTBOX_TABLE)
         {
-            shared_rows += admin
-                .query_one(
-                    &format!(
-                        "SELECT count(*) FROM {}.{} WHERE tenant_id = $1",
-                        q(names::SHARED_SCHEMA),
-                        q(table)
-                    ),
-                    &[&t.id.as_str()],
-                )
-                .await?
-                .get::<_, i64>(0);
-        }
-        let schema_exists: bool = admin
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
-                &[&names::tenant_schema(&t.id)],
+            shared_rows += bulkhead_pg::catalog::rows_of_tenant(
+                &admin,
+                names::SHARED_SCHEMA,
+                &table.table,
+                t.id.as_str(),
             )
-            .await?
-            .get(0);
+            .await?;
+        }
+        let schema_exists =
+            bulkhead_pg::catalog::schema_exists(&admin, &names::tenant_schema(&t.id)).await?;
         let db_exists = databases.contains(&names::tenant_database(app, &t.id));
         let secret = p.vault.get(app, &tenant_password_path(&t.id)).await.is_ok();
         let observed = match (shared_rows > 0, schema_exists, db_exists) {

@@ -1,5 +1,6 @@
 //! Bulkhead on PostgreSQL: the database half of both isolation layers.
 //!
+//! - [`catalog`]: catalog facts and probes for `bulkhead verify`.
 //! - [`ddl`] and [`migrate`]: tables, tenant-first keys, composite references and forced
 //!   row-level security generated from an app manifest; versioned migrations with plans.
 //! - [`provision`]: app databases and roles (owner, runtime, cross-tenant), tenants at the
@@ -14,6 +15,7 @@
 //! This crate must not depend on axum or any HTTP type, and must never accept SQL text from
 //! app code: identifiers come from the validated manifest, values are bound parameters.
 
+pub mod catalog;
 pub mod ddl;
 mod error;
 pub mod migrate;
