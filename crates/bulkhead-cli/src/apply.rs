@@ -120,23 +120,6 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
         .with_context(|| format!("reading {}", args.file.display()))?;
     let mut specs = tenants::parse(&text, &args.file.display().to_string())?;
     let config = crate::app::config(config_path, &args.target)?;
-    // Egress lists are checked here, with the line, before anything is applied.
-    let problems: Vec<String> = specs
-        .iter()
-        .filter_map(|spec| {
-            bulkhead_egress::AllowList::from_network(&spec.network.default, &spec.network.allow)
-                .err()
-                .map(|e| {
-                    format!(
-                        "{}:{}: tenants.{}.network: {e}",
-                        args.file.display(),
-                        spec.line,
-                        spec.id
-                    )
-                })
-        })
-        .collect();
-    anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
     // A tenant without a residency label gets the deployment's (as `declare_tenant` stores).
     for spec in &mut specs {
         if spec.residency.is_none() {

@@ -11,7 +11,8 @@
 //! app, host and reason) and counted.
 
 pub mod dns;
-pub mod policy;
+/// The allow-list syntax and address classes (shared with tenants.yaml validation).
+pub use bulkhead_model::egress as policy;
 pub mod proxy;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,7 @@
 //! Pure: no I/O, no async, no database. It must not depend on any other Bulkhead crate.
 
 mod codes;
+pub mod egress;
 mod ids;
 pub mod manifest;
 pub mod names;

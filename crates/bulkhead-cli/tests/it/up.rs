@@ -429,7 +429,7 @@ fn apply_reconciles_tenants_yaml_idempotently_and_refuses_unsafe_changes() {
         err.contains("tenants.yaml:11") && err.contains("network.allow"),
         "{err}"
     );
-    // The right shape but not an entry the egress policy accepts (a wildcard over a TLD).
+    // A wildcard over a top-level domain: refused by the same parser the workers use.
     std::fs::write(
         &file,
         declared.replace("\"api.acme-partner.com\"", "\"*.com\""),
@@ -438,7 +438,7 @@ fn apply_reconciles_tenants_yaml_idempotently_and_refuses_unsafe_changes() {
     let (ok, _, err) = apply(&[]);
     assert!(!ok, "{err}");
     assert!(
-        err.contains("tenants.yaml:8:") && err.contains("partner-acme.network"),
+        err.contains("tenants.yaml:11:") && err.contains("a wildcard needs a domain of two labels"),
         "{err}"
     );
     std::fs::write(&file, declared).unwrap();

@@ -1,4 +1,5 @@
-//! Allow-lists and address classes.
+//! Egress allow-lists and address classes: the syntax tenants.yaml is validated against and
+//! the decisions `bulkhead-egress` enforces (pure logic, no I/O).
 //!
 //! An entry is a host name (`api.example.com`), a wildcard (`*.example.com`: any name below
 //! it, not the name itself), or an address or network (`10.1.2.3`, `10.0.0.0/8`, `[fd00::1]`,
@@ -8,7 +9,57 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::IpNet;
+/// An address and a prefix length (host bits cleared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Net {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Net {
+    fn host(addr: IpAddr) -> Self {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        Self { addr, prefix }
+    }
+
+    /// `a.b.c.d/n` or `v6/n`; `None` when the address or length is wrong.
+    fn parse(raw: &str) -> Option<Self> {
+        let (addr, len) = raw.split_once('/')?;
+        let addr: IpAddr = addr.parse().ok()?;
+        let prefix: u8 = len.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then(|| Self {
+            addr: Self::masked(addr, prefix),
+            prefix,
+        })
+    }
+
+    fn bits(addr: IpAddr) -> (u128, u8) {
+        match addr {
+            IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+            IpAddr::V6(v6) => (u128::from(v6), 128),
+        }
+    }
+
+    fn masked(addr: IpAddr, prefix: u8) -> IpAddr {
+        let (bits, width) = Self::bits(addr);
+        let keep = u32::from(prefix);
+        let shift = u32::from(width) - keep;
+        let value = if keep == 0 {
+            0
+        } else {
+            (bits >> shift) << shift
+        };
+        match addr {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(u32::try_from(value).unwrap_or(0))),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(value)),
+        }
+    }
+
+    fn contains(&self, ip: &IpAddr) -> bool {
+        self.addr.is_ipv4() == ip.is_ipv4() && Self::masked(*ip, self.prefix) == self.addr
+    }
+}
 
 /// Why an entry does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,7 +74,7 @@ enum Target {
     Exact(String),
     /// `*.example.com` → `.example.com`
     Below(String),
-    Net(IpNet),
+    Net(Net),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,12 +137,12 @@ impl AllowList {
                     None => return Err(bad("unexpected text after ']'")),
                 };
                 let ip: Ipv6Addr = addr.parse().map_err(|_| bad("not an IPv6 address"))?;
-                (Target::Net(IpNet::from(IpAddr::V6(ip))), port)
+                (Target::Net(Net::host(IpAddr::V6(ip))), port)
             } else if raw.contains('/') {
-                let net: IpNet = raw.parse().map_err(|_| bad("not a network (a.b.c.d/n)"))?;
-                (Target::Net(net.trunc()), None)
+                let net = Net::parse(raw).ok_or_else(|| bad("not a network (a.b.c.d/n)"))?;
+                (Target::Net(net), None)
             } else if let Ok(ip) = raw.parse::<IpAddr>() {
-                (Target::Net(IpNet::from(ip)), None)
+                (Target::Net(Net::host(ip)), None)
             } else {
                 let (host, port) = match raw.rsplit_once(':') {
                     Some((h, p)) => (h, Some(parse_port(p, raw)?)),
@@ -99,7 +150,7 @@ impl AllowList {
                 };
                 let host = host.to_ascii_lowercase();
                 if let Ok(ip) = host.parse::<Ipv4Addr>() {
-                    (Target::Net(IpNet::from(IpAddr::V4(ip))), port)
+                    (Target::Net(Net::host(IpAddr::V4(ip))), port)
                 } else if let Some(suffix) = host.strip_prefix("*.") {
                     if !valid_name(suffix) || !suffix.contains('.') {
                         return Err(bad(
@@ -247,5 +298,70 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_parse_or_say_what_is_wrong() {
+        for good in [
+            "api.example.com",
+            "*.example.com",
+            "api.example.com:8443",
+            "10.0.0.0/8",
+            "192.168.1.10:5432",
+            "[fd00::1]:443",
+            "fd00::/8",
+        ] {
+            assert!(AllowList::parse(&[good]).is_ok(), "{good}");
+        }
+        for bad in [
+            "*.com",
+            "*",
+            "api..example.com",
+            "x.com:0",
+            "x.com:99999",
+            "2130706433",
+            "[::1",
+            "ex ample.com",
+            "http://x.com",
+            "https://x.com/",
+            "10.0.0.0/33",
+        ] {
+            let err = AllowList::parse(&[bad]).err();
+            assert_eq!(err.map(|e| e.entry), Some(bad.to_owned()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn networks_contain_their_addresses_only() {
+        let list =
+            AllowList::parse(&["10.20.0.0/16", "fd00::/8", "192.168.1.10"]).unwrap_or_default();
+        let ip = |s: &str| {
+            s.parse::<IpAddr>()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        };
+        assert!(list.allows_address(ip("10.20.255.1"), 443));
+        assert!(!list.allows_address(ip("10.21.0.1"), 443));
+        assert!(list.allows_address(ip("fd12::1"), 80));
+        assert!(!list.allows_address(ip("fe80::1"), 80));
+        assert!(list.allows_address(ip("192.168.1.10"), 80));
+        assert!(!list.allows_address(ip("192.168.1.11"), 80));
+        assert!(
+            list.allows_address(ip("::ffff:10.20.0.1"), 80),
+            "mapped forms count as IPv4"
+        );
+        assert!(
+            !list.allows_address(ip("10.20.0.1"), 8080),
+            "ports 80 and 443 by default"
+        );
+        let wild = AllowList::parse(&["*.example.com"]).unwrap_or_default();
+        assert!(wild.allows_name("a.b.example.com", 443));
+        assert!(!wild.allows_name("example.com", 443));
+        assert!(!wild.allows_name("evilexample.com", 443));
+        assert!(!wild.allows_name("a.example.com", 8080));
     }
 }
