@@ -243,7 +243,7 @@ impl Egress {
         if let Some(b) = &req.body {
             rb = rb.body(b.clone());
         }
-        let mut resp = match rb.send().await {
+        let resp = match rb.send().await {
             Ok(r) => r,
             // A refused CONNECT surfaces as a failed tunnel.
             Err(e) if error_chain(&e).contains("tunnel") => {
@@ -261,14 +261,22 @@ impl Egress {
             let reason = resp.text().await.unwrap_or_default().trim().to_owned();
             return Err(self.deny(tenant, &host, "proxy", reason));
         }
+        self.read(resp).await
+    }
+
+    /// The response, its body read whole within `max_response_bytes`.
+    async fn read(&self, mut resp: reqwest::Response) -> Result<Response> {
         let status = resp.status();
         let headers = resp
             .headers()
             .iter()
             .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
             .collect();
-        let final_url = resp.url().to_string();
+        let url = resp.url().to_string();
         let limit = self.config.max_response_bytes;
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(Error::TooLarge(limit));
+        }
         let mut out = Vec::new();
         while let Some(chunk) = resp
             .chunk()
@@ -284,7 +292,7 @@ impl Egress {
             status,
             headers,
             body: Bytes::from(out),
-            url: final_url,
+            url,
         })
     }
 
@@ -421,7 +429,7 @@ impl Egress {
             if let Some(b) = &body {
                 rb = rb.body(b.clone());
             }
-            let mut resp = rb.send().await.map_err(|e| Error::Failed(e.to_string()))?;
+            let resp = rb.send().await.map_err(|e| Error::Failed(e.to_string()))?;
             let status = resp.status();
             if status.is_redirection() && self.config.max_redirects > 0 {
                 if hop == self.config.max_redirects {
@@ -444,32 +452,7 @@ impl Egress {
                 }
                 continue;
             }
-            let headers = resp
-                .headers()
-                .iter()
-                .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
-                .collect();
-            let limit = self.config.max_response_bytes;
-            if resp.content_length().is_some_and(|n| n > limit as u64) {
-                return Err(Error::TooLarge(limit));
-            }
-            let mut out = Vec::new();
-            while let Some(chunk) = resp
-                .chunk()
-                .await
-                .map_err(|e| Error::Failed(e.to_string()))?
-            {
-                if out.len() + chunk.len() > limit {
-                    return Err(Error::TooLarge(limit));
-                }
-                out.extend_from_slice(&chunk);
-            }
-            return Ok(Response {
-                status,
-                headers,
-                body: Bytes::from(out),
-                url: url.to_string(),
-            });
+            return self.read(resp).await;
         }
         Err(Error::TooManyRedirects(self.config.max_redirects))
     }
