@@ -12,7 +12,6 @@ mod options;
 #[cfg(test)]
 mod reference;
 mod serve;
-mod sockets;
 mod supervise;
 mod up;
 mod verify;

@@ -735,11 +735,11 @@ fn sockets_check(pid: u32, config: &Config) -> (bool, String) {
         }
     }
     let mut pids = vec![pid];
-    pids.extend(crate::sockets::children(pid));
-    let sockets: Vec<(u32, crate::sockets::Socket)> = pids
+    pids.extend(bulkhead_control::sockets::children(pid));
+    let sockets: Vec<(u32, bulkhead_control::sockets::Socket)> = pids
         .iter()
         .flat_map(|p| {
-            crate::sockets::sockets_of(*p)
+            bulkhead_control::sockets::sockets_of(*p)
                 .into_iter()
                 .map(move |s| (*p, s))
         })

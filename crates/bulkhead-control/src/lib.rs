@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod platform;
 pub mod registry;
+pub mod sockets;
 
 /// Control-plane errors.
 #[derive(Debug, thiserror::Error)]

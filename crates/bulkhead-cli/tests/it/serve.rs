@@ -44,6 +44,14 @@ fn metric(addr: std::net::SocketAddr, sample: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
 }
 
+/// One variable of process `pid`'s environment.
+fn env_var(pid: u32, name: &str) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap())
+        .split('\0')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_owned))
+        .unwrap_or_else(|| panic!("{name} not in the environment of {pid}"))
+}
+
 /// The pid of the newest worker of `app`, from serve's log.
 fn worker_pid(serve: &Running, app: &str) -> u32 {
     let lines = serve.lines_with("worker started");
@@ -136,16 +144,7 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
     assert_eq!(shown["identity"]["provider"], "oidc");
 
     let mut serve = Running::spawn(dir, &["serve", "--listen", "127.0.0.1:0"]);
-    let line = serve.wait_for_line("serve: listening on http://");
-    let addr: std::net::SocketAddr = line
-        .split("listening on http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = serve.wait_serving();
 
     // The OIDC tenant's own provider signs its users in; the token means nothing elsewhere.
     let token = idp.token(AUDIENCE).unwrap();
@@ -268,23 +267,14 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
 
     // The worker got the egress proxy and its app's token: with them, a client of its own
     // reaches what the app's list allows (the IdP's port here) and nothing else.
-    let var = |name: &str| {
-        environ
-            .split('\0')
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap()
-            .to_owned()
-    };
-    let (proxy, proxy_token) = (
-        var("BULKHEAD_EGRESS_PROXY"),
-        var("BULKHEAD_EGRESS_PROXY_TOKEN"),
-    );
-    let connect = |target: &str, token: &str| {
+    let proxy = env_var(pid, "BULKHEAD_EGRESS_PROXY");
+    let proxy_token = env_var(pid, "BULKHEAD_EGRESS_PROXY_TOKEN");
+    let connect_as = |tenant: &str, target: &str, token: &str| {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&proxy).unwrap();
         let auth = base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,
-            format!("partner:{token}"),
+            format!("{tenant}:{token}"),
         );
         write!(
             s,
@@ -299,10 +289,18 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
             .unwrap_or_default()
             .to_owned()
     };
+    let connect = |target: &str, token: &str| connect_as("partner", target, token);
     assert!(connect(&format!("127.0.0.1:{idp_port}"), &proxy_token).contains(" 200 "));
     let pg_port = db.cluster().port();
     assert!(connect(&format!("127.0.0.1:{pg_port}"), &proxy_token).contains(" 403 "));
     assert!(connect(&format!("127.0.0.1:{idp_port}"), "guessed").contains(" 407 "));
+    // A token names its app: the notes worker's token cannot claim a helpdesk tenant, and its
+    // own tenant gets only the notes app's (empty) lists.
+    let notes_token = env_var(worker_pid(&serve, "notes"), "BULKHEAD_EGRESS_PROXY_TOKEN");
+    assert_ne!(notes_token, proxy_token);
+    let idp_target = format!("127.0.0.1:{idp_port}");
+    assert!(connect_as("partner", &idp_target, &notes_token).contains(" 403 "));
+    assert!(connect_as("acme", &idp_target, &notes_token).contains(" 403 "));
     assert_eq!(
         metric(
             addr,
@@ -592,16 +590,7 @@ async fn isolated_workers_reach_only_the_egress_proxy_and_their_own_relays() {
         dir,
         &["serve", "--listen", "127.0.0.1:0", "--isolate-network"],
     );
-    let line = serve.wait_for_line("serve: listening on http://");
-    let addr: std::net::SocketAddr = line
-        .split("serve: listening on http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = serve.wait_serving();
     // The app works: its database is reached through the relay on the namespace's link.
     let (status, body) = request(
         addr,
@@ -632,18 +621,9 @@ async fn isolated_workers_reach_only_the_egress_proxy_and_their_own_relays() {
         );
     }
     // Through the proxy, with the app's token: the allowed partner answers, nothing else.
-    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap())
-        .into_owned();
-    let var = |name: &str| {
-        environ
-            .split('\0')
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap()
-            .to_owned()
-    };
     let (proxy, token) = (
-        var("BULKHEAD_EGRESS_PROXY"),
-        var("BULKHEAD_EGRESS_PROXY_TOKEN"),
+        env_var(pid, "BULKHEAD_EGRESS_PROXY"),
+        env_var(pid, "BULKHEAD_EGRESS_PROXY_TOKEN"),
     );
     let curl = |url: &str| {
         in_netns_of(

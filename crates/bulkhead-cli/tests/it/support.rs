@@ -44,11 +44,21 @@ impl Running {
         Self { child, lines }
     }
 
-    /// Waits for the "listening on http://ADDR" log line and returns ADDR.
+    /// Waits for `bulkhead up`'s "listening on http://ADDR" log line and returns ADDR.
     pub fn wait_listening(&mut self) -> SocketAddr {
-        // The gateway's own line (not a supervised worker's, which `up` relays).
-        let line = self.wait_for_line("up: listening on http://");
-        let addr = line.split("up: listening on http://").nth(1).unwrap();
+        self.wait_gateway("up")
+    }
+
+    /// Waits for `bulkhead serve`'s "listening on http://ADDR" log line and returns ADDR.
+    pub fn wait_serving(&mut self) -> SocketAddr {
+        self.wait_gateway("serve")
+    }
+
+    /// The gateway's own line (not a supervised worker's, which the gateway relays).
+    fn wait_gateway(&mut self, label: &str) -> SocketAddr {
+        let needle = format!("{label}: listening on http://");
+        let line = self.wait_for_line(&needle);
+        let addr = line.split(needle.as_str()).nth(1).unwrap();
         addr.split_whitespace().next().unwrap().parse().unwrap()
     }
 
@@ -196,84 +206,4 @@ pub fn workdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
-}
-
-/// One TCP or UDP socket of a process, from `/proc/net/*` matched by inode.
-#[derive(Debug, Clone)]
-pub struct Socket {
-    pub proto: &'static str,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    /// Kernel state number (`0A` = TCP LISTEN).
-    pub state: String,
-}
-
-fn parse_proc_addr(hex: &str) -> Option<SocketAddr> {
-    let (ip, port) = hex.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let ip: std::net::IpAddr = if ip.len() == 8 {
-        std::net::Ipv4Addr::from(u32::from_be(u32::from_str_radix(ip, 16).ok()?)).into()
-    } else {
-        let mut b = [0u8; 16];
-        for (i, chunk) in b.chunks_mut(4).enumerate() {
-            let word = u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok()?;
-            chunk.copy_from_slice(&word.to_le_bytes());
-        }
-        std::net::Ipv6Addr::from(b).into()
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
-/// Every TCP/UDP socket process `pid` holds.
-pub fn sockets_of(pid: u32) -> Vec<Socket> {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| std::fs::read_link(e.path()).ok())
-                .filter_map(|l| {
-                    let l = l.to_string_lossy().into_owned();
-                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for proto in ["tcp", "tcp6", "udp", "udp6"] {
-        let table = std::fs::read_to_string(format!("/proc/{pid}/net/{proto}")).unwrap_or_default();
-        for line in table.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 9
-                && inodes.iter().any(|i| i == f[9])
-                && let (Some(local), Some(remote)) = (parse_proc_addr(f[1]), parse_proc_addr(f[2]))
-            {
-                out.push(Socket {
-                    proto,
-                    local,
-                    remote,
-                    state: f[3].to_owned(),
-                });
-            }
-        }
-    }
-    out
-}
-
-/// Child processes of `pid` (not recursive).
-pub fn children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|p| {
-                    std::fs::read_to_string(format!("/proc/{p}/stat"))
-                        .ok()
-                        .and_then(|s| {
-                            let rest = s.rsplit_once(')')?.1.to_owned();
-                            rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                        })
-                        == Some(pid)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bulkhead_pgcluster::{Cluster, Durability, Opened, StopMode, process_alive, wait_until};
 
-use crate::support::{Running, Socket, children_of, get, sockets_of, wait_status, workdir};
+use bulkhead_control::sockets::{Socket, children, sockets_of};
+
+use crate::support::{Running, get, wait_status, workdir};
 
 fn cluster_in(cwd: &Path) -> Cluster {
     let (cluster, opened) =
@@ -283,9 +285,7 @@ fn up_serves_the_example_app_to_two_isolated_tenants() {
     }
     let pg_port = cluster_in(cwd.path()).port();
     let mut pids = vec![up.pid()];
-    pids.extend(children_of(up.pid()).into_iter().filter(|p| {
-        std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "bulkhead")
-    }));
+    pids.extend(children(up.pid()));
     assert!(
         pids.len() >= 2,
         "the gateway and the helpdesk worker: {pids:?}"
@@ -296,7 +296,7 @@ fn up_serves_the_example_app_to_two_isolated_tenants() {
         .collect();
     let listening: Vec<u16> = sockets
         .iter()
-        .filter(|(_, s)| s.proto.starts_with("tcp") && s.state == "0A")
+        .filter(|(_, s)| s.listening)
         .map(|(_, s)| s.local.port())
         .collect();
     // Outbound: connected, and not accepted on one of their own listening ports.
