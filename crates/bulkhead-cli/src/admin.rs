@@ -96,6 +96,22 @@ pub fn router(admin: Arc<AdminApi>) -> Router {
         .with_state(admin)
 }
 
+impl AdminApi {
+    /// Authenticates the request and takes the platform with `app`'s manifest.
+    async fn open(
+        &self,
+        headers: &HeaderMap,
+        app: &str,
+    ) -> Result<(tokio::sync::MutexGuard<'_, Platform>, AppManifest), ApiError> {
+        self.check(headers)?;
+        let p = self.platform.lock().await;
+        let m = crate::app::manifest_of(&p, app)
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::NotFound, format!("app {app} not found")))?;
+        Ok((p, m))
+    }
+}
+
 fn control(e: bulkhead_control::Error) -> ApiError {
     use bulkhead_control::Error as E;
     match e {
@@ -121,12 +137,6 @@ fn bad(field: &str, message: String) -> ApiError {
     ApiError::bad_request(message).with_field(field)
 }
 
-async fn manifest(p: &Platform, app: &str) -> Result<AppManifest, ApiError> {
-    crate::app::manifest_of(p, app)
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::NotFound, format!("app {app} not found")))
-}
-
 fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(raw).map_err(|e| bad("tenant", e.to_string()))
 }
@@ -136,9 +146,7 @@ async fn tenants(
     headers: HeaderMap,
     Path(app): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    admin.check(&headers)?;
-    let p = admin.platform.lock().await;
-    let m = manifest(&p, &app).await?;
+    let (p, m) = admin.open(&headers, &app).await?;
     let rows: Vec<Value> = bulkhead_control::registry::tenants(&p.client, &m.app)
         .await
         .map_err(control)?
@@ -156,9 +164,7 @@ async fn flags(
     headers: HeaderMap,
     Path((app, tenant)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    admin.check(&headers)?;
-    let p = admin.platform.lock().await;
-    let m = manifest(&p, &app).await?;
+    let (p, m) = admin.open(&headers, &app).await?;
     let rows = p
         .tenant_flags(&m, &tenant_id(&tenant)?)
         .await
@@ -172,11 +178,9 @@ async fn set_flag(
     Path((app, tenant, name)): Path<(String, String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    admin.check(&headers)?;
+    let (mut p, m) = admin.open(&headers, &app).await?;
     let over: Option<FlagOverride> =
         serde_json::from_slice(&body).map_err(|e| bad(&format!("flags.{name}"), e.to_string()))?;
-    let mut p = admin.platform.lock().await;
-    let m = manifest(&p, &app).await?;
     let t = tenant_id(&tenant)?;
     p.set_tenant_flag(&m, &t, &name, over.as_ref())
         .await
@@ -190,9 +194,7 @@ async fn settings(
     headers: HeaderMap,
     Path((app, tenant)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    admin.check(&headers)?;
-    let p = admin.platform.lock().await;
-    let m = manifest(&p, &app).await?;
+    let (p, m) = admin.open(&headers, &app).await?;
     let rows = p
         .tenant_settings(&m, &tenant_id(&tenant)?)
         .await
@@ -206,14 +208,12 @@ async fn set_setting(
     Path((app, tenant, name)): Path<(String, String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    admin.check(&headers)?;
+    let (mut p, m) = admin.open(&headers, &app).await?;
     let body: Value =
         serde_json::from_slice(&body).map_err(|e| bad("value", format!("body: {e}")))?;
     let Some(value) = body.get("value") else {
         return Err(bad("value", "the body is {\"value\": …}".into()));
     };
-    let mut p = admin.platform.lock().await;
-    let m = manifest(&p, &app).await?;
     let t = tenant_id(&tenant)?;
     let value = (!value.is_null()).then_some(value);
     p.set_tenant_setting(&m, &t, &name, value)
@@ -229,7 +229,7 @@ async fn rebuild(
     Path(app): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    admin.check(&headers)?;
+    let (mut p, m) = admin.open(&headers, &app).await?;
     let body: Value = if body.is_empty() {
         json!({})
     } else {
@@ -240,8 +240,6 @@ async fn rebuild(
         Some(Value::String(t)) => Some(tenant_id(t)?),
         Some(_) => return Err(bad("tenant", "tenant must be a string".into())),
     };
-    let mut p = admin.platform.lock().await;
-    let m = manifest(&p, &app).await?;
     let asked = p
         .request_search_rebuild(&m, tenant.as_ref())
         .await

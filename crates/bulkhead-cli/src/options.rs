@@ -106,6 +106,23 @@ pub fn run_search(config_path: &Path, cmd: SearchCommand) -> anyhow::Result<()> 
     })
 }
 
+impl TenantTarget {
+    /// The platform, the app's manifest and the tenant id.
+    async fn open(
+        &self,
+        config_path: &Path,
+    ) -> anyhow::Result<(
+        bulkhead_control::platform::Platform,
+        bulkhead_model::AppManifest,
+        TenantId,
+    )> {
+        let p = platform_for(config_path, &self.target).await?;
+        let m = manifest_of(&p, &self.app).await?;
+        let t = TenantId::parse(&self.tenant)?;
+        Ok((p, m, t))
+    }
+}
+
 fn json_arg(raw: &str) -> Value {
     serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
 }
@@ -113,18 +130,10 @@ fn json_arg(raw: &str) -> Value {
 pub fn run_flags(config_path: &Path, cmd: FlagsCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         match cmd {
-            FlagsCommand::Get {
-                at:
-                    TenantTarget {
-                        app,
-                        tenant,
-                        target,
-                    },
-            } => {
-                let p = platform_for(config_path, &target).await?;
-                let m = manifest_of(&p, &app).await?;
-                let rows = p.tenant_flags(&m, &TenantId::parse(&tenant)?).await?;
-                if target.json {
+            FlagsCommand::Get { at } => {
+                let (p, m, t) = at.open(config_path).await?;
+                let rows = p.tenant_flags(&m, &t).await?;
+                if at.target.json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 } else {
                     println!("{:<24} {:<7} {:<16} override", "flag", "type", "default");
@@ -148,15 +157,9 @@ pub fn run_flags(config_path: &Path, cmd: FlagsCommand) -> anyhow::Result<()> {
                 value,
                 r#override,
                 clear,
-                at:
-                    TenantTarget {
-                        app,
-                        tenant,
-                        target,
-                    },
+                at,
             } => {
-                let mut p = platform_for(config_path, &target).await?;
-                let m = manifest_of(&p, &app).await?;
+                let (mut p, m, t) = at.open(config_path).await?;
                 let over = match (value, r#override, clear) {
                     (_, _, true) => None,
                     (Some(v), None, false) => Some(FlagOverride {
@@ -169,9 +172,8 @@ pub fn run_flags(config_path: &Path, cmd: FlagsCommand) -> anyhow::Result<()> {
                     ),
                     _ => anyhow::bail!("give --value, --override or --clear"),
                 };
-                p.set_tenant_flag(&m, &TenantId::parse(&tenant)?, &name, over.as_ref())
-                    .await?;
-                println!("flag {name} of {app} for tenant {tenant}: set");
+                p.set_tenant_flag(&m, &t, &name, over.as_ref()).await?;
+                println!("flag {name} of {} for tenant {t}: set", at.app);
             }
         }
         Ok(())
@@ -181,18 +183,10 @@ pub fn run_flags(config_path: &Path, cmd: FlagsCommand) -> anyhow::Result<()> {
 pub fn run_config(config_path: &Path, cmd: ConfigCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         match cmd {
-            ConfigCommand::Get {
-                at:
-                    TenantTarget {
-                        app,
-                        tenant,
-                        target,
-                    },
-            } => {
-                let p = platform_for(config_path, &target).await?;
-                let m = manifest_of(&p, &app).await?;
-                let rows = p.tenant_settings(&m, &TenantId::parse(&tenant)?).await?;
-                if target.json {
+            ConfigCommand::Get { at } => {
+                let (p, m, t) = at.open(config_path).await?;
+                let rows = p.tenant_settings(&m, &t).await?;
+                if at.target.json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 } else {
                     for r in &rows {
@@ -213,23 +207,16 @@ pub fn run_config(config_path: &Path, cmd: ConfigCommand) -> anyhow::Result<()> 
                 name,
                 value,
                 clear,
-                at:
-                    TenantTarget {
-                        app,
-                        tenant,
-                        target,
-                    },
+                at,
             } => {
-                let mut p = platform_for(config_path, &target).await?;
-                let m = manifest_of(&p, &app).await?;
+                let (mut p, m, t) = at.open(config_path).await?;
                 let value = match (value, clear) {
                     (_, true) => None,
                     (Some(v), false) => Some(json_arg(&v)),
                     (None, false) => anyhow::bail!("give a VALUE or --clear"),
                 };
-                p.set_tenant_setting(&m, &TenantId::parse(&tenant)?, &name, value.as_ref())
-                    .await?;
-                println!("setting {name} of {app} for tenant {tenant}: set");
+                p.set_tenant_setting(&m, &t, &name, value.as_ref()).await?;
+                println!("setting {name} of {} for tenant {t}: set", at.app);
             }
         }
         Ok(())
