@@ -325,26 +325,31 @@ async fn measure(
     Ok(samples)
 }
 
-pub(crate) async fn setup(admin_url: &str, args: &ScopingArgs) -> anyhow::Result<Fixture> {
-    let admin = tokio_postgres::Config::from_str(admin_url).context("admin URL")?;
-    let manifest = AppManifest::from_yaml(MANIFEST, "bench.yaml")?;
+/// An app provisioned on the benchmark's cluster: its provisioner, its database and roles,
+/// the runtime role's password and a data plane reaching it.
+pub(crate) struct BenchApp {
+    pub(crate) prov: Provisioner,
+    pub(crate) app: bulkhead_pg::AppProvision,
+    pub(crate) runtime_password: bulkhead_pg::Secret,
+    pub(crate) plane: DataPlane,
+}
+
+pub(crate) async fn provision(
+    admin: &tokio_postgres::Config,
+    manifest: &AppManifest,
+    pools: PoolSettings,
+) -> anyhow::Result<BenchApp> {
     let prov = Provisioner::new(admin.clone());
-    let app = prov.ensure_app(&manifest).await?;
+    let app = prov.ensure_app(manifest).await?;
     let runtime_password = match app.runtime.password.clone() {
         Some(p) => p,
         None => prov.rotate_password(&app.runtime.role).await?,
     };
-    let host = "127.0.0.1".to_owned();
-    let port = admin.get_ports().first().copied().unwrap_or(5432);
-    let pools = PoolSettings {
-        app_pool_size: 16,
-        ..PoolSettings::default()
-    };
     let plane = DataPlane::new(
         manifest.clone(),
         DataPlaneConfig {
-            host: host.clone(),
-            port,
+            host: "127.0.0.1".into(),
+            port: admin.get_ports().first().copied().unwrap_or(5432),
             app_database: app.database.clone(),
             runtime_role: app.runtime.role.clone(),
             runtime_password: runtime_password.clone(),
@@ -352,6 +357,29 @@ pub(crate) async fn setup(admin_url: &str, args: &ScopingArgs) -> anyhow::Result
             pools,
         },
     )?;
+    Ok(BenchApp {
+        prov,
+        app,
+        runtime_password,
+        plane,
+    })
+}
+
+pub(crate) async fn setup(admin_url: &str, args: &ScopingArgs) -> anyhow::Result<Fixture> {
+    let admin = tokio_postgres::Config::from_str(admin_url).context("admin URL")?;
+    let manifest = AppManifest::from_yaml(MANIFEST, "bench.yaml")?;
+    let pools = PoolSettings {
+        app_pool_size: 16,
+        ..PoolSettings::default()
+    };
+    let BenchApp {
+        app,
+        runtime_password,
+        plane,
+        ..
+    } = provision(&admin, &manifest, pools).await?;
+    let host = "127.0.0.1".to_owned();
+    let port = admin.get_ports().first().copied().unwrap_or(5432);
     // Baseline: same database, same runtime role, a plain table without RLS.
     let mut su_cfg = admin.clone();
     su_cfg.dbname(&app.database);
@@ -441,10 +469,10 @@ pub(crate) async fn setup(admin_url: &str, args: &ScopingArgs) -> anyhow::Result
 /// The admin URL to use, starting a private ephemeral cluster (removed on exit) unless one
 /// was given.
 pub(crate) fn database(
-    args: &ScopingArgs,
+    admin_url: Option<&str>,
 ) -> anyhow::Result<(String, Option<(Cluster, bulkhead_pgcluster::Reaper)>)> {
-    if let Some(url) = &args.admin_url {
-        return Ok((url.clone(), None));
+    if let Some(url) = admin_url {
+        return Ok((url.to_owned(), None));
     }
     let dir = std::env::temp_dir().join(format!("bulkhead-bench-{}", std::process::id()));
     let (mut cluster, _) = Cluster::open_or_init(&dir, Durability::Ephemeral)?;
@@ -455,7 +483,7 @@ pub(crate) fn database(
 }
 
 async fn scoping(args: ScopingArgs) -> anyhow::Result<()> {
-    let (admin_url, _cluster_guard) = database(&args)?;
+    let (admin_url, _cluster_guard) = database(args.admin_url.as_deref())?;
     let fixture = Arc::new(setup(&admin_url, &args).await?);
     let duration = Duration::from_secs_f64(args.seconds);
     let mut results = Vec::new();

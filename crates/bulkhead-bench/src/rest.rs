@@ -181,7 +181,7 @@ async fn measure(
 }
 
 pub(crate) async fn run(args: ScopingArgs) -> anyhow::Result<()> {
-    let (admin_url, _cluster_guard) = crate::database(&args)?;
+    let (admin_url, _cluster_guard) = crate::database(args.admin_url.as_deref())?;
     let fixture = Arc::new(crate::setup(&admin_url, &args).await?);
 
     // Realms live in the platform database.

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bulkhead_model::{AppManifest, IsolationLevel, TenantId};
-use bulkhead_pg::{Actor, DataPlane, DataPlaneConfig, PoolSettings, Provisioner, TenantPlacement};
+use bulkhead_pg::{Actor, PoolSettings, TenantPlacement};
 use bulkhead_search::{SearchConfig, SearchIndexes, SearchRequest};
 use serde_json::json;
 use tantivy::collector::TopDocs;
@@ -77,35 +77,12 @@ fn round3(x: f64) -> f64 {
 }
 
 pub(crate) async fn run(args: SearchArgs) -> anyhow::Result<()> {
-    let scoping_like = crate::ScopingArgs {
-        admin_url: args.admin_url.clone(),
-        seconds: 0.0,
-        rounds: 0,
-        tenants: 0,
-        rows: 0,
-        concurrency: Vec::new(),
-    };
-    let (admin_url, _cluster_guard) = crate::database(&scoping_like)?;
+    let (admin_url, _cluster_guard) = crate::database(args.admin_url.as_deref())?;
     let admin = tokio_postgres::Config::from_str(&admin_url).context("admin URL")?;
     let manifest = AppManifest::from_yaml(MANIFEST, "bench.yaml")?;
-    let prov = Provisioner::new(admin.clone());
-    let app = prov.ensure_app(&manifest).await?;
-    let runtime_password = match app.runtime.password.clone() {
-        Some(p) => p,
-        None => prov.rotate_password(&app.runtime.role).await?,
-    };
-    let plane = DataPlane::new(
-        manifest.clone(),
-        DataPlaneConfig {
-            host: "127.0.0.1".into(),
-            port: admin.get_ports().first().copied().unwrap_or(5432),
-            app_database: app.database.clone(),
-            runtime_role: app.runtime.role.clone(),
-            runtime_password,
-            cross_tenant: None,
-            pools: PoolSettings::default(),
-        },
-    )?;
+    let crate::BenchApp {
+        prov, app, plane, ..
+    } = crate::provision(&admin, &manifest, PoolSettings::default()).await?;
     let mut su_cfg = admin.clone();
     su_cfg.dbname(&app.database);
     let (su, conn) = su_cfg.connect(NoTls).await?;

@@ -348,12 +348,6 @@ pub(crate) async fn declare_tenant(
     manifest: &AppManifest,
     spec: &TenantSpec,
 ) -> anyhow::Result<()> {
-    // A tenant without its own residency label gets the deployment's.
-    let mut spec = spec.clone();
-    if spec.residency.is_none() {
-        spec.residency = config.deployment.data_residency.clone();
-    }
-    let spec = &spec;
     p.declare_tenant(manifest, spec).await?;
     if matches!(spec.identity, IdentitySpec::Local { .. }) {
         let pool = bulkhead_gateway::platform_pool(crate::audit::platform_db(config)?)
@@ -530,16 +524,16 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                         realm: tenant.clone(),
                     },
                 };
+                let cfg = config(config_path, &target)?;
                 let spec = TenantSpec {
                     id: TenantId::parse(&tenant)?,
                     namespace: tenant.clone(),
                     isolation: isolation.parse().map_err(anyhow::Error::msg)?,
                     identity,
                     network: Default::default(),
-                    residency,
+                    residency: cfg.deployment.residency_or_default(residency),
                     line: 0,
                 };
-                let cfg = config(config_path, &target)?;
                 declare_tenant(&cfg, &mut p, &m, &spec).await?;
                 if target.json {
                     println!("{}", serde_json::to_string(&spec)?);

@@ -120,11 +120,12 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
         .with_context(|| format!("reading {}", args.file.display()))?;
     let mut specs = tenants::parse(&text, &args.file.display().to_string())?;
     let config = crate::app::config(config_path, &args.target)?;
-    // A tenant without a residency label gets the deployment's (as `declare_tenant` stores).
+    // A tenant without a residency label gets the deployment's (before planning, so a
+    // second run finds nothing to change).
     for spec in &mut specs {
-        if spec.residency.is_none() {
-            spec.residency = config.deployment.data_residency.clone();
-        }
+        spec.residency = config
+            .deployment
+            .residency_or_default(spec.residency.take());
     }
     crate::app::runtime()?.block_on(async {
         let mut platform = crate::app::platform(&config).await?;

@@ -90,6 +90,13 @@ pub struct DeploymentProfile {
     pub egress: EgressPosture,
 }
 
+impl DeploymentProfile {
+    /// A tenant's own residency label, else the deployment's.
+    pub fn residency_or_default(&self, own: Option<String>) -> Option<String> {
+        own.or_else(|| self.data_residency.clone())
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeploymentMode {

@@ -512,7 +512,9 @@ impl EgressProxy {
         proxy.refresh(&pool).await?;
         if let Some(listener) = listener {
             tokio::spawn(bulkhead_egress::proxy::serve(listener, proxy.clone()));
-            tracing::info!("egress proxy listening on {}", listener_addr(addr));
+            if let Some(addr) = addr {
+                tracing::info!("egress proxy listening on {addr}");
+            }
         }
         let refresher = proxy.clone();
         tokio::spawn(async move {
@@ -557,7 +559,7 @@ impl EgressProxy {
         self.apps
             .iter()
             .find(|(a, _, _)| a == app)
-            .map(|(_, token, _)| (addr, bulkhead_model::Secret::new(token.expose().to_owned())))
+            .map(|(_, token, _)| (addr, token.clone()))
     }
 }
 
@@ -583,10 +585,6 @@ impl bulkhead_egress::proxy::ProxyPolicy for EgressProxy {
             .get(&(egress.app().to_string(), tenant.to_string()))
             .cloned()
     }
-}
-
-fn listener_addr(addr: Option<std::net::SocketAddr>) -> String {
-    addr.map(|a| a.to_string()).unwrap_or_default()
 }
 
 /// What an isolated worker must still reach, relayed from its link: its PostgreSQL, and the

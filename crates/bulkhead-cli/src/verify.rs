@@ -506,7 +506,6 @@ async fn level_checks(
                 if db_exists { "present" } else { "absent" },
             ),
         );
-        let _ = &t.record;
     }
     Ok(())
 }

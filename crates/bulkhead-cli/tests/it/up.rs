@@ -394,6 +394,8 @@ fn apply_reconciles_tenants_yaml_idempotently_and_refuses_unsafe_changes() {
             .arg(&file)
             .args(extra)
             .current_dir(cwd.path())
+            // Tenants that declare no residency get the deployment's.
+            .env("BULKHEAD_DEPLOYMENT__DATA_RESIDENCY", "eu-central")
             .output()
             .unwrap();
         (
@@ -413,6 +415,20 @@ fn apply_reconciles_tenants_yaml_idempotently_and_refuses_unsafe_changes() {
     // Second run: nothing to do.
     let (ok, out, _) = apply(&[]);
     assert!(ok && out.contains("nothing to do"), "{out}");
+    let shown = Command::new(crate::support::BIN)
+        .args([
+            "tenant",
+            "show",
+            "partner-acme",
+            "--app",
+            "helpdesk",
+            "--json",
+        ])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["residency"], "eu-central", "{shown}");
     // An egress entry that is not a host, wildcard or address: refused with file:line, nothing
     // applied.
     std::fs::write(
