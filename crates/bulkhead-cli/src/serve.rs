@@ -26,6 +26,7 @@ use bulkhead_runtime::TenantDirectory;
 use bulkhead_runtime::realms::Realms;
 use deadpool_postgres::Pool;
 use serde_json::json;
+use sha2::Digest;
 use tokio::net::TcpListener;
 
 use crate::config::{self, Config, Overrides, Secret};
@@ -466,12 +467,21 @@ impl TenantDirectory for RegistryTenants {
     }
 }
 
+/// One app behind the proxy: its token (and the token's digest, compared per request).
+#[derive(Debug)]
+struct ProxyApp {
+    app: bulkhead_model::AppId,
+    token: Secret,
+    digest: [u8; 32],
+    egress: Arc<bulkhead_egress::Egress>,
+}
+
 /// The egress CONNECT proxy: one token per app (fresh at each start), each app's egress, and
 /// every tenant's allow-list, re-read from the registry every two seconds.
 #[derive(Debug)]
 struct EgressProxy {
     addr: Option<std::net::SocketAddr>,
-    apps: Vec<(bulkhead_model::AppId, Secret, Arc<bulkhead_egress::Egress>)>,
+    apps: Vec<ProxyApp>,
     lists: RwLock<std::collections::HashMap<(String, String), bulkhead_egress::AllowList>>,
 }
 
@@ -497,12 +507,13 @@ impl EgressProxy {
                 .egress
                 .egress_for(&m.app)
                 .with_context(|| format!("[egress.apps] {}", m.app))?;
-            let token = Secret::new(
-                bulkhead_pg::provision::generate_password()
-                    .expose()
-                    .to_owned(),
-            );
-            entries.push((m.app.clone(), token, Arc::new(egress)));
+            let token = bulkhead_pg::provision::generate_password();
+            entries.push(ProxyApp {
+                app: m.app.clone(),
+                digest: sha2::Sha256::digest(token.expose().as_bytes()).into(),
+                token,
+                egress: Arc::new(egress),
+            });
         }
         let proxy = Arc::new(Self {
             addr,
@@ -531,7 +542,7 @@ impl EgressProxy {
     async fn refresh(&self, pool: &Pool) -> anyhow::Result<()> {
         let client = pool.get().await?;
         let mut lists = std::collections::HashMap::new();
-        for (app, _, _) in &self.apps {
+        for ProxyApp { app, .. } in &self.apps {
             for t in registry::tenants(&**client, app).await? {
                 if t.status != registry::ACTIVE {
                     continue;
@@ -558,20 +569,19 @@ impl EgressProxy {
         let addr = at.or(self.addr)?;
         self.apps
             .iter()
-            .find(|(a, _, _)| a == app)
-            .map(|(_, token, _)| (addr, token.clone()))
+            .find(|a| &a.app == app)
+            .map(|a| (addr, a.token.clone()))
     }
 }
 
 impl bulkhead_egress::proxy::ProxyPolicy for EgressProxy {
     fn egress_for_token(&self, token: &str) -> Option<Arc<bulkhead_egress::Egress>> {
-        use sha2::Digest;
         // Compare digests: the timing says nothing about the tokens.
-        let given = sha2::Sha256::digest(token.as_bytes());
+        let given: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         self.apps
             .iter()
-            .find(|(_, t, _)| sha2::Sha256::digest(t.expose().as_bytes()) == given)
-            .map(|(_, _, e)| e.clone())
+            .find(|a| a.digest == given)
+            .map(|a| a.egress.clone())
     }
 
     fn tenant_list(
@@ -731,7 +741,7 @@ async fn metrics(State(routes): State<Arc<Routes>>) -> Response {
     if let Some(canary) = &routes.canary {
         out.push_str(&canary.metrics());
     }
-    for (app, _, egress) in routes.proxy.iter().flat_map(|p| p.apps.iter()) {
+    for ProxyApp { app, egress, .. } in routes.proxy.iter().flat_map(|p| p.apps.iter()) {
         for (reason, n) in egress.denials() {
             let _ = writeln!(
                 out,
