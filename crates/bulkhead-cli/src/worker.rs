@@ -347,7 +347,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     })?;
     let realms = Arc::new(LiveRealms::default());
     let options = Arc::new(OptionsStore::default());
-    let egress = args
+    let mut egress = args
         .egress_config
         .clone()
         .unwrap_or_default()
@@ -360,18 +360,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         (Ok(addr), Ok(token)) => Some((addr, bulkhead_model::Secret::new(token))),
         _ => None,
     };
-    // In a network namespace the proxy is the only way out, for app code's requests too.
-    let egress = match (&proxy, std::env::var_os("BULKHEAD_EGRESS_VIA_PROXY")) {
-        (Some((addr, token)), Some(_)) => bulkhead_egress::Egress::new(
-            app.clone(),
-            bulkhead_egress::AllowList::default(),
-            bulkhead_egress::EgressConfig {
-                via_proxy: Some((addr.clone(), token.clone())),
-                ..bulkhead_egress::EgressConfig::default()
-            },
-        ),
-        _ => egress,
-    };
+    // In a network namespace the proxy is the only way out, for app code's requests too (with
+    // the same limits; the proxy applies the lists).
+    if let (Some(via), Some(_)) = (&proxy, std::env::var_os("BULKHEAD_EGRESS_VIA_PROXY")) {
+        egress = egress.through_proxy(via.clone());
+    }
     let mut http = HttpOut::new(egress);
     if let Some((addr, token)) = proxy {
         http = http.with_proxy(addr, token);

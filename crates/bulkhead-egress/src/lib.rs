@@ -184,6 +184,13 @@ impl Egress {
         }
     }
 
+    /// The same egress, sending everything through the platform's proxy (see
+    /// [`EgressConfig::via_proxy`]).
+    pub fn through_proxy(mut self, proxy: (String, bulkhead_model::Secret)) -> Self {
+        self.config.via_proxy = Some(proxy);
+        self
+    }
+
     pub fn app(&self) -> &AppId {
         &self.app
     }
