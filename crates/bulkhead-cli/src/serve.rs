@@ -16,7 +16,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{Request, StatusCode, Uri};
+use axum::http::{Request, Uri};
 use axum::response::{IntoResponse, Response};
 use bulkhead_control::platform::{Platform, WorkerConfig};
 use bulkhead_control::registry;
@@ -25,7 +25,6 @@ use bulkhead_model::{AppManifest, TenantId};
 use bulkhead_runtime::TenantDirectory;
 use bulkhead_runtime::realms::Realms;
 use deadpool_postgres::Pool;
-use serde_json::json;
 use sha2::Digest;
 use tokio::net::TcpListener;
 
@@ -148,7 +147,8 @@ pub async fn run_gateway(
     let result = bulkhead_gateway::launch(
         listener,
         bulkhead_gateway::AppState::new(gateway.pool()),
-        router,
+        // Request ids (forwarded to the workers), caught panics, JSON refusals.
+        bulkhead_runtime::edge::harden(router),
         shutdown_signal(),
     )
     .await
@@ -676,11 +676,11 @@ impl Routes {
 
 async fn route(State(routes): State<Arc<Routes>>, mut req: Request<Body>) -> Response {
     let Some((worker, uri)) = routes.pick(&req) else {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": {"code": "not_found", "message": "no app is routed here: use /apps/<app>/ or a host routed to an app"}})),
+        return bulkhead_runtime::error::ApiError::new(
+            bulkhead_model::ErrorCode::NotFound,
+            "no app is routed here: use /apps/<app>/ or a host routed to an app",
         )
-            .into_response();
+        .into_response();
     };
     if let Some(uri) = uri {
         *req.uri_mut() = uri;

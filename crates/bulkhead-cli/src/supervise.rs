@@ -14,9 +14,8 @@ use bulkhead_model::AppId;
 use bulkhead_vault::VaultAdmin;
 
 use axum::body::Body;
-use axum::http::{HeaderName, Request, StatusCode};
+use axum::http::{HeaderName, Request};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
@@ -345,11 +344,11 @@ fn skip(name: &HeaderName) -> bool {
 }
 
 fn unavailable() -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({"error": {"code": "unavailable", "message": "the app is starting or restarting"}})),
+    bulkhead_runtime::error::ApiError::new(
+        bulkhead_model::ErrorCode::Unavailable,
+        "the app is starting or restarting",
     )
-        .into_response()
+    .into_response()
 }
 
 /// Forwards a request to the app's worker, Host and all, and relays its answer.
@@ -361,13 +360,11 @@ pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
     // The worker applies each route's own limit; this bounds what the gateway buffers.
     let limit = bulkhead_runtime::files::DEFAULT_MAX_BYTES.max(bulkhead_runtime::rest::BODY_LIMIT);
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            axum::Json(
-                json!({"error": {"code": "payload_too_large", "message": "request body too large"}}),
-            ),
+        return bulkhead_runtime::error::ApiError::new(
+            bulkhead_model::ErrorCode::PayloadTooLarge,
+            "request body too large",
         )
-            .into_response();
+        .into_response();
     };
     let path = parts
         .uri

@@ -431,6 +431,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             &layer,
             bulkhead_runtime::rest::router(api),
         ));
+    let router = bulkhead_runtime::edge::harden(router);
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(app = %app, "worker listening on http://{}", listener.local_addr()?);
     axum::serve(

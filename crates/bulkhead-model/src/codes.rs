@@ -53,7 +53,19 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// An upload's content type is not accepted or does not match its content.
     UnsupportedMediaType,
-    /// Anything else; the body is opaque and the log has the cause.
+    /// The request is malformed (body not JSON, bad query string, bad header).
+    BadRequest,
+    /// The route exists but does not take this method.
+    MethodNotAllowed,
+    /// The transaction conflicted with a concurrent one (serialization failure, deadlock);
+    /// nothing was written and the same request may be retried.
+    TransactionConflict,
+    /// Too many requests from this client; retry after the `Retry-After` delay.
+    TooManyRequests,
+    /// The app's worker is starting or restarting, or the database is overloaded; retry after
+    /// the `Retry-After` delay.
+    Unavailable,
+    /// Anything else; the body is opaque (with the request id) and the log has the cause.
     Internal,
 }
 
@@ -83,6 +95,11 @@ impl ErrorCode {
             Self::DatabaseUnavailable => "database_unavailable",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BadRequest => "bad_request",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::TransactionConflict => "transaction_conflict",
+            Self::TooManyRequests => "too_many_requests",
+            Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
     }
@@ -96,11 +113,13 @@ impl ErrorCode {
             | Self::OutOfRange
             | Self::MissingField
             | Self::BadQuery
+            | Self::BadRequest
             | Self::InvalidManifest => 400,
             Self::UniqueViolation
             | Self::ReferenceNotFound
             | Self::StillReferenced
-            | Self::DestructiveChange => 409,
+            | Self::DestructiveChange
+            | Self::TransactionConflict => 409,
             Self::RlsRefused
             | Self::CrossTenantDenied
             | Self::ReadOnlyEntity
@@ -109,7 +128,9 @@ impl ErrorCode {
             Self::Unauthorized => 401,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
-            Self::PoolExhausted | Self::DatabaseUnavailable => 503,
+            Self::MethodNotAllowed => 405,
+            Self::TooManyRequests => 429,
+            Self::PoolExhausted | Self::DatabaseUnavailable | Self::Unavailable => 503,
             Self::Internal => 500,
         }
     }
@@ -149,6 +170,11 @@ mod tests {
         (DatabaseUnavailable, "database_unavailable", 503),
         (PayloadTooLarge, "payload_too_large", 413),
         (UnsupportedMediaType, "unsupported_media_type", 415),
+        (BadRequest, "bad_request", 400),
+        (MethodNotAllowed, "method_not_allowed", 405),
+        (TransactionConflict, "transaction_conflict", 409),
+        (TooManyRequests, "too_many_requests", 429),
+        (Unavailable, "unavailable", 503),
         (Internal, "internal", 500),
     ];
 

@@ -12,6 +12,7 @@ pub mod names;
 pub mod options;
 mod secret;
 pub mod tenants;
+pub mod values;
 pub mod yaml;
 
 pub use codes::ErrorCode;

@@ -32,6 +32,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{AppId, Ident, PLATFORM_COLUMNS};
+use crate::values;
+pub use crate::values::ValueProblem;
 use crate::yaml::{self, Node, Pos};
 
 /// A field's type.
@@ -97,20 +99,7 @@ impl FieldType {
         };
         match self {
             FieldType::Text { max_length } => {
-                let s = value.as_str().ok_or_else(wrong)?;
-                if s.contains('\0') {
-                    return Err(ValueProblem::OutOfRange {
-                        detail: "text may not contain NUL characters".into(),
-                    });
-                }
-                if let Some(max) = max_length
-                    && s.chars().count() > *max as usize
-                {
-                    return Err(ValueProblem::OutOfRange {
-                        detail: format!("longer than {max} characters"),
-                    });
-                }
-                Ok(())
+                values::text(value.as_str().ok_or_else(wrong)?, *max_length)
             }
             FieldType::Int => {
                 let n = value.as_i64().ok_or_else(wrong)?;
@@ -131,23 +120,16 @@ impl FieldType {
             }),
             FieldType::Numeric => match value {
                 Value::Number(_) => Ok(()),
-                Value::String(s) if is_decimal(s) => Ok(()),
+                Value::String(s) => values::decimal(s),
                 _ => Err(wrong()),
             },
             FieldType::Bool => value.as_bool().map(drop).ok_or_else(wrong),
-            FieldType::Timestamp => match value.as_str() {
-                Some(s) if is_timestamp(s) => Ok(()),
-                _ => Err(wrong()),
-            },
-            FieldType::Date => match value.as_str() {
-                Some(s) if is_date(s) => Ok(()),
-                _ => Err(wrong()),
-            },
-            FieldType::Uuid | FieldType::Ref { .. } => match value.as_str() {
-                Some(s) if is_uuid(s) => Ok(()),
-                _ => Err(wrong()),
-            },
-            FieldType::Json => Ok(()),
+            FieldType::Timestamp => values::timestamp(value.as_str().ok_or_else(wrong)?),
+            FieldType::Date => values::date(value.as_str().ok_or_else(wrong)?),
+            FieldType::Uuid | FieldType::Ref { .. } => {
+                values::uuid(value.as_str().ok_or_else(wrong)?).map_err(|_| wrong())
+            }
+            FieldType::Json => values::json(value),
             FieldType::Enum { values } => {
                 let s = value.as_str().ok_or_else(wrong)?;
                 if values.iter().any(|v| v == s) {
@@ -176,62 +158,6 @@ impl FieldType {
             FieldType::Enum { values } => format!("one of {}", values.join(", ")),
         }
     }
-}
-
-/// Why a value does not fit a field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ValueProblem {
-    WrongType { expected: String },
-    OutOfRange { detail: String },
-}
-
-fn is_decimal(s: &str) -> bool {
-    let body = s.strip_prefix('-').unwrap_or(s);
-    let mut parts = body.splitn(2, '.');
-    let int = parts.next().unwrap_or_default();
-    let frac = parts.next();
-    !int.is_empty()
-        && int.bytes().all(|b| b.is_ascii_digit())
-        && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn is_date(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
-        && (1..=12).contains(&s[5..7].parse::<u8>().unwrap_or(0))
-        && (1..=31).contains(&s[8..10].parse::<u8>().unwrap_or(0))
-}
-
-fn is_timestamp(s: &str) -> bool {
-    // YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM); PostgreSQL does the final check.
-    s.len() >= 20
-        && is_date(&s[..10])
-        && matches!(s.as_bytes()[10], b'T' | b't' | b' ')
-        && (s.ends_with('Z') || s.ends_with('z') || s[19..].contains(['+', '-']))
-        && s[11..19].bytes().enumerate().all(|(i, c)| {
-            if i == 2 || i == 5 {
-                c == b':'
-            } else {
-                c.is_ascii_digit()
-            }
-        })
-}
-
-fn is_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                *c == b'-'
-            } else {
-                c.is_ascii_hexdigit()
-            }
-        })
 }
 
 /// One field of an entity.
@@ -433,6 +359,9 @@ pub struct FlagDecl {
     pub default: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Whether callers without credentials (the `anonymous` role) may evaluate it; default no.
+    #[serde(default)]
+    pub anonymous: bool,
 }
 
 /// A configuration setting declared by the app.
@@ -446,6 +375,10 @@ pub struct SettingDecl {
     /// Secret values live in the app's vault space and are never listed in plain.
     #[serde(default)]
     pub secret: bool,
+    /// Whether callers without credentials (the `anonymous` role) may read it; default no,
+    /// never for a secret setting.
+    #[serde(default)]
+    pub anonymous: bool,
 }
 
 impl AppManifest {
@@ -771,9 +704,11 @@ impl Validator {
     /// `flags: { name: { type: bool|string|number|json, default: …, description: … } }`.
     fn flags(&mut self, node: &Node) -> Vec<FlagDecl> {
         let mut out = Vec::new();
-        for (name, pos, path, decl, fields) in
-            self.declarations(node, "flags", &["type", "default", "description"])
-        {
+        for (name, pos, path, decl, fields) in self.declarations(
+            node,
+            "flags",
+            &["type", "default", "description", "anonymous"],
+        ) {
             let get = |k: &str| field_of(fields, k);
             let kind = match get("type").and_then(|n| self.string(n, &join(&path, "type"))) {
                 Some("bool") => Some(FlagKind::Bool),
@@ -827,11 +762,14 @@ impl Validator {
             let description = get("description")
                 .and_then(|n| self.string(n, &join(&path, "description")))
                 .map(str::to_owned);
+            let anonymous =
+                get("anonymous").is_some_and(|n| self.bool(n, &join(&path, "anonymous")));
             out.push(FlagDecl {
                 name,
                 kind,
                 default,
                 description,
+                anonymous,
             });
         }
         out
@@ -840,9 +778,11 @@ impl Validator {
     /// `settings: { name: { schema: {JSON Schema}, default: …, secret: bool } }`.
     fn settings(&mut self, node: &Node) -> Vec<SettingDecl> {
         let mut out = Vec::new();
-        for (name, pos, path, decl, fields) in
-            self.declarations(node, "settings", &["schema", "default", "secret"])
-        {
+        for (name, pos, path, decl, fields) in self.declarations(
+            node,
+            "settings",
+            &["schema", "default", "secret", "anonymous"],
+        ) {
             let get = |k: &str| field_of(fields, k);
             let schema = match get("schema") {
                 Some(n @ Node::Map { .. }) => n.to_json(),
@@ -874,11 +814,23 @@ impl Validator {
                 );
                 continue;
             }
+            let anonymous =
+                get("anonymous").is_some_and(|n| self.bool(n, &join(&path, "anonymous")));
+            if secret && anonymous {
+                let at = get("anonymous").map(Node::pos).unwrap_or(pos);
+                self.problem(
+                    at,
+                    &join(&path, "anonymous"),
+                    "a secret setting is never readable without credentials",
+                );
+                continue;
+            }
             out.push(SettingDecl {
                 name,
                 schema,
                 default,
                 secret,
+                anonymous,
             });
         }
         out
@@ -1591,5 +1543,32 @@ cross_tenant_reads: [missing]
                 .check(&Value::from("a\0b"))
                 .is_err()
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("BULKHEAD_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+        ))]
+
+        /// Any Unicode as a name, type, default or enum value gives a manifest or positioned
+        /// problems, never a panic; a default the manifest accepts passes its type's check.
+        #[test]
+        fn arbitrary_unicode_scalars_never_panic(
+            name in "\\PC{0,20}", ty in "\\PC{0,12}|timestamp|date|numeric|uuid|json|int",
+            default in "\\PC{0,40}", value in "\\PC{0,10}"
+        ) {
+            let doc = format!(
+                "app: hd\nentities:\n  {name}:\n    fields:\n      f: {{ type: {ty}, default: \"{default}\" }}\n      e: {{ type: enum, values: [\"{value}\", b] }}\nflags:\n  {name}: {{ type: {ty}, default: {default} }}\n"
+            );
+            if let Ok(m) = AppManifest::from_yaml(&doc, "manifest.yaml") {
+                for e in &m.entities {
+                    for f in &e.fields {
+                        if let Some(d) = &f.default {
+                            proptest::prop_assert!(f.ty.check(d).is_ok(), "{d:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -198,6 +198,7 @@ mod tests {
             kind: FlagKind::Bool,
             default: json!(false),
             description: None,
+            anonymous: false,
         }
     }
 

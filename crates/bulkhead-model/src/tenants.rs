@@ -401,4 +401,27 @@ mod tests {
                 .contains("declared twice")
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("BULKHEAD_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+        ))]
+
+        /// Any Unicode in any scalar position gives a result or positioned problems, never a
+        /// panic, and every problem names a line inside the document.
+        #[test]
+        fn arbitrary_unicode_scalars_never_panic(
+            a in "\\PC{0,30}", b in "\\PC{0,30}", c in "\\PC{0,30}", d in "\\PC{0,30}"
+        ) {
+            let doc = format!(
+                "tenants:\n  - id: {a}\n    storage: {{ namespace: \"{b}\", isolation: {c} }}\n    identity: {{ provider: local, realm: {d} }}\n    network: {{ default: deny, allow: [\"{a}\", {d}] }}\n    residency: {b}\n"
+            );
+            if let Err(e) = parse(&doc, "tenants.yaml") {
+                let lines = doc.lines().count() + 1;
+                for p in &e.problems {
+                    proptest::prop_assert!(p.pos.line <= lines, "{p:?}");
+                }
+            }
+        }
+    }
 }

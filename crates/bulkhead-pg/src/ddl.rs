@@ -133,7 +133,7 @@ fn index_name(entity: &Entity, fields: &[&str]) -> String {
     names::object(&parts)
 }
 
-fn fkey_name(entity: &Entity, field: &Field) -> String {
+pub(crate) fn fkey_name(entity: &Entity, field: &Field) -> String {
     names::object(&[entity.name.as_str(), field.name.as_str(), "fkey"])
 }
 

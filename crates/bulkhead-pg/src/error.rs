@@ -57,6 +57,8 @@ pub enum Error {
     InvalidManifest(#[from] ManifestError),
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
+    #[error("the transaction conflicted with a concurrent one and was rolled back; retry it")]
+    Conflict(String),
     #[error("database error: {}", describe(.0))]
     Database(#[source] tokio_postgres::Error),
     #[error("internal error: {0}")]
@@ -96,6 +98,7 @@ impl Error {
             Error::DestructiveChange(_) => ErrorCode::DestructiveChange,
             Error::InvalidManifest(_) => ErrorCode::InvalidManifest,
             Error::DatabaseUnavailable(_) => ErrorCode::DatabaseUnavailable,
+            Error::Conflict(_) => ErrorCode::TransactionConflict,
             Error::Database(_) | Error::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -113,28 +116,39 @@ impl Error {
         let constraint = db.constraint().unwrap_or_default().to_owned();
         let column = db.column().unwrap_or_default().to_owned();
         let entity = entity.to_owned();
-        match db.code().code() {
-            "23505" => Error::UniqueViolation { entity, constraint },
-            "23503" if deleting => Error::StillReferenced { entity, constraint },
-            "23503" => Error::ReferenceNotFound { entity, constraint },
-            "23502" => Error::MissingField {
+        let code = db.code().code();
+        match (code, code.get(..2).unwrap_or_default()) {
+            ("23505" | "23P01", _) => Error::UniqueViolation { entity, constraint },
+            ("23503", _) if deleting => Error::StillReferenced { entity, constraint },
+            ("23503", _) => Error::ReferenceNotFound { entity, constraint },
+            ("23502", _) => Error::MissingField {
                 entity,
                 field: column,
             },
-            "23514" => Error::OutOfRange {
+            ("23514", _) => Error::OutOfRange {
                 entity,
                 field: constraint,
                 detail: "violates a check constraint".into(),
             },
-            "22P02" | "22007" | "22008" | "22003" | "22001" => Error::OutOfRange {
+            // Any other integrity violation: the row conflicts with the data as it is.
+            (_, "23") => Error::UniqueViolation { entity, constraint },
+            // Data exceptions (invalid text, out-of-range numbers and times, NUL, bad escapes)
+            // and program limits (a value too large for an index): the caller's value.
+            (_, "22" | "54") => Error::OutOfRange {
                 entity,
                 field: column,
                 detail: db.message().to_owned(),
             },
-            "42501" if db.message().contains("row-level security") => Error::RlsRefused,
-            "57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006" => {
-                Error::DatabaseUnavailable(db.message().to_owned())
+            ("42501", _) if db.message().contains("row-level security") => Error::RlsRefused,
+            // Serialization failure, deadlock: rolled back, safe to retry.
+            (_, "40") => Error::Conflict(db.message().to_owned()),
+            // Connection, resources (too many connections, out of memory, disk full), operator
+            // intervention (shutdown, statement timeout, cancel): retry later.
+            (_, "08" | "53" | "57") => {
+                Error::DatabaseUnavailable(format!("{code}: {}", db.message()))
             }
+            // Names (class 42) come only from the validated manifest, so an undefined table or
+            // column here means the schema is behind the manifest: the server's fault, opaque.
             _ => Error::Database(err),
         }
     }

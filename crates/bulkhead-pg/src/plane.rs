@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use bulkhead_model::names::{self, quote_ident as q};
-use bulkhead_model::{Action, AppManifest, Effective, Entity, IsolationLevel, Scope, TenantId};
+use bulkhead_model::{
+    Action, AppManifest, Effective, Entity, FieldType, IsolationLevel, Scope, TenantId,
+};
 use serde_json::Value;
 use tokio_postgres::Row;
 
@@ -359,18 +361,13 @@ impl TenantContext {
         let (scope_sql, scope_params) = self.scope_statement();
         {
             let client = conn.client()?;
-            let begin = client
-                .prepare_cached(begin)
-                .await
-                .map_err(Error::Database)?;
-            let scope = client
-                .prepare_cached(scope_sql)
-                .await
-                .map_err(Error::Database)?;
+            let db = |e| Error::from_db(e, "transaction", false);
+            let begin = client.prepare_cached(begin).await.map_err(db)?;
+            let scope = client.prepare_cached(scope_sql).await.map_err(db)?;
             let refs = sql::param_refs(&scope_params);
             let (b, s) = tokio::join!(client.execute(&begin, &[]), client.execute(&scope, &refs));
-            b.map_err(Error::Database)?;
-            s.map_err(Error::Database)?;
+            b.map_err(db)?;
+            s.map_err(db)?;
         }
         Ok(conn)
     }
@@ -549,6 +546,66 @@ mod ops {
         }
     }
 
+    /// The references a write names that the caller must be able to read, so that a write
+    /// can neither confirm that an id exists nor attach a row to one the caller cannot see. A
+    /// reference to an entity the caller may not read at all is refused as if the row did not
+    /// exist (the same error as the foreign key gives); one to an entity it reads only its own
+    /// rows of becomes a check inside the write's statement.
+    fn ref_checks<'m>(
+        ctx: &'m TenantContext,
+        e: &Entity,
+        record: &Value,
+    ) -> Result<Vec<sql::RefCheck<'m>>> {
+        let mut out = Vec::new();
+        let Some(obj) = record.as_object() else {
+            return Ok(out);
+        };
+        for field in &e.fields {
+            let FieldType::Ref { entity: target } = &field.ty else {
+                continue;
+            };
+            let Some(Value::String(id)) = obj.get(field.name.as_str()) else {
+                continue;
+            };
+            if bulkhead_model::values::uuid(id).is_err() {
+                continue; // the statement builder names the field and the expected type
+            }
+            let target = ctx.entity(target.as_str())?;
+            match permit(ctx, target, Action::Read, "read") {
+                Err(_) => {
+                    return Err(Error::ReferenceNotFound {
+                        entity: e.name.to_string(),
+                        constraint: crate::ddl::fkey_name(e, field),
+                    });
+                }
+                Ok((_, None)) => {}
+                Ok((_, Some(filter))) => out.push(sql::RefCheck {
+                    schema: schema_for(ctx, target),
+                    target,
+                    id: id.clone(),
+                    filter,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    fn reference_not_readable(e: &Entity, checks: &[sql::RefCheck<'_>]) -> Error {
+        let field = checks
+            .first()
+            .and_then(|c| {
+                e.fields.iter().find(
+                    |f| matches!(&f.ty, FieldType::Ref { entity } if *entity == c.target.name),
+                )
+            })
+            .map(|f| crate::ddl::fkey_name(e, f))
+            .unwrap_or_default();
+        Error::ReferenceNotFound {
+            entity: e.name.to_string(),
+            constraint: field,
+        }
+    }
+
     /// Fields hidden from the caller when reading `e`.
     fn hidden_for_read(ctx: &TenantContext, e: &Entity) -> Vec<String> {
         e.effective(&ctx.actor.roles, Action::Read).hidden
@@ -576,17 +633,23 @@ mod ops {
         let (eff, _) = permit(&ctx, e, Action::Create, "create")?;
         let hidden = hidden_for_read(&ctx, e);
         check_writable(e, &eff, &hidden, record, "create")?;
+        let checks = ref_checks(&ctx, e, record)?;
         let (stmt, params) = sql::insert_sql(
             &ctx.schema(),
             e,
             record,
             Some(&ctx.placement.tenant),
             ctx.actor.user_id.as_deref(),
+            &checks,
         )?;
         let rows = x.run(e, false, &stmt, params).await?;
-        let row = rows
-            .first()
-            .ok_or_else(|| Error::Internal("insert returned no row".into()))?;
+        let row = rows.first().ok_or_else(|| {
+            if checks.is_empty() {
+                Error::Internal("insert returned no row".into())
+            } else {
+                reference_not_readable(e, &checks)
+            }
+        })?;
         Ok(strip(sql::record_from_row(e, row, false)?, &hidden))
     }
 
@@ -596,6 +659,7 @@ mod ops {
         let (eff, own) = permit(&ctx, e, Action::Update, "update")?;
         let hidden = hidden_for_read(&ctx, e);
         check_writable(e, &eff, &hidden, patch, "update")?;
+        let checks = ref_checks(&ctx, e, patch)?;
         let (stmt, params) = sql::update_sql(
             &ctx.schema(),
             e,
@@ -603,10 +667,16 @@ mod ops {
             id,
             patch,
             own.as_ref(),
+            &checks,
         )?;
         let rows = x.run(e, false, &stmt, params).await?;
         match rows.first() {
             Some(row) => Ok(strip(sql::record_from_row(e, row, false)?, &hidden)),
+            // No row: either the row is not the caller's to update, or a reference check
+            // failed; only a row the caller can update learns about its references.
+            None if !checks.is_empty() && get(x, entity, id).await.is_ok() => {
+                Err(reference_not_readable(e, &checks))
+            }
             None => Err(Error::NotFound {
                 entity: entity.to_owned(),
             }),

@@ -400,7 +400,8 @@ impl Provisioner {
                 "{entity} is a tenant entity; only global entities are written through the admin path"
             )));
         }
-        let (sql, params) = crate::sql::insert_sql(names::SHARED_SCHEMA, e, record, None, None)?;
+        let (sql, params) =
+            crate::sql::insert_sql(names::SHARED_SCHEMA, e, record, None, None, &[])?;
         let mut client = self.connect_to(&names::app_database(&m.app)).await?;
         let tx = client.transaction().await.map_err(db_err)?;
         tx.batch_execute(&format!("SET LOCAL ROLE {}", q(&names::owner_role(&m.app))))

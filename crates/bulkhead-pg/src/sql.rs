@@ -433,6 +433,7 @@ fn filter_sql(b: &mut Binder, entity: &Entity, f: &Filter, depth: usize) -> Resu
                     ty.name()
                 )));
             }
+            bulkhead_model::values::text(text, None).map_err(|p| problem(entity, field, p))?;
             let escaped = text
                 .replace('\\', "\\\\")
                 .replace('%', "\\%")
@@ -652,14 +653,53 @@ fn check_writable_field<'e>(entity: &'e Entity, name: &str) -> Result<&'e bulkhe
     })
 }
 
+/// A referenced row the caller must be able to read for the write to happen: the target
+/// entity (in `schema`), the id the write names, and the caller's read filter on the target
+/// (its `own` scope). A write whose check fails changes nothing.
+#[derive(Debug, Clone)]
+pub struct RefCheck<'e> {
+    pub schema: String,
+    pub target: &'e Entity,
+    pub id: String,
+    pub filter: Filter,
+}
+
+/// `EXISTS (…)` for each check, ANDed; `None` without checks.
+fn ref_guards(
+    b: &mut Binder,
+    checks: &[RefCheck<'_>],
+    tenant: Option<&TenantId>,
+) -> Result<Option<String>> {
+    if checks.is_empty() {
+        return Ok(None);
+    }
+    let mut parts = Vec::with_capacity(checks.len());
+    for c in checks {
+        let t = if c.target.is_tenant_scoped() {
+            tenant
+        } else {
+            None
+        };
+        let clause = row_clause(b, c.target, t, &c.id, Some(&c.filter))?;
+        parts.push(format!(
+            "EXISTS (SELECT 1 FROM {} WHERE {clause})",
+            table(&c.schema, c.target)
+        ));
+    }
+    Ok(Some(parts.join(" AND ")))
+}
+
 /// `INSERT … RETURNING`. `owner` fills the entity's owner field with the acting user's id,
-/// whatever the record says.
+/// whatever the record says. With `checks`, the row is inserted only when every referenced row
+/// is readable by the caller (`INSERT … SELECT … WHERE EXISTS …`): no row back means a check
+/// failed.
 pub fn insert_sql(
     schema: &str,
     entity: &Entity,
     record: &Value,
     tenant: Option<&TenantId>,
     owner: Option<&str>,
+    checks: &[RefCheck<'_>],
 ) -> Result<(String, Vec<Param>)> {
     let obj = object(entity, record)?;
     let mut b = Binder::default();
@@ -699,7 +739,16 @@ pub fn insert_sql(
             }
         }
     }
-    let sql = if cols.is_empty() {
+    let guards = ref_guards(&mut b, checks, tenant)?;
+    let sql = if let Some(guards) = guards {
+        format!(
+            "INSERT INTO {} ({}) SELECT {} WHERE {guards} RETURNING {}",
+            table(schema, entity),
+            cols.join(", "),
+            vals.join(", "),
+            select_list(entity, false)
+        )
+    } else if cols.is_empty() {
         format!(
             "INSERT INTO {} DEFAULT VALUES RETURNING {}",
             table(schema, entity),
@@ -717,6 +766,8 @@ pub fn insert_sql(
     Ok((sql, b.params))
 }
 
+/// `UPDATE … RETURNING` of one row, only when every referenced row in `checks` is readable by
+/// the caller: no row back means the row is not there (or not the caller's) or a check failed.
 pub fn update_sql(
     schema: &str,
     entity: &Entity,
@@ -724,10 +775,14 @@ pub fn update_sql(
     id: &str,
     patch: &Value,
     extra: Option<&Filter>,
+    checks: &[RefCheck<'_>],
 ) -> Result<(String, Vec<Param>)> {
     let obj = object(entity, patch)?;
     let mut b = Binder::default();
-    let row = row_clause(&mut b, entity, tenant, id, extra)?;
+    let mut row = row_clause(&mut b, entity, tenant, id, extra)?;
+    if let Some(guards) = ref_guards(&mut b, checks, tenant)? {
+        row = format!("{row} AND {guards}");
+    }
     let mut sets = Vec::new();
     for (name, value) in obj {
         let field = check_writable_field(entity, name)?;
@@ -839,6 +894,7 @@ mod tests {
                 id,
                 &serde_json::json!({"n": 1}),
                 None,
+                &[],
             )
             .unwrap(),
         ] {
@@ -867,12 +923,19 @@ mod tests {
             serde_json::json!({"name": "x", "nope": 1}),
         ] {
             assert!(matches!(
-                insert_sql("public", e, &bad, Some(&t), None),
+                insert_sql("public", e, &bad, Some(&t), None, &[]),
                 Err(Error::UnknownField { .. })
             ));
         }
         assert!(matches!(
-            insert_sql("public", e, &serde_json::json!({"n": 1}), Some(&t), None),
+            insert_sql(
+                "public",
+                e,
+                &serde_json::json!({"n": 1}),
+                Some(&t),
+                None,
+                &[]
+            ),
             Err(Error::MissingField { .. })
         ));
         assert!(matches!(
@@ -881,7 +944,8 @@ mod tests {
                 e,
                 &serde_json::json!({"name": "x", "n": "one"}),
                 Some(&t),
-                None
+                None,
+                &[],
             ),
             Err(Error::WrongType { .. })
         ));
@@ -898,6 +962,7 @@ mod tests {
             &serde_json::json!({"name": "x", "author": "mallory"}),
             Some(&t),
             Some("alice"),
+            &[],
         )
         .unwrap();
         assert!(sql.contains(r#""author""#));
@@ -925,5 +990,30 @@ mod tests {
         );
         assert!(matches!(decode_cursor("zz"), Err(Error::BadQuery(_))));
         assert!(matches!(decode_cursor("00"), Err(Error::BadQuery(_))));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("BULKHEAD_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+        ))]
+
+        /// A cursor from the client is decoded or refused as a bad query, never a panic, and a
+        /// keyset on any field with a decoded cursor binds only checked values.
+        #[test]
+        fn arbitrary_cursors_are_decoded_or_bad_queries(s in "\\PC{0,60}|[0-9a-fé]{0,64}") {
+            match decode_cursor(&s) {
+                Ok(_) | Err(Error::BadQuery(_)) => {}
+                Err(other) => proptest::prop_assert!(false, "{other:?}"),
+            }
+            let m = entity();
+            let e = m.entity("item").unwrap();
+            let t = TenantId::parse("acme").unwrap();
+            for order in ["n", "name", "id", "created_at"] {
+                let spec = QuerySpec { order_field: order.into(), after: Some(s.clone()), ..QuerySpec::default() };
+                if let Err(e) = select_sql("public", e, Some(&t), &spec) {
+                    proptest::prop_assert_eq!(e.code().http_status(), 400, "{:?}", e);
+                }
+            }
+        }
     }
 }

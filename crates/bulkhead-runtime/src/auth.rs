@@ -21,6 +21,15 @@ pub struct Principal {
     pub roles: Vec<String>,
 }
 
+impl Principal {
+    /// A caller without credentials: nothing but the `anonymous` role.
+    pub fn is_anonymous(&self) -> bool {
+        self.roles
+            .iter()
+            .all(|r| r == bulkhead_model::ANONYMOUS_ROLE)
+    }
+}
+
 /// Verifies bearer tokens for a tenant. Implemented for local realms by [`LocalRealms`];
 /// external OpenID providers implement it the same way.
 pub trait Authenticator: Send + Sync + 'static {
@@ -188,31 +197,76 @@ pub const SESSION_COOKIE: &str = "bulkhead_session";
 pub const CSRF_COOKIE: &str = "bulkhead_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// The access token of a browser session. Cookie-authenticated writes must echo the CSRF
-/// cookie in the `X-CSRF-Token` header (double submit: another site can make the browser send
-/// the cookies, but cannot read them to set the header).
+/// The CSRF token of a browser session: derived from its access token, so it is bound to the
+/// session and changes whenever the session's token does (login, refresh). One-way: the page
+/// may read it, and it tells nothing about the HttpOnly session token.
+pub fn csrf_token(session_token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"bulkhead-csrf-v1\0")
+        .chain_update(session_token.as_bytes())
+        .finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The access token of a browser session. Cookie-authenticated writes must send the session's
+/// CSRF token ([`csrf_token`], also in the `bulkhead_csrf` cookie for the page to read) in the
+/// `X-CSRF-Token` header: another site can make the browser send the cookies but cannot read
+/// them to set the header, and a pair of its own making does not match the victim's session.
 fn session_token(headers: &HeaderMap, write: bool) -> Result<String, ApiError> {
     let token = cookie(headers, SESSION_COOKIE).ok_or_else(ApiError::unauthorized)?;
     if write {
-        let expected = cookie(headers, CSRF_COOKIE);
+        let expected = csrf_token(&token);
         let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-        let ok = match (expected.as_deref(), sent) {
-            (Some(e), Some(s)) => {
-                e.len() >= 32
-                    && e.len() == s.len()
-                    && e.bytes()
-                        .zip(s.bytes())
-                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                        == 0
-            }
-            _ => false,
-        };
+        let ok = sent.is_some_and(|s| {
+            expected.len() == s.len()
+                && expected
+                    .bytes()
+                    .zip(s.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
         if !ok {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
-                "cookie-authenticated writes need the X-CSRF-Token header",
+                "cookie-authenticated writes need the session's X-CSRF-Token header",
             ));
         }
     }
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn a_csrf_pair_not_derived_from_the_session_is_refused() {
+        let session = "victims.session.token";
+        let forged = "ab".repeat(32);
+        let jar = format!("{SESSION_COOKIE}={session}; {CSRF_COOKIE}={forged}");
+        let h = headers(&[("cookie", &jar), (CSRF_HEADER, &forged)]);
+        assert!(
+            session_token(&h, true).is_err(),
+            "a matching pair of the attacker's own"
+        );
+        let good = csrf_token(session);
+        let h = headers(&[("cookie", &jar), (CSRF_HEADER, &good)]);
+        assert_eq!(session_token(&h, true).unwrap(), session);
+        assert_ne!(csrf_token("another.session"), good, "bound to the session");
+        let h = headers(&[("cookie", &jar)]);
+        assert!(session_token(&h, false).is_ok(), "reads need no CSRF token");
+        assert!(session_token(&h, true).is_err());
+    }
 }

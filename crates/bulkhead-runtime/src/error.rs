@@ -1,6 +1,7 @@
-//! JSON error bodies: `{ "error": { "code", "message", "field"? } }`, status from the one
-//! code → status table in `bulkhead_model::ErrorCode`. 5xx bodies are opaque; the log has the
-//! cause.
+//! JSON error bodies: `{ "error": { "code", "message", "field"?, "request_id"? } }`, status
+//! from the one code → status table in `bulkhead_model::ErrorCode`. 5xx bodies are opaque and
+//! carry the request id (the log has the cause under the same id); 503 and 429 say when to
+//! retry (`Retry-After`).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -53,9 +54,9 @@ impl From<bulkhead_pg::Error> for ApiError {
         if code.http_status() >= 500 {
             tracing::error!(error = ?e, "request failed");
             let message = match code {
-                ErrorCode::PoolExhausted | ErrorCode::DatabaseUnavailable => {
-                    "service temporarily unavailable"
-                }
+                ErrorCode::PoolExhausted
+                | ErrorCode::DatabaseUnavailable
+                | ErrorCode::Unavailable => "service temporarily unavailable",
                 _ => "internal error",
             };
             return Self {
@@ -80,11 +81,23 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.field {
             error["field"] = json!(field);
         }
+        if status.is_server_error()
+            && let Some(id) = crate::edge::current_request_id()
+        {
+            error["request_id"] = json!(id);
+        }
         let mut resp = (status, axum::Json(json!({ "error": error }))).into_response();
+        let headers = resp.headers_mut();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
+            headers.insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if matches!(status.as_u16(), 429 | 503) {
+            headers.insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
             );
         }
         resp
@@ -107,5 +120,14 @@ mod tests {
         .into();
         assert_eq!(e.field.as_deref(), Some("title"));
         assert_eq!(e.into_response().status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn unavailable_says_when_to_retry() {
+        let e: ApiError = bulkhead_pg::Error::DatabaseUnavailable("53300: too many".into()).into();
+        assert!(!e.message.contains("53300"));
+        let resp = e.into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[axum::http::header::RETRY_AFTER], "1");
     }
 }

@@ -444,7 +444,7 @@ pub(crate) async fn sign(
 ) -> Result<Json<Value>, ApiError> {
     let files = files_of(&api)?;
     let (ctx, who) = signed_in(&api, &resolved, &headers, false).await?;
-    let req: SignRequest = serde_json::from_slice(&body)
+    let req: SignRequest = serde_json::from_value(crate::rest::json_body(&headers, &body)?)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"key\", \"expires_in\"}}: {e}")))?;
     check_key(&req.key).map_err(|_| bad_key(&req.key))?;
     check_row(&api, &ctx, &who, &req.key, false).await?;

@@ -13,12 +13,14 @@
 //! - [`options`]: per-tenant feature flags (OFREP) and configuration.
 //! - [`realms`]: per-tenant realm endpoints (discovery, JWKS, token, revoke).
 //! - [`error`]: JSON error bodies with stable codes.
+//! - [`edge`]: the outermost layer: request ids, caught panics, JSON for every refusal.
 //!
 //! The runtime mints `TenantContext`s only from a [`resolve::ResolvedTenant`]; it must not
 //! reach into control-plane internals, and a request without a resolved tenant gets no tenant
 //! data (404/401), never "all tenants".
 
 pub mod auth;
+pub mod edge;
 pub mod error;
 pub mod files;
 pub mod http;

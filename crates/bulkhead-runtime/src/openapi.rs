@@ -181,7 +181,7 @@ fn files_paths(paths: &mut Map<String, Value>) {
             "delete": {"operationId": "delete_file", "responses": del},
         }),
     );
-    let mut sign = errors(&[400, 401, 403, 404, 503]);
+    let mut sign = errors(&[400, 401, 403, 404, 413, 415, 503]);
     sign.insert("200".into(), json!({"description": "a download link relative to the tenant's base",
         "content": {"application/json": {"schema": {"type": "object",
             "properties": {"path": {"type": "string"}, "expires_at": {"type": "integer"}}, "required": ["path", "expires_at"]}}}}));
@@ -242,7 +242,7 @@ pub fn document(m: &AppManifest) -> Value {
             "type": "object",
             "properties": {"error": {
                 "type": "object",
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}, "request_id": {"type": "string"}},
                 "required": ["code", "message"]
             }},
             "required": ["error"]
@@ -279,11 +279,11 @@ pub fn document(m: &AppManifest) -> Value {
         if !e.cross_tenant {
             collection["post"] = json!({
                 "operationId": format!("create_{name}"), "requestBody": body(&format!("{name}_input")),
-                "responses": ok("201", name, &[400, 401, 403, 404, 409, 413, 503]),
+                "responses": ok("201", name, &[400, 401, 403, 404, 409, 413, 415, 503]),
             });
             item["patch"] = json!({
                 "operationId": format!("patch_{name}"), "requestBody": body(&format!("{name}_patch")),
-                "responses": ok("200", name, &[400, 401, 403, 404, 409, 413, 503]),
+                "responses": ok("200", name, &[400, 401, 403, 404, 409, 413, 415, 503]),
             });
             let mut del = errors(&[400, 401, 403, 404, 409, 503]);
             del.insert("204".into(), json!({"description": "deleted"}));
@@ -295,7 +295,7 @@ pub fn document(m: &AppManifest) -> Value {
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {
                         "type": "array", "minItems": 1, "maxItems": 1000,
                         "items": {"$ref": format!("#/components/schemas/{name}_input")}}}}},
-                    "responses": ok("201", &format!("{name}_created"), &[400, 401, 403, 404, 409, 413, 503]),
+                    "responses": ok("201", &format!("{name}_created"), &[400, 401, 403, 404, 409, 413, 415, 503]),
                 }}),
             );
         }

@@ -8,6 +8,8 @@
 //! - HTTP: the OpenFeature Remote Evaluation Protocol (OFREP) —
 //!   `POST /ofrep/v1/evaluate/flags/{key}` and `POST /ofrep/v1/evaluate/flags` (bulk, with an
 //!   `ETag`; `If-None-Match` gives 304) — and `GET /config` (secret values never in plain).
+//!   Callers without credentials see only the flags and settings the manifest marks
+//!   `anonymous: true` (none by default: then 401).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -75,6 +77,11 @@ impl Flags<'_> {
     /// The flag's value, why, and which branch; `None` for an undeclared flag.
     pub fn evaluate(&self, name: &str) -> Option<Evaluation> {
         let decl = self.manifest.flag(name)?;
+        self.evaluate_decl(decl)
+    }
+
+    fn evaluate_decl(&self, decl: &bulkhead_model::FlagDecl) -> Option<Evaluation> {
+        let name = decl.name.as_str();
         Some(evaluate(
             decl,
             self.live.options.flags.get(name),
@@ -91,11 +98,14 @@ impl Flags<'_> {
             .unwrap_or(false)
     }
 
-    fn all(&self) -> Vec<(String, Evaluation)> {
+    /// Every flag `caller` may evaluate: all for a signed-in caller, only those the manifest
+    /// marks `anonymous: true` for one without credentials.
+    fn visible(&self, anonymous: bool) -> Vec<(String, Evaluation)> {
         self.manifest
             .flags
             .iter()
-            .filter_map(|f| Some((f.name.to_string(), self.evaluate(f.name.as_str())?)))
+            .filter(|f| f.anonymous || !anonymous)
+            .filter_map(|f| Some((f.name.to_string(), self.evaluate_decl(f)?)))
             .collect()
     }
 }
@@ -123,11 +133,13 @@ impl Config<'_> {
             .or_else(|| decl.default.clone())
     }
 
-    /// Every setting, with secret ones redacted to `{"secret": true, "set": bool}`.
-    pub fn listing(&self) -> serde_json::Map<String, Value> {
+    /// Every setting, with secret ones redacted to `{"secret": true, "set": bool}`; for a
+    /// caller without credentials only those the manifest marks `anonymous: true`.
+    pub fn listing(&self, anonymous: bool) -> serde_json::Map<String, Value> {
         self.manifest
             .settings
             .iter()
+            .filter(|d| d.anonymous || !anonymous)
             .map(|d| {
                 let name = d.name.to_string();
                 let value = if d.secret {
@@ -174,10 +186,13 @@ fn ofrep_error(status: StatusCode, key: &str, code: &str, details: &str) -> Resp
         .into_response()
 }
 
-/// The OFREP body's `context` must be an object when present.
-fn context_ok(body: &Bytes) -> Result<(), String> {
+/// The OFREP body's `context` must be an object when present, sent as `application/json`.
+fn context_ok(headers: &HeaderMap, body: &Bytes) -> Result<(), String> {
     if body.is_empty() {
         return Ok(());
+    }
+    if !crate::rest::is_json_request(headers) {
+        return Err("the body must be sent as application/json".into());
     }
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
     match v.get("context") {
@@ -195,13 +210,17 @@ pub(crate) async fn evaluate_one(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let (_, who) = api.context(&resolved, &headers, false).await?;
-    if let Err(e) = context_ok(&body) {
+    if let Err(e) = context_ok(&headers, &body) {
         return Ok(ofrep_error(
             StatusCode::BAD_REQUEST,
             &key,
             "INVALID_CONTEXT",
             &e,
         ));
+    }
+    let granted = api.plane.manifest().flag(&key).is_none_or(|f| f.anonymous);
+    if who.is_anonymous() && !granted {
+        return Err(ApiError::unauthorized());
     }
     match api.flags(&resolved.tenant, &who).evaluate(&key) {
         Some(e) => Ok(Json(ofrep(&key, &e)).into_response()),
@@ -222,16 +241,20 @@ pub(crate) async fn evaluate_all(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let (_, who) = api.context(&resolved, &headers, false).await?;
-    if let Err(e) = context_ok(&body) {
+    if let Err(e) = context_ok(&headers, &body) {
         return Ok((
             StatusCode::BAD_REQUEST,
             Json(json!({"errorCode": "INVALID_CONTEXT", "errorDetails": e})),
         )
             .into_response());
     }
+    let anonymous = who.is_anonymous();
+    if anonymous && !api.plane.manifest().flags.iter().any(|f| f.anonymous) {
+        return Err(ApiError::unauthorized());
+    }
     let flags: Vec<Value> = api
         .flags(&resolved.tenant, &who)
-        .all()
+        .visible(anonymous)
         .iter()
         .map(|(k, e)| ofrep(k, e))
         .collect();
@@ -275,8 +298,12 @@ pub(crate) async fn config(
     axum::Extension(resolved): axum::Extension<ResolvedTenant>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let _ = api.context(&resolved, &headers, false).await?;
+    let (_, who) = api.context(&resolved, &headers, false).await?;
+    let anonymous = who.is_anonymous();
+    if anonymous && !api.plane.manifest().settings.iter().any(|s| s.anonymous) {
+        return Err(ApiError::unauthorized());
+    }
     Ok(Json(
-        json!({ "settings": api.config(&resolved.tenant).listing() }),
+        json!({ "settings": api.config(&resolved.tenant).listing(anonymous) }),
     ))
 }

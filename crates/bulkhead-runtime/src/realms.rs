@@ -200,8 +200,9 @@ async fn revoke(
 const REFRESH_COOKIE: &str = "bulkhead_refresh";
 
 /// `Set-Cookie` values for a browser session: the access token (HttpOnly), the refresh token
-/// (HttpOnly, only sent to this realm's paths) and the CSRF token (readable by the page, to
-/// echo in `X-CSRF-Token`). No `Domain`: host-only cookies, scoped to the tenant's host.
+/// (HttpOnly, only sent to this realm's paths) and the CSRF token derived from this access
+/// token (readable by the page, to echo in `X-CSRF-Token`; a new one at every login and
+/// refresh). No `Domain`: host-only cookies, scoped to the tenant's host.
 fn session_cookies(
     tenant: &TenantId,
     access: &str,
@@ -210,8 +211,7 @@ fn session_cookies(
     secure: bool,
 ) -> Vec<String> {
     let secure = if secure { "; Secure" } else { "" };
-    let csrf: [u8; 32] = rand::random();
-    let csrf: String = csrf.iter().map(|b| format!("{b:02x}")).collect();
+    let csrf = crate::auth::csrf_token(access);
     vec![
         format!(
             "{}={access}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}",

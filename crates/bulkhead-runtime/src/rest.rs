@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -150,9 +150,71 @@ async fn openapi(State(api): State<Arc<Api>>) -> Json<Value> {
     Json(api.openapi.clone())
 }
 
-fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))
+/// Whether the request says its body is JSON (`application/json` or `application/*+json`,
+/// any parameters).
+pub(crate) fn is_json_request(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .is_some_and(|v| {
+            v.eq_ignore_ascii_case("application/json")
+                || v.get(..12)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
+                    && v.ends_with("+json")
+        })
+}
+
+/// A JSON request body: `application/json` (415 otherwise), valid JSON (400 otherwise).
+pub(crate) fn json_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError> {
+    if !is_json_request(headers) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "the request body must be sent as application/json",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("request body is not valid JSON: {e}"),
+        )
+    })
+}
+
+/// The query string as name/value pairs, decoded strictly: `+` is a space, percent-escapes
+/// must spell valid UTF-8 (axum's `Query` would replace bad bytes with U+FFFD and run the
+/// request with a value the client never sent).
+pub(crate) fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let decode = |part: &str| {
+        let spaced = part.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    "the query string is not valid percent-encoded UTF-8",
+                )
+            })
+    };
+    raw.unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
+
+/// `true` or `false`, and nothing else.
+fn boolean(name: &str, raw: &str) -> Result<bool, ApiError> {
+    match raw {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ApiError::bad_request(format!("{name} must be true or false")).with_field(name)),
+    }
 }
 
 /// A query-string value as the JSON value the field's type expects.
@@ -218,13 +280,12 @@ fn list_params(entity: &Entity, pairs: &[(String, String)]) -> Result<ListParams
                 p.order = Some((field.to_owned(), dir));
             }
             "limit" => {
-                p.limit = Some(
-                    raw.parse()
-                        .map_err(|_| ApiError::bad_request("limit must be an integer"))?,
-                )
+                p.limit = Some(raw.parse().map_err(|_| {
+                    ApiError::bad_request("limit must be an integer").with_field("limit")
+                })?)
             }
             "after" => p.after = Some(raw.clone()),
-            "count" => p.count = raw == "true",
+            "count" => p.count = boolean("count", raw)?,
             _ => {
                 let (field, op) = match key.split_once('[') {
                     Some((f, rest)) => (
@@ -244,7 +305,7 @@ fn list_params(entity: &Entity, pairs: &[(String, String)]) -> Result<ListParams
                     "gt" => Filter::Gt(field.to_owned(), v()?),
                     "gte" => Filter::Gte(field.to_owned(), v()?),
                     "contains" => Filter::Contains(field.to_owned(), raw.clone()),
-                    "null" => Filter::IsNull(field.to_owned(), raw == "true"),
+                    "null" => Filter::IsNull(field.to_owned(), boolean(key, raw)?),
                     "in" => Filter::In(
                         field.to_owned(),
                         raw.split(',')
@@ -281,11 +342,11 @@ async fn list(
     Extension(resolved): Extension<ResolvedTenant>,
     headers: HeaderMap,
     Path(entity): Path<String>,
-    Query(pairs): Query<Vec<(String, String)>>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let (ctx, who) = api.context(&resolved, &headers, false).await?;
     let e = api.entity(&entity)?;
-    let params = list_params(e, &pairs)?;
+    let params = list_params(e, &query_pairs(raw.as_deref())?)?;
     let db = ctx.db();
     let filter = (!params.filters.is_empty()).then(|| Filter::And(params.filters.clone()));
     let mut q = db.query(&entity);
@@ -322,7 +383,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let (ctx, who) = api.context(&resolved, &headers, true).await?;
     api.entity(&entity)?;
-    let record = json_body(&body)?;
+    let record = json_body(&headers, &body)?;
     let created = ctx
         .db()
         .insert(&entity, &record)
@@ -340,7 +401,7 @@ async fn bulk_create(
 ) -> Result<Response, ApiError> {
     let (ctx, who) = api.context(&resolved, &headers, true).await?;
     api.entity(&entity)?;
-    let Value::Array(records) = json_body(&body)? else {
+    let Value::Array(records) = json_body(&headers, &body)? else {
         return Err(ApiError::bad_request("a bulk create takes a JSON array"));
     };
     if records.is_empty() || records.len() > BULK_LIMIT {
@@ -381,7 +442,7 @@ async fn patch(
 ) -> Result<Json<Value>, ApiError> {
     let (ctx, who) = api.context(&resolved, &headers, true).await?;
     api.entity(&entity)?;
-    let patch = json_body(&body)?;
+    let patch = json_body(&headers, &body)?;
     Ok(Json(
         ctx.db()
             .update(&entity, &id, &patch)
@@ -441,5 +502,57 @@ impl axum::extract::FromRequestParts<Arc<Api>> for Tenant {
         let write = !parts.method.is_safe();
         let (ctx, who) = api.context(&resolved, &parts.headers, write).await?;
         Ok(Tenant(ctx, who))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn manifest() -> AppManifest {
+        AppManifest::from_yaml(
+            "app: hd\nentities:\n  t:\n    fields:\n      a: text\n      n: int\n      b: bool\n      j: json\n      at: timestamp\n      r: { type: ref, entity: t }\n",
+            "m.yaml",
+        )
+        .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("BULKHEAD_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+        ))]
+
+        /// Any query string parses into list parameters or a client error, never a panic or a
+        /// server error; invalid UTF-8 in an escape is refused, not replaced.
+        #[test]
+        fn arbitrary_query_strings_are_parameters_or_client_errors(
+            raw in "([a-z_\\[\\]é%+=&]|%[0-9A-Fa-f]{2}|\\PC){0,40}"
+        ) {
+            let m = manifest();
+            let e = m.entity("t").unwrap();
+            match query_pairs(Some(&raw)) {
+                Ok(pairs) => {
+                    if let Err(err) = list_params(e, &pairs) {
+                        prop_assert!(err.code.http_status() < 500, "{err:?}");
+                    }
+                }
+                Err(err) => prop_assert_eq!(err.code, ErrorCode::BadRequest),
+            }
+        }
+    }
+
+    #[test]
+    fn escapes_of_invalid_utf8_are_refused_and_plus_is_a_space() {
+        assert!(query_pairs(Some("a=%ED%A0%80")).is_err());
+        assert!(query_pairs(Some("a%FF=1")).is_err());
+        assert_eq!(
+            query_pairs(Some("a=x+y&&b=%C3%A9&c")).unwrap(),
+            vec![
+                ("a".into(), "x y".into()),
+                ("b".into(), "é".into()),
+                ("c".into(), String::new())
+            ]
+        );
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use bulkhead_model::ErrorCode;
 use bulkhead_search::{SearchPage, SearchRequest};
@@ -20,9 +20,10 @@ pub(crate) async fn search(
     State(api): State<Arc<Api>>,
     axum::Extension(resolved): axum::Extension<ResolvedTenant>,
     headers: HeaderMap,
-    Query(pairs): Query<Vec<(String, String)>>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<SearchPage>, ApiError> {
     let (ctx, who) = api.context(&resolved, &headers, false).await?;
+    let pairs = crate::rest::query_pairs(raw.as_deref())?;
     let Some(indexes) = &api.search else {
         return Err(ApiError::new(
             ErrorCode::NotFound,

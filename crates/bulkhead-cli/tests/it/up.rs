@@ -321,7 +321,8 @@ fn up_serves_the_example_app_to_two_isolated_tenants() {
 
 /// schemathesis (installed by scripts/deps into .tools/venv) generates requests from the
 /// served OpenAPI document with a bounded number of examples per operation: no response may be
-/// a server error or violate the document.
+/// a server error or violate the document. Strings are drawn from all of UTF-8, NUL included;
+/// `BULKHEAD_SCHEMATHESIS_EXAMPLES` raises the examples per operation for long runs.
 #[test]
 fn the_rest_api_conforms_to_its_openapi_document_schemathesis() {
     let st = std::env::var_os("BULKHEAD_SCHEMATHESIS")
@@ -350,7 +351,8 @@ fn the_rest_api_conforms_to_its_openapi_document_schemathesis() {
             "--checks",
             "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
         ])
-        .args(["--generation-allow-x00", "false", "--no-color"])
+        .args(["--generation-allow-x00", "true", "--generation-codec", "utf-8"])
+        .arg("--no-color")
         .env("SCHEMATHESIS_HOOKS", "")
         .current_dir(cwd.path())
         .output()

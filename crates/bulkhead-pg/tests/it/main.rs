@@ -9,3 +9,4 @@ mod permissions;
 mod pgtap;
 mod scoping;
 mod support;
+mod values;

@@ -53,8 +53,8 @@ fn now() -> u64 {
         .as_secs()
 }
 
-struct Stack {
-    svc: bulkhead_runtime::resolve::TenantService<axum::Router>,
+pub(crate) struct Stack {
+    svc: axum::Router,
     realm_routes: axum::Router,
     realms: RealmStore,
     app: String,
@@ -68,9 +68,16 @@ struct Stack {
 const FILE_LIMIT: usize = 64 * 1024;
 
 async fn stack() -> Stack {
+    stack_with(MANIFEST).await
+}
+
+/// The REST stack as a worker serves it (edge layer, tenant resolution, the app's routes) for
+/// a manifest whose `app:` is `APP`, with tenants `acme` (row) and `beta` (schema) and the
+/// agent `alice` in each.
+pub(crate) async fn stack_with(yaml: &str) -> Stack {
     let cluster = pg().unwrap();
     let app = format!("r{}x{}", std::process::id(), rand::random::<u16>());
-    let manifest = AppManifest::from_yaml(&MANIFEST.replace("APP", &app), "t.yaml").unwrap();
+    let manifest = AppManifest::from_yaml(&yaml.replace("APP", &app), "t.yaml").unwrap();
     let prov =
         Provisioner::new(cluster.config("postgres", "postgres", cluster.superuser_password()));
     let done = prov.ensure_app(&manifest).await.unwrap();
@@ -163,7 +170,9 @@ async fn stack() -> Stack {
         }));
     let layer = TenantLayer::new(config, directory, Mode::Chain);
     Stack {
-        svc: tower::Layer::layer(&layer, router(api)),
+        svc: bulkhead_runtime::edge::harden(
+            axum::Router::new().fallback_service(tower::Layer::layer(&layer, router(api))),
+        ),
         realm_routes,
         realms,
         app,
@@ -183,8 +192,22 @@ impl Stack {
             .access_token
     }
 
+    /// Creates `user` with `roles` in `tenant` and returns an access token for it.
+    pub(crate) async fn user_token(&self, tenant: &str, user: &str, roles: &[&str]) -> String {
+        let password = format!("{user} password");
+        self.realms
+            .create_user(&tid(tenant), user, &password, roles)
+            .await
+            .unwrap();
+        self.realms
+            .login(&tid(tenant), user, &password, &self.app, now())
+            .await
+            .unwrap()
+            .access_token
+    }
+
     /// Any request with raw bytes; returns status, headers and body.
-    async fn raw(
+    pub(crate) async fn raw(
         &self,
         method: &str,
         host: &str,
@@ -214,7 +237,7 @@ impl Stack {
         (parts.status, parts.headers, bytes.to_vec())
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: &str,
         host: &str,
@@ -236,7 +259,7 @@ impl Stack {
     }
 }
 
-const ACME: &str = "acme.apps.example.com";
+pub(crate) const ACME: &str = "acme.apps.example.com";
 const BETA: &str = "beta.apps.example.com";
 
 #[tokio::test]
@@ -348,7 +371,7 @@ async fn the_rest_api_serves_crud_with_typed_json_errors() {
         (
             "{not json".to_owned(),
             StatusCode::BAD_REQUEST,
-            "bad_query",
+            "bad_request",
             None,
         ),
         (
