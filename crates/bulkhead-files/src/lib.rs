@@ -333,4 +333,21 @@ mod tests {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("BULKHEAD_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+        ))]
+
+        /// Any Unicode key is refused or made only of safe ASCII segments, never a panic.
+        #[test]
+        fn arbitrary_keys_are_refused_or_safe(key in "\\PC{0,40}|[a./\\\\é\u{0}-]{0,20}") {
+            if let Ok(segments) = check_key(&key) {
+                for s in segments {
+                    proptest::prop_assert!(s != "." && s != ".." && !s.is_empty());
+                    proptest::prop_assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
+                }
+            }
+        }
+    }
 }

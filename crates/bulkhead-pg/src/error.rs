@@ -113,45 +113,62 @@ impl Error {
                 Error::Database(err)
             };
         };
-        let constraint = db.constraint().unwrap_or_default().to_owned();
-        let column = db.column().unwrap_or_default().to_owned();
-        let entity = entity.to_owned();
-        let code = db.code().code();
-        match (code, code.get(..2).unwrap_or_default()) {
-            ("23505" | "23P01", _) => Error::UniqueViolation { entity, constraint },
-            ("23503", _) if deleting => Error::StillReferenced { entity, constraint },
-            ("23503", _) => Error::ReferenceNotFound { entity, constraint },
-            ("23502", _) => Error::MissingField {
-                entity,
-                field: column,
-            },
-            ("23514", _) => Error::OutOfRange {
-                entity,
-                field: constraint,
-                detail: "violates a check constraint".into(),
-            },
-            // Any other integrity violation: the row conflicts with the data as it is.
-            (_, "23") => Error::UniqueViolation { entity, constraint },
-            // Data exceptions (invalid text, out-of-range numbers and times, NUL, bad escapes)
-            // and program limits (a value too large for an index): the caller's value.
-            (_, "22" | "54") => Error::OutOfRange {
-                entity,
-                field: column,
-                detail: db.message().to_owned(),
-            },
-            ("42501", _) if db.message().contains("row-level security") => Error::RlsRefused,
-            // Serialization failure, deadlock: rolled back, safe to retry.
-            (_, "40") => Error::Conflict(db.message().to_owned()),
-            // Connection, resources (too many connections, out of memory, disk full), operator
-            // intervention (shutdown, statement timeout, cancel): retry later.
-            (_, "08" | "53" | "57") => {
-                Error::DatabaseUnavailable(format!("{code}: {}", db.message()))
-            }
-            // Names (class 42) come only from the validated manifest, so an undefined table or
-            // column here means the schema is behind the manifest: the server's fault, opaque.
-            _ => Error::Database(err),
-        }
+        classify(
+            db.code().code(),
+            db.message(),
+            db.constraint().unwrap_or_default(),
+            db.column().unwrap_or_default(),
+            entity,
+            deleting,
+        )
+        .unwrap_or(Error::Database(err))
     }
+}
+
+/// The typed error for a SQLSTATE raised by a statement on `entity`, or `None` for one no
+/// client can cause (the caller keeps it as an opaque [`Error::Database`]).
+fn classify(
+    code: &str,
+    message: &str,
+    constraint: &str,
+    column: &str,
+    entity: &str,
+    deleting: bool,
+) -> Option<Error> {
+    let (constraint, column, entity) =
+        (constraint.to_owned(), column.to_owned(), entity.to_owned());
+    Some(match (code, code.get(..2).unwrap_or_default()) {
+        ("23505" | "23P01", _) => Error::UniqueViolation { entity, constraint },
+        ("23503", _) if deleting => Error::StillReferenced { entity, constraint },
+        ("23503", _) => Error::ReferenceNotFound { entity, constraint },
+        ("23502", _) => Error::MissingField {
+            entity,
+            field: column,
+        },
+        ("23514", _) => Error::OutOfRange {
+            entity,
+            field: constraint,
+            detail: "violates a check constraint".into(),
+        },
+        // Any other integrity violation: the row conflicts with the data as it is.
+        (_, "23") => Error::UniqueViolation { entity, constraint },
+        // Data exceptions (invalid text, out-of-range numbers and times, NUL, bad escapes) and
+        // program limits (a value too large for an index): the caller's value.
+        (_, "22" | "54") => Error::OutOfRange {
+            entity,
+            field: column,
+            detail: message.to_owned(),
+        },
+        ("42501", _) if message.contains("row-level security") => Error::RlsRefused,
+        // Serialization failure, deadlock: rolled back, safe to retry.
+        (_, "40") => Error::Conflict(message.to_owned()),
+        // Connection, resources (too many connections, out of memory, disk full), operator
+        // intervention (shutdown, statement timeout, cancel): retry later.
+        (_, "08" | "53" | "57") => Error::DatabaseUnavailable(format!("{code}: {message}")),
+        // Names (class 42) come only from the validated manifest, so an undefined table or
+        // column here means the schema is behind the manifest: the server's fault, opaque.
+        _ => return None,
+    })
 }
 
 impl Error {
@@ -174,5 +191,69 @@ impl From<deadpool_postgres::PoolError> for Error {
             },
             other => Error::DatabaseUnavailable(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every SQLSTATE class a client can cause, with the code and status it becomes.
+    #[test]
+    fn client_caused_sqlstates_map_to_client_codes_and_the_rest_stays_opaque() {
+        let table: &[(&str, Option<ErrorCode>)] = &[
+            ("22021", Some(ErrorCode::OutOfRange)), // NUL / bad encoding
+            ("22009", Some(ErrorCode::OutOfRange)), // time zone displacement
+            ("22008", Some(ErrorCode::OutOfRange)), // datetime field overflow
+            ("22003", Some(ErrorCode::OutOfRange)), // numeric out of range
+            ("22P02", Some(ErrorCode::OutOfRange)), // invalid text representation
+            ("22P05", Some(ErrorCode::OutOfRange)), // untranslatable character (jsonb \u0000)
+            ("2201B", Some(ErrorCode::OutOfRange)), // invalid regular expression
+            ("54000", Some(ErrorCode::OutOfRange)), // index row too large
+            ("23505", Some(ErrorCode::UniqueViolation)),
+            ("23P01", Some(ErrorCode::UniqueViolation)),
+            ("23503", Some(ErrorCode::ReferenceNotFound)),
+            ("23502", Some(ErrorCode::MissingField)),
+            ("23514", Some(ErrorCode::OutOfRange)),
+            ("23001", Some(ErrorCode::UniqueViolation)),
+            ("40001", Some(ErrorCode::TransactionConflict)),
+            ("40P01", Some(ErrorCode::TransactionConflict)),
+            ("53300", Some(ErrorCode::DatabaseUnavailable)),
+            ("53100", Some(ErrorCode::DatabaseUnavailable)),
+            ("57014", Some(ErrorCode::DatabaseUnavailable)),
+            ("57P01", Some(ErrorCode::DatabaseUnavailable)),
+            ("08006", Some(ErrorCode::DatabaseUnavailable)),
+            ("42703", None),
+            ("42P01", None),
+            ("42501", None),
+            ("XX000", None),
+            ("P0001", None),
+            ("", None),
+            ("é", None),
+        ];
+        for (code, want) in table {
+            let got = classify(code, "m", "c", "f", "ticket", false).map(|e| e.code());
+            assert_eq!(got, *want, "{code}");
+            if let Some(w) = want {
+                let status = w.http_status();
+                assert!(
+                    (400..500).contains(&status) || status == 503,
+                    "{code}: a client-caused error is a 4xx or a retryable 503"
+                );
+            }
+        }
+        let rls = classify(
+            "42501",
+            "new row violates row-level security policy",
+            "",
+            "",
+            "t",
+            false,
+        );
+        assert_eq!(rls.map(|e| e.code()), Some(ErrorCode::RlsRefused));
+        let deleting = classify("23503", "m", "c", "", "t", true);
+        assert_eq!(deleting.map(|e| e.code()), Some(ErrorCode::StillReferenced));
+        let field = classify("22P02", "bad", "", "due", "t", false);
+        assert!(matches!(field, Some(Error::OutOfRange { field, .. }) if field == "due"));
     }
 }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -116,11 +117,27 @@ pub struct TokenRequest {
     refresh_token: Option<String>,
 }
 
+/// A form body, or the OAuth `invalid_request` error (RFC 6749 §5.2) that OAuth clients parse,
+/// instead of axum's plain-text rejection.
+fn oauth_form<T>(form: Result<Form<T>, FormRejection>) -> Result<T, Box<Response>> {
+    form.map(|Form(v)| v).map_err(|e| {
+        Box::new(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("expected an application/x-www-form-urlencoded body: {e}"),
+        ))
+    })
+}
+
 async fn token(
     State(realms): State<Arc<Realms>>,
     Path(raw): Path<String>,
-    Form(req): Form<TokenRequest>,
+    form: Result<Form<TokenRequest>, FormRejection>,
 ) -> Response {
+    let req = match oauth_form(form) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
     let t = match tenant(&realms, &raw) {
         Ok(t) => t,
         Err(r) => return r.into_response(),
@@ -184,8 +201,12 @@ pub struct RevokeRequest {
 async fn revoke(
     State(realms): State<Arc<Realms>>,
     Path(raw): Path<String>,
-    Form(req): Form<RevokeRequest>,
+    form: Result<Form<RevokeRequest>, FormRejection>,
 ) -> Response {
+    let req = match oauth_form(form) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
     let t = match tenant(&realms, &raw) {
         Ok(t) => t,
         Err(r) => return r.into_response(),

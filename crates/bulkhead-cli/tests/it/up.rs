@@ -228,6 +228,71 @@ fn up_serves_the_example_app_to_two_isolated_tenants() {
     // Public announcements need no token, tenant by host only.
     let (status, _) = request(addr, "GET", "/t/acme/api/announcement", &[], None);
     assert_eq!(status, 401, "a path selector is not a host");
+    // Hostile input through the gateway and the worker, with and without credentials: a JSON
+    // 4xx every time (these were 500s, and a panic that dropped the connection, before).
+    let host = [("Host", "acme.localhost")];
+    let with_auth = [("Authorization", auth.as_str())];
+    for (path, headers, body, want) in [
+        (
+            "/t/acme/api/ticket?title[contains]=a%00b",
+            &with_auth[..],
+            None,
+            400,
+        ),
+        (
+            "/t/acme/api/ticket?created_at[gt]=2026-11-23T10:00:00%2B99:00",
+            &with_auth[..],
+            None,
+            400,
+        ),
+        (
+            "/t/acme/api/ticket?due=2026-02-30",
+            &with_auth[..],
+            None,
+            400,
+        ),
+        (
+            "/api/announcement?created_at[gt]=2026-11-2%C3%A910:00:00Z",
+            &host[..],
+            None,
+            400,
+        ),
+        (
+            "/api/announcement?headline[contains]=%ED%A0%80",
+            &host[..],
+            None,
+            400,
+        ),
+        ("/config", &host[..], None, 401),
+        (
+            "/t/acme/api/ticket",
+            &with_auth[..],
+            Some(("text/plain", r#"{"title":"x"}"#)),
+            415,
+        ),
+        ("/t/acme/api/nope/nope/nope", &with_auth[..], None, 404),
+    ] {
+        let method = if body.is_some() { "POST" } else { "GET" };
+        let (status, text) = request(addr, method, path, headers, body);
+        assert_eq!(status, want, "{path}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        assert!(
+            v["error"]["code"].is_string(),
+            "{path}: the JSON error shape: {text}"
+        );
+    }
+    let big = format!(r#"{{"title":"{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    let (status, text) = request(
+        addr,
+        "POST",
+        "/t/acme/api/ticket",
+        &with_auth,
+        Some((json, &big)),
+    );
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains(r#""code":"payload_too_large""#), "{text}");
+    let (status, _) = request(addr, "GET", "/api/announcement", &host, None);
+    assert_eq!(status, 200, "the worker still serves, anonymous by host");
     // The provisioning is in the hash-chained audit log, which verifies.
     let bin = crate::support::BIN;
     let out = std::process::Command::new(bin)

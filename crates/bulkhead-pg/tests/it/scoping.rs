@@ -335,3 +335,43 @@ async fn provisioning_is_idempotent() {
     app.ctx("s1").db().query("ticket").count().await.unwrap();
     app.ctx("d1").db().query("ticket").count().await.unwrap();
 }
+
+/// Two transactions that lock the same rows in opposite order: PostgreSQL picks a victim
+/// (SQLSTATE 40P01), which is a retryable `transaction_conflict` (409), never an opaque 500,
+/// and the survivor commits.
+#[tokio::test]
+async fn a_deadlock_is_a_retryable_conflict() {
+    let app = App::new(HELPDESK, &[("acme", bulkhead_model::IsolationLevel::Row)]).await;
+    let ctx = app.ctx("acme");
+    let db = ctx.db();
+    let a = db.insert("customer", &json!({"name": "A"})).await.unwrap();
+    let b = db.insert("customer", &json!({"name": "B"})).await.unwrap();
+    let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let mut t1 = db.begin().await.unwrap();
+    let mut t2 = db.begin().await.unwrap();
+    t1.update("customer", a, &json!({"name": "A1"}))
+        .await
+        .unwrap();
+    t2.update("customer", b, &json!({"name": "B2"}))
+        .await
+        .unwrap();
+    async fn finish(mut tx: bulkhead_pg::Tx<'_>, id: &str, name: &str) -> Result<(), Error> {
+        match tx.update("customer", id, &json!({ "name": name })).await {
+            Ok(_) => tx.commit().await,
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+    let (r1, r2) = tokio::join!(finish(t1, b, "B1"), finish(t2, a, "A2"));
+    let codes: Vec<Option<ErrorCode>> = [&r1, &r2]
+        .iter()
+        .map(|r| r.as_ref().err().map(Error::code))
+        .collect();
+    assert!(
+        codes.contains(&Some(ErrorCode::TransactionConflict)) && codes.contains(&None),
+        "one victim, one survivor: {r1:?} {r2:?}"
+    );
+    assert_eq!(ErrorCode::TransactionConflict.http_status(), 409);
+}

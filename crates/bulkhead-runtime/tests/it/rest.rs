@@ -528,6 +528,12 @@ async fn realm_endpoints_log_in_refresh_revoke_and_publish_keys() {
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 
+    // A malformed form is an OAuth error an OAuth client can parse.
+    let (st, e) = s
+        .realm("POST", &format!("{base}/token"), Some("username=%FF"))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(e["error"], "invalid_request", "{e}");
     let login = format!(
         "grant_type=password&client_id={}&username=alice&password=correct+horse",
         s.app
