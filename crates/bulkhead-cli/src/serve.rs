@@ -144,6 +144,15 @@ pub async fn run_gateway(
         apps = ?workers.iter().map(WorkerHandle::app).collect::<Vec<_>>(),
         "{label}: listening on http://{addr}"
     );
+    // For supervisors and tests: the address on stdout as the worker contract's readiness
+    // line, so nothing has to read the log.
+    if std::env::var_os(bulkhead_model::worker::env::READY_STDOUT).is_some() {
+        use std::io::Write;
+        let line = bulkhead_model::worker::Ready { listening: addr }.line();
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.flush();
+    }
     let result = bulkhead_gateway::launch(
         listener,
         bulkhead_gateway::AppState::new(gateway.pool()),
@@ -361,6 +370,7 @@ impl Gateway {
                         .as_ref()
                         .and_then(|p| p.for_app(&manifest.app, sandbox_proxy)),
                     sandbox,
+                    log_format: config.log.format,
                 },
                 shutdown.clone(),
             )?);

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bulkhead_model::AppId;
+use bulkhead_model::worker::{Ready, env};
 use bulkhead_vault::VaultAdmin;
 
 use axum::body::Body;
@@ -132,6 +133,8 @@ pub struct Launch {
     pub proxy: Option<(std::net::SocketAddr, bulkhead_model::Secret)>,
     /// The app's network namespace, with `--isolate-network`.
     pub sandbox: Option<crate::isolate::Sandbox>,
+    /// The server's log format, which the worker follows (its lines go to the same stderr).
+    pub log_format: crate::config::LogFormat,
 }
 
 impl std::fmt::Debug for Launch {
@@ -242,11 +245,21 @@ async fn run_once(
             "RUST_LOG",
             std::env::var_os("RUST_LOG").unwrap_or_else(|| "info".into()),
         )
-        .env("BULKHEAD_BOOT_CREDENTIAL_STDIN", "1")
-        .env("BULKHEAD_EXIT_WITH_PARENT", "1")
+        .env(env::BOOT_CREDENTIAL_STDIN, "1")
+        .env(env::EXIT_WITH_PARENT, "1")
+        .env(env::READY_STDOUT, "1")
+        .env(
+            env::LOG_FORMAT,
+            match launch.log_format {
+                crate::config::LogFormat::Json => "json",
+                crate::config::LogFormat::Text => "text",
+            },
+        )
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        // stdout carries the readiness line; the worker's logs go straight to our stderr, in
+        // the same format, never re-wrapped.
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true);
     match (&launch.vault_addr, &launch.sandbox) {
         (Some(addr), Some(sb)) => {
@@ -254,21 +267,21 @@ async fn run_once(
             let mut url = reqwest::Url::parse(addr).context("vault address")?;
             url.set_ip_host(sb.gateway_ip.into())
                 .map_err(|()| anyhow::anyhow!("vault address {addr}"))?;
-            cmd.env("BULKHEAD_VAULT_ADDR", url.as_str().trim_end_matches('/'));
+            cmd.env(env::VAULT_ADDR, url.as_str().trim_end_matches('/'));
         }
         (Some(addr), None) => {
-            cmd.env("BULKHEAD_VAULT_ADDR", addr);
+            cmd.env(env::VAULT_ADDR, addr);
         }
         _ => {}
     }
     if let Some(sb) = &launch.sandbox {
-        cmd.env("BULKHEAD_UPSTREAM_HOST", sb.gateway_ip.to_string())
-            .env("BULKHEAD_EGRESS_VIA_PROXY", "1");
+        cmd.env(env::UPSTREAM_HOST, sb.gateway_ip.to_string())
+            .env(env::EGRESS_VIA_PROXY, "1");
     }
     if let Some((addr, token)) = &launch.proxy {
         // Grants only what the app's and its tenants' allow-lists already allow.
-        cmd.env("BULKHEAD_EGRESS_PROXY", addr.to_string())
-            .env("BULKHEAD_EGRESS_PROXY_TOKEN", token.expose());
+        cmd.env(env::EGRESS_PROXY, addr.to_string())
+            .env(env::EGRESS_PROXY_TOKEN, token.expose());
     }
     let mut child = cmd.spawn().context("spawning the worker")?;
     worker.stats.starts.fetch_add(1, Ordering::Relaxed);
@@ -281,17 +294,15 @@ async fn run_once(
         .await?;
     stdin.flush().await?;
     drop(credential);
-    if let Some(stderr) = child.stderr.take() {
+    if let Some(stdout) = child.stdout.take() {
         let worker = worker.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
+            let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.split("worker listening on http://").nth(1)
-                    && let Some(a) = rest.split_whitespace().next().and_then(|a| a.parse().ok())
-                {
-                    worker.set(Some(a));
+                match Ready::parse(&line) {
+                    Some(ready) => worker.set(Some(ready.listening)),
+                    None => tracing::warn!(app = %worker.app, "unexpected output from the worker"),
                 }
-                tracing::info!(target: "bulkhead::worker", app = %worker.app, "{line}");
             }
         });
     }

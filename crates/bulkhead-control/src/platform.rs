@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bulkhead_model::options::{FlagOverride, TenantOptions};
-use bulkhead_model::tenants::{IdentitySpec, TenantSpec};
+use bulkhead_model::tenants::TenantSpec;
 use bulkhead_model::{AppManifest, IsolationLevel, TenantId, names};
 use bulkhead_pg::Provisioner;
 use bulkhead_vault::{BootCredential, Secret as VaultSecret, VaultAdmin};
@@ -14,15 +14,11 @@ use serde_json::json;
 use crate::audit::{self, Entry};
 use crate::{Error, Result, registry, to_json};
 
-/// The vault path of an app's runtime database password.
-pub const RUNTIME_PASSWORD: &str = "db/runtime-password";
-/// The vault path of an app's cross-tenant role password.
-pub const CROSS_TENANT_PASSWORD: &str = "db/cross-tenant-password";
-
-/// The vault path of an app's S3 bucket and key (JSON of [`bulkhead_files::S3Bucket`]).
-pub const FILES_S3: &str = "files/s3";
-/// The vault path of the key that signs an app's file download links (64 hex characters).
-pub const FILES_SIGNING_KEY: &str = "files/signing-key";
+// The worker contract (vault paths, configuration types) is defined in bulkhead-model.
+pub use bulkhead_model::worker::{
+    CROSS_TENANT_PASSWORD, FILES_S3, FILES_SIGNING_KEY, RUNTIME_PASSWORD, WORKER_CONFIG,
+    WorkerConfig, WorkerTenant, setting_secret_path, tenant_password_path,
+};
 
 /// The platform's provisioning handle: control-plane database, admin provisioner, vault, and
 /// (when files live on Garage) the bucket admin.
@@ -223,80 +219,30 @@ impl Platform {
     }
 }
 
-/// The vault path of a worker's boot configuration.
-pub const WORKER_CONFIG: &str = "worker/config";
-
-/// What a worker needs to serve its app, kept in the app's own vault space: no platform
-/// credential, no other app's anything.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct WorkerConfig {
-    pub db_host: String,
-    pub db_port: u16,
-    pub database: String,
-    pub runtime_role: String,
-    pub manifest: AppManifest,
-    /// Where tenants' local realms publish their keys (`{base}/realms/{tenant}/…`).
-    pub realm_base_url: String,
-    /// The app's tenants as the registry has them; workers reload this while they run.
-    pub tenants: Vec<WorkerTenant>,
-    /// Hosts the worker accepts (as the gateway does), so it resolves tenants the same way.
-    #[serde(default)]
-    pub domains: Vec<String>,
-    /// Base domains whose subdomains are tenants.
-    #[serde(default)]
-    pub base_domains: Vec<String>,
-    /// The local files root (`<root>/<app>/`) when the app has no S3 bucket in its vault space.
-    #[serde(default)]
-    pub files_root: Option<std::path::PathBuf>,
-}
-
-/// One tenant as its app's workers see it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct WorkerTenant {
-    pub id: TenantId,
-    pub level: IsolationLevel,
-    /// A suspended tenant resolves like an unknown one.
-    #[serde(default)]
-    pub suspended: bool,
-    /// Where the tenant's users sign in: its local realm or its own OpenID provider.
-    pub identity: IdentitySpec,
-    /// Flag overrides and non-secret setting overrides.
-    #[serde(default)]
-    pub options: TenantOptions,
-    /// Names of secret settings the tenant has set (values in the app's vault space).
-    #[serde(default)]
-    pub secret_settings: Vec<String>,
-    /// Where the tenant's app code may connect (tenants.yaml `network:`); deny by default.
-    #[serde(default)]
-    pub network: bulkhead_model::tenants::NetworkSpec,
-}
-
-impl WorkerTenant {
-    /// The worker's view of a registry record; `None` for a record the registry should never
-    /// hold (bad id, level or identity), which is logged by the caller.
-    pub fn from_record(record: &registry::TenantRecord) -> Option<Self> {
-        let mut settings = std::collections::BTreeMap::new();
-        let mut secret_settings = Vec::new();
-        for (name, value) in record.config.as_object()? {
-            if value.get(SECRET_MARK).is_some() {
-                secret_settings.push(name.clone());
-            } else {
-                settings.insert(name.clone(), value.clone());
-            }
+/// The worker's view of a registry record; `None` for a record the registry should never
+/// hold (bad id, level or identity), which is logged by the caller.
+pub fn worker_tenant(record: &registry::TenantRecord) -> Option<WorkerTenant> {
+    let mut settings = std::collections::BTreeMap::new();
+    let mut secret_settings = Vec::new();
+    for (name, value) in record.config.as_object()? {
+        if value.get(SECRET_MARK).is_some() {
+            secret_settings.push(name.clone());
+        } else {
+            settings.insert(name.clone(), value.clone());
         }
-        Some(Self {
-            id: TenantId::parse(&record.id).ok()?,
-            level: record.isolation.parse().ok()?,
-            suspended: record.status != registry::ACTIVE,
-            identity: serde_json::from_value(record.identity.clone()).ok()?,
-            options: TenantOptions {
-                flags: serde_json::from_value(record.features.clone()).ok()?,
-                settings,
-            },
-            secret_settings,
-            network: serde_json::from_value(record.network.clone()).unwrap_or_default(),
-        })
     }
+    Some(WorkerTenant {
+        id: TenantId::parse(&record.id).ok()?,
+        level: record.isolation.parse().ok()?,
+        suspended: record.status != registry::ACTIVE,
+        identity: serde_json::from_value(record.identity.clone()).ok()?,
+        options: TenantOptions {
+            flags: serde_json::from_value(record.features.clone()).ok()?,
+            settings,
+        },
+        secret_settings,
+        network: serde_json::from_value(record.network.clone()).unwrap_or_default(),
+    })
 }
 
 impl Platform {
@@ -437,7 +383,7 @@ impl Platform {
             .await?
             .iter()
             .map(|r| {
-                WorkerTenant::from_record(r).ok_or_else(|| {
+                worker_tenant(r).ok_or_else(|| {
                     Error::Internal(format!("registry entry of tenant {} is invalid", r.id))
                 })
             })
@@ -667,11 +613,6 @@ impl Platform {
 
 /// Marks a secret setting in the registry: `{"secret": <vault path>}`.
 const SECRET_MARK: &str = "secret";
-
-/// The vault path of a tenant's secret setting.
-pub fn setting_secret_path(tenant: &TenantId, name: &str) -> String {
-    format!("settings/{tenant}/{name}")
-}
 
 /// Checks a setting value against its declared JSON Schema; the error names the setting and
 /// the path inside the value (`settings.smtp.port: 70000 is greater than the maximum of 65535`).
@@ -917,9 +858,4 @@ impl Platform {
         .await?;
         Ok(())
     }
-}
-
-/// The vault path of a `database` tenant's login password.
-pub fn tenant_password_path(tenant: &bulkhead_model::TenantId) -> String {
-    format!("db/tenant/{tenant}")
 }

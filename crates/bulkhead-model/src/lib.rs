@@ -13,6 +13,7 @@ pub mod options;
 mod secret;
 pub mod tenants;
 pub mod values;
+pub mod worker;
 pub mod yaml;
 
 pub use codes::ErrorCode;

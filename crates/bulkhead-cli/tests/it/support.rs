@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
 
-/// A running `bulkhead` process whose stderr is collected line by line.
+/// A running `bulkhead` process whose stderr is collected line by line, and whose address
+/// arrives as the readiness line on stdout (`bulkhead_model::worker::Ready`), never from a log.
 pub struct Running {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    ready: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl Running {
@@ -26,12 +28,28 @@ impl Running {
             .envs(env.iter().copied())
             .current_dir(cwd)
             .env("RUST_LOG", "info")
+            .env("BULKHEAD_READY_STDOUT", "1")
             .env_remove("BULKHEAD_DATABASE_URL")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let ready = Arc::new(Mutex::new(None));
+        let slot = ready.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                #[derive(serde::Deserialize)]
+                struct Ready {
+                    listening: SocketAddr,
+                }
+                match serde_json::from_str::<Ready>(&line) {
+                    Ok(r) => *slot.lock().unwrap() = Some(r.listening),
+                    Err(_) => println!("[bulkhead stdout] {line}"),
+                }
+            }
+        });
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
@@ -41,46 +59,35 @@ impl Running {
                 sink.lock().unwrap().push(line);
             }
         });
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            ready,
+        }
     }
 
-    /// Waits for `bulkhead up`'s "listening on http://ADDR" log line and returns ADDR.
+    /// Waits for `bulkhead up` to report its address and returns it.
     pub fn wait_listening(&mut self) -> SocketAddr {
-        self.wait_gateway("up")
+        self.wait_ready()
     }
 
-    /// Waits for `bulkhead serve`'s "listening on http://ADDR" log line and returns ADDR.
+    /// Waits for `bulkhead serve` to report its address and returns it.
     pub fn wait_serving(&mut self) -> SocketAddr {
-        self.wait_gateway("serve")
+        self.wait_ready()
     }
 
-    /// The gateway's own line (not a supervised worker's, which the gateway relays).
-    fn wait_gateway(&mut self, label: &str) -> SocketAddr {
-        let needle = format!("{label}: listening on http://");
-        let line = self.wait_for_line(&needle);
-        let addr = line.split(needle.as_str()).nth(1).unwrap();
-        addr.split_whitespace().next().unwrap().parse().unwrap()
-    }
-
-    pub fn wait_for_line(&mut self, needle: &str) -> String {
+    /// Waits for the readiness line on stdout (the gateway's, or a worker's when the process
+    /// is `bulkhead worker`) and returns the address.
+    pub fn wait_ready(&mut self) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(line) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
+            if let Some(addr) = *self.ready.lock().unwrap() {
+                return addr;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("bulkhead exited ({status}) before logging {needle:?}");
+                panic!("bulkhead exited ({status}) before it was ready");
             }
-            assert!(
-                Instant::now() < deadline,
-                "no log line {needle:?} within 60 s"
-            );
+            assert!(Instant::now() < deadline, "not ready within 60 s");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -106,6 +113,22 @@ impl Running {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The pid of the (only) supervised worker, once there is one other than `not`: read from
+    /// /proc, not from a log line.
+    pub fn worker_pid(&self, not: Option<u32>) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = bulkhead_control::sockets::children(self.pid())
+                .into_iter()
+                .find(|p| Some(*p) != not);
+            if let Some(pid) = found {
+                return pid;
+            }
+            assert!(Instant::now() < deadline, "no worker process within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn signal(&self, signal: &str) {

@@ -529,15 +529,7 @@ fn apply_reconciles_tenants_yaml_idempotently_and_refuses_unsafe_changes() {
     assert!(ok && out.contains("nothing to do"), "{out}");
     // The new silo's password and its place in the worker's configuration are in the app's
     // vault: a restarted worker boots with it (it would stay unreadable otherwise).
-    let line = up.wait_for_line("worker started");
-    let pid = line
-        .split("pid=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let pid = up.worker_pid(None).to_string();
     Command::new("kill").args(["-9", &pid]).status().unwrap();
     let token = format!("Bearer {}", login(addr, "acme", "alice"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -759,16 +751,7 @@ fn a_worker_boots_from_its_own_vault_credential_and_holds_no_other_secret() {
         ],
         &[("BULKHEAD_BOOT_CREDENTIAL_FILE", &boot_env)],
     );
-    let line = worker.wait_for_line("worker listening on http://");
-    let waddr: std::net::SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let waddr = worker.wait_ready();
     // Data written through the platform is served by the worker, to the right tenant only.
     let alice = format!("Bearer {}", login(addr, "acme", "alice"));
     let json = "application/json";
@@ -897,16 +880,7 @@ fn up_routes_to_the_apps_worker_and_restarts_it_when_it_dies() {
     let cwd = workdir();
     let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
     let addr = up.wait_listening();
-    let line = up.wait_for_line("worker started");
-    let pid: u32 = line
-        .split("pid=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid = up.worker_pid(None);
     let token = format!("Bearer {}", login(addr, "acme", "alice"));
     let (status, _) = request(
         addr,
@@ -928,7 +902,8 @@ fn up_routes_to_the_apps_worker_and_restarts_it_when_it_dies() {
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
-    up.wait_for_line("worker exited; restarting");
+    let restarted = up.worker_pid(Some(pid));
+    assert_ne!(restarted, pid, "a new worker process");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let (status, body) = request(
@@ -1008,6 +983,39 @@ fn app_migrate_plans_then_migrates_every_tenant_and_refuses_destruction_without_
     std::fs::write(&file, v3).unwrap();
     let (ok, out) = run(&["app", "migrate", "-m", f]);
     assert!(!ok && out.contains("destructive"), "{out}");
+    up.signal("TERM");
+    assert!(up.wait().success());
+}
+
+/// `[log] format = "json"` reaches the workers: their lines arrive on the server's stderr as
+/// JSON of their own, not re-wrapped as text inside the server's lines.
+#[test]
+fn worker_logs_follow_the_servers_json_format() {
+    let cwd = workdir();
+    let mut up = Running::spawn_env(
+        cwd.path(),
+        &["up", "--listen", "127.0.0.1:0"],
+        &[("BULKHEAD_LOG__FORMAT", "json")],
+    );
+    up.wait_listening();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        if let Some(l) = up.lines_with("worker listening").into_iter().next() {
+            break l;
+        }
+        assert!(std::time::Instant::now() < deadline, "no worker line");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["fields"]["message"], "worker listening", "{v}");
+    assert_eq!(v["fields"]["app"], "helpdesk", "{v}");
+    for l in up.lines_with("") {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&l).is_ok(),
+            "a text line: {l}"
+        );
+    }
     up.signal("TERM");
     assert!(up.wait().success());
 }

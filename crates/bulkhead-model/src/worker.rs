@@ -1,0 +1,143 @@
+//! The worker contract: what the platform hands an app's worker process and where the worker
+//! finds it — the configuration kept in the app's own vault space, the vault paths of the
+//! app's secrets, the environment variables the supervisor sets, and the readiness line the
+//! worker writes. Defined once here; the control plane writes it, the supervisor and the
+//! worker read it.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::options::TenantOptions;
+use crate::tenants::{IdentitySpec, NetworkSpec};
+use crate::{AppManifest, IsolationLevel, TenantId};
+
+/// Vault path of the worker's configuration ([`WorkerConfig`] as JSON).
+pub const WORKER_CONFIG: &str = "worker/config";
+/// Vault path of the app's runtime database password.
+pub const RUNTIME_PASSWORD: &str = "db/runtime-password";
+/// Vault path of the app's cross-tenant role password.
+pub const CROSS_TENANT_PASSWORD: &str = "db/cross-tenant-password";
+/// Vault path of the app's S3 bucket and key (JSON of `bulkhead_files::S3Bucket`).
+pub const FILES_S3: &str = "files/s3";
+/// Vault path of the key that signs the app's file download links (64 hex characters).
+pub const FILES_SIGNING_KEY: &str = "files/signing-key";
+
+/// Vault path of a `database`-level tenant's login password.
+pub fn tenant_password_path(tenant: &TenantId) -> String {
+    format!("db/tenant/{tenant}")
+}
+
+/// Vault path of a tenant's secret setting.
+pub fn setting_secret_path(tenant: &TenantId, name: &str) -> String {
+    format!("settings/{tenant}/{name}")
+}
+
+/// Environment variables a supervisor sets for a worker (nothing else of its own reaches it).
+pub mod env {
+    /// `1`: the boot credential is the first line of stdin.
+    pub const BOOT_CREDENTIAL_STDIN: &str = "BULKHEAD_BOOT_CREDENTIAL_STDIN";
+    /// The boot credential itself (systemd `LoadCredential` setups use the file form).
+    pub const BOOT_CREDENTIAL: &str = "BULKHEAD_BOOT_CREDENTIAL";
+    /// A file holding the boot credential.
+    pub const BOOT_CREDENTIAL_FILE: &str = "BULKHEAD_BOOT_CREDENTIAL_FILE";
+    /// `1`: exit when stdin closes (the supervisor went away).
+    pub const EXIT_WITH_PARENT: &str = "BULKHEAD_EXIT_WITH_PARENT";
+    /// `1`: write the [`super::Ready`] line on stdout once listening.
+    pub const READY_STDOUT: &str = "BULKHEAD_READY_STDOUT";
+    /// The OpenBao / Vault server.
+    pub const VAULT_ADDR: &str = "BULKHEAD_VAULT_ADDR";
+    /// In a network namespace: the relay host for the database, vault and S3.
+    pub const UPSTREAM_HOST: &str = "BULKHEAD_UPSTREAM_HOST";
+    /// The gateway's egress CONNECT proxy and this app's token for it.
+    pub const EGRESS_PROXY: &str = "BULKHEAD_EGRESS_PROXY";
+    pub const EGRESS_PROXY_TOKEN: &str = "BULKHEAD_EGRESS_PROXY_TOKEN";
+    /// `1`: app code's requests also go through the proxy (no direct route out).
+    pub const EGRESS_VIA_PROXY: &str = "BULKHEAD_EGRESS_VIA_PROXY";
+    /// `text` or `json`: the worker logs as the server does.
+    pub const LOG_FORMAT: &str = "BULKHEAD_LOG__FORMAT";
+}
+
+/// The line a worker writes on stdout once it listens: its address, as JSON. The supervisor
+/// reads it from the pipe; nothing is learned from a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    pub listening: SocketAddr,
+}
+
+impl Ready {
+    /// The line to write, newline included.
+    pub fn line(&self) -> String {
+        format!(
+            "{}\n",
+            serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+        )
+    }
+
+    /// Reads a readiness line; `None` for anything else.
+    pub fn parse(line: &str) -> Option<Self> {
+        serde_json::from_str(line.trim()).ok()
+    }
+}
+
+/// What a worker needs to serve its app, kept in the app's own vault space: no platform
+/// credential, no other app's anything.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerConfig {
+    pub db_host: String,
+    pub db_port: u16,
+    pub database: String,
+    pub runtime_role: String,
+    pub manifest: AppManifest,
+    /// Where tenants' local realms publish their keys (`{base}/realms/{tenant}/…`).
+    pub realm_base_url: String,
+    /// The app's tenants as the registry has them; workers reload this while they run.
+    pub tenants: Vec<WorkerTenant>,
+    /// Hosts the worker accepts (as the gateway does), so it resolves tenants the same way.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Base domains whose subdomains are tenants.
+    #[serde(default)]
+    pub base_domains: Vec<String>,
+    /// The local files root (`<root>/<app>/`) when the app has no S3 bucket in its vault space.
+    #[serde(default)]
+    pub files_root: Option<std::path::PathBuf>,
+}
+
+/// One tenant as its app's workers see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerTenant {
+    pub id: TenantId,
+    pub level: IsolationLevel,
+    /// A suspended tenant resolves like an unknown one.
+    #[serde(default)]
+    pub suspended: bool,
+    /// Where the tenant's users sign in: its local realm or its own OpenID provider.
+    pub identity: IdentitySpec,
+    /// Flag overrides and non-secret setting overrides.
+    #[serde(default)]
+    pub options: TenantOptions,
+    /// Names of secret settings the tenant has set (values in the app's vault space).
+    #[serde(default)]
+    pub secret_settings: Vec<String>,
+    /// Where the tenant's app code may connect (tenants.yaml `network:`); deny by default.
+    #[serde(default)]
+    pub network: NetworkSpec,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readiness_line_round_trips_and_log_lines_are_not_it() {
+        let r = Ready {
+            listening: "127.0.0.1:4321".parse().unwrap(),
+        };
+        assert_eq!(Ready::parse(&r.line()), Some(r));
+        assert_eq!(
+            Ready::parse("INFO worker listening on http://127.0.0.1:1"),
+            None
+        );
+    }
+}

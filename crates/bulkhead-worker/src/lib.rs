@@ -1,0 +1,254 @@
+//! One app's worker process (`bulkhead worker --app X`), booted with that app's boot
+//! credential only. It reads its database credentials and configuration from the app's own
+//! vault space (embedded vault or OpenBao), verifies tokens through each tenant's realm — the
+//! platform's published keys for local realms, the tenant's own OpenID provider otherwise —
+//! and serves the app's REST API, files, search, flags and settings.
+//!
+//! It must not reach the control plane or the platform's admin credentials: this crate does
+//! not depend on `bulkhead-control` (Cargo keeps it so), and everything it knows arrives
+//! through the worker contract in `bulkhead_model::worker`.
+//!
+//! - [`boot`]: the boot credential and reads from the app's vault space.
+//! - `live`: tenants, realms, flags and egress lists kept in line with the configuration.
+
+pub mod boot;
+mod live;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_egress::EgressSettings;
+use bulkhead_model::worker::{RUNTIME_PASSWORD, env};
+use bulkhead_model::{AppId, Secret};
+use bulkhead_pg::{DataPlane, DataPlaneConfig};
+use bulkhead_runtime::http::HttpOut;
+use bulkhead_runtime::options::OptionsStore;
+use bulkhead_runtime::rest::{Api, PlaneDirectory};
+use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
+use bulkhead_search::{SearchConfig, SearchIndexes};
+use bulkhead_vault::BootCredential;
+use tokio::net::TcpListener;
+
+use crate::live::{Live, LiveRealms};
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("boot credential: {0}")]
+    Boot(String),
+    #[error("{0}")]
+    Vault(String),
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Data(#[from] bulkhead_pg::Error),
+    #[error(transparent)]
+    Files(#[from] bulkhead_files::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How to run one app's worker.
+#[derive(Debug)]
+pub struct WorkerSettings {
+    /// The app this worker serves.
+    pub app: AppId,
+    /// The credential that opens the app's vault space, and nothing else.
+    pub boot: BootCredential,
+    /// The embedded vault directory (the app's secrets, sealed under its own key).
+    pub vault_dir: PathBuf,
+    /// The OpenBao / Vault server, for an AppRole boot credential.
+    pub vault_addr: Option<String>,
+    /// How many times to try the vault before giving up (with exponential backoff).
+    pub vault_attempts: u32,
+    /// How often to re-read the configuration (tenants created, suspended, deleted).
+    pub reload: Duration,
+    /// Search settings (the worker's own index copies).
+    pub search: SearchConfig,
+    /// Egress limits, resolver and app allow-lists.
+    pub egress: EgressSettings,
+}
+
+/// Boots the worker — vault, configuration, data plane, realms, files, search — calls `ready`
+/// with the address it serves on, and serves on `listener` until Ctrl-C.
+pub async fn launch(
+    settings: WorkerSettings,
+    listener: TcpListener,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let WorkerSettings {
+        app,
+        boot,
+        vault_dir,
+        vault_addr,
+        vault_attempts,
+        reload,
+        search,
+        egress,
+    } = settings;
+    let reader = bulkhead_vault::open_reader(&boot, app.clone(), &vault_dir, vault_addr.as_deref())
+        .map_err(|e| Error::Vault(format!("opening the app's vault space: {e}")))?;
+    drop(boot);
+    let mut config = boot::load_config(&*reader, vault_attempts).await?;
+    // In a network namespace the database is reached through the relay on its link.
+    if let Ok(host) = std::env::var(env::UPSTREAM_HOST) {
+        config.db_host = host;
+    }
+    if config.manifest.app != app {
+        return Err(Error::Config(
+            "the vault holds another app's configuration".into(),
+        ));
+    }
+    let password = boot::read_with_retry(&*reader, RUNTIME_PASSWORD, vault_attempts).await?;
+    let plane = DataPlane::new(
+        config.manifest.clone(),
+        DataPlaneConfig {
+            host: config.db_host.clone(),
+            port: config.db_port,
+            app_database: config.database.clone(),
+            runtime_role: config.runtime_role.clone(),
+            runtime_password: password,
+            cross_tenant: None,
+            pools: Default::default(),
+        },
+    )?
+    // After `bulkhead app rotate-credentials`, new logins need the password now in the vault.
+    .with_password_refresher({
+        let reader = reader.clone();
+        Arc::new(move || {
+            let reader = reader.clone();
+            Box::pin(async move { reader.get(RUNTIME_PASSWORD).await.ok() })
+        })
+    })?;
+    let realms = Arc::new(LiveRealms::default());
+    let options = Arc::new(OptionsStore::default());
+    let http = Arc::new(egress_client(&app, &egress)?);
+    let mut live = Live {
+        app: app.clone(),
+        plane: plane.clone(),
+        reader: reader.clone(),
+        realms: realms.clone(),
+        options: options.clone(),
+        http: http.clone(),
+        applied: Vec::new(),
+    };
+    live.apply(&config, vault_attempts).await?;
+    tokio::spawn(live::reload(live, reload.max(Duration::from_millis(100))));
+
+    let mut api = Api::new(plane.clone(), realms);
+    api.files = boot::files(&*reader, &config, &app, vault_attempts).await?;
+    api.options = options;
+    api.http = http;
+    let search = SearchIndexes::new(plane.clone(), search);
+    if search.is_enabled() {
+        tracing::info!(app = %app, dir = %search.config().dir.display(), "search: following tenant outboxes");
+        tokio::spawn(search.clone().follow());
+        api.search = Some(search);
+    }
+    let router = routes(&app, Arc::new(api), plane, &config);
+    let addr = listener.local_addr()?;
+    tracing::info!(app = %app, %addr, "worker listening");
+    ready(addr);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}
+
+/// App code's outbound HTTP: the app's list from `[egress.apps]`; through the gateway's proxy
+/// when the supervisor gave one (in a network namespace, the only way out).
+fn egress_client(app: &AppId, settings: &EgressSettings) -> Result<HttpOut> {
+    let mut egress = settings
+        .egress_for(app)
+        .map_err(|e| Error::Config(format!("[egress.apps] of this app: {e}")))?;
+    let proxy = match (
+        std::env::var(env::EGRESS_PROXY),
+        std::env::var(env::EGRESS_PROXY_TOKEN),
+    ) {
+        (Ok(addr), Ok(token)) => Some((addr, Secret::new(token))),
+        _ => None,
+    };
+    if let (Some(via), Some(_)) = (&proxy, std::env::var_os(env::EGRESS_VIA_PROXY)) {
+        egress = egress.through_proxy(via.clone());
+    }
+    let mut http = HttpOut::new(egress);
+    if let Some((addr, token)) = proxy {
+        http = http.with_proxy(addr, token);
+    }
+    Ok(http)
+}
+
+/// `/healthz` (with the egress denial counts the supervisor reads for `/metrics`) and, behind
+/// tenant resolution, the app's routes; all inside the edge layer.
+fn routes(
+    app: &AppId,
+    api: Arc<Api>,
+    plane: DataPlane,
+    config: &bulkhead_model::worker::WorkerConfig,
+) -> axum::Router {
+    let layer = TenantLayer::new(
+        ResolverConfig {
+            strategies: vec![
+                Strategy::PathPrefix,
+                Strategy::Header("x-tenant".into()),
+                Strategy::Subdomain,
+            ],
+            domains: if config.domains.is_empty() {
+                vec!["127.0.0.1".into(), "localhost".into()]
+            } else {
+                config.domains.clone()
+            },
+            base_domains: config.base_domains.clone(),
+            ..ResolverConfig::default()
+        },
+        Arc::new(PlaneDirectory(plane)),
+        Mode::Chain,
+    );
+    let health_app = app.to_string();
+    let health_http = api.http.clone();
+    let router = axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(move || {
+                let app = health_app.clone();
+                let denials = health_http.egress().denials();
+                async move {
+                    axum::Json(
+                        serde_json::json!({"status": "ok", "app": app, "egress_denials": denials}),
+                    )
+                }
+            }),
+        )
+        .fallback_service(tower::Layer::layer(
+            &layer,
+            bulkhead_runtime::rest::router(api),
+        ));
+    bulkhead_runtime::edge::harden(router)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Invariant 6 by construction: the worker cannot link the control plane or the server,
+    /// where the platform's admin credentials and the master key live.
+    #[test]
+    fn the_worker_does_not_depend_on_the_control_plane_or_the_server() {
+        let manifest = include_str!("../Cargo.toml");
+        for forbidden in ["bulkhead-control", "bulkhead-server", "bulkhead-cli"] {
+            assert!(
+                !manifest
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(forbidden)),
+                "{forbidden} must not be a dependency of the worker"
+            );
+        }
+    }
+}
