@@ -382,16 +382,32 @@ pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let mut out = worker
-        .http
-        .request(parts.method, format!("http://{addr}{path}"));
-    for (name, value) in &parts.headers {
-        if !skip(name) {
-            out = out.header(name, value);
+    let send = || {
+        let mut out = worker
+            .http
+            .request(parts.method.clone(), format!("http://{addr}{path}"));
+        for (name, value) in &parts.headers {
+            if !skip(name) {
+                out = out.header(name, value);
+            }
         }
-    }
-    let resp = match out.body(bytes).send().await {
+        out.body(bytes.clone()).send()
+    };
+    // A pooled connection the worker has just closed (e.g. after refusing an oversized body)
+    // fails the next request before the worker sees it; an idempotent request is sent once
+    // more on a fresh connection.
+    let resp = match send().await {
         Ok(r) => r,
+        Err(e) if parts.method.is_idempotent() => {
+            tracing::debug!(error = %e, "forwarding to the worker failed; retrying once");
+            match send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "forwarding to the worker failed");
+                    return unavailable();
+                }
+            }
+        }
         Err(e) => {
             tracing::warn!(error = %e, "forwarding to the worker failed");
             return unavailable();

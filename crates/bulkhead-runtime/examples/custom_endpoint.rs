@@ -1,5 +1,6 @@
 //! Mounting Bulkhead's layers in your own axum app: a custom endpoint that receives the
-//! request's `TenantContext` (resolved tenant, verified token) and uses `TenantDb`.
+//! request's `AppContext` (resolved tenant, verified token) through the `Tenant` extractor —
+//! the only way in — and uses its tenant-bound handles (`db()`, `flags()`, `http()`).
 //!
 //! Run against a provisioned app (see `bulkhead up`), or read it as a template:
 //!
@@ -13,8 +14,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bulkhead_pg::{Direction, Filter};
 use bulkhead_runtime::error::ApiError;
-use bulkhead_runtime::rest::{Api, PlaneDirectory, Tenant};
-use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
+use bulkhead_runtime::rest::{Api, Tenant};
+use bulkhead_runtime::{ResolverConfig, Strategy};
 use serde_json::{Value, json};
 
 /// `GET /stats`: open tickets by priority, for the caller's tenant only.
@@ -41,18 +42,13 @@ async fn stats(Tenant(ctx, who): Tenant) -> Result<Json<Value>, ApiError> {
         "user": who.subject,
         "open_by_prio": by_prio,
         "newest": newest.records.first(),
+        "new_editor": ctx.flags().enabled("new_editor"),
     })))
 }
 
 /// Your routes next to the generated REST API, all behind tenant resolution.
 pub fn app(api: Arc<Api>, resolution: ResolverConfig) -> Router {
-    let directory = Arc::new(PlaneDirectory(api.plane.clone()));
-    let routes = Router::new()
-        .route("/stats", get(stats))
-        .with_state(api.clone())
-        .merge(bulkhead_runtime::rest::router(api));
-    let tenant_layer = TenantLayer::new(resolution, directory, Mode::Chain);
-    Router::new().fallback_service(tower::Layer::layer(&tenant_layer, routes))
+    bulkhead_runtime::app(api, resolution, Router::new().route("/stats", get(stats)))
 }
 
 fn main() {

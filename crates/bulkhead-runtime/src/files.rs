@@ -110,7 +110,7 @@ impl FilesApi {
 }
 
 fn files_of(api: &Api) -> Result<&FilesApi, ApiError> {
-    api.files.as_ref().ok_or_else(|| ApiError {
+    api.files().ok_or_else(|| ApiError {
         code: ErrorCode::NotFound,
         message: "this app has no file storage".into(),
         field: None,
@@ -154,7 +154,7 @@ fn storage(e: bulkhead_files::Error) -> ApiError {
 /// The row a key belongs to, when its first segment names a tenant entity.
 fn owning_row<'k>(api: &Api, key: &'k str) -> Result<Option<(&'k str, &'k str)>, ApiError> {
     let segments = check_key(key).map_err(|_| bad_key(key))?;
-    let Some(entity) = api.plane.manifest().entity(segments[0]) else {
+    let Some(entity) = api.plane().manifest().entity(segments[0]) else {
         return Ok(None);
     };
     if !entity.is_tenant_scoped() {

@@ -1,4 +1,5 @@
-//! Outbound HTTP for app code: `api.http(&tenant)`, the only way out app code gets.
+//! Outbound HTTP for app code: `ctx.http()` on the request's [`crate::AppContext`], the only
+//! way out app code gets. [`HttpOut`] is the worker's side: it keeps each tenant's list.
 //!
 //! A request may reach what the resolved tenant's allow-list (tenants.yaml `network:`) or the
 //! app's (`[egress.apps]`) names, and nothing else; addresses are checked and pinned by
@@ -94,12 +95,5 @@ impl TenantHttp<'_> {
             self.tenant,
             token.expose()
         )))
-    }
-}
-
-impl crate::rest::Api {
-    /// Outbound HTTP for the resolved tenant (`ctx.http()`).
-    pub fn http(&self, tenant: &TenantId) -> TenantHttp<'_> {
-        self.http.tenant(tenant)
     }
 }

@@ -9,7 +9,8 @@
 //!   app's bucket, with entity rows' permissions for their files.
 //! - [`search`]: `GET /search` over the resolved tenant's own index, hits re-checked for the
 //!   caller.
-//! - [`http`]: outbound HTTP for app code (`api.http(&tenant)`), deny by default.
+//! - [`http`]: outbound HTTP for app code (`ctx.http()`), deny by default.
+//! - [`context`]: [`AppContext`], the tenant-bound handles app code's handlers receive.
 //! - [`options`]: per-tenant feature flags (OFREP) and configuration.
 //! - [`realms`]: per-tenant realm endpoints (discovery, JWKS, token, revoke).
 //! - [`error`]: JSON error bodies with stable codes.
@@ -20,6 +21,7 @@
 //! data (404/401), never "all tenants".
 
 pub mod auth;
+pub mod context;
 pub mod edge;
 pub mod error;
 pub mod files;
@@ -31,7 +33,22 @@ pub mod resolve;
 pub mod rest;
 pub mod search;
 
+pub use context::AppContext;
 pub use resolve::{
     CustomResolver, Mode, Refusal, ResolvedTenant, ResolverConfig, Source, Strategy,
     TenantDirectory, TenantLayer, TenantSet,
 };
+
+/// An app's HTTP service: `custom` routes (handlers taking [`rest::Tenant`]) beside the
+/// generated REST API, behind tenant resolution against the app's own tenants, inside the edge
+/// layer. The tenant directory comes from the `Api` itself, so nothing here names a tenant.
+pub fn app(
+    api: std::sync::Arc<rest::Api>,
+    resolution: ResolverConfig,
+    custom: axum::Router<std::sync::Arc<rest::Api>>,
+) -> axum::Router {
+    let directory = std::sync::Arc::new(api.directory());
+    let routes = custom.with_state(api.clone()).merge(rest::router(api));
+    let layer = TenantLayer::new(resolution, directory, Mode::Chain);
+    edge::harden(axum::Router::new().fallback_service(tower::Layer::layer(&layer, routes)))
+}

@@ -4,7 +4,7 @@
 //! space) in an [`OptionsStore`] and replaces them when its configuration changes, so changes
 //! take effect without a restart. Evaluation only ever looks at the resolved tenant's entry.
 //!
-//! - Rust: [`Api::flags`] and [`Api::config`] for the resolved tenant and caller.
+//! - Rust: `ctx.flags()` and `ctx.config()` on the request's [`crate::AppContext`].
 //! - HTTP: the OpenFeature Remote Evaluation Protocol (OFREP) —
 //!   `POST /ofrep/v1/evaluate/flags/{key}` and `POST /ofrep/v1/evaluate/flags` (bulk, with an
 //!   `ETag`; `If-None-Match` gives 304) — and `GET /config` (secret values never in plain).
@@ -155,10 +155,10 @@ impl Config<'_> {
 
 impl Api {
     /// The resolved tenant's flags as they apply to `caller`.
-    pub fn flags(&self, tenant: &TenantId, caller: &Principal) -> Flags<'_> {
+    pub(crate) fn flags(&self, tenant: &TenantId, caller: &Principal) -> Flags<'_> {
         Flags {
-            manifest: self.plane.manifest(),
-            live: self.options.get(tenant),
+            manifest: self.plane().manifest(),
+            live: self.options_store().get(tenant),
             tenant: tenant.clone(),
             user: caller.subject.clone(),
             roles: caller.roles.clone(),
@@ -166,10 +166,10 @@ impl Api {
     }
 
     /// The resolved tenant's configuration.
-    pub fn config(&self, tenant: &TenantId) -> Config<'_> {
+    pub(crate) fn config(&self, tenant: &TenantId) -> Config<'_> {
         Config {
-            manifest: self.plane.manifest(),
-            live: self.options.get(tenant),
+            manifest: self.plane().manifest(),
+            live: self.options_store().get(tenant),
         }
     }
 }
@@ -218,7 +218,11 @@ pub(crate) async fn evaluate_one(
             &e,
         ));
     }
-    let granted = api.plane.manifest().flag(&key).is_none_or(|f| f.anonymous);
+    let granted = api
+        .plane()
+        .manifest()
+        .flag(&key)
+        .is_none_or(|f| f.anonymous);
     if who.is_anonymous() && !granted {
         return Err(ApiError::unauthorized());
     }
@@ -249,7 +253,7 @@ pub(crate) async fn evaluate_all(
             .into_response());
     }
     let anonymous = who.is_anonymous();
-    if anonymous && !api.plane.manifest().flags.iter().any(|f| f.anonymous) {
+    if anonymous && !api.plane().manifest().flags.iter().any(|f| f.anonymous) {
         return Err(ApiError::unauthorized());
     }
     let flags: Vec<Value> = api
@@ -300,7 +304,7 @@ pub(crate) async fn config(
 ) -> Result<Json<Value>, ApiError> {
     let (_, who) = api.context(&resolved, &headers, false).await?;
     let anonymous = who.is_anonymous();
-    if anonymous && !api.plane.manifest().settings.iter().any(|s| s.anonymous) {
+    if anonymous && !api.plane().manifest().settings.iter().any(|s| s.anonymous) {
         return Err(ApiError::unauthorized());
     }
     Ok(Json(

@@ -24,6 +24,7 @@ use bulkhead_pg::{Actor, DataPlane, Direction, Filter, TenantContext};
 use serde_json::{Value, json};
 
 use crate::auth::{self, Authenticator, Principal};
+use crate::context::AppContext;
 use crate::error::ApiError;
 use crate::resolve::ResolvedTenant;
 
@@ -32,18 +33,44 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Most records one bulk create takes.
 pub const BULK_LIMIT: usize = 1000;
 
-/// What the REST handlers share.
+/// What the REST handlers share. App code holds it as router state but reaches tenant data
+/// only through a request's [`Tenant`] extractor: every field is private, and nothing here
+/// takes a tenant id from app code (invariants 1 and 11).
+///
+/// ```
+/// // What app code may do with it: read the manifest it serves (these paths exist, so the
+/// // two examples below fail for the reason they state).
+/// fn manifest(api: &bulkhead_runtime::rest::Api) -> &bulkhead_model::AppManifest {
+///     bulkhead_runtime::rest::manifest(api)
+/// }
+/// ```
+///
+/// ```compile_fail,E0616
+/// // App code cannot mint a context for a tenant of its choosing: the data plane is private.
+/// fn mint(api: &bulkhead_runtime::rest::Api, actor: bulkhead_pg::Actor) {
+///     let other = bulkhead_model::TenantId::parse("other").unwrap();
+///     let _ = api.plane.context(&other, actor);
+/// }
+/// ```
+///
+/// ```compile_fail,E0599
+/// // Nor use another tenant's egress list, flags or settings: no method takes a tenant.
+/// fn egress(api: &bulkhead_runtime::rest::Api) {
+///     let other = bulkhead_model::TenantId::parse("other").unwrap();
+///     let _ = api.http(&other);
+/// }
+/// ```
 pub struct Api {
-    pub plane: DataPlane,
-    pub auth: Arc<dyn Authenticator>,
+    plane: DataPlane,
+    auth: Arc<dyn Authenticator>,
     /// The app's files, when it has a bucket.
-    pub files: Option<crate::files::FilesApi>,
+    files: Option<crate::files::FilesApi>,
     /// Each tenant's flag and setting overrides.
-    pub options: Arc<crate::options::OptionsStore>,
+    options: Arc<crate::options::OptionsStore>,
     /// The app's search indexes in this worker, when it has searchable fields.
-    pub search: Option<bulkhead_search::SearchIndexes>,
+    search: Option<bulkhead_search::SearchIndexes>,
     /// Outbound HTTP: deny by default, per-tenant and per-app allow-lists.
-    pub http: Arc<crate::http::HttpOut>,
+    http: Arc<crate::http::HttpOut>,
     openapi: Value,
 }
 
@@ -72,6 +99,50 @@ impl Api {
             ))),
             openapi,
         }
+    }
+
+    /// Serves the app's files from `files` (its bucket).
+    pub fn with_files(mut self, files: Option<crate::files::FilesApi>) -> Self {
+        self.files = files;
+        self
+    }
+
+    /// Each tenant's flag and setting overrides, kept current by the worker.
+    pub fn with_options(mut self, options: Arc<crate::options::OptionsStore>) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The app's search indexes in this worker.
+    pub fn with_search(mut self, search: bulkhead_search::SearchIndexes) -> Self {
+        self.search = Some(search);
+        self
+    }
+
+    /// Outbound HTTP with the worker's egress settings and each tenant's list.
+    pub fn with_http(mut self, http: Arc<crate::http::HttpOut>) -> Self {
+        self.http = http;
+        self
+    }
+
+    pub(crate) fn plane(&self) -> &DataPlane {
+        &self.plane
+    }
+
+    pub(crate) fn files(&self) -> Option<&crate::files::FilesApi> {
+        self.files.as_ref()
+    }
+
+    pub(crate) fn search_indexes(&self) -> Option<&bulkhead_search::SearchIndexes> {
+        self.search.as_ref()
+    }
+
+    pub(crate) fn http_out(&self) -> &crate::http::HttpOut {
+        &self.http
+    }
+
+    pub(crate) fn options_store(&self) -> &crate::options::OptionsStore {
+        &self.options
     }
 
     /// Authenticates the request and mints its `TenantContext`.
@@ -481,11 +552,19 @@ pub fn manifest(api: &Api) -> &AppManifest {
     api.plane.manifest()
 }
 
-/// The extractor for library users' own handlers: the request's [`TenantContext`] and
-/// [`Principal`], minted only after tenant resolution and token verification. Mount the
-/// handlers in a router whose state is `Arc<Api>` and wrap it in [`crate::TenantLayer`].
+impl Api {
+    /// The tenant directory of the resolution layer: the tenants this app's data plane serves.
+    pub(crate) fn directory(&self) -> PlaneDirectory {
+        PlaneDirectory(self.plane.clone())
+    }
+}
+
+/// The extractor for app code's own handlers: the request's [`AppContext`] (its tenant-bound
+/// handles: `db()`, `http()`, `flags()`, `config()`) and [`Principal`], minted only after tenant
+/// resolution and token verification — the one way app code reaches tenant data. Mount the
+/// handlers with [`crate::app`].
 #[derive(Debug, Clone)]
-pub struct Tenant(pub TenantContext, pub Principal);
+pub struct Tenant(pub AppContext, pub Principal);
 
 impl axum::extract::FromRequestParts<Arc<Api>> for Tenant {
     type Rejection = ApiError;
@@ -501,58 +580,6 @@ impl axum::extract::FromRequestParts<Arc<Api>> for Tenant {
             .ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, "not found"))?;
         let write = !parts.method.is_safe();
         let (ctx, who) = api.context(&resolved, &parts.headers, write).await?;
-        Ok(Tenant(ctx, who))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn manifest() -> AppManifest {
-        AppManifest::from_yaml(
-            "app: hd\nentities:\n  t:\n    fields:\n      a: text\n      n: int\n      b: bool\n      j: json\n      at: timestamp\n      r: { type: ref, entity: t }\n",
-            "m.yaml",
-        )
-        .unwrap()
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(
-            std::env::var("BULKHEAD_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
-        ))]
-
-        /// Any query string parses into list parameters or a client error, never a panic or a
-        /// server error; invalid UTF-8 in an escape is refused, not replaced.
-        #[test]
-        fn arbitrary_query_strings_are_parameters_or_client_errors(
-            raw in "([a-z_\\[\\]é%+=&]|%[0-9A-Fa-f]{2}|\\PC){0,40}"
-        ) {
-            let m = manifest();
-            let e = m.entity("t").unwrap();
-            match query_pairs(Some(&raw)) {
-                Ok(pairs) => {
-                    if let Err(err) = list_params(e, &pairs) {
-                        prop_assert!(err.code.http_status() < 500, "{err:?}");
-                    }
-                }
-                Err(err) => prop_assert_eq!(err.code, ErrorCode::BadRequest),
-            }
-        }
-    }
-
-    #[test]
-    fn escapes_of_invalid_utf8_are_refused_and_plus_is_a_space() {
-        assert!(query_pairs(Some("a=%ED%A0%80")).is_err());
-        assert!(query_pairs(Some("a%FF=1")).is_err());
-        assert_eq!(
-            query_pairs(Some("a=x+y&&b=%C3%A9&c")).unwrap(),
-            vec![
-                ("a".into(), "x y".into()),
-                ("b".into(), "é".into()),
-                ("c".into(), String::new())
-            ]
-        );
+        Ok(Tenant(AppContext::new(ctx, who.clone(), api.clone()), who))
     }
 }

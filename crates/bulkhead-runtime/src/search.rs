@@ -24,7 +24,7 @@ pub(crate) async fn search(
 ) -> Result<Json<SearchPage>, ApiError> {
     let (ctx, who) = api.context(&resolved, &headers, false).await?;
     let pairs = crate::rest::query_pairs(raw.as_deref())?;
-    let Some(indexes) = &api.search else {
+    let Some(indexes) = api.search_indexes() else {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             "this app has no searchable fields",

@@ -139,17 +139,17 @@ pub async fn launch(
     live.apply(&config, vault_attempts).await?;
     tokio::spawn(live::reload(live, reload.max(Duration::from_millis(100))));
 
-    let mut api = Api::new(plane.clone(), realms);
-    api.files = boot::files(&*reader, &config, &app, vault_attempts).await?;
-    api.options = options;
-    api.http = http;
+    let mut api = Api::new(plane.clone(), realms)
+        .with_files(boot::files(&*reader, &config, &app, vault_attempts).await?)
+        .with_options(options)
+        .with_http(http.clone());
     let search = SearchIndexes::new(plane.clone(), search);
     if search.is_enabled() {
         tracing::info!(app = %app, dir = %search.config().dir.display(), "search: following tenant outboxes");
         tokio::spawn(search.clone().follow());
-        api.search = Some(search);
+        api = api.with_search(search);
     }
-    let router = routes(&app, Arc::new(api), plane, &config);
+    let router = routes(&app, Arc::new(api), http, plane, &config);
     let addr = listener.local_addr()?;
     tracing::info!(app = %app, %addr, "worker listening");
     ready(addr);
@@ -192,6 +192,7 @@ fn egress_client(app: &AppId, settings: &EgressSettings) -> Result<HttpOut> {
 fn routes(
     app: &AppId,
     api: Arc<Api>,
+    http: Arc<HttpOut>,
     plane: DataPlane,
     config: &bulkhead_model::worker::WorkerConfig,
 ) -> axum::Router {
@@ -214,7 +215,7 @@ fn routes(
         Mode::Chain,
     );
     let health_app = app.to_string();
-    let health_http = api.http.clone();
+    let health_http = http;
     let router = axum::Router::new()
         .route(
             "/healthz",

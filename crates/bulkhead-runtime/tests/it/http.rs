@@ -1,4 +1,4 @@
-//! `api.http(&tenant)`: each tenant's allow-list, nobody else's.
+//! `HttpOut`, the worker's side of `ctx.http()`: each tenant's allow-list, nobody else's.
 
 use bulkhead_egress::{AllowList, Egress, EgressConfig, Error};
 use bulkhead_model::{AppId, TenantId};

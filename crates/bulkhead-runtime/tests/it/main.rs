@@ -2,6 +2,7 @@
 //! The runtime's layers, driven through tower without a network; the REST tests run against a
 //! real PostgreSQL with real realms.
 
+mod context;
 mod edge_input;
 mod http;
 mod resolve;

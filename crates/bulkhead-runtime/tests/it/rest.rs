@@ -9,14 +9,14 @@ use bulkhead_identity::store::{RealmSettings, RealmStore};
 use bulkhead_model::{AppManifest, IsolationLevel, TenantId};
 use bulkhead_pg::{DataPlane, DataPlaneConfig, Provisioner, TenantPlacement};
 use bulkhead_runtime::auth::LocalRealms;
-use bulkhead_runtime::rest::{Api, PlaneDirectory, router};
-use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
+use bulkhead_runtime::rest::{Api, PlaneDirectory};
+use bulkhead_runtime::{ResolverConfig, Strategy};
 use bulkhead_testkit::pg;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const MANIFEST: &str = r#"app: APP
+pub(crate) const MANIFEST: &str = r#"app: APP
 entities:
   customer:
     fields:
@@ -55,10 +55,12 @@ fn now() -> u64 {
 
 pub(crate) struct Stack {
     svc: axum::Router,
+    /// The worker's side of outbound HTTP: each tenant's allow-list.
+    pub(crate) http: Arc<bulkhead_runtime::http::HttpOut>,
     realm_routes: axum::Router,
     realms: RealmStore,
     app: String,
-    options: Arc<bulkhead_runtime::options::OptionsStore>,
+    pub(crate) options: Arc<bulkhead_runtime::options::OptionsStore>,
     search: bulkhead_search::SearchIndexes,
     _files: tempfile::TempDir,
     _search: tempfile::TempDir,
@@ -71,10 +73,16 @@ async fn stack() -> Stack {
     stack_with(MANIFEST).await
 }
 
+/// [`stack_with`] plus app code's own routes, mounted as an app mounts them
+/// ([`bulkhead_runtime::app`]).
+pub(crate) async fn stack_with(yaml: &str) -> Stack {
+    stack_with_routes(yaml, axum::Router::new()).await
+}
+
 /// The REST stack as a worker serves it (edge layer, tenant resolution, the app's routes) for
 /// a manifest whose `app:` is `APP`, with tenants `acme` (row) and `beta` (schema) and the
 /// agent `alice` in each.
-pub(crate) async fn stack_with(yaml: &str) -> Stack {
+pub(crate) async fn stack_with_routes(yaml: &str, custom: axum::Router<Arc<Api>>) -> Stack {
     let cluster = pg().unwrap();
     let app = format!("r{}x{}", std::process::id(), rand::random::<u16>());
     let manifest = AppManifest::from_yaml(&yaml.replace("APP", &app), "t.yaml").unwrap();
@@ -128,17 +136,25 @@ pub(crate) async fn stack_with(yaml: &str) -> Stack {
         audience: app.clone(),
     });
     let files_root = tempfile::tempdir().unwrap();
-    let mut api = Api::new(plane.clone(), auth);
-    api.files = Some(bulkhead_runtime::files::FilesApi::new(
-        bulkhead_files::AppBucket::local(
-            files_root.path(),
-            &bulkhead_model::AppId::parse(&app).unwrap(),
-        )
-        .unwrap(),
-        rand::random(),
-        FILE_LIMIT,
+    let options = Arc::new(bulkhead_runtime::options::OptionsStore::default());
+    let api =
+        Api::new(plane.clone(), auth).with_files(Some(bulkhead_runtime::files::FilesApi::new(
+            bulkhead_files::AppBucket::local(
+                files_root.path(),
+                &bulkhead_model::AppId::parse(&app).unwrap(),
+            )
+            .unwrap(),
+            rand::random(),
+            FILE_LIMIT,
+        )));
+    let http = Arc::new(bulkhead_runtime::http::HttpOut::new(
+        bulkhead_egress::Egress::new(
+            bulkhead_model::AppId::parse(&app).unwrap(),
+            bulkhead_egress::AllowList::default(),
+            bulkhead_egress::EgressConfig::default(),
+        ),
     ));
-    let options = api.options.clone();
+    let api = api.with_options(options.clone()).with_http(http.clone());
     let search_dir = tempfile::tempdir().unwrap();
     let search = bulkhead_search::SearchIndexes::new(
         plane.clone(),
@@ -147,8 +163,7 @@ pub(crate) async fn stack_with(yaml: &str) -> Stack {
             ..Default::default()
         },
     );
-    api.search = Some(search.clone());
-    let api = Arc::new(api);
+    let api = Arc::new(api.with_search(search.clone()));
     let config = ResolverConfig {
         strategies: vec![
             Strategy::Header("x-tenant".into()),
@@ -168,12 +183,10 @@ pub(crate) async fn stack_with(yaml: &str) -> Stack {
             clients: vec![app.clone()],
             secure_cookies: false,
         }));
-    let layer = TenantLayer::new(config, directory, Mode::Chain);
     Stack {
-        svc: bulkhead_runtime::edge::harden(
-            axum::Router::new().fallback_service(tower::Layer::layer(&layer, router(api))),
-        ),
+        svc: bulkhead_runtime::app(api, config, custom),
         realm_routes,
+        http,
         realms,
         app,
         options,

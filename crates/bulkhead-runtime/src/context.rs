@@ -1,0 +1,68 @@
+//! What app code's handlers receive: [`AppContext`], the request's tenant-bound handles. Its
+//! tenant is the resolved one and its caller the verified one; no method takes a tenant id, a
+//! role or a connection (invariant 11), and app code cannot build one — only the [`Tenant`]
+//! extractor does, after resolution and authentication.
+//!
+//! [`Tenant`]: crate::rest::Tenant
+
+use std::sync::Arc;
+
+use bulkhead_pg::TenantContext;
+
+use crate::auth::Principal;
+use crate::http::TenantHttp;
+use crate::options::{Config, Flags};
+use crate::rest::Api;
+
+/// The request's tenant-bound handles: everything of [`TenantContext`] (`db()`,
+/// `cross_tenant(…)`, `tenant()`), plus outbound HTTP, flags and settings for the same tenant
+/// and caller.
+#[derive(Clone)]
+pub struct AppContext {
+    ctx: TenantContext,
+    caller: Principal,
+    api: Arc<Api>,
+}
+
+impl std::fmt::Debug for AppContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppContext")
+            .field("tenant", self.ctx.tenant())
+            .field("caller", &self.caller.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppContext {
+    pub(crate) fn new(ctx: TenantContext, caller: Principal, api: Arc<Api>) -> Self {
+        Self { ctx, caller, api }
+    }
+
+    /// Outbound HTTP with this tenant's allow-list (and the app's); deny by default.
+    pub fn http(&self) -> TenantHttp<'_> {
+        self.api.http_out().tenant(self.ctx.tenant())
+    }
+
+    /// This tenant's feature flags as they apply to this caller.
+    pub fn flags(&self) -> Flags<'_> {
+        self.api.flags(self.ctx.tenant(), &self.caller)
+    }
+
+    /// This tenant's settings (secret ones included: never send those to clients).
+    pub fn config(&self) -> Config<'_> {
+        self.api.config(self.ctx.tenant())
+    }
+
+    /// The verified caller.
+    pub fn caller(&self) -> &Principal {
+        &self.caller
+    }
+}
+
+impl std::ops::Deref for AppContext {
+    type Target = TenantContext;
+
+    fn deref(&self) -> &TenantContext {
+        &self.ctx
+    }
+}
