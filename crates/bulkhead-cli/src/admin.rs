@@ -113,24 +113,7 @@ impl AdminApi {
 }
 
 fn control(e: bulkhead_control::Error) -> ApiError {
-    use bulkhead_control::Error as E;
-    match e {
-        E::Invalid(m) => {
-            // Messages name the field first: `settings.smtp.port: …`.
-            let field = m.split_once(':').map(|(f, _)| f.to_owned());
-            ApiError {
-                code: ErrorCode::OutOfRange,
-                message: m,
-                field,
-            }
-        }
-        E::NotFound(m) => ApiError::new(ErrorCode::NotFound, format!("{m} not found")),
-        E::Conflict(m) => ApiError::new(ErrorCode::BadQuery, m),
-        e => {
-            tracing::error!(error = %e, "admin API");
-            ApiError::new(ErrorCode::Internal, "the control plane failed")
-        }
-    }
+    e.into()
 }
 
 fn bad(field: &str, message: String) -> ApiError {

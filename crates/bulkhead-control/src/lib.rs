@@ -30,6 +30,26 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl bulkhead_model::Coded for Error {
+    fn code(&self) -> bulkhead_model::ErrorCode {
+        use bulkhead_model::ErrorCode as C;
+        match self {
+            Error::NotFound(_) => C::NotFound,
+            Error::Invalid(_) => C::OutOfRange,
+            Error::Conflict(_) => C::Conflict,
+            Error::Database(_) | Error::Internal(_) => C::Internal,
+        }
+    }
+
+    /// Invalid input names the field first: `settings.smtp.port: …`.
+    fn field(&self) -> Option<&str> {
+        match self {
+            Error::Invalid(m) => m.split_once(':').map(|(f, _)| f),
+            _ => None,
+        }
+    }
+}
+
 /// A value as JSON for the registry or the audit log.
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
     serde_json::to_value(value).map_err(|e| Error::Internal(e.to_string()))

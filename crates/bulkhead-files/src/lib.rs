@@ -45,6 +45,23 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl bulkhead_model::Coded for Error {
+    fn code(&self) -> bulkhead_model::ErrorCode {
+        use bulkhead_model::ErrorCode as C;
+        match self {
+            Error::BadKey(_) => C::BadQuery,
+            Error::NotFound(_) => C::NotFound,
+            Error::TooLarge { .. } => C::PayloadTooLarge,
+            Error::Body(_) => C::BadRequest,
+            Error::Denied | Error::Storage(_) => C::Internal,
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        matches!(self, Error::BadKey(_)).then_some("key")
+    }
+}
+
 /// Part size of streamed uploads (S3's minimum part size).
 pub const PART_BYTES: usize = 5 * 1024 * 1024;
 

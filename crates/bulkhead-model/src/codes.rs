@@ -55,6 +55,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The request is malformed (body not JSON, bad query string, bad header).
     BadRequest,
+    /// The request contradicts the current state (e.g. a tenant declared at another level).
+    Conflict,
     /// The route exists but does not take this method.
     MethodNotAllowed,
     /// The transaction conflicted with a concurrent one (serialization failure, deadlock);
@@ -96,6 +98,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::BadRequest => "bad_request",
+            Self::Conflict => "conflict",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::TransactionConflict => "transaction_conflict",
             Self::TooManyRequests => "too_many_requests",
@@ -119,6 +122,7 @@ impl ErrorCode {
             | Self::ReferenceNotFound
             | Self::StillReferenced
             | Self::DestructiveChange
+            | Self::Conflict
             | Self::TransactionConflict => 409,
             Self::RlsRefused
             | Self::CrossTenantDenied
@@ -133,6 +137,16 @@ impl ErrorCode {
             Self::PoolExhausted | Self::DatabaseUnavailable | Self::Unavailable => 503,
             Self::Internal => 500,
         }
+    }
+}
+
+/// A library error a client may see: its stable code and, where one is at fault, the request
+/// field. Every library error implements it; `bulkhead-runtime/src/error.rs` turns any of them
+/// into the one JSON error (opaque for 5xx), so no crate maps errors to HTTP by hand.
+pub trait Coded: std::error::Error {
+    fn code(&self) -> ErrorCode;
+    fn field(&self) -> Option<&str> {
+        None
     }
 }
 
@@ -171,6 +185,7 @@ mod tests {
         (PayloadTooLarge, "payload_too_large", 413),
         (UnsupportedMediaType, "unsupported_media_type", 415),
         (BadRequest, "bad_request", 400),
+        (Conflict, "conflict", 409),
         (MethodNotAllowed, "method_not_allowed", 405),
         (TransactionConflict, "transaction_conflict", 409),
         (TooManyRequests, "too_many_requests", 429),

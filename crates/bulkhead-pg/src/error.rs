@@ -171,6 +171,22 @@ fn classify(
     })
 }
 
+impl bulkhead_model::Coded for Error {
+    fn code(&self) -> ErrorCode {
+        Error::code(self)
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Error::UnknownField { field, .. }
+            | Error::WrongType { field, .. }
+            | Error::OutOfRange { field, .. }
+            | Error::MissingField { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
 impl Error {
     /// The database refused the password (SQLSTATE 28P01), e.g. after a rotation.
     pub fn is_auth_failure(&self) -> bool {

@@ -5,7 +5,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bulkhead_model::ErrorCode;
+use bulkhead_model::{Coded, ErrorCode};
 use serde_json::json;
 
 /// An error a client sees.
@@ -40,19 +40,14 @@ impl ApiError {
     }
 }
 
-impl From<bulkhead_pg::Error> for ApiError {
-    fn from(e: bulkhead_pg::Error) -> Self {
-        use bulkhead_pg::Error as E;
+/// Every library error becomes the one JSON error through its [`Coded`] code: the only
+/// error → HTTP mapping (the statuses come from the code table).
+impl<E: Coded> From<E> for ApiError {
+    fn from(e: E) -> Self {
         let code = e.code();
-        let field = match &e {
-            E::UnknownField { field, .. }
-            | E::WrongType { field, .. }
-            | E::OutOfRange { field, .. }
-            | E::MissingField { field, .. } => Some(field.clone()),
-            _ => None,
-        };
+        let field = e.field().map(str::to_owned);
         if code.http_status() >= 500 {
-            tracing::error!(error = ?e, "request failed");
+            tracing::error!(error = %chain(&e), "request failed");
             let message = match code {
                 ErrorCode::PoolExhausted
                 | ErrorCode::DatabaseUnavailable
@@ -71,6 +66,18 @@ impl From<bulkhead_pg::Error> for ApiError {
             field,
         }
     }
+}
+
+/// An error and its sources, `a: b: c`, for the log.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
 }
 
 impl IntoResponse for ApiError {

@@ -128,27 +128,7 @@ fn bad_key(key: &str) -> ApiError {
 }
 
 fn storage(e: bulkhead_files::Error) -> ApiError {
-    match e {
-        bulkhead_files::Error::BadKey(k) => bad_key(&k),
-        bulkhead_files::Error::NotFound(_) => ApiError {
-            code: ErrorCode::NotFound,
-            message: "no such file".into(),
-            field: None,
-        },
-        bulkhead_files::Error::TooLarge { limit } => ApiError {
-            code: ErrorCode::PayloadTooLarge,
-            message: format!("file larger than {limit} bytes"),
-            field: None,
-        },
-        e => {
-            tracing::error!(error = %e, "file storage failed");
-            ApiError {
-                code: ErrorCode::Internal,
-                message: "file storage failed".into(),
-                field: None,
-            }
-        }
-    }
+    e.into()
 }
 
 /// The row a key belongs to, when its first segment names a tenant entity.

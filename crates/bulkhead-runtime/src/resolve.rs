@@ -19,10 +19,9 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode, Uri, request::Parts};
+use axum::http::{HeaderMap, Request, Uri, request::Parts};
 use axum::response::{IntoResponse, Response};
 use bulkhead_model::{ErrorCode, TenantId};
-use serde_json::json;
 use tower::{Layer, Service};
 
 /// Where a tenant came from.
@@ -143,24 +142,16 @@ pub enum Refusal {
 }
 
 impl IntoResponse for Refusal {
+    /// The one error shape, status from the code table.
     fn into_response(self) -> Response {
-        let (status, code, message) = match self {
-            Refusal::NotFound => (
-                StatusCode::NOT_FOUND,
-                ErrorCode::TenantNotFound,
-                "not found",
-            ),
+        let (code, message) = match self {
+            Refusal::NotFound => (ErrorCode::TenantNotFound, "not found"),
             Refusal::Mismatch => (
-                StatusCode::FORBIDDEN,
                 ErrorCode::TenantMismatch,
                 "the request names more than one tenant",
             ),
         };
-        (
-            status,
-            axum::Json(json!({ "error": { "code": code, "message": message } })),
-        )
-            .into_response()
+        crate::error::ApiError::new(code, message).into_response()
     }
 }
 

@@ -33,14 +33,9 @@ pub(crate) async fn search(
     let req = request(&pairs)?;
     match indexes.search(&ctx, &req).await {
         Ok(page) => Ok(Json(page)),
+        // An anonymous caller refused is told to authenticate (`for_caller`); everything else
+        // through the one mapping.
         Err(e) => Err(match e {
-            bulkhead_search::Error::BadQuery(m) => {
-                ApiError::new(ErrorCode::BadQuery, m).with_field("q")
-            }
-            bulkhead_search::Error::UnknownEntity(e) => {
-                ApiError::new(ErrorCode::UnknownEntity, format!("{e} is not searchable"))
-                    .with_field("entity")
-            }
             bulkhead_search::Error::Forbidden(e) => for_caller(
                 &who,
                 bulkhead_pg::Error::Forbidden {
@@ -50,10 +45,7 @@ pub(crate) async fn search(
                 },
             ),
             bulkhead_search::Error::Database(e) => for_caller(&who, e),
-            bulkhead_search::Error::Index(m) => {
-                tracing::error!(tenant = %resolved.tenant, error = %m, "search index");
-                ApiError::new(ErrorCode::Internal, "search is unavailable")
-            }
+            other => other.into(),
         }),
     }
 }

@@ -55,6 +55,28 @@ impl From<tantivy::TantivyError> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl bulkhead_model::Coded for Error {
+    fn code(&self) -> bulkhead_model::ErrorCode {
+        use bulkhead_model::ErrorCode as C;
+        match self {
+            Error::BadQuery(_) => C::BadQuery,
+            Error::UnknownEntity(_) => C::UnknownEntity,
+            Error::Forbidden(_) => C::Forbidden,
+            Error::Database(e) => e.code(),
+            Error::Index(_) => C::Internal,
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Error::BadQuery(_) => Some("q"),
+            Error::UnknownEntity(_) => Some("entity"),
+            Error::Database(e) => bulkhead_model::Coded::field(e),
+            _ => None,
+        }
+    }
+}
+
 /// How the indexes of one worker behave. Defaults suit a worker with a handful of active
 /// tenants; `[search]` in `bulkhead.toml` overrides them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
