@@ -206,7 +206,7 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// The platform handle of the CLI: platform database, admin provisioner, vault.
 pub(crate) async fn platform(config: &Config) -> anyhow::Result<Platform> {
-    let db = crate::audit::platform_db(config)?;
+    let db = platform_db(config)?;
     platform_at(config, db, master_key(config, false)?).await
 }
 
@@ -350,8 +350,8 @@ pub(crate) async fn declare_tenant(
 ) -> anyhow::Result<()> {
     p.declare_tenant(manifest, spec).await?;
     if matches!(spec.identity, IdentitySpec::Local { .. }) {
-        let pool = bulkhead_gateway::platform_pool(crate::audit::platform_db(config)?)
-            .map_err(anyhow::Error::msg)?;
+        let pool =
+            bulkhead_gateway::platform_pool(platform_db(config)?).map_err(anyhow::Error::msg)?;
         let store = bulkhead_identity::store::RealmStore::new(
             pool,
             master_key(config, false)?,
@@ -562,7 +562,7 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                         &m,
                         &TenantId::parse(&tenant)?,
                         to,
-                        crate::apply::MOVE_QUIESCE,
+                        MOVE_QUIESCE,
                         None,
                     )
                     .await
@@ -809,3 +809,30 @@ async fn migrate(
     );
     Ok(())
 }
+
+/// Connection settings for the platform database: the configured URL or the embedded cluster.
+pub fn platform_db(config: &Config) -> anyhow::Result<tokio_postgres::Config> {
+    if let Some(url) = &config.database_url {
+        return url
+            .expose()
+            .parse()
+            .context("database_url is not a valid PostgreSQL URL");
+    }
+    let dir = config.data_dir.join("postgres");
+    anyhow::ensure!(
+        dir.join("cluster.json").exists(),
+        "no platform database: start `bulkhead up` first or pass --database-url"
+    );
+    let (cluster, _) =
+        bulkhead_pgcluster::Cluster::open_or_init(&dir, bulkhead_pgcluster::Durability::Durable)?;
+    anyhow::ensure!(
+        cluster.is_running(),
+        "the embedded cluster in {} is not running: start `bulkhead up`",
+        dir.display()
+    );
+    Ok(cluster.superuser_url("bulkhead").parse()?)
+}
+
+/// How long a tenant stays suspended before its data moves: longer than a worker's reload
+/// interval, so no running worker still writes to the old level.
+pub const MOVE_QUIESCE: std::time::Duration = std::time::Duration::from_secs(3);

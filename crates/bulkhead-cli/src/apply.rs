@@ -11,10 +11,6 @@ use bulkhead_model::tenants::{self, TenantSpec};
 use bulkhead_model::{AppId, AppManifest};
 use serde::Serialize;
 
-/// How long a tenant stays suspended before its data moves: longer than a worker's reload
-/// interval, so no running worker still writes to the old level.
-pub const MOVE_QUIESCE: std::time::Duration = std::time::Duration::from_secs(3);
-
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The tenants file.
@@ -183,7 +179,13 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
                 .context("declared tenant")?;
             if let Action::Move { from } = &step.action {
                 let moved = platform
-                    .move_tenant(manifest, &spec.id, spec.isolation, MOVE_QUIESCE, None)
+                    .move_tenant(
+                        manifest,
+                        &spec.id,
+                        spec.isolation,
+                        crate::app::MOVE_QUIESCE,
+                        None,
+                    )
                     .await
                     .with_context(|| {
                         format!(

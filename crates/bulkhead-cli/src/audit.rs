@@ -6,7 +6,6 @@ use anyhow::Context;
 use bulkhead_control::audit;
 
 use crate::app::Target;
-use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,34 +28,11 @@ enum Command {
     Verify,
 }
 
-/// Connection settings for the platform database: the configured URL or the embedded cluster.
-pub fn platform_db(config: &Config) -> anyhow::Result<tokio_postgres::Config> {
-    if let Some(url) = &config.database_url {
-        return url
-            .expose()
-            .parse()
-            .context("database_url is not a valid PostgreSQL URL");
-    }
-    let dir = config.data_dir.join("postgres");
-    anyhow::ensure!(
-        dir.join("cluster.json").exists(),
-        "no platform database: start `bulkhead up` first or pass --database-url"
-    );
-    let (cluster, _) =
-        bulkhead_pgcluster::Cluster::open_or_init(&dir, bulkhead_pgcluster::Durability::Durable)?;
-    anyhow::ensure!(
-        cluster.is_running(),
-        "the embedded cluster in {} is not running: start `bulkhead up`",
-        dir.display()
-    );
-    Ok(cluster.superuser_url("bulkhead").parse()?)
-}
-
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
     let config = crate::app::config(config_path, &args.target)?;
     let json = args.target.json;
     crate::app::runtime()?.block_on(async {
-        let (client, conn) = platform_db(&config)?
+        let (client, conn) = crate::app::platform_db(&config)?
             .connect(tokio_postgres::NoTls)
             .await
             .context("connecting to the platform database")?;

@@ -15,7 +15,7 @@ use bulkhead_identity::store::StoreError;
 use bulkhead_model::tenants::{IdentitySpec, NetworkSpec, TenantSpec};
 use bulkhead_model::{AppManifest, IsolationLevel, TenantId};
 
-use crate::serve::Gateway;
+use crate::gateway::Gateway;
 
 const MANIFEST: &str = include_str!("../../../examples/helpdesk/manifest.yaml");
 

@@ -6,11 +6,14 @@ mod apply;
 mod audit;
 mod config;
 mod demo;
+mod egress_proxy;
+mod gateway;
 mod isolate;
 mod manifest;
 mod options;
 #[cfg(test)]
 mod reference;
+mod routes;
 mod serve;
 mod supervise;
 mod up;

@@ -515,7 +515,7 @@ async fn identity_checks(
     config: &Config,
     apps: &[(AppManifest, Vec<TenantInfo>)],
 ) -> anyhow::Result<()> {
-    let pool = bulkhead_gateway::platform_pool(crate::audit::platform_db(config)?)
+    let pool = bulkhead_gateway::platform_pool(crate::app::platform_db(config)?)
         .map_err(anyhow::Error::msg)?;
     let store = bulkhead_identity::store::RealmStore::new(
         pool,
@@ -720,7 +720,7 @@ fn boundary_checks(
 /// one of their own listeners.
 fn sockets_check(pid: u32, config: &Config) -> (bool, String) {
     let mut peers: Vec<u16> = Vec::new();
-    if let Ok(db) = crate::audit::platform_db(config) {
+    if let Ok(db) = crate::app::platform_db(config) {
         peers.extend(db.get_ports());
     }
     for url in [&config.vault.address, &config.files.s3_endpoint]
@@ -778,7 +778,7 @@ fn sockets_check(pid: u32, config: &Config) -> (bool, String) {
 pub async fn run_checks(config: &Config, serve_pid: Option<u32>) -> anyhow::Result<Report> {
     let p = crate::app::platform(config).await?;
     let cluster = Cluster {
-        admin: crate::audit::platform_db(config)?,
+        admin: crate::app::platform_db(config)?,
     };
     let mut checks = Checks {
         findings: Vec::new(),

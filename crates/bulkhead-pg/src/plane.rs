@@ -179,13 +179,6 @@ impl DataPlane {
             .unwrap_or_default()
     }
 
-    /// What the search indexer reads from one tenant (see [`crate::search`]). For the runtime
-    /// only: the source reads every row of the tenant, not what one caller may see.
-    pub fn search_source(&self, tenant: &TenantId) -> Result<crate::search::SearchSource> {
-        let ctx = self.context(tenant, Actor::default())?;
-        Ok(crate::search::SearchSource::new(ctx))
-    }
-
     /// Whether the tenant is registered and not suspended.
     pub fn is_active(&self, tenant: &TenantId) -> bool {
         self.inner

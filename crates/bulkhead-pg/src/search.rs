@@ -18,7 +18,7 @@ use tokio_postgres::Row;
 
 use crate::ddl::OUTBOX_TABLE;
 use crate::error::{Error, Result};
-use crate::plane::TenantContext;
+use crate::plane::{Actor, DataPlane, TenantContext};
 use crate::router::Conn;
 
 /// One row as the index sees it: its searchable text and its owner.
@@ -296,5 +296,14 @@ impl SearchSource {
         client.batch_execute("COMMIT").await.map_err(db)?;
         conn.finish();
         Ok(n)
+    }
+}
+
+impl DataPlane {
+    /// What the search indexer reads from one tenant. For the runtime only: the source reads
+    /// every row of the tenant, not what one caller may see.
+    pub fn search_source(&self, tenant: &bulkhead_model::TenantId) -> Result<SearchSource> {
+        let ctx = self.context(tenant, Actor::default())?;
+        Ok(SearchSource::new(ctx))
     }
 }

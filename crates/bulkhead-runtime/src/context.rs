@@ -9,10 +9,13 @@ use std::sync::Arc;
 
 use bulkhead_pg::TenantContext;
 
+use crate::api::Api;
 use crate::auth::Principal;
+use crate::error::ApiError;
 use crate::http::TenantHttp;
-use crate::options::{Config, Flags};
-use crate::rest::Api;
+use crate::options_store::{Config, Flags};
+use crate::resolve::ResolvedTenant;
+use bulkhead_model::ErrorCode;
 
 /// The request's tenant-bound handles: everything of [`TenantContext`] (`db()`,
 /// `cross_tenant(…)`, `tenant()`), plus outbound HTTP, flags and settings for the same tenant
@@ -64,5 +67,30 @@ impl std::ops::Deref for AppContext {
 
     fn deref(&self) -> &TenantContext {
         &self.ctx
+    }
+}
+
+/// The extractor for app code's own handlers: the request's [`AppContext`] (its tenant-bound
+/// handles: `db()`, `http()`, `flags()`, `config()`) and [`Principal`], minted only after tenant
+/// resolution and token verification — the one way app code reaches tenant data. Mount the
+/// handlers with [`crate::app`].
+#[derive(Debug, Clone)]
+pub struct Tenant(pub AppContext, pub Principal);
+
+impl axum::extract::FromRequestParts<Arc<Api>> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &Arc<Api>,
+    ) -> Result<Self, Self::Rejection> {
+        let resolved = parts
+            .extensions
+            .get::<ResolvedTenant>()
+            .cloned()
+            .ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, "not found"))?;
+        let write = !parts.method.is_safe();
+        let (ctx, who) = api.context(&resolved, &parts.headers, write).await?;
+        Ok(Tenant(AppContext::new(ctx, who.clone(), api.clone()), who))
     }
 }

@@ -24,6 +24,7 @@ use bulkhead_model::ErrorCode;
 use tracing::Instrument;
 
 use crate::error::ApiError;
+use crate::request_id;
 
 /// The request-id header, read and written.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -31,15 +32,6 @@ pub const REQUEST_ID: &str = "x-request-id";
 const MAX_REQUEST_ID: usize = 128;
 /// Largest plain-text refusal body read to keep its message.
 const MAX_REFUSAL_TEXT: usize = 4096;
-
-tokio::task_local! {
-    static CURRENT: String;
-}
-
-/// The id of the request being served, inside [`layer`]'s scope.
-pub fn current_request_id() -> Option<String> {
-    CURRENT.try_with(Clone::clone).ok()
-}
 
 /// Wraps a router in the edge layer: request id, caught panics, JSON refusals.
 pub fn harden<S: Clone + Send + Sync + 'static>(router: axum::Router<S>) -> axum::Router<S> {
@@ -67,12 +59,8 @@ async fn edge(mut req: Request, next: Next) -> Response {
     let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"));
     req.headers_mut().insert(REQUEST_ID, value.clone());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let response = CURRENT
-        .scope(id.clone(), next.run(req).instrument(span.clone()))
-        .await;
-    let mut response = CURRENT
-        .scope(id, json_refusal(response).instrument(span))
-        .await;
+    let response = request_id::scope(id.clone(), next.run(req).instrument(span.clone())).await;
+    let mut response = request_id::scope(id, json_refusal(response).instrument(span)).await;
     response.headers_mut().insert(REQUEST_ID, value);
     response
 }
@@ -153,7 +141,7 @@ fn on_panic(payload: Box<dyn Any + Send + 'static>) -> Response<Body> {
         .or_else(|| payload.downcast_ref::<&str>().copied())
         .unwrap_or("(no message)");
     tracing::error!(
-        request_id = current_request_id().unwrap_or_default(),
+        request_id = request_id::current().unwrap_or_default(),
         panic = detail,
         "a request handler panicked"
     );

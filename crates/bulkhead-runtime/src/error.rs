@@ -89,7 +89,7 @@ impl IntoResponse for ApiError {
             error["field"] = json!(field);
         }
         if status.is_server_error()
-            && let Some(id) = crate::edge::current_request_id()
+            && let Some(id) = crate::request_id::current()
         {
             error["request_id"] = json!(id);
         }

@@ -20,15 +20,20 @@
 //! reach into control-plane internals, and a request without a resolved tenant gets no tenant
 //! data (404/401), never "all tenants".
 
+mod api;
 pub mod auth;
 pub mod context;
 pub mod edge;
 pub mod error;
+mod extract;
+mod file_store;
 pub mod files;
 pub mod http;
 pub mod openapi;
 pub mod options;
+mod options_store;
 pub mod realms;
+pub mod request_id;
 pub mod resolve;
 pub mod rest;
 pub mod search;

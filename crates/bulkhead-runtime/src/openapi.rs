@@ -162,7 +162,7 @@ fn files_paths(paths: &mut Map<String, Value>) {
             "properties": {"key": {"type": "string"}, "size": {"type": "integer"}}, "required": ["key", "size"]}}}}));
     let mut del = errors(&[400, 401, 403, 404, 503]);
     del.insert("204".into(), json!({"description": "deleted"}));
-    let upload_types: Map<String, Value> = crate::files::content_types()
+    let upload_types: Map<String, Value> = crate::file_store::content_types()
         .map(|t| {
             (
                 t.to_owned(),

@@ -19,173 +19,21 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use bulkhead_model::{AppManifest, Entity, ErrorCode, FieldType};
-use bulkhead_pg::{Actor, DataPlane, Direction, Filter, TenantContext};
+use bulkhead_model::{Entity, ErrorCode, FieldType};
+use bulkhead_pg::{Direction, Filter};
 use serde_json::{Value, json};
 
-use crate::auth::{self, Authenticator, Principal};
-use crate::context::AppContext;
+use crate::api::for_caller;
+pub use crate::api::{Api, PlaneDirectory, manifest};
+pub use crate::context::Tenant;
 use crate::error::ApiError;
+use crate::extract::{json_body, query_pairs};
 use crate::resolve::ResolvedTenant;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Most records one bulk create takes.
 pub const BULK_LIMIT: usize = 1000;
-
-/// What the REST handlers share. App code holds it as router state but reaches tenant data
-/// only through a request's [`Tenant`] extractor: every field is private, and nothing here
-/// takes a tenant id from app code (invariants 1 and 11).
-///
-/// ```
-/// // What app code may do with it: read the manifest it serves (these paths exist, so the
-/// // two examples below fail for the reason they state).
-/// fn manifest(api: &bulkhead_runtime::rest::Api) -> &bulkhead_model::AppManifest {
-///     bulkhead_runtime::rest::manifest(api)
-/// }
-/// ```
-///
-/// ```compile_fail,E0616
-/// // App code cannot mint a context for a tenant of its choosing: the data plane is private.
-/// fn mint(api: &bulkhead_runtime::rest::Api, actor: bulkhead_pg::Actor) {
-///     let other = bulkhead_model::TenantId::parse("other").unwrap();
-///     let _ = api.plane.context(&other, actor);
-/// }
-/// ```
-///
-/// ```compile_fail,E0599
-/// // Nor use another tenant's egress list, flags or settings: no method takes a tenant.
-/// fn egress(api: &bulkhead_runtime::rest::Api) {
-///     let other = bulkhead_model::TenantId::parse("other").unwrap();
-///     let _ = api.http(&other);
-/// }
-/// ```
-pub struct Api {
-    plane: DataPlane,
-    auth: Arc<dyn Authenticator>,
-    /// The app's files, when it has a bucket.
-    files: Option<crate::files::FilesApi>,
-    /// Each tenant's flag and setting overrides.
-    options: Arc<crate::options::OptionsStore>,
-    /// The app's search indexes in this worker, when it has searchable fields.
-    search: Option<bulkhead_search::SearchIndexes>,
-    /// Outbound HTTP: deny by default, per-tenant and per-app allow-lists.
-    http: Arc<crate::http::HttpOut>,
-    openapi: Value,
-}
-
-impl std::fmt::Debug for Api {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Api")
-            .field("plane", &self.plane)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Api {
-    pub fn new(plane: DataPlane, auth: Arc<dyn Authenticator>) -> Self {
-        let openapi = crate::openapi::document(plane.manifest());
-        let app = plane.manifest().app.clone();
-        Self {
-            plane,
-            auth,
-            files: None,
-            options: Arc::default(),
-            search: None,
-            http: Arc::new(crate::http::HttpOut::new(bulkhead_egress::Egress::new(
-                app,
-                bulkhead_egress::AllowList::default(),
-                bulkhead_egress::EgressConfig::default(),
-            ))),
-            openapi,
-        }
-    }
-
-    /// Serves the app's files from `files` (its bucket).
-    pub fn with_files(mut self, files: Option<crate::files::FilesApi>) -> Self {
-        self.files = files;
-        self
-    }
-
-    /// Each tenant's flag and setting overrides, kept current by the worker.
-    pub fn with_options(mut self, options: Arc<crate::options::OptionsStore>) -> Self {
-        self.options = options;
-        self
-    }
-
-    /// The app's search indexes in this worker.
-    pub fn with_search(mut self, search: bulkhead_search::SearchIndexes) -> Self {
-        self.search = Some(search);
-        self
-    }
-
-    /// Outbound HTTP with the worker's egress settings and each tenant's list.
-    pub fn with_http(mut self, http: Arc<crate::http::HttpOut>) -> Self {
-        self.http = http;
-        self
-    }
-
-    pub(crate) fn plane(&self) -> &DataPlane {
-        &self.plane
-    }
-
-    pub(crate) fn files(&self) -> Option<&crate::files::FilesApi> {
-        self.files.as_ref()
-    }
-
-    pub(crate) fn search_indexes(&self) -> Option<&bulkhead_search::SearchIndexes> {
-        self.search.as_ref()
-    }
-
-    pub(crate) fn http_out(&self) -> &crate::http::HttpOut {
-        &self.http
-    }
-
-    pub(crate) fn options_store(&self) -> &crate::options::OptionsStore {
-        &self.options
-    }
-
-    /// Authenticates the request and mints its `TenantContext`.
-    pub(crate) async fn context(
-        &self,
-        resolved: &ResolvedTenant,
-        headers: &HeaderMap,
-        write: bool,
-    ) -> Result<(TenantContext, Principal), ApiError> {
-        let has_credentials = auth::bearer(headers).is_some()
-            || auth::cookie(headers, auth::SESSION_COOKIE).is_some();
-        let principal = if !has_credentials && resolved.via.is_host() {
-            // Public access: only for tenants named by the host, and only where the manifest
-            // grants the `anonymous` role the action (checked inside TenantDb).
-            Principal {
-                subject: String::new(),
-                roles: vec![bulkhead_model::ANONYMOUS_ROLE.to_owned()],
-            }
-        } else {
-            auth::authenticate(self.auth.as_ref(), resolved, headers, write).await?
-        };
-        let request_id = headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= 128)
-            .map(str::to_owned);
-        let ctx = self.plane.context(
-            &resolved.tenant,
-            Actor {
-                user_id: (!principal.subject.is_empty()).then(|| principal.subject.clone()),
-                request_id,
-                roles: principal.roles.clone(),
-            },
-        )?;
-        Ok((ctx, principal))
-    }
-
-    pub(crate) fn entity(&self, name: &str) -> Result<&Entity, ApiError> {
-        self.plane.manifest().entity(name).ok_or_else(|| {
-            ApiError::new(ErrorCode::UnknownEntity, format!("unknown entity {name:?}"))
-        })
-    }
-}
 
 /// The app's routes. Wrap with [`crate::TenantLayer`].
 pub fn router(api: Arc<Api>) -> Router {
@@ -218,65 +66,7 @@ pub fn router(api: Arc<Api>) -> Router {
 }
 
 async fn openapi(State(api): State<Arc<Api>>) -> Json<Value> {
-    Json(api.openapi.clone())
-}
-
-/// Whether the request says its body is JSON (`application/json` or `application/*+json`,
-/// any parameters).
-pub(crate) fn is_json_request(headers: &HeaderMap) -> bool {
-    headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .is_some_and(|v| {
-            v.eq_ignore_ascii_case("application/json")
-                || v.get(..12)
-                    .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
-                    && v.ends_with("+json")
-        })
-}
-
-/// A JSON request body: `application/json` (415 otherwise), valid JSON (400 otherwise).
-pub(crate) fn json_body(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, ApiError> {
-    if !is_json_request(headers) {
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            "the request body must be sent as application/json",
-        ));
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("request body is not valid JSON: {e}"),
-        )
-    })
-}
-
-/// The query string as name/value pairs, decoded strictly: `+` is a space, percent-escapes
-/// must spell valid UTF-8 (axum's `Query` would replace bad bytes with U+FFFD and run the
-/// request with a value the client never sent).
-pub(crate) fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
-    let decode = |part: &str| {
-        let spaced = part.replace('+', " ");
-        percent_encoding::percent_decode_str(&spaced)
-            .decode_utf8()
-            .map(|c| c.into_owned())
-            .map_err(|_| {
-                ApiError::new(
-                    ErrorCode::BadRequest,
-                    "the query string is not valid percent-encoded UTF-8",
-                )
-            })
-    };
-    raw.unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((decode(k)?, decode(v)?))
-        })
-        .collect()
+    Json(api.openapi().clone())
 }
 
 /// `true` or `false`, and nothing else.
@@ -393,19 +183,6 @@ fn list_params(entity: &Entity, pairs: &[(String, String)]) -> Result<ListParams
         }
     }
     Ok(p)
-}
-
-/// An anonymous caller refused by permissions is told to authenticate (401), not 403.
-pub(crate) fn for_caller(principal: &Principal, e: bulkhead_pg::Error) -> ApiError {
-    let anonymous = principal
-        .roles
-        .iter()
-        .all(|r| r == bulkhead_model::ANONYMOUS_ROLE);
-    if anonymous && e.code() == ErrorCode::Forbidden {
-        ApiError::unauthorized()
-    } else {
-        e.into()
-    }
 }
 
 async fn list(
@@ -535,51 +312,4 @@ async fn remove(
         .await
         .map_err(|e| for_caller(&who, e))?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The data plane as the tenant directory of the resolution layer.
-#[derive(Debug, Clone)]
-pub struct PlaneDirectory(pub DataPlane);
-
-impl crate::resolve::TenantDirectory for PlaneDirectory {
-    fn is_active(&self, tenant: &bulkhead_model::TenantId) -> bool {
-        self.0.is_active(tenant)
-    }
-}
-
-/// The manifest an [`Api`] serves (for documentation tools).
-pub fn manifest(api: &Api) -> &AppManifest {
-    api.plane.manifest()
-}
-
-impl Api {
-    /// The tenant directory of the resolution layer: the tenants this app's data plane serves.
-    pub(crate) fn directory(&self) -> PlaneDirectory {
-        PlaneDirectory(self.plane.clone())
-    }
-}
-
-/// The extractor for app code's own handlers: the request's [`AppContext`] (its tenant-bound
-/// handles: `db()`, `http()`, `flags()`, `config()`) and [`Principal`], minted only after tenant
-/// resolution and token verification — the one way app code reaches tenant data. Mount the
-/// handlers with [`crate::app`].
-#[derive(Debug, Clone)]
-pub struct Tenant(pub AppContext, pub Principal);
-
-impl axum::extract::FromRequestParts<Arc<Api>> for Tenant {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        api: &Arc<Api>,
-    ) -> Result<Self, Self::Rejection> {
-        let resolved = parts
-            .extensions
-            .get::<ResolvedTenant>()
-            .cloned()
-            .ok_or_else(|| ApiError::new(ErrorCode::TenantNotFound, "not found"))?;
-        let write = !parts.method.is_safe();
-        let (ctx, who) = api.context(&resolved, &parts.headers, write).await?;
-        Ok(Tenant(AppContext::new(ctx, who.clone(), api.clone()), who))
-    }
 }

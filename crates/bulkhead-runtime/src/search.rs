@@ -11,9 +11,9 @@ use axum::http::HeaderMap;
 use bulkhead_model::ErrorCode;
 use bulkhead_search::{SearchPage, SearchRequest};
 
+use crate::api::{Api, for_caller};
 use crate::error::ApiError;
 use crate::resolve::ResolvedTenant;
-use crate::rest::{Api, for_caller};
 
 /// `GET /search?q=…&entity=…&limit=…&cursor=…`.
 pub(crate) async fn search(
@@ -23,7 +23,7 @@ pub(crate) async fn search(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SearchPage>, ApiError> {
     let (ctx, who) = api.context(&resolved, &headers, false).await?;
-    let pairs = crate::rest::query_pairs(raw.as_deref())?;
+    let pairs = crate::extract::query_pairs(raw.as_deref())?;
     let Some(indexes) = api.search_indexes() else {
         return Err(ApiError::new(
             ErrorCode::NotFound,
