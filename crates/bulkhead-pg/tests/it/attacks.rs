@@ -603,27 +603,16 @@ async fn after_a_rotation_new_connections_use_the_refreshed_password_and_no_requ
     let current = std::sync::Arc::new(std::sync::Mutex::new(
         app.app.runtime.password.clone().unwrap(),
     ));
-    let plane = bulkhead_pg::DataPlane::new(
-        app.manifest.clone(),
-        bulkhead_pg::DataPlaneConfig {
-            host: "127.0.0.1".into(),
-            port: app.cluster.port(),
-            app_database: app.app.database.clone(),
-            runtime_role: app.app.runtime.role.clone(),
-            runtime_password: app.app.runtime.password.clone().unwrap(),
-            cross_tenant: None,
-            pools,
-        },
-    )
-    .unwrap()
-    .with_password_refresher({
-        let current = current.clone();
-        std::sync::Arc::new(move || {
-            let p = current.lock().unwrap().clone();
-            Box::pin(async move { Some(p) })
+    let plane = app
+        .plane_for(app.manifest.clone(), pools)
+        .with_password_refresher({
+            let current = current.clone();
+            std::sync::Arc::new(move || {
+                let p = current.lock().unwrap().clone();
+                Box::pin(async move { Some(p) })
+            })
         })
-    })
-    .unwrap();
+        .unwrap();
     plane.register_tenant(bulkhead_pg::TenantPlacement {
         tenant: tid("aa"),
         level: IsolationLevel::Row,

@@ -51,30 +51,9 @@ async fn additive_changes_apply_everywhere_and_destructive_ones_need_the_flag() 
         assert_eq!(report.version, 2, "{target}");
     }
     // New code (v2) runs on every level; old rows got the default.
-    let plane = bulkhead_pg::DataPlane::new(
-        v2.clone(),
-        bulkhead_pg::DataPlaneConfig {
-            host: "127.0.0.1".into(),
-            port: app.cluster.port(),
-            app_database: app.app.database.clone(),
-            runtime_role: app.app.runtime.role.clone(),
-            runtime_password: app.app.runtime.password.clone().unwrap(),
-            cross_tenant: None,
-            pools: Default::default(),
-        },
-    )
-    .unwrap();
-    for (t, level) in &app.tenants {
-        plane.register_tenant(bulkhead_pg::TenantPlacement {
-            tenant: t.clone(),
-            level: *level,
-            database_password: app
-                .tenant_passwords
-                .iter()
-                .find(|(x, _)| x == t)
-                .map(|(_, p)| p.clone()),
-            suspended: false,
-        });
+    let plane = app.plane_for(v2.clone(), Default::default());
+    app.register_all(&plane);
+    for (t, _) in &app.tenants {
         let db = plane.context(t, Default::default()).unwrap();
         let page = db.db().query("ticket").fetch().await.unwrap();
         assert_eq!(page.records[0]["severity"], 1, "{t}");

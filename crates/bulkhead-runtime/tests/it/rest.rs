@@ -6,12 +6,10 @@ use axum::http::{Request, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use bulkhead_identity::store::{RealmSettings, RealmStore};
-use bulkhead_model::{AppManifest, IsolationLevel, TenantId};
-use bulkhead_pg::{DataPlane, DataPlaneConfig, Provisioner, TenantPlacement};
+use bulkhead_model::{IsolationLevel, TenantId};
 use bulkhead_runtime::auth::LocalRealms;
 use bulkhead_runtime::rest::{Api, PlaneDirectory};
 use bulkhead_runtime::{ResolverConfig, Strategy};
-use bulkhead_testkit::pg;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -83,25 +81,17 @@ pub(crate) async fn stack_with(yaml: &str) -> Stack {
 /// a manifest whose `app:` is `APP`, with tenants `acme` (row) and `beta` (schema) and the
 /// agent `alice` in each.
 pub(crate) async fn stack_with_routes(yaml: &str, custom: axum::Router<Arc<Api>>) -> Stack {
-    let cluster = pg().unwrap();
-    let app = format!("r{}x{}", std::process::id(), rand::random::<u16>());
-    let manifest = AppManifest::from_yaml(&yaml.replace("APP", &app), "t.yaml").unwrap();
-    let prov =
-        Provisioner::new(cluster.config("postgres", "postgres", cluster.superuser_password()));
-    let done = prov.ensure_app(&manifest).await.unwrap();
-    let plane = DataPlane::new(
-        manifest.clone(),
-        DataPlaneConfig {
-            host: "127.0.0.1".into(),
-            port: cluster.port(),
-            app_database: done.database.clone(),
-            runtime_role: done.runtime.role.clone(),
-            runtime_password: done.runtime.password.clone().unwrap(),
-            cross_tenant: None,
-            pools: Default::default(),
-        },
+    let fixture = bulkhead_fixtures::App::new(
+        yaml,
+        &[
+            ("acme", IsolationLevel::Row),
+            ("beta", IsolationLevel::Schema),
+        ],
     )
-    .unwrap();
+    .await;
+    let cluster = fixture.cluster;
+    let app = fixture.app_name().to_owned();
+    let plane = fixture.plane.clone();
     // The platform database holds the realms (never the app database).
     let platform = cluster.fresh_db().await.unwrap();
     let manager = Manager::from_config(
@@ -114,17 +104,7 @@ pub(crate) async fn stack_with_routes(yaml: &str, custom: axum::Router<Arc<Api>>
     let pool = Pool::builder(manager).max_size(4).build().unwrap();
     let realms = RealmStore::new(pool, rand::random(), RealmSettings::default());
     realms.migrate().await.unwrap();
-    for (t, level) in [
-        ("acme", IsolationLevel::Row),
-        ("beta", IsolationLevel::Schema),
-    ] {
-        let provisioned = prov.ensure_tenant(&manifest, &tid(t), level).await.unwrap();
-        plane.register_tenant(TenantPlacement {
-            tenant: tid(t),
-            level,
-            database_password: provisioned.database.and_then(|(_, c)| c.password),
-            suspended: false,
-        });
+    for t in ["acme", "beta"] {
         realms.create_realm(&tid(t), now()).await.unwrap();
         realms
             .create_user(&tid(t), "alice", "correct horse", &["agent"])

@@ -1,17 +1,15 @@
-//! An app with searchable entities, provisioned on the test cluster, and its indexes.
+//! An app with searchable entities, provisioned on the test cluster (the shared fixtures of
+//! `bulkhead-fixtures`), and its indexes.
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use bulkhead_model::{AppManifest, IsolationLevel, TenantId};
-use bulkhead_pg::{
-    Actor, AppProvision, DataPlane, DataPlaneConfig, PoolSettings, Provisioner, Secret,
-    TenantContext, TenantPlacement,
-};
+use bulkhead_model::IsolationLevel;
+use bulkhead_pg::{DataPlane, TenantContext};
 use bulkhead_search::{SearchConfig, SearchIndexes, SearchRequest};
-use bulkhead_testkit::{TestCluster, pg};
 use serde_json::Value;
+
+pub use bulkhead_fixtures::tid;
 
 pub const KB: &str = r#"app: APP
 entities:
@@ -37,88 +35,24 @@ entities:
       name: { type: text, required: true }
 "#;
 
-static NEXT_APP: AtomicU32 = AtomicU32::new(1);
+/// The knowledge-base app with `tenants`, and what the search tests ask of it.
+pub struct App(pub bulkhead_fixtures::App);
 
-pub fn tid(s: &str) -> TenantId {
-    TenantId::parse(s).unwrap()
-}
-
-pub struct App {
-    pub cluster: &'static TestCluster,
-    pub manifest: AppManifest,
-    pub prov: Provisioner,
-    pub app: AppProvision,
-    pub plane: DataPlane,
-    pub levels: Vec<(TenantId, IsolationLevel, Option<Secret>)>,
+impl std::ops::Deref for App {
+    type Target = bulkhead_fixtures::App;
+    fn deref(&self) -> &bulkhead_fixtures::App {
+        &self.0
+    }
 }
 
 impl App {
     pub async fn new(tenants: &[(&str, IsolationLevel)]) -> Self {
-        let cluster = pg().unwrap();
-        let app = format!(
-            "s{}x{}",
-            std::process::id(),
-            NEXT_APP.fetch_add(1, Ordering::Relaxed)
-        );
-        let manifest = AppManifest::from_yaml(&KB.replace("APP", &app), "kb.yaml").unwrap();
-        let prov =
-            Provisioner::new(cluster.config("postgres", "postgres", cluster.superuser_password()));
-        let provisioned = prov.ensure_app(&manifest).await.unwrap();
-        let plane = plane(cluster, &manifest, &provisioned);
-        let mut out = Self {
-            cluster,
-            manifest,
-            prov,
-            app: provisioned,
-            plane,
-            levels: Vec::new(),
-        };
-        for (t, level) in tenants {
-            let done = out
-                .prov
-                .ensure_tenant(&out.manifest, &tid(t), *level)
-                .await
-                .unwrap();
-            let password = done.database.and_then(|(_, c)| c.password);
-            out.levels.push((tid(t), *level, password));
-        }
-        register(&out.plane, &out.levels);
-        out
-    }
-
-    /// Another worker's data plane on the same app (its own pools and tenant table).
-    pub fn second_plane(&self) -> DataPlane {
-        let p = plane(self.cluster, &self.manifest, &self.app);
-        register(&p, &self.levels);
-        p
-    }
-
-    pub fn ctx_as(&self, tenant: &str, user: &str, roles: &[&str]) -> TenantContext {
-        self.plane
-            .context(
-                &tid(tenant),
-                Actor {
-                    user_id: Some(user.to_owned()),
-                    request_id: None,
-                    roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-                },
-            )
-            .unwrap()
-    }
-
-    pub fn agent(&self, tenant: &str) -> TenantContext {
-        self.ctx_as(tenant, &format!("agent-of-{tenant}"), &["agent"])
+        Self(bulkhead_fixtures::App::new(KB, tenants).await)
     }
 
     /// A superuser connection to the app database, for setup only.
     pub async fn superuser(&self) -> bulkhead_testkit::tokio_postgres::Client {
-        bulkhead_testkit::connect(&self.cluster.config(
-            &self.app.database,
-            "postgres",
-            self.cluster.superuser_password(),
-        ))
-        .await
-        .unwrap()
+        self.0.superuser(&self.0.app.database).await
     }
 
     pub fn indexes(&self, dir: &Path) -> SearchIndexes {
@@ -158,33 +92,6 @@ pub fn indexes_for(plane: DataPlane, dir: &Path) -> SearchIndexes {
             ..SearchConfig::default()
         },
     )
-}
-
-fn plane(cluster: &TestCluster, m: &AppManifest, app: &AppProvision) -> DataPlane {
-    DataPlane::new(
-        m.clone(),
-        DataPlaneConfig {
-            host: "127.0.0.1".into(),
-            port: cluster.port(),
-            app_database: app.database.clone(),
-            runtime_role: app.runtime.role.clone(),
-            runtime_password: app.runtime.password.clone().unwrap(),
-            cross_tenant: None,
-            pools: PoolSettings::default(),
-        },
-    )
-    .unwrap()
-}
-
-fn register(plane: &DataPlane, levels: &[(TenantId, IsolationLevel, Option<Secret>)]) {
-    for (t, level, password) in levels {
-        plane.register_tenant(TenantPlacement {
-            tenant: t.clone(),
-            level: *level,
-            database_password: password.clone(),
-            suspended: false,
-        });
-    }
 }
 
 pub fn req(q: &str) -> SearchRequest {
