@@ -579,10 +579,8 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                 target,
             } => {
                 let p = platform(&config(config_path, &target)?).await?;
-                let record = registry::tenants(&p.client, &AppId::parse(&app)?)
+                let record = registry::tenant(&p.client, &AppId::parse(&app)?, &tenant)
                     .await?
-                    .into_iter()
-                    .find(|t| t.id == tenant)
                     .with_context(|| format!("tenant {tenant} of app {app} is not registered"))?;
                 if target.json {
                     println!("{}", serde_json::to_string_pretty(&record)?);
@@ -696,10 +694,8 @@ async fn tenant_of(
     tenant: &str,
 ) -> anyhow::Result<(AppManifest, bulkhead_model::IsolationLevel)> {
     let m = manifest_of(p, app).await?;
-    let record = registry::tenants(&p.client, &m.app)
+    let record = registry::tenant(&p.client, &m.app, tenant)
         .await?
-        .into_iter()
-        .find(|t| t.id == tenant)
         .with_context(|| format!("tenant {tenant} of app {app} is not registered"))?;
     Ok((m, record.isolation.parse().map_err(anyhow::Error::msg)?))
 }

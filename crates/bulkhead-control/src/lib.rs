@@ -3,6 +3,10 @@
 //! - [`audit`]: the append-only, hash-chained audit log and its verification.
 //! - [`registry`]: apps, tenants and credential metadata (never plaintext secrets), and the
 //!   provisioning steps that make provisioning resumable.
+//! - [`platform`]: app creation, tenant declaration, suspension, moves between levels and
+//!   deletion, flags and settings, each step recorded, and each app's worker configuration in
+//!   its vault space.
+//! - [`sockets`]: a process's TCP sockets from /proc (verify's boundary check and tests).
 //!
 //! It holds the platform's admin credentials; nothing here may be handed to an app worker.
 

@@ -400,10 +400,7 @@ impl Platform {
         spec: &TenantSpec,
     ) -> Result<()> {
         let app = &manifest.app;
-        let known = registry::tenants(&self.client, app)
-            .await?
-            .into_iter()
-            .find(|t| t.id == spec.id.as_str());
+        let known = registry::tenant(&self.client, app, spec.id.as_str()).await?;
         if let Some(k) = &known
             && k.isolation != spec.isolation.as_str()
         {
@@ -506,10 +503,8 @@ impl Platform {
         crash_after: Option<&str>,
     ) -> Result<usize> {
         let app = &manifest.app;
-        let record = registry::tenants(&self.client, app)
+        let record = registry::tenant(&self.client, app, tenant.as_str())
             .await?
-            .into_iter()
-            .find(|t| t.id == tenant.as_str())
             .ok_or_else(|| Error::NotFound(format!("tenant {tenant} of {app}")))?;
         let from: IsolationLevel = record
             .isolation
@@ -652,10 +647,8 @@ impl Platform {
         app: &bulkhead_model::AppId,
         tenant: &TenantId,
     ) -> Result<registry::TenantRecord> {
-        registry::tenants(&self.client, app)
+        registry::tenant(&self.client, app, tenant.as_str())
             .await?
-            .into_iter()
-            .find(|t| t.id == tenant.as_str())
             .ok_or_else(|| Error::NotFound(format!("tenant {tenant} of app {app}")))
     }
 

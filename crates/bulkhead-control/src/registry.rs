@@ -119,30 +119,54 @@ pub async fn set_status(
         == 1)
 }
 
+const TENANT_COLUMNS: &str =
+    "app, id, isolation, placement, identity, network, residency, status, features, config";
+
+fn tenant_record(r: &tokio_postgres::Row) -> TenantRecord {
+    TenantRecord {
+        app: r.get(0),
+        id: r.get(1),
+        isolation: r.get(2),
+        placement: r.get(3),
+        identity: r.get(4),
+        network: r.get(5),
+        residency: r.get(6),
+        status: r.get(7),
+        features: r.get(8),
+        config: r.get(9),
+    }
+}
+
+/// Every tenant of `app`, by id.
 pub async fn tenants(client: &impl GenericClient, app: &AppId) -> Result<Vec<TenantRecord>> {
     let rows = client
         .query(
-            "SELECT app, id, isolation, placement, identity, network, residency, status, features, config
-             FROM bulkhead_control.tenant WHERE app = $1 ORDER BY id",
+            &format!(
+                "SELECT {TENANT_COLUMNS} FROM bulkhead_control.tenant WHERE app = $1 ORDER BY id"
+            ),
             &[&app.as_str()],
         )
         .await
         .map_err(db)?;
-    Ok(rows
-        .iter()
-        .map(|r| TenantRecord {
-            app: r.get(0),
-            id: r.get(1),
-            isolation: r.get(2),
-            placement: r.get(3),
-            identity: r.get(4),
-            network: r.get(5),
-            residency: r.get(6),
-            status: r.get(7),
-            features: r.get(8),
-            config: r.get(9),
-        })
-        .collect())
+    Ok(rows.iter().map(tenant_record).collect())
+}
+
+/// One tenant of `app`, if registered.
+pub async fn tenant(
+    client: &impl GenericClient,
+    app: &AppId,
+    id: &str,
+) -> Result<Option<TenantRecord>> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {TENANT_COLUMNS} FROM bulkhead_control.tenant WHERE app = $1 AND id = $2"
+            ),
+            &[&app.as_str(), &id],
+        )
+        .await
+        .map_err(db)?;
+    Ok(row.as_ref().map(tenant_record))
 }
 
 /// Records where a credential is kept (never the secret itself).

@@ -1,4 +1,6 @@
-//! Per-tenant identity realms: the crypto and token rules, without HTTP or storage.
+//! Per-tenant identity realms: the crypto and token rules, local realms in the platform
+//! database (`store`), and external OpenID providers reached over HTTP (`external`). No HTTP
+//! server side: the endpoints are `bulkhead-runtime`'s `realms`.
 //!
 //! - [`password`]: argon2id hashing (OWASP parameters).
 //! - [`keys`]: a realm's Ed25519 signing keys (`kid` = RFC 7638 thumbprint), public keys from

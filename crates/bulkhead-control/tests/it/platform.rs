@@ -290,22 +290,18 @@ async fn a_tenant_moves_between_levels_with_its_records_and_resumes_after_a_cras
             .unwrap_err();
         assert!(err.to_string().contains("injected"), "{err}");
         // Cut short: still registered at the old level, and suspended.
-        let rec = registry::tenants(&p.client, &m.app)
+        let rec = registry::tenant(&p.client, &m.app, "acme")
             .await
             .unwrap()
-            .into_iter()
-            .find(|t| t.id == "acme")
             .unwrap();
         assert_eq!(
             (rec.isolation.as_str(), rec.status.as_str()),
             (from.as_str(), "suspended")
         );
         p.move_tenant(&m, &acme, to, quiesce, None).await.unwrap();
-        let rec = registry::tenants(&p.client, &m.app)
+        let rec = registry::tenant(&p.client, &m.app, "acme")
             .await
             .unwrap()
-            .into_iter()
-            .find(|t| t.id == "acme")
             .unwrap();
         assert_eq!(
             (rec.isolation.as_str(), rec.status.as_str()),
