@@ -1,0 +1,334 @@
+//! The operations, written once for both executors ([`super::TenantDb`], one pipelined
+//! transaction per operation, and [`super::Tx`], statements inside an open one): each applies
+//! the caller's permissions (`permit`: scope, hidden and read-only fields, readable references)
+//! before it builds its statement.
+
+use super::*;
+
+/// Executes the statements built by the operations below: either one pipelined transaction
+/// per operation ([`TenantDb`]) or statements inside an open transaction ([`Tx`]).
+pub(super) trait Exec {
+    fn ctx(&self) -> &TenantContext;
+    async fn run(
+        &mut self,
+        entity: &Entity,
+        deleting: bool,
+        stmt: &str,
+        params: Vec<Param>,
+    ) -> Result<Vec<Row>>;
+}
+
+fn tenant_arg(e: &Entity, ctx: &TenantContext) -> Option<TenantId> {
+    e.is_tenant_scoped().then(|| ctx.placement.tenant.clone())
+}
+
+fn writable<'m>(ctx: &'m TenantContext, entity: &str) -> Result<&'m Entity> {
+    let e = ctx.entity(entity)?;
+    if e.cross_tenant {
+        return Err(Error::ReadOnlyEntity {
+            entity: entity.to_owned(),
+        });
+    }
+    Ok(e)
+}
+
+/// The caller's permission for `action`, with the row filter it implies (`own`: the
+/// owner field equals the acting user). `None` scope is refused here.
+fn permit(
+    ctx: &TenantContext,
+    e: &Entity,
+    action: Action,
+    name: &'static str,
+) -> Result<(Effective, Option<Filter>)> {
+    let eff = e.effective(&ctx.actor.roles, action);
+    let forbidden = || Error::Forbidden {
+        entity: e.name.to_string(),
+        action: name,
+        field: None,
+    };
+    let filter = match eff.scope {
+        Scope::None => return Err(forbidden()),
+        Scope::All => None,
+        Scope::Own => {
+            let (Some(owner), Some(user)) = (&e.owner, &ctx.actor.user_id) else {
+                return Err(forbidden());
+            };
+            Some(Filter::Eq(owner.to_string(), Value::from(user.as_str())))
+        }
+    };
+    Ok((eff, filter))
+}
+
+/// Refuses filters and ordering on fields the caller cannot see, as if they did not exist.
+fn check_visible<'f>(
+    e: &Entity,
+    hidden: &[String],
+    fields: impl IntoIterator<Item = &'f str>,
+) -> Result<()> {
+    for f in fields {
+        if hidden.iter().any(|h| h == f) {
+            return Err(Error::UnknownField {
+                entity: e.name.to_string(),
+                field: f.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses writes of fields the caller may not write (read-only or hidden for it).
+fn check_writable(
+    e: &Entity,
+    eff: &Effective,
+    hidden: &[String],
+    record: &Value,
+    name: &'static str,
+) -> Result<()> {
+    if let Some(obj) = record.as_object() {
+        for key in obj.keys() {
+            if eff.readonly.iter().chain(hidden).any(|f| f == key) {
+                return Err(Error::Forbidden {
+                    entity: e.name.to_string(),
+                    action: name,
+                    field: Some(key.clone()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn strip(mut record: Value, hidden: &[String]) -> Value {
+    if let Some(obj) = record.as_object_mut() {
+        for h in hidden {
+            obj.remove(h);
+        }
+    }
+    record
+}
+
+fn and(a: Option<Filter>, b: Option<&Filter>) -> Option<Filter> {
+    match b {
+        None => a,
+        Some(b) => Some(Filter::and_then(a, b.clone())),
+    }
+}
+
+/// The references a write names that the caller must be able to read, so that a write
+/// can neither confirm that an id exists nor attach a row to one the caller cannot see. A
+/// reference to an entity the caller may not read at all is refused as if the row did not
+/// exist (the same error as the foreign key gives); one to an entity it reads only its own
+/// rows of becomes a check inside the write's statement.
+fn ref_checks<'m>(
+    ctx: &'m TenantContext,
+    e: &Entity,
+    record: &Value,
+) -> Result<Vec<sql::RefCheck<'m>>> {
+    let mut out = Vec::new();
+    let Some(obj) = record.as_object() else {
+        return Ok(out);
+    };
+    for field in &e.fields {
+        let FieldType::Ref { entity: target } = &field.ty else {
+            continue;
+        };
+        let Some(Value::String(id)) = obj.get(field.name.as_str()) else {
+            continue;
+        };
+        if bulkhead_model::values::uuid(id).is_err() {
+            continue; // the statement builder names the field and the expected type
+        }
+        let target = ctx.entity(target.as_str())?;
+        match permit(ctx, target, Action::Read, "read") {
+            Err(_) => {
+                return Err(Error::ReferenceNotFound {
+                    entity: e.name.to_string(),
+                    constraint: crate::ddl::fkey_name(e, field),
+                });
+            }
+            Ok((_, None)) => {}
+            Ok((_, Some(filter))) => out.push(sql::RefCheck {
+                schema: schema_for(ctx, target),
+                target,
+                id: id.clone(),
+                filter,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+fn reference_not_readable(e: &Entity, checks: &[sql::RefCheck<'_>]) -> Error {
+    let field = checks
+        .first()
+        .and_then(|c| {
+            e.fields
+                .iter()
+                .find(|f| matches!(&f.ty, FieldType::Ref { entity } if *entity == c.target.name))
+        })
+        .map(|f| crate::ddl::fkey_name(e, f))
+        .unwrap_or_default();
+    Error::ReferenceNotFound {
+        entity: e.name.to_string(),
+        constraint: field,
+    }
+}
+
+/// Fields hidden from the caller when reading `e`.
+fn hidden_for_read(ctx: &TenantContext, e: &Entity) -> Vec<String> {
+    e.effective(&ctx.actor.roles, Action::Read).hidden
+}
+
+pub(super) async fn get(x: &mut impl Exec, entity: &str, id: &str) -> Result<Value> {
+    let ctx = x.ctx().clone();
+    let e = ctx.entity(entity)?;
+    let (eff, own) = permit(&ctx, e, Action::Read, "read")?;
+    let schema = schema_for(&ctx, e);
+    let (stmt, params) = sql::get_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), id, own.as_ref())?;
+    let rows = x.run(e, false, &stmt, params).await?;
+    match rows.first() {
+        Some(row) => Ok(strip(sql::record_from_row(e, row, false)?, &eff.hidden)),
+        None => Err(Error::NotFound {
+            entity: entity.to_owned(),
+        }),
+    }
+}
+
+pub(super) async fn insert(x: &mut impl Exec, entity: &str, record: &Value) -> Result<Value> {
+    let ctx = x.ctx().clone();
+    let e = writable(&ctx, entity)?;
+    let (eff, _) = permit(&ctx, e, Action::Create, "create")?;
+    let hidden = hidden_for_read(&ctx, e);
+    check_writable(e, &eff, &hidden, record, "create")?;
+    let checks = ref_checks(&ctx, e, record)?;
+    let (stmt, params) = sql::insert_sql(
+        &ctx.schema(),
+        e,
+        record,
+        Some(&ctx.placement.tenant),
+        ctx.actor.user_id.as_deref(),
+        &checks,
+    )?;
+    let rows = x.run(e, false, &stmt, params).await?;
+    let row = rows.first().ok_or_else(|| {
+        if checks.is_empty() {
+            Error::Internal("insert returned no row".into())
+        } else {
+            reference_not_readable(e, &checks)
+        }
+    })?;
+    Ok(strip(sql::record_from_row(e, row, false)?, &hidden))
+}
+
+pub(super) async fn update(
+    x: &mut impl Exec,
+    entity: &str,
+    id: &str,
+    patch: &Value,
+) -> Result<Value> {
+    let ctx = x.ctx().clone();
+    let e = writable(&ctx, entity)?;
+    let (eff, own) = permit(&ctx, e, Action::Update, "update")?;
+    let hidden = hidden_for_read(&ctx, e);
+    check_writable(e, &eff, &hidden, patch, "update")?;
+    let checks = ref_checks(&ctx, e, patch)?;
+    let (stmt, params) = sql::update_sql(
+        &ctx.schema(),
+        e,
+        Some(&ctx.placement.tenant),
+        id,
+        patch,
+        own.as_ref(),
+        &checks,
+    )?;
+    let rows = x.run(e, false, &stmt, params).await?;
+    match rows.first() {
+        Some(row) => Ok(strip(sql::record_from_row(e, row, false)?, &hidden)),
+        // No row: either the row is not the caller's to update, or a reference check
+        // failed; only a row the caller can update learns about its references.
+        None if !checks.is_empty() && get(x, entity, id).await.is_ok() => {
+            Err(reference_not_readable(e, &checks))
+        }
+        None => Err(Error::NotFound {
+            entity: entity.to_owned(),
+        }),
+    }
+}
+
+pub(super) async fn delete(x: &mut impl Exec, entity: &str, id: &str) -> Result<()> {
+    let ctx = x.ctx().clone();
+    let e = writable(&ctx, entity)?;
+    let (_, own) = permit(&ctx, e, Action::Delete, "delete")?;
+    let (stmt, params) = sql::delete_sql(
+        &ctx.schema(),
+        e,
+        Some(&ctx.placement.tenant),
+        id,
+        own.as_ref(),
+    )?;
+    let rows = x.run(e, true, &stmt, params).await?;
+    if rows.is_empty() {
+        return Err(Error::NotFound {
+            entity: entity.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+pub(super) async fn fetch(x: &mut impl Exec, entity: &str, spec: &QuerySpec) -> Result<Page> {
+    let ctx = x.ctx().clone();
+    let e = ctx.entity(entity)?;
+    let (eff, own) = permit(&ctx, e, Action::Read, "read")?;
+    let mentioned = spec.filter.iter().flat_map(sql::filter_fields);
+    check_visible(e, &eff.hidden, mentioned.chain([spec.order_field.as_str()]))?;
+    let spec = QuerySpec {
+        filter: and(own, spec.filter.as_ref()),
+        ..spec.clone()
+    };
+    let schema = schema_for(&ctx, e);
+    let (stmt, params) = sql::select_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), &spec)?;
+    let rows = x.run(e, false, &stmt, params).await?;
+    let has_more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > spec.limit;
+    let records = rows
+        .iter()
+        .take(usize::try_from(spec.limit).unwrap_or(usize::MAX))
+        .map(|r| sql::record_from_row(e, r, false))
+        .collect::<Result<Vec<_>>>()?;
+    let next_cursor = match (has_more, records.last()) {
+        (true, Some(last)) => Some(sql::encode_cursor(
+            &last[spec.order_field.as_str()],
+            &last["id"],
+        )),
+        _ => None,
+    };
+    Ok(Page {
+        records: records.into_iter().map(|r| strip(r, &eff.hidden)).collect(),
+        next_cursor,
+    })
+}
+
+pub(super) async fn count(x: &mut impl Exec, entity: &str, filter: Option<&Filter>) -> Result<i64> {
+    let ctx = x.ctx().clone();
+    let e = ctx.entity(entity)?;
+    let (eff, own) = permit(&ctx, e, Action::Read, "read")?;
+    check_visible(
+        e,
+        &eff.hidden,
+        filter.into_iter().flat_map(sql::filter_fields),
+    )?;
+    let filter = and(own, filter);
+    let schema = schema_for(&ctx, e);
+    let (stmt, params) = sql::count_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), filter.as_ref())?;
+    let rows = x.run(e, false, &stmt, params).await?;
+    rows.first()
+        .map(|r| r.get::<_, i64>(0))
+        .ok_or_else(|| Error::Internal("count returned no row".into()))
+}
+
+fn schema_for(ctx: &TenantContext, e: &Entity) -> String {
+    if e.cross_tenant {
+        names::SHARED_SCHEMA.to_owned()
+    } else {
+        ctx.schema()
+    }
+}
