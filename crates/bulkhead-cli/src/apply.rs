@@ -124,7 +124,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
             .residency_or_default(spec.residency.take());
     }
     crate::app::runtime()?.block_on(async {
-        let mut platform = crate::app::platform(&config).await?;
+        let mut platform = bulkhead_server::platform::platform(&config).await?;
         let mut apps = Vec::new();
         let mut manifests = Vec::new();
         for (id, manifest) in registry::apps(&platform.client).await? {
@@ -206,7 +206,8 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
             }
             // Provisions at its level, registers it, and tells the app's running workers
             // (a silo's password and the tenant list go to the app's vault space).
-            crate::app::declare_tenant(&config, &mut platform, manifest, spec).await?;
+            bulkhead_server::platform::declare_tenant(&config, &mut platform, manifest, spec)
+                .await?;
         }
         if !args.target.json {
             println!("applied");

@@ -32,7 +32,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
     let config = crate::app::config(config_path, &args.target)?;
     let json = args.target.json;
     crate::app::runtime()?.block_on(async {
-        let (client, conn) = crate::app::platform_db(&config)?
+        let (client, conn) = bulkhead_server::platform::platform_db(&config)?
             .connect(tokio_postgres::NoTls)
             .await
             .context("connecting to the platform database")?;

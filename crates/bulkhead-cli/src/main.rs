@@ -1,21 +1,11 @@
 //! The `bulkhead` binary: parses the command line and hands off to a subcommand module.
 
-mod admin;
 mod app;
 mod apply;
 mod audit;
-mod config;
-mod demo;
-mod egress_proxy;
-mod gateway;
-mod isolate;
 mod manifest;
 mod options;
-#[cfg(test)]
-mod reference;
-mod routes;
 mod serve;
-mod supervise;
 mod up;
 mod verify;
 mod worker;

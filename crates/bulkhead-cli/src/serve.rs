@@ -10,14 +10,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 
-use crate::config::{self, Config, Overrides, Secret};
-use crate::gateway::Gateway;
-use crate::supervise::WorkerHandle;
+use bulkhead_server::Mode;
+use bulkhead_server::config::{self, Config, Overrides, Secret};
 
 /// Where to listen and which platform database to use: `serve` and `up` alike.
 #[derive(Debug, clap::Args)]
@@ -58,124 +55,25 @@ impl ServerArgs {
 
 pub fn run(config_path: &Path, args: ServerArgs) -> anyhow::Result<()> {
     let config = args.load(config_path)?;
+    run_server(&config, Mode::Serve)
+}
+
+/// Binds the configured address and runs the server in `mode`, with the verify canary.
+pub fn run_server(config: &Config, mode: Mode) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
         .block_on(async {
-            let db = crate::app::platform_db(&config)?;
-            run_gateway(&config, db, Mode::Serve).await
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?;
+            let hooks = bulkhead_server::Hooks {
+                canary: Some(Arc::new(|config: &Config, every| {
+                    crate::verify::Canary::start(config.clone(), every)
+                        as Arc<dyn bulkhead_server::Canary>
+                })),
+            };
+            bulkhead_server::launch(config, listener, mode, hooks).await
         })
-}
-
-/// Which command runs the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Serve,
-    /// `bulkhead up`, provisioning the example app first when `example`.
-    Up {
-        example: bool,
-    },
-}
-
-/// Binds, opens the platform, starts every app's worker and serves until Ctrl-C/SIGTERM;
-/// then stops the workers.
-pub async fn run_gateway(
-    config: &Config,
-    db: tokio_postgres::Config,
-    mode: Mode,
-) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let public_url = config
-        .serve
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
-    let embedded = matches!(mode, Mode::Up { .. });
-    if embedded {
-        std::fs::create_dir_all(&config.data_dir)?;
-    }
-    let mut gateway = Gateway::open(config, db, &public_url, embedded).await?;
-    let example = mode == Mode::Up { example: true };
-    if example {
-        crate::demo::provision(&mut gateway, &config.data_dir)
-            .await
-            .context("provisioning the example app")?;
-    }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (mut router, workers) = gateway.start(config, stopped).await?;
-    if let Some(file) = &config.serve.admin_token_file {
-        let token = std::fs::read_to_string(file)
-            .with_context(|| format!("reading serve.admin_token_file {}", file.display()))?;
-        let master = crate::app::master_key(config, false)?;
-        let platform = crate::app::platform_at(config, gateway.db.clone(), master).await?;
-        let admin = crate::admin::AdminApi::new(platform, &token)
-            .with_context(|| format!("serve.admin_token_file {}", file.display()))?;
-        router = crate::admin::router(Arc::new(admin)).merge(router);
-        tracing::info!("admin API enabled under /admin/v1/");
-    }
-    if example {
-        crate::demo::print_help(&public_url);
-    }
-    let label = if embedded { "up" } else { "serve" };
-    tracing::info!(
-        mode = ?config.deployment.mode,
-        data_residency = config.deployment.data_residency.as_deref().unwrap_or("-"),
-        control_plane = ?config.deployment.control_plane,
-        egress = ?config.deployment.egress,
-        "deployment profile"
-    );
-    tracing::info!(
-        apps = ?workers.iter().map(WorkerHandle::app).collect::<Vec<_>>(),
-        "{label}: listening on http://{addr}"
-    );
-    // For supervisors and tests: the address on stdout as the worker contract's readiness
-    // line, so nothing has to read the log.
-    if std::env::var_os(bulkhead_model::worker::env::READY_STDOUT).is_some() {
-        use std::io::Write;
-        let line = bulkhead_model::worker::Ready { listening: addr }.line();
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(line.as_bytes());
-        let _ = out.flush();
-    }
-    let result = bulkhead_gateway::launch(
-        listener,
-        bulkhead_gateway::AppState::new(gateway.pool()),
-        // Request ids (forwarded to the workers), caught panics, JSON refusals.
-        bulkhead_runtime::edge::harden(router),
-        shutdown_signal(),
-    )
-    .await
-    .context("serving HTTP");
-    let _ = stop.send(true);
-    // Give the supervisors a moment to stop the workers before the database goes away.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    if config.serve.isolate_network {
-        for w in &workers {
-            crate::isolate::Sandbox::remove(w.app());
-        }
-    }
-    result
-}
-
-/// Completes on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("received Ctrl-C; shutting down"),
-        () = term => tracing::info!("received SIGTERM; shutting down"),
-    }
 }

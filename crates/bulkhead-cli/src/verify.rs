@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::NoTls;
 
 use crate::app::Target;
-use crate::config::Config;
+use bulkhead_server::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -515,11 +515,11 @@ async fn identity_checks(
     config: &Config,
     apps: &[(AppManifest, Vec<TenantInfo>)],
 ) -> anyhow::Result<()> {
-    let pool = bulkhead_gateway::platform_pool(crate::app::platform_db(config)?)
+    let pool = bulkhead_server::platform_pool(bulkhead_server::platform::platform_db(config)?)
         .map_err(anyhow::Error::msg)?;
     let store = bulkhead_identity::store::RealmStore::new(
         pool,
-        crate::app::master_key(config, false)?,
+        bulkhead_server::platform::master_key(config, false)?,
         Default::default(),
     );
     let now = std::time::SystemTime::now()
@@ -653,8 +653,8 @@ fn boundary_checks(
     checks.add(
         "boundary.profile",
         "platform",
-        d.control_plane == crate::config::ControlPlane::SelfManaged
-            && d.egress == crate::config::EgressPosture::DenyByDefault,
+        d.control_plane == bulkhead_server::config::ControlPlane::SelfManaged
+            && d.egress == bulkhead_server::config::EgressPosture::DenyByDefault,
         format!(
             "mode {:?}, control plane {:?}, egress {:?}, data residency {}",
             d.mode,
@@ -720,7 +720,7 @@ fn boundary_checks(
 /// one of their own listeners.
 fn sockets_check(pid: u32, config: &Config) -> (bool, String) {
     let mut peers: Vec<u16> = Vec::new();
-    if let Ok(db) = crate::app::platform_db(config) {
+    if let Ok(db) = bulkhead_server::platform::platform_db(config) {
         peers.extend(db.get_ports());
     }
     for url in [&config.vault.address, &config.files.s3_endpoint]
@@ -776,9 +776,9 @@ fn sockets_check(pid: u32, config: &Config) -> (bool, String) {
 
 /// Runs every check against the deployment `config` points at.
 pub async fn run_checks(config: &Config, serve_pid: Option<u32>) -> anyhow::Result<Report> {
-    let p = crate::app::platform(config).await?;
+    let p = bulkhead_server::platform::platform(config).await?;
     let cluster = Cluster {
-        admin: crate::app::platform_db(config)?,
+        admin: bulkhead_server::platform::platform_db(config)?,
     };
     let mut checks = Checks {
         findings: Vec::new(),
@@ -845,7 +845,7 @@ pub async fn run_checks(config: &Config, serve_pid: Option<u32>) -> anyhow::Resu
 
 /// The platform's verification key: Ed25519 from a hash of the master key (domain-separated).
 fn signing_key(config: &Config) -> anyhow::Result<ed25519_dalek::SigningKey> {
-    let master = crate::app::master_key(config, false)?;
+    let master = bulkhead_server::platform::master_key(config, false)?;
     let mut h = Sha256::new();
     h.update(b"bulkhead verify report signing key v1");
     h.update(master);
@@ -959,6 +959,12 @@ pub struct Canary {
     last: std::sync::RwLock<Option<Report>>,
 }
 
+impl bulkhead_server::Canary for Canary {
+    fn metrics(&self) -> String {
+        Canary::metrics(self)
+    }
+}
+
 impl Canary {
     /// Runs every check shortly after start and then every `every` (as `serve` does): failures go to the error
     /// log, and those new since the previous run to the audit log (`verify.failure`).
@@ -1056,7 +1062,7 @@ async fn audit_new_failures(
     if fresh.is_empty() {
         return Ok(());
     }
-    let mut p = crate::app::platform(config).await?;
+    let mut p = bulkhead_server::platform::platform(config).await?;
     for f in fresh {
         bulkhead_control::audit::append(
             &mut p.client,

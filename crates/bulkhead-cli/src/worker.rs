@@ -51,10 +51,10 @@ fn parse_search_config(raw: &str) -> Result<SearchConfig, String> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     // The worker logs as the server does (`[log] format`, handed over by the supervisor).
     let format = match std::env::var(env::LOG_FORMAT).as_deref() {
-        Ok("json") => crate::config::LogFormat::Json,
-        _ => crate::config::LogFormat::Text,
+        Ok("json") => bulkhead_server::config::LogFormat::Json,
+        _ => bulkhead_server::config::LogFormat::Text,
     };
-    crate::config::init_logging(&crate::config::LogConfig {
+    bulkhead_server::config::init_logging(&bulkhead_server::config::LogConfig {
         format,
         ..Default::default()
     });

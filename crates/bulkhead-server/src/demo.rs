@@ -93,7 +93,7 @@ pub async fn provision(gateway: &mut Gateway, data_dir: &Path) -> anyhow::Result
         }
     }
 
-    crate::app::write_private(
+    crate::platform::write_private(
         &data_dir.join("boot").join(manifest.app.as_str()),
         boot.to_secret_string().expose(),
     )?;

@@ -44,9 +44,9 @@ impl Gateway {
         public_url: &str,
         create_master_key: bool,
     ) -> anyhow::Result<Self> {
-        let master = crate::app::master_key(config, create_master_key)?;
-        let platform = crate::app::platform_at(config, db.clone(), master).await?;
-        let pool = bulkhead_gateway::platform_pool(db.clone())
+        let master = crate::platform::master_key(config, create_master_key)?;
+        let platform = crate::platform::platform_at(config, db.clone(), master).await?;
+        let pool = crate::health::platform_pool(db.clone())
             .map_err(anyhow::Error::msg)
             .context("creating the platform database pool")?;
         let realms = RealmStore::new(
@@ -104,6 +104,7 @@ impl Gateway {
         &self,
         config: &Config,
         shutdown: tokio::sync::watch::Receiver<bool>,
+        hooks: &crate::Hooks,
     ) -> anyhow::Result<(Router, Vec<WorkerHandle>)> {
         let (db_host, db_port) = host_port(&self.db);
         let domains = if config.serve.domains.is_empty() {
@@ -216,12 +217,16 @@ impl Gateway {
             clients: apps.iter().map(|m| m.app.to_string()).collect(),
             secure_cookies: self.public_url.starts_with("https://"),
         }));
-        let canary = (config.serve.canary_interval_secs > 0).then(|| {
-            crate::verify::Canary::start(
-                config.clone(),
-                Duration::from_secs(config.serve.canary_interval_secs),
-            )
-        });
+        let canary = hooks
+            .canary
+            .as_ref()
+            .filter(|_| config.serve.canary_interval_secs > 0)
+            .map(|start| {
+                start(
+                    config,
+                    Duration::from_secs(config.serve.canary_interval_secs),
+                )
+            });
         let routes = Arc::new(Routes {
             workers: workers.clone(),
             hosts: config.serve.hosts.clone(),

@@ -105,7 +105,7 @@ impl AdminApi {
     ) -> Result<(tokio::sync::MutexGuard<'_, Platform>, AppManifest), ApiError> {
         self.check(headers)?;
         let p = self.platform.lock().await;
-        let m = crate::app::manifest_of(&p, app)
+        let m = crate::platform::manifest_of(&p, app)
             .await
             .map_err(|_| ApiError::new(ErrorCode::NotFound, format!("app {app} not found")))?;
         Ok((p, m))

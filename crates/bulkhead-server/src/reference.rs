@@ -1,6 +1,6 @@
 //! `docs/config-reference.md`, generated from the doc comments of the configuration structs
 //! (their source text, so the reference and the code cannot drift: a test fails when the
-//! checked-in file is stale; `BULKHEAD_WRITE_REFERENCE=1 cargo test -p bulkhead-cli reference`
+//! checked-in file is stale; `BULKHEAD_WRITE_REFERENCE=1 cargo test -p bulkhead-server reference`
 //! rewrites it).
 
 /// `(section, struct, source)`: the top level first, then each table.
@@ -75,7 +75,7 @@ fn fields(source: &str, name: &str) -> (String, Vec<(String, String, String)>) {
 pub fn render() -> String {
     let mut md = String::from(
         "# Configuration reference\n\n\
-         Generated from the doc comments of the configuration structs (`bulkhead-cli/src/reference.rs`);\n\
+         Generated from the doc comments of the configuration structs (`bulkhead-server/src/reference.rs`);\n\
          do not edit by hand. Every key can also be set from the environment: `BULKHEAD_<KEY>`,\n\
          with `__` between a table and its key (`BULKHEAD_SERVE__HEALTH_FAILURES=5`). See\n\
          `bulkhead.example.toml` for a commented example.\n",
@@ -113,7 +113,7 @@ mod tests {
         let checked_in = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             checked_in == fresh,
-            "docs/config-reference.md is stale: run BULKHEAD_WRITE_REFERENCE=1 cargo test -p bulkhead-cli reference"
+            "docs/config-reference.md is stale: run BULKHEAD_WRITE_REFERENCE=1 cargo test -p bulkhead-server reference"
         );
         for (_, name, source) in super::SECTIONS {
             let (_, fields) = super::fields(source, name);

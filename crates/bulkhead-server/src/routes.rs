@@ -19,7 +19,7 @@ pub(crate) struct Routes {
     /// The egress proxy, for its denial counts.
     pub(crate) proxy: Option<Arc<EgressProxy>>,
     /// The verify canary, for its last results.
-    pub(crate) canary: Option<Arc<crate::verify::Canary>>,
+    pub(crate) canary: Option<Arc<dyn crate::Canary>>,
 }
 
 impl Routes {
