@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use bulkhead_control::audit;
 
 use crate::app::Target;
@@ -32,12 +31,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
     let config = crate::app::config(config_path, &args.target)?;
     let json = args.target.json;
     crate::app::runtime()?.block_on(async {
-        let (client, conn) = bulkhead_server::platform::platform_db(&config)?
-            .connect(tokio_postgres::NoTls)
-            .await
-            .context("connecting to the platform database")?;
-        tokio::spawn(conn);
-        bulkhead_control::migrate(&client).await?;
+        let client = bulkhead_server::platform::control_client(&config).await?;
         match args.command {
             Command::List { limit } => {
                 let records = audit::list(&client, limit).await?;

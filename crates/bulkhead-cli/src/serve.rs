@@ -69,10 +69,7 @@ pub fn run_server(config: &Config, mode: Mode) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
             let hooks = bulkhead_server::Hooks {
-                canary: Some(Arc::new(|config: &Config, every| {
-                    crate::verify::Canary::start(config.clone(), every)
-                        as Arc<dyn bulkhead_server::Canary>
-                })),
+                canary: Some(Arc::new(crate::verify::canary)),
             };
             bulkhead_server::launch(config, listener, mode, hooks).await
         })

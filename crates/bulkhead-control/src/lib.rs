@@ -77,3 +77,31 @@ pub async fn migrate(client: &tokio_postgres::Client) -> Result<()> {
     client.batch_execute(registry::SCHEMA).await.map_err(db)?;
     client.batch_execute(audit::SCHEMA).await.map_err(db)
 }
+
+/// How long a platform pool waits for, opens or recycles a connection.
+const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A small pool to the platform database with a bounded wait, so a stopped server makes
+/// `/readyz` answer 503 quickly instead of hanging.
+pub fn platform_pool(
+    config: tokio_postgres::Config,
+) -> std::result::Result<deadpool_postgres::Pool, String> {
+    use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(4)
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(POOL_TIMEOUT),
+            create: Some(POOL_TIMEOUT),
+            recycle: Some(POOL_TIMEOUT),
+        })
+        .build()
+        .map_err(|e| e.to_string())
+}

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use deadpool_postgres::Pool;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -31,27 +31,7 @@ impl AppState {
     }
 }
 
-/// A small pool to the platform database with a bounded wait, so a stopped server makes
-/// `/readyz` answer 503 quickly instead of hanging.
-pub fn platform_pool(config: tokio_postgres::Config) -> Result<Pool, String> {
-    let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Verified,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(4)
-        .runtime(Runtime::Tokio1)
-        .timeouts(Timeouts {
-            wait: Some(PROBE_TIMEOUT),
-            create: Some(PROBE_TIMEOUT),
-            recycle: Some(PROBE_TIMEOUT),
-        })
-        .build()
-        .map_err(|e| e.to_string())
-}
+pub use bulkhead_control::platform_pool;
 
 /// The gateway's routes.
 pub fn router(state: AppState) -> Router {

@@ -41,6 +41,17 @@ pub fn platform_db(config: &Config) -> anyhow::Result<tokio_postgres::Config> {
     Ok(cluster.superuser_url("bulkhead").parse()?)
 }
 
+/// A connection to the platform database with the control-plane schema in place.
+pub async fn control_client(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = platform_db(config)?
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connecting to the platform database")?;
+    tokio::spawn(conn);
+    bulkhead_control::migrate(&client).await?;
+    Ok(client)
+}
+
 /// The platform handle of the CLI: platform database, admin provisioner, vault.
 pub async fn platform(config: &Config) -> anyhow::Result<Platform> {
     let db = platform_db(config)?;
