@@ -6,14 +6,12 @@
 //! - [`platform`]: app creation, tenant declaration, suspension, moves between levels and
 //!   deletion, flags and settings, each step recorded, and each app's worker configuration in
 //!   its vault space.
-//! - [`sockets`]: a process's TCP sockets from /proc (verify's boundary check and tests).
 //!
 //! It holds the platform's admin credentials; nothing here may be handed to an app worker.
 
 pub mod audit;
 pub mod platform;
 pub mod registry;
-pub mod sockets;
 
 /// Control-plane errors.
 #[derive(Debug, thiserror::Error)]

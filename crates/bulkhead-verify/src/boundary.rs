@@ -83,11 +83,11 @@ fn sockets_check(pid: u32, d: &Deployment) -> (bool, String) {
         }
     }
     let mut pids = vec![pid];
-    pids.extend(bulkhead_control::sockets::children(pid));
-    let sockets: Vec<(u32, bulkhead_control::sockets::Socket)> = pids
+    pids.extend(crate::sockets::children(pid));
+    let sockets: Vec<(u32, crate::sockets::Socket)> = pids
         .iter()
         .flat_map(|p| {
-            bulkhead_control::sockets::sockets_of(*p)
+            crate::sockets::sockets_of(*p)
                 .into_iter()
                 .map(move |s| (*p, s))
         })

@@ -12,13 +12,15 @@
 //!
 //! The input is a [`Deployment`] — what to check, described — not the server's configuration;
 //! the output a [`Report`] (`report.rs`: format, signature) the binary prints. `canary.rs` runs
-//! the checks on a timer inside the server. The format is in `docs/verify.md`. No HTTP here.
+//! the checks on a timer inside the server; [`sockets`] reads a process's TCP sockets from
+//! /proc for the boundary check. The format is in `docs/verify.md`. No HTTP here.
 
 mod boundary;
 mod canary;
 mod data;
 mod identity;
 mod report;
+pub mod sockets;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -120,7 +120,7 @@ impl Running {
     pub fn worker_pid(&self, not: Option<u32>) -> u32 {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let found = bulkhead_control::sockets::children(self.pid())
+            let found = bulkhead_verify::sockets::children(self.pid())
                 .into_iter()
                 .find(|p| Some(*p) != not);
             if let Some(pid) = found {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bulkhead_pgcluster::{Cluster, Durability, Opened, StopMode, process_alive, wait_until};
 
-use bulkhead_control::sockets::{Socket, children, sockets_of};
+use bulkhead_verify::sockets::{Socket, children, sockets_of};
 
 use crate::support::{Running, get, wait_status, workdir};
 
