@@ -70,6 +70,7 @@ pub fn run_server(config: &Config, mode: Mode) -> anyhow::Result<()> {
                 .with_context(|| format!("binding {}", config.listen))?;
             let hooks = bulkhead_server::Hooks {
                 canary: Some(Arc::new(crate::verify::canary)),
+                worker_exe: None,
             };
             bulkhead_server::launch(config, listener, mode, hooks).await
         })

@@ -30,6 +30,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     example: bool,
     hooks: &Hooks,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (db_config, embedded) = match &config.database_url {
         Some(url) => {
@@ -48,7 +49,15 @@ pub(crate) async fn serve(
         }
     };
 
-    let result = run_gateway(config, db_config, Mode::Up { example }, listener, hooks).await;
+    let result = run_gateway(
+        config,
+        db_config,
+        Mode::Up { example },
+        listener,
+        hooks,
+        shutdown,
+    )
+    .await;
 
     if let Some(embedded) = embedded {
         if embedded.started_here {

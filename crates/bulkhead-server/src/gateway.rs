@@ -198,6 +198,7 @@ impl Gateway {
                         .and_then(|p| p.for_app(&manifest.app, sandbox_proxy)),
                     sandbox,
                     log_format: config.log.format,
+                    exe: hooks.worker_exe.clone(),
                 },
                 shutdown.clone(),
             )?);

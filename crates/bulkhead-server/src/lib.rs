@@ -48,12 +48,16 @@ pub type CanaryStart = Arc<dyn Fn(&config::Config, Duration) -> Arc<dyn Canary> 
 pub struct Hooks {
     /// The verify canary (`[serve] canary_interval_secs`).
     pub canary: Option<CanaryStart>,
+    /// The `bulkhead` executable whose `worker` command runs each app (default: the current
+    /// executable; a test that runs the server in-process names the built binary).
+    pub worker_exe: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hooks")
             .field("canary", &self.canary.is_some())
+            .field("worker_exe", &self.worker_exe)
             .finish()
     }
 }
@@ -66,12 +70,23 @@ pub async fn launch(
     mode: Mode,
     hooks: Hooks,
 ) -> anyhow::Result<()> {
+    launch_until(config, listener, mode, hooks, serve::shutdown_signal()).await
+}
+
+/// [`launch`], stopping when `shutdown` completes instead of on a signal (in-process tests).
+pub async fn launch_until(
+    config: &config::Config,
+    listener: TcpListener,
+    mode: Mode,
+    hooks: Hooks,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     match mode {
         Mode::Serve => {
             let db = platform::platform_db(config)?;
-            serve::run_gateway(config, db, mode, listener, &hooks).await
+            serve::run_gateway(config, db, mode, listener, &hooks, shutdown).await
         }
-        Mode::Up { example } => embedded::serve(config, listener, example, &hooks).await,
+        Mode::Up { example } => embedded::serve(config, listener, example, &hooks, shutdown).await,
     }
 }
 

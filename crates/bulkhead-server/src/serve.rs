@@ -31,6 +31,7 @@ pub async fn run_gateway(
     mode: Mode,
     listener: TcpListener,
     hooks: &Hooks,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let public_url = config
@@ -90,7 +91,7 @@ pub async fn run_gateway(
         crate::health::AppState::new(gateway.pool()),
         // Request ids (forwarded to the workers), caught panics, JSON refusals.
         bulkhead_runtime::edge::harden(router),
-        shutdown_signal(),
+        shutdown,
     )
     .await
     .context("serving HTTP");
@@ -106,7 +107,7 @@ pub async fn run_gateway(
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

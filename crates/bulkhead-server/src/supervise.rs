@@ -135,6 +135,8 @@ pub struct Launch {
     pub sandbox: Option<crate::isolate::Sandbox>,
     /// The server's log format, which the worker follows (its lines go to the same stderr).
     pub log_format: crate::config::LogFormat,
+    /// The `bulkhead` executable that runs `bulkhead worker` (default: this process's own).
+    pub exe: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Launch {
@@ -149,7 +151,10 @@ impl std::fmt::Debug for Launch {
 /// backoff when it exits, and kills it (to be restarted) after `health_failures` failed
 /// health checks in a row.
 pub fn spawn(launch: Launch, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<WorkerHandle> {
-    let exe = std::env::current_exe()?;
+    let exe = match &launch.exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe()?,
+    };
     let handle = WorkerHandle {
         app: launch.app.to_string(),
         addr: Arc::new(RwLock::new(None)),
