@@ -520,51 +520,22 @@ async fn migrate(
     parallel: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    use bulkhead_pg::provision::MigrationTarget;
-    use futures_util::StreamExt;
-    let shared = p
-        .provisioner
-        .migrate_one(m, &MigrationTarget::Shared, allow_destructive)
-        .await
-        .context("migrating the shared schema (tenants were not touched)")?;
-    let tenants: Vec<(TenantId, bulkhead_model::IsolationLevel)> =
-        registry::tenants(&p.client, &m.app)
-            .await?
-            .into_iter()
-            .filter_map(|t| Some((TenantId::parse(&t.id).ok()?, t.isolation.parse().ok()?)))
-            .filter(|(_, level)| *level != bulkhead_model::IsolationLevel::Row)
-            .collect();
-    let bar = indicatif::ProgressBar::new(tenants.len() as u64);
+    let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tenants {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let prov = &p.provisioner;
-    let results: Vec<(
-        String,
-        Result<bulkhead_pg::migrate::MigrationReport, String>,
-    )> = futures_util::stream::iter(tenants.iter().cloned())
-        .map(|(t, level)| {
-            let bar = bar.clone();
-            async move {
-                let r = prov
-                    .migrate_one(
-                        m,
-                        &MigrationTarget::Tenant(t.clone(), level),
-                        allow_destructive,
-                    )
-                    .await
-                    .map_err(|e| e.to_string());
+    let run = p
+        .migrate_all(m, allow_destructive, parallel, |total, done| {
+            bar.set_length(total as u64);
+            if let Some(t) = done {
                 bar.inc(1);
-                bar.set_message(t.to_string());
-                (t.to_string(), r)
+                bar.set_message(t.to_owned());
             }
         })
-        .buffer_unordered(parallel)
-        .collect()
-        .await;
+        .await?;
     bar.finish_and_clear();
-    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    let (shared, results) = (&run.shared, &run.tenants);
     if json {
         let out: Vec<serde_json::Value> = results
             .iter()
@@ -583,7 +554,7 @@ async fn migrate(
             shared.version,
             shared.plan.steps.len()
         );
-        for (t, r) in &results {
+        for (t, r) in results {
             match r {
                 Ok(rep) => println!(
                     "tenant {t}: version {} ({} steps)",
@@ -594,18 +565,7 @@ async fn migrate(
             }
         }
     }
-    let value = serde_json::to_value(m)?;
-    registry::upsert_app(&p.client, &m.app, &value).await?;
-    bulkhead_control::audit::append(
-        &mut p.client,
-        &bulkhead_control::audit::Entry {
-            actor: &p.actor,
-            action: "app.migrate",
-            target: m.app.as_str(),
-            detail: serde_json::json!({"shared_version": shared.version, "tenants": results.len(), "failed": failed}),
-        },
-    )
-    .await?;
+    let failed = run.failed();
     anyhow::ensure!(
         failed == 0,
         "{failed} tenant(s) failed to migrate; run it again to retry them"

@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use bulkhead_control::reconcile::{Action, Step, plan};
 use bulkhead_control::registry;
-use bulkhead_model::tenants::{self, TenantSpec};
+use bulkhead_model::tenants;
 use bulkhead_model::{AppId, AppManifest};
-use serde::Serialize;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,90 +25,6 @@ pub struct Args {
     allow_downgrade: bool,
     #[command(flatten)]
     target: crate::app::Target,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum Action {
-    Create,
-    Update,
-    /// Move the tenant's data to another isolation level (it is suspended meanwhile).
-    Move {
-        from: String,
-    },
-    NoChange,
-    /// Not applied: the reason.
-    Refused(String),
-    /// Registered but not declared: reported, never deleted by `apply`.
-    Drift,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct Step {
-    app: String,
-    tenant: String,
-    isolation: String,
-    action: Action,
-}
-
-fn plan(
-    apps: &[(String, Vec<registry::TenantRecord>)],
-    specs: &[TenantSpec],
-    allow_downgrade: bool,
-) -> Vec<Step> {
-    let mut steps = Vec::new();
-    for (app, known) in apps {
-        for spec in specs {
-            let identity = serde_json::to_value(&spec.identity).unwrap_or_default();
-            let network = serde_json::to_value(&spec.network).unwrap_or_default();
-            let action = match known.iter().find(|k| k.id == spec.id.as_str()) {
-                None => Action::Create,
-                Some(k) if k.isolation != spec.isolation.as_str() => {
-                    let lower = k
-                        .isolation
-                        .parse::<bulkhead_model::IsolationLevel>()
-                        .is_ok_and(|known| spec.isolation < known);
-                    if lower && !allow_downgrade {
-                        Action::Refused(format!(
-                            "lowering isolation from {} to {} (line {}) moves the tenant's data into storage shared with other tenants; pass --allow-downgrade to do it",
-                            k.isolation,
-                            spec.isolation.as_str(),
-                            spec.line,
-                        ))
-                    } else {
-                        Action::Move {
-                            from: k.isolation.clone(),
-                        }
-                    }
-                }
-                Some(k)
-                    if k.identity != identity
-                        || k.network != network
-                        || k.residency != spec.residency =>
-                {
-                    Action::Update
-                }
-                Some(_) => Action::NoChange,
-            };
-            steps.push(Step {
-                app: app.clone(),
-                tenant: spec.id.to_string(),
-                isolation: spec.isolation.as_str().to_owned(),
-                action,
-            });
-        }
-        for k in known {
-            if !specs.iter().any(|s| s.id.as_str() == k.id) {
-                steps.push(Step {
-                    app: app.clone(),
-                    tenant: k.id.clone(),
-                    isolation: k.isolation.clone(),
-                    action: Action::Drift,
-                });
-            }
-        }
-    }
-    steps
 }
 
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
@@ -214,67 +130,4 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
         }
         Ok(true)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(id: &str, iso: &str) -> registry::TenantRecord {
-        registry::TenantRecord {
-            app: "helpdesk".into(),
-            id: id.into(),
-            isolation: iso.into(),
-            placement: "default".into(),
-            identity: serde_json::json!({"provider": "local", "realm": id}),
-            network: serde_json::json!({"default": "deny", "allow": []}),
-            residency: None,
-            status: "active".into(),
-            features: serde_json::json!({}),
-            config: serde_json::json!({}),
-        }
-    }
-
-    #[test]
-    fn plans_create_nochange_refusal_and_drift() {
-        let specs = tenants::parse(
-            "tenants:\n  - id: acme\n    storage: { namespace: acme, isolation: row }\n    identity: { provider: local, realm: acme }\n  - id: globex\n    storage: { namespace: g, isolation: row }\n  - id: newco\n    storage: { namespace: n, isolation: database }\n",
-            "t.yaml",
-        )
-        .unwrap();
-        let apps = vec![(
-            "helpdesk".to_owned(),
-            vec![
-                rec("acme", "row"),
-                rec("globex", "schema"),
-                rec("old", "row"),
-            ],
-        )];
-        let steps = plan(&apps, &specs, false);
-        let actions: Vec<(&str, &Action)> = steps
-            .iter()
-            .map(|s| (s.tenant.as_str(), &s.action))
-            .collect();
-        assert_eq!(actions[0], ("acme", &Action::NoChange));
-        assert!(matches!(actions[1], ("globex", Action::Refused(why)) if why.contains("lowering")));
-        assert_eq!(actions[2], ("newco", &Action::Create));
-        assert_eq!(actions[3], ("old", &Action::Drift));
-        // With --allow-downgrade the lowering becomes a move; raising is always a move.
-        let steps = plan(&apps, &specs, true);
-        assert_eq!(
-            steps[1].action,
-            Action::Move {
-                from: "schema".into()
-            }
-        );
-        let raised = tenants::parse(
-            "tenants:\n  - id: acme\n    storage: { namespace: acme, isolation: database }\n",
-            "t.yaml",
-        )
-        .unwrap();
-        assert_eq!(
-            plan(&apps, &raised, false)[0].action,
-            Action::Move { from: "row".into() }
-        );
-    }
 }

@@ -3,6 +3,7 @@
 //! - [`audit`]: the append-only, hash-chained audit log and its verification.
 //! - [`registry`]: apps, tenants and credential metadata (never plaintext secrets), and the
 //!   provisioning steps that make provisioning resumable.
+//! - [`reconcile`]: the plan that reconciles `tenants.yaml` with the registry.
 //! - [`platform`]: app creation, tenant declaration, suspension, moves between levels and
 //!   deletion, flags and settings, each step recorded, and each app's worker configuration in
 //!   its vault space.
@@ -11,6 +12,7 @@
 
 pub mod audit;
 pub mod platform;
+pub mod reconcile;
 pub mod registry;
 
 /// Control-plane errors.
