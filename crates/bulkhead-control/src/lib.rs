@@ -18,8 +18,15 @@ pub mod registry;
 /// Control-plane errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("database: {0}")]
-    Database(String),
+    /// The platform database refused or failed a statement (the cause is kept).
+    #[error("the platform database failed")]
+    Database(#[source] tokio_postgres::Error),
+    /// Provisioning an app or tenant database failed (the cause is kept).
+    #[error("provisioning failed")]
+    Provisioning(#[source] bulkhead_pg::Error),
+    /// The vault failed (the cause is kept).
+    #[error("the vault failed")]
+    Vault(#[source] bulkhead_vault::Error),
     #[error("{0} not found")]
     NotFound(String),
     /// The input is invalid; the message names the field.
@@ -41,7 +48,9 @@ impl bulkhead_model::Coded for Error {
             Error::NotFound(_) => C::NotFound,
             Error::Invalid(_) => C::OutOfRange,
             Error::Conflict(_) => C::Conflict,
-            Error::Database(_) | Error::Internal(_) => C::Internal,
+            Error::Database(_) | Error::Provisioning(_) | Error::Vault(_) | Error::Internal(_) => {
+                C::Internal
+            }
         }
     }
 
@@ -60,10 +69,7 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Valu
 }
 
 pub(crate) fn db(e: tokio_postgres::Error) -> Error {
-    match e.as_db_error() {
-        Some(d) => Error::Database(format!("{}: {}", d.code().code(), d.message())),
-        None => Error::Database(e.to_string()),
-    }
+    Error::Database(e)
 }
 
 /// Creates the control-plane schema when missing (idempotent).
@@ -104,4 +110,24 @@ pub fn platform_pool(
         })
         .build()
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_keep_their_cause_and_stay_opaque_to_clients() {
+        let e = Error::Provisioning(bulkhead_pg::Error::BadQuery("the detail".into()));
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(cause.as_deref(), Some("bad query: the detail"));
+        assert_eq!(
+            bulkhead_model::Coded::code(&e),
+            bulkhead_model::ErrorCode::Internal
+        );
+        assert!(
+            !e.to_string().contains("detail"),
+            "the chain has it, not the message"
+        );
+    }
 }

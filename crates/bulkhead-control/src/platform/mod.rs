@@ -56,9 +56,9 @@ impl std::fmt::Debug for Platform {
 pub const APP_STEPS: &[&str] = &["register", "database", "vault", "bucket", "credentials"];
 
 fn pg(e: bulkhead_pg::Error) -> Error {
-    Error::Internal(format!("provisioning: {e}"))
+    Error::Provisioning(e)
 }
 
 fn vault(e: bulkhead_vault::Error) -> Error {
-    Error::Internal(format!("vault: {e}"))
+    Error::Vault(e)
 }
