@@ -302,9 +302,15 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                 } else {
                     println!("{:<24} {:<9} {:<10} identity", "tenant", "level", "status");
                     for t in tenants {
+                        let provider = match t.identity {
+                            IdentitySpec::Local { .. } => "\"local\"",
+                            IdentitySpec::Oidc { .. } => "\"oidc\"",
+                        };
                         println!(
-                            "{:<24} {:<9} {:<10} {}",
-                            t.id, t.isolation, t.status, t.identity["provider"]
+                            "{:<24} {:<9} {:<10} {provider}",
+                            t.id.as_str(),
+                            t.isolation.as_str(),
+                            t.status.as_str()
                         );
                     }
                 }
@@ -393,14 +399,14 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                     println!("{}", serde_json::to_string_pretty(&record)?);
                 } else {
                     for (key, value) in [
-                        ("tenant", record.id.clone()),
+                        ("tenant", record.id.to_string()),
                         ("app", record.app.clone()),
-                        ("isolation", record.isolation.clone()),
+                        ("isolation", record.isolation.as_str().to_owned()),
                         ("placement", record.placement.clone()),
-                        ("status", record.status.clone()),
+                        ("status", record.status.as_str().to_owned()),
                         ("residency", record.residency.clone().unwrap_or_else(|| "-".into())),
-                        ("identity", record.identity.to_string()),
-                        ("network", record.network.to_string()),
+                        ("identity", serde_json::to_string(&record.identity)?),
+                        ("network", serde_json::to_string(&record.network)?),
                     ] {
                         println!("{key:<10} {value}");
                     }
@@ -504,7 +510,7 @@ async fn tenant_of(
     let record = registry::tenant(&p.client, &m.app, tenant)
         .await?
         .with_context(|| format!("tenant {tenant} of app {app} is not registered"))?;
-    Ok((m, record.isolation.parse().map_err(anyhow::Error::msg)?))
+    Ok((m, record.isolation))
 }
 
 fn read_manifest(path: &Path) -> anyhow::Result<AppManifest> {

@@ -40,31 +40,26 @@ pub fn plan(
     let mut steps = Vec::new();
     for (app, known) in apps {
         for spec in specs {
-            let identity = serde_json::to_value(&spec.identity).unwrap_or_default();
-            let network = serde_json::to_value(&spec.network).unwrap_or_default();
-            let action = match known.iter().find(|k| k.id == spec.id.as_str()) {
+            let action = match known.iter().find(|k| k.id == spec.id) {
                 None => Action::Create,
-                Some(k) if k.isolation != spec.isolation.as_str() => {
-                    let lower = k
-                        .isolation
-                        .parse::<bulkhead_model::IsolationLevel>()
-                        .is_ok_and(|known| spec.isolation < known);
+                Some(k) if k.isolation != spec.isolation => {
+                    let lower = spec.isolation < k.isolation;
                     if lower && !allow_downgrade {
                         Action::Refused(format!(
                             "lowering isolation from {} to {} (line {}) moves the tenant's data into storage shared with other tenants; pass --allow-downgrade to do it",
-                            k.isolation,
+                            k.isolation.as_str(),
                             spec.isolation.as_str(),
                             spec.line,
                         ))
                     } else {
                         Action::Move {
-                            from: k.isolation.clone(),
+                            from: k.isolation.as_str().to_owned(),
                         }
                     }
                 }
                 Some(k)
-                    if k.identity != identity
-                        || k.network != network
+                    if k.identity != spec.identity
+                        || k.network != spec.network
                         || k.residency != spec.residency =>
                 {
                     Action::Update
@@ -79,11 +74,11 @@ pub fn plan(
             });
         }
         for k in known {
-            if !specs.iter().any(|s| s.id.as_str() == k.id) {
+            if !specs.iter().any(|s| s.id == k.id) {
                 steps.push(Step {
                     app: app.clone(),
-                    tenant: k.id.clone(),
-                    isolation: k.isolation.clone(),
+                    tenant: k.id.to_string(),
+                    isolation: k.isolation.as_str().to_owned(),
                     action: Action::Drift,
                 });
             }
@@ -100,13 +95,13 @@ mod tests {
     fn rec(id: &str, iso: &str) -> registry::TenantRecord {
         registry::TenantRecord {
             app: "helpdesk".into(),
-            id: id.into(),
-            isolation: iso.into(),
+            id: bulkhead_model::TenantId::parse(id).unwrap(),
+            isolation: iso.parse().unwrap(),
             placement: "default".into(),
-            identity: serde_json::json!({"provider": "local", "realm": id}),
-            network: serde_json::json!({"default": "deny", "allow": []}),
+            identity: bulkhead_model::tenants::IdentitySpec::Local { realm: id.into() },
+            network: bulkhead_model::tenants::NetworkSpec::default(),
             residency: None,
-            status: "active".into(),
+            status: registry::TenantStatus::Active,
             features: serde_json::json!({}),
             config: serde_json::json!({}),
         }

@@ -1,11 +1,12 @@
 //! The registry: apps, tenants, credential metadata and provisioning steps.
 
+use bulkhead_model::tenants::{IdentitySpec, NetworkSpec};
 use bulkhead_model::{AppId, IsolationLevel, TenantId};
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 
-use crate::{Result, db};
+use crate::{Error, Result, db};
 
 pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS bulkhead_control.app (
@@ -43,22 +44,49 @@ CREATE TABLE IF NOT EXISTS bulkhead_control.provision_step (
 );
 "#;
 
-/// Registry status of a tenant that is served.
-pub const ACTIVE: &str = "active";
-/// Registry status of a tenant that resolves like an unknown one until resumed.
-pub const SUSPENDED: &str = "suspended";
+/// Where a tenant is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    /// Served.
+    Active,
+    /// Resolves like an unknown tenant until resumed (also while it moves between levels).
+    Suspended,
+    /// Being deleted.
+    Deleting,
+}
 
-/// A tenant as the registry knows it.
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Deleting => "deleting",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "suspended" => Some(Self::Suspended),
+            "deleting" => Some(Self::Deleting),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant as the registry knows it, typed: every column is parsed once, here, when read
+/// (a record the registry should never hold is an error naming it, not a silent default).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TenantRecord {
     pub app: String,
-    pub id: String,
-    pub isolation: String,
+    pub id: TenantId,
+    pub isolation: IsolationLevel,
     pub placement: String,
-    pub identity: Value,
-    pub network: Value,
+    pub identity: IdentitySpec,
+    pub network: NetworkSpec,
     pub residency: Option<String>,
-    pub status: String,
+    pub status: TenantStatus,
     /// Feature flag overrides by flag name.
     pub features: Value,
     /// Setting overrides by name; a secret one is `{"secret": <vault path>}` (its value is in
@@ -86,17 +114,18 @@ pub async fn upsert_tenant(
     app: &AppId,
     tenant: &TenantId,
     isolation: IsolationLevel,
-    identity: &Value,
-    network: &Value,
+    identity: &IdentitySpec,
+    network: &NetworkSpec,
     residency: Option<&str>,
 ) -> Result<()> {
+    let (identity, network) = (crate::to_json(identity)?, crate::to_json(network)?);
     client
         .execute(
             "INSERT INTO bulkhead_control.tenant (app, id, isolation, identity, network, residency)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (app, id) DO UPDATE SET isolation = EXCLUDED.isolation,
                identity = EXCLUDED.identity, network = EXCLUDED.network, residency = EXCLUDED.residency",
-            &[&app.as_str(), &tenant.as_str(), &isolation.as_str(), identity, network, &residency],
+            &[&app.as_str(), &tenant.as_str(), &isolation.as_str(), &identity, &network, &residency],
         )
         .await
         .map_err(db)?;
@@ -107,12 +136,12 @@ pub async fn set_status(
     client: &impl GenericClient,
     app: &AppId,
     tenant: &TenantId,
-    status: &str,
+    status: TenantStatus,
 ) -> Result<bool> {
     Ok(client
         .execute(
             "UPDATE bulkhead_control.tenant SET status = $3 WHERE app = $1 AND id = $2",
-            &[&app.as_str(), &tenant.as_str(), &status],
+            &[&app.as_str(), &tenant.as_str(), &status.as_str()],
         )
         .await
         .map_err(db)?
@@ -122,19 +151,28 @@ pub async fn set_status(
 const TENANT_COLUMNS: &str =
     "app, id, isolation, placement, identity, network, residency, status, features, config";
 
-fn tenant_record(r: &tokio_postgres::Row) -> TenantRecord {
-    TenantRecord {
-        app: r.get(0),
-        id: r.get(1),
-        isolation: r.get(2),
+fn tenant_record(r: &tokio_postgres::Row) -> Result<TenantRecord> {
+    let (app, id): (String, String) = (r.get(0), r.get(1));
+    let bad = |what: &str| {
+        Error::Internal(format!(
+            "the registry's tenant {app}/{id} has an invalid {what}"
+        ))
+    };
+    Ok(TenantRecord {
+        id: TenantId::parse(&id).map_err(|_| bad("id"))?,
+        isolation: r
+            .get::<_, String>(2)
+            .parse()
+            .map_err(|_| bad("isolation"))?,
         placement: r.get(3),
-        identity: r.get(4),
-        network: r.get(5),
+        identity: serde_json::from_value(r.get(4)).map_err(|_| bad("identity"))?,
+        network: serde_json::from_value(r.get(5)).map_err(|_| bad("network"))?,
         residency: r.get(6),
-        status: r.get(7),
+        status: TenantStatus::parse(r.get(7)).ok_or_else(|| bad("status"))?,
         features: r.get(8),
         config: r.get(9),
-    }
+        app,
+    })
 }
 
 /// Every tenant of `app`, by id.
@@ -148,7 +186,7 @@ pub async fn tenants(client: &impl GenericClient, app: &AppId) -> Result<Vec<Ten
         )
         .await
         .map_err(db)?;
-    Ok(rows.iter().map(tenant_record).collect())
+    rows.iter().map(tenant_record).collect()
 }
 
 /// One tenant of `app`, if registered.
@@ -166,7 +204,7 @@ pub async fn tenant(
         )
         .await
         .map_err(db)?;
-    Ok(row.as_ref().map(tenant_record))
+    row.as_ref().map(tenant_record).transpose()
 }
 
 /// Records where a credential is kept (never the secret itself).
@@ -260,12 +298,12 @@ pub async fn set_isolation(
     app: &AppId,
     tenant: &TenantId,
     isolation: IsolationLevel,
-    status: &str,
+    status: TenantStatus,
 ) -> Result<bool> {
     Ok(client
         .execute(
             "UPDATE bulkhead_control.tenant SET isolation = $3, status = $4 WHERE app = $1 AND id = $2",
-            &[&app.as_str(), &tenant.as_str(), &isolation.as_str(), &status],
+            &[&app.as_str(), &tenant.as_str(), &isolation.as_str(), &status.as_str()],
         )
         .await
         .map_err(db)?
@@ -313,7 +351,7 @@ pub async fn active_tenant_ids(client: &impl GenericClient) -> Result<Vec<String
     Ok(client
         .query(
             "SELECT DISTINCT id FROM bulkhead_control.tenant WHERE status = $1",
-            &[&ACTIVE],
+            &[&TenantStatus::Active.as_str()],
         )
         .await
         .map_err(db)?

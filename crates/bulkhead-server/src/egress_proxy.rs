@@ -90,14 +90,19 @@ impl EgressProxy {
         let mut lists = std::collections::HashMap::new();
         for ProxyApp { app, .. } in &self.apps {
             for t in registry::tenants(&**client, app).await? {
-                if t.status != registry::ACTIVE {
+                if t.status != registry::TenantStatus::Active {
                     continue;
                 }
-                let spec: bulkhead_model::tenants::NetworkSpec =
-                    serde_json::from_value(t.network.clone()).unwrap_or_default();
-                let list = bulkhead_egress::AllowList::from_network(&spec.default, &spec.allow)
-                    .unwrap_or_default();
-                lists.insert((app.to_string(), t.id.clone()), list);
+                // Fails closed, as the worker does: an invalid list is no list.
+                let list = bulkhead_egress::AllowList::from_network(
+                    &t.network.default,
+                    &t.network.allow,
+                )
+                .unwrap_or_else(|e| {
+                    tracing::error!(%app, tenant = %t.id, error = %e, "invalid network allow-list; denying all");
+                    bulkhead_egress::AllowList::default()
+                });
+                lists.insert((app.to_string(), t.id.to_string()), list);
             }
         }
         if let Ok(mut slot) = self.lists.write() {

@@ -28,8 +28,7 @@ pub(crate) fn boundary_checks(
         let app_allow = bulkhead_egress::AllowList::parse(&app_list).unwrap_or_default();
         for t in tenants {
             let scope = format!("{}/{}", m.app, t.id);
-            let spec: bulkhead_model::tenants::NetworkSpec =
-                serde_json::from_value(t.record.network.clone()).unwrap_or_default();
+            let spec = &t.record.network;
             checks.add(
                 "boundary.egress_default",
                 &scope,

@@ -25,8 +25,10 @@ pub(crate) async fn identity_checks(
     let mut local: Vec<TenantId> = Vec::new();
     for (_, tenants) in apps {
         for t in tenants {
-            if t.record.identity.get("provider").and_then(Value::as_str) == Some("local")
-                && !local.contains(&t.id)
+            if matches!(
+                t.record.identity,
+                bulkhead_model::tenants::IdentitySpec::Local { .. }
+            ) && !local.contains(&t.id)
             {
                 local.push(t.id.clone());
             }

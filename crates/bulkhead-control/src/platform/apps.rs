@@ -183,15 +183,15 @@ pub fn worker_tenant(record: &registry::TenantRecord) -> Option<WorkerTenant> {
         }
     }
     Some(WorkerTenant {
-        id: TenantId::parse(&record.id).ok()?,
-        level: record.isolation.parse().ok()?,
-        suspended: record.status != registry::ACTIVE,
-        identity: serde_json::from_value(record.identity.clone()).ok()?,
+        id: record.id.clone(),
+        level: record.isolation,
+        suspended: record.status != registry::TenantStatus::Active,
+        identity: record.identity.clone(),
         options: TenantOptions {
             flags: serde_json::from_value(record.features.clone()).ok()?,
             settings,
         },
         secret_settings,
-        network: serde_json::from_value(record.network.clone()).unwrap_or_default(),
+        network: record.network.clone(),
     })
 }

@@ -48,7 +48,7 @@ impl Platform {
         let tenants: Vec<(TenantId, IsolationLevel)> = registry::tenants(&self.client, &m.app)
             .await?
             .into_iter()
-            .filter_map(|t| Some((TenantId::parse(&t.id).ok()?, t.isolation.parse().ok()?)))
+            .map(|t| (t.id, t.isolation))
             .filter(|(_, level)| *level != IsolationLevel::Row)
             .collect();
         progress(tenants.len(), None);

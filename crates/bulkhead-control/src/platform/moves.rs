@@ -24,10 +24,7 @@ impl Platform {
         let record = registry::tenant(&self.client, app, tenant.as_str())
             .await?
             .ok_or_else(|| Error::NotFound(format!("tenant {tenant} of {app}")))?;
-        let from: IsolationLevel = record
-            .isolation
-            .parse()
-            .map_err(|e: String| Error::Internal(e))?;
+        let from: IsolationLevel = record.isolation;
         if from == to {
             return Ok(0);
         }
@@ -42,10 +39,11 @@ impl Platform {
         let done = |step: &'static str| registry::step_done(&self.client, &subject, step);
         if !done("suspend").await? {
             // A tenant the operator had suspended stays suspended after the move.
-            if record.status == registry::SUSPENDED {
+            if record.status == registry::TenantStatus::Suspended {
                 registry::mark_step(&self.client, &subject, "was-suspended").await?;
             }
-            registry::set_status(&self.client, app, tenant, registry::SUSPENDED).await?;
+            registry::set_status(&self.client, app, tenant, registry::TenantStatus::Suspended)
+                .await?;
             self.sync_worker_config(app).await?;
             // Running workers re-read their configuration; no write may land in the old
             // place after the copy.
@@ -103,9 +101,9 @@ impl Platform {
         crash("drop-old")?;
         // The last step: the registry names the new level and the tenant is served again.
         let status = if done("was-suspended").await? {
-            registry::SUSPENDED
+            registry::TenantStatus::Suspended
         } else {
-            registry::ACTIVE
+            registry::TenantStatus::Active
         };
         registry::set_isolation(&self.client, app, tenant, to, status).await?;
         self.sync_worker_config(app).await?;

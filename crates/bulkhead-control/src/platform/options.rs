@@ -101,7 +101,7 @@ impl Platform {
     ) -> Result<Vec<TenantId>> {
         let records = registry::tenants(&self.client, &manifest.app).await?;
         if let Some(t) = tenant
-            && !records.iter().any(|r| r.id == t.as_str())
+            && !records.iter().any(|r| &r.id == t)
         {
             return Err(Error::NotFound(format!(
                 "tenant {t} of app {}",
@@ -110,14 +110,10 @@ impl Platform {
         }
         let mut asked = Vec::new();
         for r in records {
-            if tenant.is_some_and(|t| t.as_str() != r.id) {
+            if tenant.is_some_and(|t| *t != r.id) {
                 continue;
             }
-            let id = TenantId::parse(&r.id).map_err(|e| Error::Internal(e.to_string()))?;
-            let level = r
-                .isolation
-                .parse()
-                .map_err(|_| Error::Internal(format!("tenant {id}: level {}", r.isolation)))?;
+            let (id, level) = (r.id.clone(), r.isolation);
             self.provisioner
                 .request_search_rebuild(manifest, &id, level)
                 .await

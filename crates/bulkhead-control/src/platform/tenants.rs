@@ -160,21 +160,22 @@ impl Platform {
         let app = &manifest.app;
         let known = registry::tenant(&self.client, app, spec.id.as_str()).await?;
         if let Some(k) = &known
-            && k.isolation != spec.isolation.as_str()
+            && k.isolation != spec.isolation
         {
             return Err(Error::Conflict(format!(
                 "tenant {} of {app} is at level {}, not {}: use `bulkhead tenant move`",
                 spec.id,
-                k.isolation,
+                k.isolation.as_str(),
                 spec.isolation.as_str()
             )));
         }
         // Finishes provisioning a run cut short, even when the registry is already current.
         self.ensure_tenant(manifest, &spec.id, spec.isolation)
             .await?;
-        let (identity, network) = (to_json(&spec.identity)?, to_json(&spec.network)?);
         let unchanged = known.as_ref().is_some_and(|k| {
-            k.identity == identity && k.network == network && k.residency == spec.residency
+            k.identity == spec.identity
+                && k.network == spec.network
+                && k.residency == spec.residency
         });
         if unchanged {
             return self.sync_worker_config(app).await;
@@ -184,8 +185,8 @@ impl Platform {
             app,
             &spec.id,
             spec.isolation,
-            &identity,
-            &network,
+            &spec.identity,
+            &spec.network,
             spec.residency.as_deref(),
         )
         .await?;
@@ -216,9 +217,9 @@ impl Platform {
         suspended: bool,
     ) -> Result<bool> {
         let status = if suspended {
-            registry::SUSPENDED
+            registry::TenantStatus::Suspended
         } else {
-            registry::ACTIVE
+            registry::TenantStatus::Active
         };
         if !registry::set_status(&self.client, app, tenant, status).await? {
             return Ok(false);

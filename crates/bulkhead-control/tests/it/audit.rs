@@ -106,8 +106,16 @@ async fn the_registry_keeps_tenants_and_credential_locations_but_no_secrets() {
         &app,
         &t,
         IsolationLevel::Database,
-        &json!({"provider": "oidc", "issuer": "https://login.acme.example"}),
-        &json!({"default": "deny", "allow": ["api.acme-partner.com"]}),
+        &bulkhead_model::tenants::IdentitySpec::Oidc {
+            issuer: "https://login.acme.example".into(),
+            audience: "helpdesk".into(),
+            jwks_url: None,
+            roles_claim: "roles".into(),
+        },
+        &bulkhead_model::tenants::NetworkSpec {
+            default: "deny".into(),
+            allow: vec!["api.acme-partner.com".into()],
+        },
         Some("eu"),
     )
     .await
@@ -122,14 +130,37 @@ async fn the_registry_keeps_tenants_and_credential_locations_but_no_secrets() {
     .await
     .unwrap();
     assert!(
-        bulkhead_control::registry::set_status(&c, &app, &t, "suspended")
-            .await
-            .unwrap()
+        bulkhead_control::registry::set_status(
+            &c,
+            &app,
+            &t,
+            bulkhead_control::registry::TenantStatus::Suspended
+        )
+        .await
+        .unwrap()
     );
     let list = bulkhead_control::registry::tenants(&c, &app).await.unwrap();
-    assert_eq!(list[0].isolation, "database");
-    assert_eq!(list[0].status, "suspended");
+    assert_eq!(list[0].isolation, bulkhead_model::IsolationLevel::Database);
+    assert_eq!(
+        list[0].status,
+        bulkhead_control::registry::TenantStatus::Suspended
+    );
     assert_eq!(list[0].residency.as_deref(), Some("eu"));
+    // A record the registry should never hold is an error naming it, not a silent default.
+    c.execute(
+        "UPDATE bulkhead_control.tenant SET identity = '{\"provider\": \"nope\"}' WHERE id = $1",
+        &[&t.as_str()],
+    )
+    .await
+    .unwrap();
+    let err = bulkhead_control::registry::tenants(&c, &app)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("partner-acme") && err.contains("identity"),
+        "{err}"
+    );
     let cols: Vec<String> = c
         .query(
             "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'bulkhead_control' AND table_name = 'credential'",
