@@ -252,4 +252,27 @@ mod tests {
             );
         }
     }
+
+    /// The vault's admin side lives in the same crate as the reader (until it is a crate of
+    /// its own): the worker's code names none of it.
+    #[test]
+    fn the_worker_names_no_admin_side_of_the_vault() {
+        let sources = [
+            include_str!("lib.rs"),
+            include_str!("boot.rs"),
+            include_str!("live.rs"),
+        ];
+        for forbidden in [
+            concat!("Vault", "Admin"),
+            concat!("Embedded", "Admin"),
+            concat!("OpenBao", "Admin"),
+            concat!("Master", "Key"),
+            concat!("boot_", "credential("),
+        ] {
+            assert!(
+                sources.iter().all(|s| !s.contains(forbidden)),
+                "the worker must not use {forbidden}"
+            );
+        }
+    }
 }
