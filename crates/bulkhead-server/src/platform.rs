@@ -196,24 +196,23 @@ pub async fn declare_tenant(
     manifest: &AppManifest,
     spec: &TenantSpec,
 ) -> anyhow::Result<()> {
-    p.declare_tenant(manifest, spec).await?;
-    if matches!(spec.identity, IdentitySpec::Local { .. }) {
-        let pool =
-            crate::health::platform_pool(platform_db(config)?).map_err(anyhow::Error::msg)?;
-        let store = bulkhead_identity::store::RealmStore::new(
-            pool,
-            master_key(config, false)?,
-            Default::default(),
-        );
-        store.migrate().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs();
-        store
-            .create_realm(&spec.id, now)
-            .await
-            .map_err(|e| anyhow::anyhow!("creating the realm of {}: {e}", spec.id))?;
-    }
+    let realms = match spec.identity {
+        IdentitySpec::Local { .. } => {
+            let pool =
+                crate::health::platform_pool(platform_db(config)?).map_err(anyhow::Error::msg)?;
+            Some(bulkhead_identity::store::RealmStore::new(
+                pool,
+                master_key(config, false)?,
+                Default::default(),
+            ))
+        }
+        IdentitySpec::Oidc { .. } => None,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    p.declare_tenant_with_realm(manifest, spec, realms.as_ref(), now)
+        .await?;
     Ok(())
 }
 

@@ -148,6 +148,29 @@ impl Platform {
             .collect()
     }
 
+    /// [`Platform::declare_tenant`], and for a tenant whose users sign in locally makes sure
+    /// its local realm exists in `realms` (signing keys sealed under the master key).
+    /// Idempotent.
+    pub async fn declare_tenant_with_realm(
+        &mut self,
+        manifest: &AppManifest,
+        spec: &TenantSpec,
+        realms: Option<&bulkhead_identity::store::RealmStore>,
+        now: u64,
+    ) -> Result<()> {
+        self.declare_tenant(manifest, spec).await?;
+        if let (bulkhead_model::tenants::IdentitySpec::Local { .. }, Some(store)) =
+            (&spec.identity, realms)
+        {
+            let realm = |e: bulkhead_identity::store::StoreError| {
+                Error::Internal(format!("the realm of {}: {e}", spec.id))
+            };
+            store.migrate().await.map_err(realm)?;
+            store.create_realm(&spec.id, now).await.map_err(realm)?;
+        }
+        Ok(())
+    }
+
     /// Declares a tenant of an app (`tenants.yaml`, `bulkhead tenant create`): provisions it at
     /// its level, registers its identity, network policy and residency, tells the app's
     /// workers, and audits a creation or a change. Idempotent: declaring it unchanged again
