@@ -75,7 +75,11 @@ pub fn canary(config: &Config, every: std::time::Duration) -> Arc<dyn bulkhead_s
     let config = config.clone();
     let open: bulkhead_verify::OpenDeployment = Arc::new(move || {
         let config = config.clone();
-        Box::pin(async move { deployment(&config).await })
+        Box::pin(async move {
+            deployment(&config)
+                .await
+                .map_err(|e| bulkhead_verify::Error::Deployment(format!("{e:#}")))
+        })
     });
     Arc::new(CanaryMetrics(bulkhead_verify::Canary::start(open, every)))
 }

@@ -47,7 +47,7 @@ impl Canary {
                         if let Err(e) =
                             audit_new_failures(&mut d.platform, &failed, &previous).await
                         {
-                            tracing::error!(error = %format!("{e:#}"), "verify canary: cannot write the audit log");
+                            tracing::error!(error = %crate::error::chain(&e), "verify canary: cannot write the audit log");
                         }
                         previous = now;
                         if let Ok(mut slot) = state.last.write() {
@@ -55,7 +55,7 @@ impl Canary {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "verify canary could not run")
+                        tracing::error!(error = %crate::error::chain(&e), "verify canary could not run")
                     }
                 }
                 tokio::time::sleep(every).await;
@@ -110,7 +110,7 @@ async fn audit_new_failures(
     p: &mut Platform,
     failed: &[&Finding],
     previous: &[(String, String)],
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let fresh: Vec<&&Finding> = failed
         .iter()
         .filter(|f| !previous.contains(&(f.check.clone(), f.scope.clone())))

@@ -2,7 +2,6 @@
 //! RLS, policies, composite references, PUBLIC rights), probes with each app's own credentials
 //! from the vault, and where each tenant's data actually is.
 
-use anyhow::Context;
 use bulkhead_control::platform::{Platform, RUNTIME_PASSWORD, tenant_password_path};
 use bulkhead_control::registry;
 use bulkhead_model::names;
@@ -10,6 +9,7 @@ use bulkhead_model::{AppId, AppManifest, IsolationLevel, TenantId};
 use tokio_postgres::NoTls;
 
 use crate::report::Checks;
+use crate::{Error, Result};
 
 /// How to reach the cluster: the platform database's address and admin credentials.
 #[derive(Clone)]
@@ -18,18 +18,21 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    async fn connect(cfg: tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
+    async fn connect(
+        cfg: tokio_postgres::Config,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let (client, conn) = cfg.connect(NoTls).await?;
         tokio::spawn(conn);
         Ok(client)
     }
 
-    async fn admin(&self, db: &str) -> anyhow::Result<tokio_postgres::Client> {
+    async fn admin(&self, db: &str) -> Result<tokio_postgres::Client> {
         let mut cfg = self.admin.clone();
         cfg.dbname(db);
-        Self::connect(cfg)
-            .await
-            .with_context(|| format!("connecting to {db} as the administrator"))
+        Self::connect(cfg).await.map_err(|source| Error::Database {
+            context: format!("connecting to {db} as the administrator"),
+            source,
+        })
     }
 
     /// A connection as `role` with `password` (a probe: failure is evidence, not an error).
@@ -51,7 +54,7 @@ async fn catalog(
     c: &tokio_postgres::Client,
     scope: &str,
     schema: &str,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     use bulkhead_pg::catalog as cat;
     let tables = cat::tenant_tables(c, schema).await?;
     let bad: Vec<String> = tables
@@ -163,7 +166,7 @@ async fn catalog(
 }
 
 /// A role's attributes and what it owns in the connected database.
-async fn role_ok(c: &tokio_postgres::Client, role: &str) -> anyhow::Result<(bool, String)> {
+async fn role_ok(c: &tokio_postgres::Client, role: &str) -> Result<(bool, String)> {
     let Some(f) = bulkhead_pg::catalog::role_facts(c, role).await? else {
         return Ok((false, format!("role {role} does not exist")));
     };
@@ -191,7 +194,7 @@ pub(crate) async fn data_checks(
     m: &AppManifest,
     tenants: &[TenantInfo],
     all_apps: &[AppId],
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let app = &m.app;
     let app_db = names::app_database(app);
     let admin = cluster.admin(&app_db).await?;
@@ -234,7 +237,10 @@ pub(crate) async fn data_checks(
         .vault
         .get(app, RUNTIME_PASSWORD)
         .await
-        .context("reading the app's runtime password from its vault space")?;
+        .map_err(|source| Error::Vault {
+            context: "reading the app's runtime password from its vault space".into(),
+            source,
+        })?;
     let rt = match cluster.as_role(&app_db, &runtime, password.expose()).await {
         Ok(c) => c,
         Err(e) => {
@@ -356,7 +362,7 @@ pub(crate) async fn level_checks(
     p: &Platform,
     m: &AppManifest,
     tenants: &[TenantInfo],
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let app = &m.app;
     let admin = cluster.admin(&names::app_database(app)).await?;
     let shared = bulkhead_pg::catalog::tenant_tables(&admin, names::SHARED_SCHEMA).await?;

@@ -9,14 +9,14 @@ use sha2::Sha256;
 use crate::Deployment;
 use crate::data::TenantInfo;
 use crate::report::Checks;
+use crate::{Error, Result};
 
 pub(crate) async fn identity_checks(
     checks: &mut Checks,
     d: &Deployment,
     apps: &[(AppManifest, Vec<TenantInfo>)],
-) -> anyhow::Result<()> {
-    let pool =
-        bulkhead_control::platform_pool(d.platform_db.clone()).map_err(anyhow::Error::msg)?;
+) -> Result<()> {
+    let pool = bulkhead_control::platform_pool(d.platform_db.clone()).map_err(Error::Realms)?;
     let store = bulkhead_identity::store::RealmStore::new(pool, d.master_key, Default::default());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -122,7 +122,7 @@ pub(crate) async fn identity_checks(
         let mac = {
             use hmac::Mac;
             let mut m = hmac::Hmac::<Sha256>::new_from_slice(&public)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(|e| Error::Realms(e.to_string()))?;
             m.update(hs_input.as_bytes());
             m.finalize().into_bytes()
         };

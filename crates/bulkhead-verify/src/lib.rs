@@ -18,6 +18,7 @@
 mod boundary;
 mod canary;
 mod data;
+mod error;
 mod identity;
 mod report;
 pub mod sockets;
@@ -33,6 +34,7 @@ use bulkhead_model::{AppId, AppManifest};
 use serde_json::{Value, json};
 
 pub use canary::Canary;
+pub use error::{Error, Result};
 pub use report::{FORMAT, Finding, Report, Signature, Status, check_signature, public_key, sign};
 
 use crate::boundary::boundary_checks;
@@ -78,10 +80,10 @@ impl std::fmt::Debug for Deployment {
 
 /// Opens the deployment afresh (each canary run gets its own connections).
 pub type OpenDeployment =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<Deployment>> + Send>> + Send + Sync>;
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Deployment>> + Send>> + Send + Sync>;
 
 /// Runs every check against `d`; with `serve_pid`, also the sockets of that server.
-pub async fn run_checks(d: &Deployment, serve_pid: Option<u32>) -> anyhow::Result<Report> {
+pub async fn run_checks(d: &Deployment, serve_pid: Option<u32>) -> Result<Report> {
     let p = &d.platform;
     let cluster = Cluster {
         admin: d.platform_db.clone(),
@@ -111,7 +113,7 @@ pub async fn run_checks(d: &Deployment, serve_pid: Option<u32>) -> anyhow::Resul
                 "verify.error",
                 m.app.as_str(),
                 false,
-                format!("data checks: {e:#}"),
+                format!("data checks: {}", crate::error::chain(&e)),
             );
         }
         if let Err(e) = level_checks(&mut checks, &cluster, p, m, tenants).await {
@@ -119,7 +121,7 @@ pub async fn run_checks(d: &Deployment, serve_pid: Option<u32>) -> anyhow::Resul
                 "verify.error",
                 m.app.as_str(),
                 false,
-                format!("level checks: {e:#}"),
+                format!("level checks: {}", crate::error::chain(&e)),
             );
         }
     }
@@ -128,7 +130,7 @@ pub async fn run_checks(d: &Deployment, serve_pid: Option<u32>) -> anyhow::Resul
             "verify.error",
             "platform",
             false,
-            format!("identity checks: {e:#}"),
+            format!("identity checks: {}", crate::error::chain(&e)),
         );
     }
     boundary_checks(&mut checks, d, &apps, serve_pid);

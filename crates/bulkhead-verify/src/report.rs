@@ -1,11 +1,12 @@
 //! The report: findings with evidence, its summary, and its Ed25519 signature (the key derived
 //! from the master key, so an auditor can check a report against the installation's public key).
 
-use anyhow::Context;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -95,14 +96,14 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The bytes a signature covers: the report without its signature, as compact JSON.
-fn signed_bytes(report: &Report) -> anyhow::Result<Vec<u8>> {
+fn signed_bytes(report: &Report) -> Result<Vec<u8>> {
     let mut unsigned = report.clone();
     unsigned.signature = None;
     Ok(serde_json::to_vec(&unsigned)?)
 }
 
 /// Signs `report` with the platform's verification key.
-pub fn sign(report: &mut Report, master: &[u8; 32]) -> anyhow::Result<()> {
+pub fn sign(report: &mut Report, master: &[u8; 32]) -> Result<()> {
     use ed25519_dalek::Signer;
     let key = signing_key(master);
     let sig = key.sign(&signed_bytes(report)?);
@@ -115,10 +116,10 @@ pub fn sign(report: &mut Report, master: &[u8; 32]) -> anyhow::Result<()> {
 }
 
 /// Whether `report` carries a valid signature by `public_key` (hex).
-pub fn check_signature(report: &Report, public_key: &str) -> anyhow::Result<bool> {
+pub fn check_signature(report: &Report, public_key: &str) -> Result<bool> {
     use ed25519_dalek::Verifier;
     let Some(sig) = &report.signature else {
-        anyhow::bail!("the report is not signed");
+        return Err(Error::Report("the report is not signed".into()));
     };
     if !sig.public_key.eq_ignore_ascii_case(public_key) {
         return Ok(false);
@@ -128,7 +129,7 @@ pub fn check_signature(report: &Report, public_key: &str) -> anyhow::Result<bool
         .collect::<Result<Vec<u8>, _>>()
         .ok()
         .and_then(|v| v.try_into().ok())
-        .context("the public key is 64 hex characters")?;
+        .ok_or_else(|| Error::Report("the public key is 64 hex characters".into()))?;
     let key = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes)?;
     let raw = base64::engine::general_purpose::STANDARD.decode(&sig.value)?;
     let signature = ed25519_dalek::Signature::from_slice(&raw)?;
