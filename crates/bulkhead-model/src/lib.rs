@@ -16,7 +16,7 @@ pub mod values;
 pub mod worker;
 pub mod yaml;
 
-pub use codes::{Coded, ErrorCode};
+pub use codes::{Coded, ErrorCode, error_chain};
 pub use ids::{AppId, IdError, Ident, PLATFORM_COLUMNS, TenantId};
 pub use manifest::{
     ANONYMOUS_ROLE, Action, AppManifest, Effective, Entity, Field, FieldType, FlagDecl, FlagKind,

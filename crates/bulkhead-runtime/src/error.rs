@@ -47,7 +47,7 @@ impl<E: Coded> From<E> for ApiError {
         let code = e.code();
         let field = e.field().map(str::to_owned);
         if code.http_status() >= 500 {
-            tracing::error!(error = %chain(&e), "request failed");
+            tracing::error!(error = %bulkhead_model::error_chain(&e), "request failed");
             let message = match code {
                 ErrorCode::PoolExhausted
                 | ErrorCode::DatabaseUnavailable
@@ -66,18 +66,6 @@ impl<E: Coded> From<E> for ApiError {
             field,
         }
     }
-}
-
-/// An error and its sources, `a: b: c`, for the log.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
 }
 
 impl IntoResponse for ApiError {

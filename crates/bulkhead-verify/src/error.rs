@@ -50,14 +50,4 @@ impl From<tokio_postgres::Error> for Error {
     }
 }
 
-/// An error and its sources, `a: b: c`, for the log.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
-}
+pub(crate) use bulkhead_model::error_chain as chain;
