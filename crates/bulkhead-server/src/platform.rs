@@ -12,9 +12,9 @@ use bulkhead_control::registry;
 use bulkhead_files::garage::GarageAdmin;
 use bulkhead_model::tenants::{IdentitySpec, TenantSpec};
 use bulkhead_model::{AppId, AppManifest};
-use bulkhead_vault::VaultAdmin;
-use bulkhead_vault::embedded::{EmbeddedAdmin, MasterKey};
-use bulkhead_vault::openbao::OpenBaoAdmin;
+use bulkhead_vault_admin::VaultAdmin;
+use bulkhead_vault_admin::embedded::{EmbeddedAdmin, MasterKey};
+use bulkhead_vault_admin::openbao::OpenBaoAdmin;
 
 use crate::config::{Config, FilesBackend, Secret, VaultBackend};
 

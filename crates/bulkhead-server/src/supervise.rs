@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bulkhead_model::AppId;
 use bulkhead_model::worker::{Ready, env};
-use bulkhead_vault::VaultAdmin;
+use bulkhead_vault_admin::VaultAdmin;
 
 use axum::body::Body;
 use axum::http::{HeaderName, Request};

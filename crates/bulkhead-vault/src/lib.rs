@@ -1,8 +1,9 @@
 //! Secrets per app, kept where one app's credential can never read another's.
 //!
-//! Two sides: the platform holds a [`VaultAdmin`] (creates an app's secret space, writes its
-//! secrets, hands out the app's boot credential); an app's worker holds only a
-//! [`VaultReader`] opened with its own [`BootCredential`]. Backends:
+//! The reader's side and the formats: an app's worker holds only a [`VaultReader`] opened with
+//! its own [`BootCredential`]. The platform's side (creating an app's space, writing its
+//! secrets, handing out boot credentials, the master key) is the separate crate
+//! `bulkhead-vault-admin`, so a worker cannot even link it. Backends:
 //!
 //! - [`embedded`]: files under a directory, envelope encryption with XChaCha20-Poly1305. Each
 //!   app's secrets are encrypted under that app's own key; the app key is stored only wrapped
@@ -137,27 +138,6 @@ pub fn decode_key(hex: &str) -> Result<[u8; 32]> {
 
 /// A boxed future, so the traits stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// The platform's side of a vault.
-pub trait VaultAdmin: Send + Sync {
-    /// Creates the app's secret space (idempotent) and returns its boot credential. Calling it
-    /// again issues a fresh credential for the same space.
-    fn create_app<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<BootCredential>>;
-    /// A boot credential for an existing app's space, for starting one of its workers; changes
-    /// nothing else (no policy or role is rewritten). `NotFound` when the app has no space.
-    fn boot_credential<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<BootCredential>>;
-    fn put<'a>(
-        &'a self,
-        app: &'a AppId,
-        name: &'a str,
-        value: &'a Secret,
-    ) -> BoxFuture<'a, Result<()>>;
-    fn get<'a>(&'a self, app: &'a AppId, name: &'a str) -> BoxFuture<'a, Result<Secret>>;
-    /// Removes one secret (absent is fine).
-    fn delete<'a>(&'a self, app: &'a AppId, name: &'a str) -> BoxFuture<'a, Result<()>>;
-    /// Removes the app's secrets and credentials.
-    fn delete_app<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<()>>;
-}
 
 /// An app worker's side: reads its own app's secrets.
 pub trait VaultReader: Send + Sync {

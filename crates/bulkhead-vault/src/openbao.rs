@@ -3,7 +3,8 @@
 //! Each app's secrets live under `secret/data/bulkhead/apps/<app>/`. Creating an app writes
 //! an ACL policy `bulkhead-app-<app>` that allows reading that path and nothing else, and an
 //! AppRole of the same name bound to it; the app's boot credential is the role id and a secret
-//! id. The platform's own token (admin) never leaves the platform.
+//! id. The platform's own token (admin) never leaves the platform. This crate has the reader
+//! and the shared request helpers; the admin side is `bulkhead-vault-admin`.
 
 use std::time::Duration;
 
@@ -12,11 +13,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::{
-    BootCredential, BoxFuture, Error, Result, Secret, VaultAdmin, VaultReader, check_name,
-};
+use crate::{BootCredential, BoxFuture, Error, Result, Secret, VaultReader, check_name};
 
-fn client() -> Result<reqwest::Client> {
+pub fn client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
@@ -24,15 +23,15 @@ fn client() -> Result<reqwest::Client> {
         .map_err(|e| Error::Unavailable(e.to_string()))
 }
 
-fn role(app: &AppId) -> String {
+pub fn role(app: &AppId) -> String {
     format!("bulkhead-app-{app}")
 }
 
-fn data_path(app: &AppId, name: &str) -> String {
+pub fn data_path(app: &AppId, name: &str) -> String {
     format!("secret/data/bulkhead/apps/{app}/{name}")
 }
 
-async fn call(
+pub async fn call(
     http: &reqwest::Client,
     addr: &str,
     token: Option<&str>,
@@ -63,7 +62,7 @@ async fn call(
     Ok((status, value))
 }
 
-fn expect_ok(status: StatusCode, body: &Value, what: &str) -> Result<()> {
+pub fn expect_ok(status: StatusCode, body: &Value, what: &str) -> Result<()> {
     match status {
         s if s.is_success() => Ok(()),
         StatusCode::FORBIDDEN => Err(Error::Denied),
@@ -75,214 +74,7 @@ fn expect_ok(status: StatusCode, body: &Value, what: &str) -> Result<()> {
     }
 }
 
-/// The platform's handle on OpenBao, with an admin token.
-#[derive(Debug, Clone)]
-pub struct OpenBaoAdmin {
-    addr: String,
-    token: Secret,
-    http: reqwest::Client,
-}
-
-impl OpenBaoAdmin {
-    pub fn new(addr: &str, token: Secret) -> Result<Self> {
-        Ok(Self {
-            addr: addr.to_owned(),
-            token,
-            http: client()?,
-        })
-    }
-
-    async fn admin(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(StatusCode, Value)> {
-        call(
-            &self.http,
-            &self.addr,
-            Some(self.token.expose()),
-            method,
-            path,
-            body,
-        )
-        .await
-    }
-
-    /// Enables AppRole auth when it is not yet enabled.
-    pub async fn ensure_approle(&self) -> Result<()> {
-        let (status, body) = self.admin(Method::GET, "sys/auth", None).await?;
-        expect_ok(status, &body, "sys/auth")?;
-        if body.get("approle/").is_some() || body["data"].get("approle/").is_some() {
-            return Ok(());
-        }
-        let (status, body) = self
-            .admin(
-                Method::POST,
-                "sys/auth/approle",
-                Some(json!({"type": "approle"})),
-            )
-            .await?;
-        expect_ok(status, &body, "enable approle")
-    }
-}
-
-impl VaultAdmin for OpenBaoAdmin {
-    fn create_app<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<BootCredential>> {
-        Box::pin(async move {
-            self.ensure_approle().await?;
-            let role = role(app);
-            let policy = format!(
-                "path \"secret/data/bulkhead/apps/{app}/*\" {{ capabilities = [\"read\"] }}\n"
-            );
-            let (s, b) = self
-                .admin(
-                    Method::PUT,
-                    &format!("sys/policies/acl/{role}"),
-                    Some(json!({ "policy": policy })),
-                )
-                .await?;
-            expect_ok(s, &b, "policy")?;
-            let (s, b) = self
-                .admin(
-                    Method::POST,
-                    &format!("auth/approle/role/{role}"),
-                    Some(json!({
-                        "token_policies": [role],
-                        "token_ttl": "1h",
-                        "token_max_ttl": "4h",
-                        "secret_id_ttl": "0",
-                    })),
-                )
-                .await?;
-            expect_ok(s, &b, "approle")?;
-            self.boot_credential(app).await
-        })
-    }
-
-    fn boot_credential<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<BootCredential>> {
-        Box::pin(async move {
-            let role = role(app);
-            let (s, b) = self
-                .admin(
-                    Method::GET,
-                    &format!("auth/approle/role/{role}/role-id"),
-                    None,
-                )
-                .await?;
-            if s == StatusCode::NOT_FOUND {
-                return Err(Error::NotFound(format!("app {app}")));
-            }
-            expect_ok(s, &b, "role-id")?;
-            let role_id = b["data"]["role_id"]
-                .as_str()
-                .ok_or_else(|| Error::Unavailable("no role_id".into()))?
-                .to_owned();
-            let (s, b) = self
-                .admin(
-                    Method::POST,
-                    &format!("auth/approle/role/{role}/secret-id"),
-                    None,
-                )
-                .await?;
-            expect_ok(s, &b, "secret-id")?;
-            let secret_id = b["data"]["secret_id"]
-                .as_str()
-                .ok_or_else(|| Error::Unavailable("no secret_id".into()))?
-                .to_owned();
-            Ok(BootCredential::AppRole { role_id, secret_id })
-        })
-    }
-
-    fn put<'a>(
-        &'a self,
-        app: &'a AppId,
-        name: &'a str,
-        value: &'a Secret,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            check_name(name)?;
-            let (s, b) = self
-                .admin(
-                    Method::POST,
-                    &data_path(app, name),
-                    Some(json!({ "data": { "value": value.expose() } })),
-                )
-                .await?;
-            expect_ok(s, &b, name)
-        })
-    }
-
-    fn get<'a>(&'a self, app: &'a AppId, name: &'a str) -> BoxFuture<'a, Result<Secret>> {
-        Box::pin(async move {
-            check_name(name)?;
-            let (s, b) = self.admin(Method::GET, &data_path(app, name), None).await?;
-            expect_ok(s, &b, name)?;
-            value_of(&b, name)
-        })
-    }
-
-    fn delete<'a>(&'a self, app: &'a AppId, name: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            check_name(name)?;
-            let (s, b) = self
-                .admin(
-                    Method::DELETE,
-                    &format!("secret/metadata/bulkhead/apps/{app}/{name}"),
-                    None,
-                )
-                .await?;
-            if s == StatusCode::NOT_FOUND {
-                return Ok(());
-            }
-            expect_ok(s, &b, name)
-        })
-    }
-
-    fn delete_app<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let role = role(app);
-            let _ = self
-                .admin(
-                    Method::DELETE,
-                    &format!("secret/metadata/bulkhead/apps/{app}"),
-                    None,
-                )
-                .await?;
-            let list =
-                Method::from_bytes(b"LIST").map_err(|e| Error::Unavailable(e.to_string()))?;
-            let (s, b) = self
-                .admin(list, &format!("secret/metadata/bulkhead/apps/{app}"), None)
-                .await?;
-            if s.is_success()
-                && let Some(keys) = b["data"]["keys"].as_array()
-            {
-                for k in keys.iter().filter_map(Value::as_str) {
-                    let (s, b) = self
-                        .admin(
-                            Method::DELETE,
-                            &format!("secret/metadata/bulkhead/apps/{app}/{k}"),
-                            None,
-                        )
-                        .await?;
-                    expect_ok(s, &b, k)?;
-                }
-            }
-            for path in [
-                format!("auth/approle/role/{role}"),
-                format!("sys/policies/acl/{role}"),
-            ] {
-                let (s, b) = self.admin(Method::DELETE, &path, None).await?;
-                if s != StatusCode::NOT_FOUND {
-                    expect_ok(s, &b, &path)?;
-                }
-            }
-            Ok(())
-        })
-    }
-}
-
-fn value_of(body: &Value, name: &str) -> Result<Secret> {
+pub fn value_of(body: &Value, name: &str) -> Result<Secret> {
     body["data"]["data"]["value"]
         .as_str()
         .map(Secret::new)

@@ -243,7 +243,12 @@ mod tests {
     #[test]
     fn the_worker_does_not_depend_on_the_control_plane_or_the_server() {
         let manifest = include_str!("../Cargo.toml");
-        for forbidden in ["bulkhead-control", "bulkhead-server", "bulkhead-cli"] {
+        for forbidden in [
+            "bulkhead-control",
+            "bulkhead-server",
+            "bulkhead-cli",
+            "bulkhead-vault-admin",
+        ] {
             assert!(
                 !manifest
                     .lines()
@@ -253,8 +258,8 @@ mod tests {
         }
     }
 
-    /// The vault's admin side lives in the same crate as the reader (until it is a crate of
-    /// its own): the worker's code names none of it.
+    /// The worker's code names nothing of the vault's admin side or the master key (Cargo
+    /// already keeps `bulkhead-vault-admin` out; this catches a re-export or a copy).
     #[test]
     fn the_worker_names_no_admin_side_of_the_vault() {
         let sources = [

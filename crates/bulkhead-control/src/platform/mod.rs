@@ -8,7 +8,8 @@ use bulkhead_model::options::{FlagOverride, TenantOptions};
 use bulkhead_model::tenants::TenantSpec;
 use bulkhead_model::{AppManifest, IsolationLevel, TenantId, names};
 use bulkhead_pg::Provisioner;
-use bulkhead_vault::{BootCredential, Secret as VaultSecret, VaultAdmin};
+use bulkhead_vault::{BootCredential, Secret as VaultSecret};
+use bulkhead_vault_admin::VaultAdmin;
 use serde_json::json;
 
 use crate::audit::{self, Entry};

@@ -8,8 +8,9 @@ use bulkhead_control::registry;
 use bulkhead_model::{AppManifest, names};
 use bulkhead_pg::Provisioner;
 use bulkhead_testkit::{TestCluster, pg, tokio_postgres};
-use bulkhead_vault::embedded::{EmbeddedAdmin, EmbeddedReader, MasterKey};
+use bulkhead_vault::embedded::EmbeddedReader;
 use bulkhead_vault::{BootCredential, VaultReader};
+use bulkhead_vault_admin::embedded::{EmbeddedAdmin, MasterKey};
 
 fn manifest(app: &str) -> AppManifest {
     AppManifest::from_yaml(
@@ -158,7 +159,7 @@ async fn rotation_puts_a_new_password_in_the_vault_and_the_old_one_stops_working
     let m = manifest(&unique("r"));
     let boot = p.create_app(&m, None).await.unwrap();
     let old = {
-        use bulkhead_vault::VaultAdmin;
+        use bulkhead_vault_admin::VaultAdmin;
         vault.get(&m.app, RUNTIME_PASSWORD).await.unwrap()
     };
     let live = worker_login(cluster, dir.path(), &m, &boot).await.unwrap();
@@ -358,7 +359,7 @@ async fn a_tenant_moves_between_levels_with_its_records_and_resumes_after_a_cras
         };
         assert_eq!(role, expected, "{from:?} -> {to:?}");
         {
-            use bulkhead_vault::VaultAdmin;
+            use bulkhead_vault_admin::VaultAdmin;
             let password = vault
                 .get(
                     &m.app,
@@ -399,7 +400,7 @@ async fn tenant_flags_and_settings_are_validated_and_secrets_stay_in_the_vault()
     use bulkhead_model::IsolationLevel::Row;
     use bulkhead_model::TenantId;
     use bulkhead_model::options::FlagOverride;
-    use bulkhead_vault::VaultAdmin;
+    use bulkhead_vault_admin::VaultAdmin;
     use serde_json::json;
     let dir = tempfile::tempdir().unwrap();
     let (mut p, _, vault) = platform(dir.path()).await;

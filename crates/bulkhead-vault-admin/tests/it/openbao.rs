@@ -2,8 +2,10 @@
 
 use bulkhead_model::AppId;
 use bulkhead_testkit::openbao::OpenBao;
-use bulkhead_vault::openbao::{OpenBaoAdmin, OpenBaoReader};
-use bulkhead_vault::{BootCredential, Error, Secret, VaultAdmin, VaultReader};
+use bulkhead_vault::openbao::OpenBaoReader;
+use bulkhead_vault::{BootCredential, Error, Secret, VaultReader};
+use bulkhead_vault_admin::VaultAdmin;
+use bulkhead_vault_admin::openbao::OpenBaoAdmin;
 
 fn app(s: &str) -> AppId {
     AppId::parse(s).unwrap()

@@ -1,6 +1,8 @@
 use bulkhead_model::AppId;
-use bulkhead_vault::embedded::{EmbeddedAdmin, EmbeddedReader, MasterKey};
-use bulkhead_vault::{BootCredential, Error, Secret, VaultAdmin, VaultReader};
+use bulkhead_vault::embedded::EmbeddedReader;
+use bulkhead_vault::{BootCredential, Error, Secret, VaultReader};
+use bulkhead_vault_admin::VaultAdmin;
+use bulkhead_vault_admin::embedded::{EmbeddedAdmin, MasterKey};
 
 fn app(s: &str) -> AppId {
     AppId::parse(s).unwrap()
