@@ -84,6 +84,18 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
             }
             return Ok(true);
         }
+        // The realm store (and the master key) only when a tenant signs in locally.
+        let local = specs.iter().any(|s| {
+            matches!(
+                s.identity,
+                bulkhead_model::tenants::IdentitySpec::Local { .. }
+            )
+        });
+        let realms = if local {
+            Some(bulkhead_server::platform::realm_store(&config)?)
+        } else {
+            None
+        };
         for step in todo {
             let manifest = manifests
                 .iter()
@@ -93,37 +105,29 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
                 .iter()
                 .find(|s| s.id.as_str() == step.tenant)
                 .context("declared tenant")?;
-            if let Action::Move { from } = &step.action {
-                let moved = platform
-                    .move_tenant(
-                        manifest,
-                        &spec.id,
-                        spec.isolation,
-                        crate::app::MOVE_QUIESCE,
-                        None,
-                    )
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "moving {} of {} from {from} to {} (run apply again to finish)",
-                            spec.id,
-                            step.app,
-                            spec.isolation.as_str()
-                        )
-                    })?;
-                if !args.target.json {
-                    println!(
-                        "moved {} of {} from {from} to {} ({moved} records)",
-                        spec.id,
-                        step.app,
-                        spec.isolation.as_str()
-                    );
-                }
+            let moved = platform
+                .apply_step(
+                    manifest,
+                    spec,
+                    &step.action,
+                    crate::app::MOVE_QUIESCE,
+                    realms.as_ref(),
+                    bulkhead_server::platform::now(),
+                )
+                .await
+                .with_context(|| {
+                    format!("{} of {} (run apply again to finish)", spec.id, step.app)
+                })?;
+            if let (Some(moved), Action::Move { from }) = (moved, &step.action)
+                && !args.target.json
+            {
+                println!(
+                    "moved {} of {} from {from} to {} ({moved} records)",
+                    spec.id,
+                    step.app,
+                    spec.isolation.as_str()
+                );
             }
-            // Provisions at its level, registers it, and tells the app's running workers
-            // (a silo's password and the tenant list go to the app's vault space).
-            bulkhead_server::platform::declare_tenant(&config, &mut platform, manifest, spec)
-                .await?;
         }
         if !args.target.json {
             println!("applied");

@@ -87,6 +87,34 @@ pub fn plan(
     steps
 }
 
+impl crate::platform::Platform {
+    /// Carries out one step of a plan for `spec` in `manifest`'s app: a move first (suspended
+    /// meanwhile; resumable: run it again to finish), then the declaration (provisioned at its
+    /// level, registered, its realm in `realms`, the app's workers told). Returns how many
+    /// records moved; steps that change nothing do nothing.
+    pub async fn apply_step(
+        &mut self,
+        manifest: &bulkhead_model::AppManifest,
+        spec: &TenantSpec,
+        action: &Action,
+        quiesce: std::time::Duration,
+        realms: Option<&bulkhead_identity::store::RealmStore>,
+        now: u64,
+    ) -> crate::Result<Option<usize>> {
+        let moved = match action {
+            Action::Move { .. } => Some(
+                self.move_tenant(manifest, &spec.id, spec.isolation, quiesce, None)
+                    .await?,
+            ),
+            Action::Create | Action::Update => None,
+            Action::NoChange | Action::Drift | Action::Refused(_) => return Ok(None),
+        };
+        self.declare_tenant_with_realm(manifest, spec, realms, now)
+            .await?;
+        Ok(moved)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

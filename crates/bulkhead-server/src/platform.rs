@@ -188,6 +188,25 @@ pub fn master_key(config: &Config, create: bool) -> anyhow::Result<[u8; 32]> {
     }
 }
 
+/// The local realms' store (keys sealed under the master key), for declaring tenants whose
+/// users sign in locally.
+pub fn realm_store(config: &Config) -> anyhow::Result<bulkhead_identity::store::RealmStore> {
+    let pool = crate::health::platform_pool(platform_db(config)?).map_err(anyhow::Error::msg)?;
+    Ok(bulkhead_identity::store::RealmStore::new(
+        pool,
+        master_key(config, false)?,
+        Default::default(),
+    ))
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Declares a tenant through the platform and, when its users sign in locally, makes sure its
 /// local realm (signing keys sealed under the master key) exists. Idempotent.
 pub async fn declare_tenant(
@@ -197,21 +216,10 @@ pub async fn declare_tenant(
     spec: &TenantSpec,
 ) -> anyhow::Result<()> {
     let realms = match spec.identity {
-        IdentitySpec::Local { .. } => {
-            let pool =
-                crate::health::platform_pool(platform_db(config)?).map_err(anyhow::Error::msg)?;
-            Some(bulkhead_identity::store::RealmStore::new(
-                pool,
-                master_key(config, false)?,
-                Default::default(),
-            ))
-        }
+        IdentitySpec::Local { .. } => Some(realm_store(config)?),
         IdentitySpec::Oidc { .. } => None,
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    p.declare_tenant_with_realm(manifest, spec, realms.as_ref(), now)
+    p.declare_tenant_with_realm(manifest, spec, realms.as_ref(), now())
         .await?;
     Ok(())
 }
