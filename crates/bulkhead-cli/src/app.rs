@@ -181,19 +181,19 @@ pub enum TenantCommand {
 }
 
 pub(crate) fn config(config_path: &Path, t: &Target) -> anyhow::Result<Config> {
-    Config::load(
+    Ok(Config::load(
         config_path,
         Overrides {
             database_url: t.database_url.clone().map(Secret::new),
             data_dir: t.data_dir.clone(),
             ..Overrides::default()
         },
-    )
+    )?)
 }
 
 /// The platform handle for a subcommand's target options.
 pub(crate) async fn platform_for(config_path: &Path, target: &Target) -> anyhow::Result<Platform> {
-    platform(&config(config_path, target)?).await
+    Ok(platform(&config(config_path, target)?).await?)
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -72,6 +72,7 @@ pub fn run_server(config: &Config, mode: Mode) -> anyhow::Result<()> {
                 canary: Some(Arc::new(crate::verify::canary)),
                 worker_exe: None,
             };
-            bulkhead_server::launch(config, listener, mode, hooks).await
+            bulkhead_server::launch(config, listener, mode, hooks).await?;
+            Ok(())
         })
 }

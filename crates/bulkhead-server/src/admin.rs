@@ -42,9 +42,9 @@ impl std::fmt::Debug for AdminApi {
 
 impl AdminApi {
     /// `token` is the shared secret; only its SHA-256 digest is kept.
-    pub fn new(mut platform: Platform, token: &str) -> anyhow::Result<Self> {
+    pub fn new(mut platform: Platform, token: &str) -> crate::error::Result<Self> {
         let token = token.trim();
-        anyhow::ensure!(
+        crate::error::ensure!(
             token.len() >= 32,
             "the admin token must be at least 32 characters"
         );

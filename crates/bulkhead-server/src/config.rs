@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use crate::error::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -333,7 +333,7 @@ pub struct Overrides {
 
 impl Config {
     /// Loads the layers. A missing `path` is fine unless it was named explicitly.
-    pub fn load(path: &Path, overrides: Overrides) -> anyhow::Result<Self> {
+    pub fn load(path: &Path, overrides: Overrides) -> crate::error::Result<Self> {
         let env = Env::prefixed("BULKHEAD_").split("__").filter(|key| {
             let top = key.as_str().split('.').next().unwrap_or_default();
             ENV_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
@@ -346,7 +346,9 @@ impl Config {
             .with_context(|| format!("invalid configuration (file {})", path.display()))?;
         if let Some(file) = config.database_url_file.take() {
             if config.database_url.is_some() {
-                bail!("invalid configuration: set database_url or database_url_file, not both");
+                return Err(crate::error::Error::msg(
+                    "invalid configuration: set database_url or database_url_file, not both",
+                ));
             }
             let url = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading database_url_file {}", file.display()))?;
@@ -385,7 +387,8 @@ mod tests {
             for (k, v) in env {
                 jail.set_env(k, v);
             }
-            out = Config::load(Path::new("bulkhead.toml"), overrides).map_err(|e| format!("{e:#}"));
+            out = Config::load(Path::new("bulkhead.toml"), overrides)
+                .map_err(|e| bulkhead_model::error_chain(&e));
             Ok(())
         });
         out

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use anyhow::Context;
+use crate::error::Context;
 use bulkhead_identity::store::StoreError;
 use bulkhead_model::tenants::{IdentitySpec, NetworkSpec, TenantSpec};
 use bulkhead_model::{AppManifest, IsolationLevel, TenantId};
@@ -37,7 +37,7 @@ pub fn demo_password(tenant: &str, user: &str) -> String {
 /// Provisions the example app and its demo tenants, users and reference data through the
 /// control plane (idempotently), and writes the app's boot credential to
 /// `<data_dir>/boot/helpdesk` (0600) for running a worker by hand.
-pub async fn provision(gateway: &mut Gateway, data_dir: &Path) -> anyhow::Result<()> {
+pub async fn provision(gateway: &mut Gateway, data_dir: &Path) -> crate::error::Result<()> {
     let manifest = AppManifest::from_yaml(MANIFEST, "examples/helpdesk/manifest.yaml")?;
     let control_plane = &mut gateway.platform;
     let realms = &gateway.realms;
@@ -69,14 +69,18 @@ pub async fn provision(gateway: &mut Gateway, data_dir: &Path) -> anyhow::Result
         realms
             .create_realm(&tenant, now)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| crate::error::Error::msg(format!("{e}")))?;
         for (user, roles) in USERS {
             match realms
                 .create_user(&tenant, user, &demo_password(name, user), roles)
                 .await
             {
                 Ok(_) | Err(StoreError::UserExists(_)) => {}
-                Err(e) => return Err(anyhow::anyhow!("creating demo user {user}: {e}")),
+                Err(e) => {
+                    return Err(crate::error::Error::msg(format!(
+                        "creating demo user {user}: {e}"
+                    )));
+                }
             }
         }
     }

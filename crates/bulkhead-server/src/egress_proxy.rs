@@ -3,7 +3,7 @@
 //! registry.
 
 use crate::config::{Config, Secret};
-use anyhow::Context;
+use crate::error::Context;
 use bulkhead_control::registry;
 use bulkhead_model::{AppManifest, TenantId};
 use deadpool_postgres::Pool;
@@ -37,7 +37,7 @@ impl EgressProxy {
         apps: &[AppManifest],
         config: &Config,
         pool: Pool,
-    ) -> anyhow::Result<Arc<Self>> {
+    ) -> crate::error::Result<Arc<Self>> {
         let listener = match listen {
             Some(listen) => Some(
                 TcpListener::bind(listen)
@@ -85,7 +85,7 @@ impl EgressProxy {
         Ok(proxy)
     }
 
-    pub(crate) async fn refresh(&self, pool: &Pool) -> anyhow::Result<()> {
+    pub(crate) async fn refresh(&self, pool: &Pool) -> crate::error::Result<()> {
         let client = pool.get().await?;
         let mut lists = std::collections::HashMap::new();
         for ProxyApp { app, .. } in &self.apps {

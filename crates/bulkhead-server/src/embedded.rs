@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use anyhow::Context;
+use crate::error::Context;
 use bulkhead_pgcluster::{Cluster, Durability, Opened, Reaper, Started, StopMode};
 use tokio::net::TcpListener;
 
@@ -31,7 +31,7 @@ pub(crate) async fn serve(
     example: bool,
     hooks: &Hooks,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     let (db_config, embedded) = match &config.database_url {
         Some(url) => {
             let db_config = tokio_postgres::Config::from_str(url.expose())
@@ -73,7 +73,7 @@ pub(crate) async fn serve(
     result
 }
 
-fn start_embedded(dir: &Path) -> anyhow::Result<Embedded> {
+fn start_embedded(dir: &Path) -> crate::error::Result<Embedded> {
     let (mut cluster, opened) = Cluster::open_or_init(dir, Durability::Durable)?;
     match opened {
         Opened::Created => {
@@ -115,7 +115,7 @@ fn start_embedded(dir: &Path) -> anyhow::Result<Embedded> {
 }
 
 /// Creates the platform database in the embedded cluster when missing; returns how to reach it.
-async fn ensure_platform_db(cluster: &Cluster) -> anyhow::Result<tokio_postgres::Config> {
+async fn ensure_platform_db(cluster: &Cluster) -> crate::error::Result<tokio_postgres::Config> {
     let mut admin = tokio_postgres::Config::new();
     admin
         .host(cluster.host())

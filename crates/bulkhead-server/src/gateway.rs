@@ -3,9 +3,9 @@
 
 use crate::config::Config;
 use crate::egress_proxy::EgressProxy;
+use crate::error::Context;
 use crate::routes::{Routes, metrics, route};
 use crate::supervise::{self, Launch, WorkerHandle};
-use anyhow::Context;
 use axum::Router;
 use bulkhead_control::platform::{Platform, WorkerConfig};
 use bulkhead_control::registry;
@@ -43,11 +43,11 @@ impl Gateway {
         db: tokio_postgres::Config,
         public_url: &str,
         create_master_key: bool,
-    ) -> anyhow::Result<Self> {
+    ) -> crate::error::Result<Self> {
         let master = crate::platform::master_key(config, create_master_key)?;
         let platform = crate::platform::platform_at(config, db.clone(), master).await?;
         let pool = crate::health::platform_pool(db.clone())
-            .map_err(anyhow::Error::msg)
+            .map_err(crate::error::Error::msg)
             .context("creating the platform database pool")?;
         let realms = RealmStore::new(
             pool.clone(),
@@ -60,7 +60,7 @@ impl Gateway {
         realms
             .migrate()
             .await
-            .map_err(|e| anyhow::anyhow!("preparing the realm store: {e}"))?;
+            .map_err(|e| crate::error::Error::msg(format!("preparing the realm store: {e}")))?;
         Ok(Self {
             platform,
             realms,
@@ -76,7 +76,7 @@ impl Gateway {
     }
 
     /// The apps to run: `serve.apps` or every registered app.
-    pub(crate) async fn apps(&self, config: &Config) -> anyhow::Result<Vec<AppManifest>> {
+    pub(crate) async fn apps(&self, config: &Config) -> crate::error::Result<Vec<AppManifest>> {
         let registered = registry::apps(&self.platform.client).await?;
         let mut apps = Vec::new();
         for (id, manifest) in &registered {
@@ -90,7 +90,7 @@ impl Gateway {
             }
         }
         for wanted in config.serve.apps.iter().flatten() {
-            anyhow::ensure!(
+            crate::error::ensure!(
                 registered.iter().any(|(id, _)| id == wanted),
                 "serve.apps names {wanted}, which is not a registered app"
             );
@@ -105,7 +105,7 @@ impl Gateway {
         config: &Config,
         shutdown: tokio::sync::watch::Receiver<bool>,
         hooks: &crate::Hooks,
-    ) -> anyhow::Result<(Router, Vec<WorkerHandle>)> {
+    ) -> crate::error::Result<(Router, Vec<WorkerHandle>)> {
         let (db_host, db_port) = host_port(&self.db);
         let domains = if config.serve.domains.is_empty() {
             vec!["127.0.0.1".to_owned(), "localhost".to_owned()]
@@ -294,7 +294,7 @@ impl RegistryTenants {
     }
 }
 
-pub(crate) async fn active_tenants(pool: &Pool) -> anyhow::Result<HashSet<TenantId>> {
+pub(crate) async fn active_tenants(pool: &Pool) -> crate::error::Result<HashSet<TenantId>> {
     let client = pool.get().await?;
     Ok(registry::active_tenant_ids(&**client)
         .await?
@@ -315,7 +315,7 @@ pub(crate) async fn upstreams(
     config: &Config,
     db_host: &str,
     db_port: u16,
-) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+) -> crate::error::Result<Vec<std::net::SocketAddr>> {
     let mut wanted = vec![(db_host.to_owned(), db_port)];
     for url in [&config.vault.address, &config.files.s3_endpoint]
         .into_iter()

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use crate::error::Context;
 use bulkhead_model::AppId;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -25,9 +25,11 @@ pub struct Sandbox {
 }
 
 /// Refuses to start unless isolation can actually be set up here.
-pub fn preflight() -> anyhow::Result<()> {
+pub fn preflight() -> crate::error::Result<()> {
     if !cfg!(target_os = "linux") {
-        bail!("--isolate-network needs Linux network namespaces");
+        return Err(crate::error::Error::msg(
+            "--isolate-network needs Linux network namespaces",
+        ));
     }
     // SAFETY-free check of the effective user: root owns /proc/self/status's Uid line 0.
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -37,29 +39,33 @@ pub fn preflight() -> anyhow::Result<()> {
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or_default();
     if euid != "0" {
-        bail!("--isolate-network needs root (to create network namespaces)");
+        return Err(crate::error::Error::msg(
+            "--isolate-network needs root (to create network namespaces)",
+        ));
     }
     let ok = Command::new("ip")
         .args(["netns", "list"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        bail!("--isolate-network needs iproute2 (`ip netns`)");
+        return Err(crate::error::Error::msg(
+            "--isolate-network needs iproute2 (`ip netns`)",
+        ));
     }
     Ok(())
 }
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
+fn ip(args: &[&str]) -> crate::error::Result<()> {
     let out = Command::new("ip")
         .args(args)
         .output()
         .with_context(|| format!("running ip {}", args.join(" ")))?;
     if !out.status.success() {
-        bail!(
+        return Err(crate::error::Error::msg(format!(
             "ip {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
-        );
+        )));
     }
     Ok(())
 }
@@ -67,7 +73,7 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 impl Sandbox {
     /// Creates (or re-creates) the namespace of the `index`th app: `10.254.<index>.1/30` on the
     /// gateway's side, `.2` in the namespace, loopback up, no route beyond the link.
-    pub fn create(index: u8, app: &AppId) -> anyhow::Result<Self> {
+    pub fn create(index: u8, app: &AppId) -> crate::error::Result<Self> {
         let netns = format!("bulkhead-{app}");
         let host_if = format!("bh{index}g");
         let ns_if = format!("bh{index}w");
@@ -101,7 +107,7 @@ impl Sandbox {
 
     /// Relays `gateway_ip:<port>` to `upstream` (same port), for the worker's own
     /// infrastructure.
-    pub async fn relay(&self, upstream: SocketAddr) -> anyhow::Result<()> {
+    pub async fn relay(&self, upstream: SocketAddr) -> crate::error::Result<()> {
         let listen = SocketAddr::new(self.gateway_ip.into(), upstream.port());
         let listener = TcpListener::bind(listen)
             .await
@@ -122,7 +128,7 @@ impl Sandbox {
     pub async fn proxy(
         &self,
         policy: Arc<dyn bulkhead_egress::proxy::ProxyPolicy>,
-    ) -> anyhow::Result<SocketAddr> {
+    ) -> crate::error::Result<SocketAddr> {
         let listen = SocketAddr::new(self.gateway_ip.into(), PROXY_PORT);
         let listener = TcpListener::bind(listen)
             .await

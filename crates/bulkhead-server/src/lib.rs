@@ -15,6 +15,7 @@ pub mod config;
 mod demo;
 mod egress_proxy;
 mod embedded;
+pub mod error;
 mod gateway;
 mod health;
 pub mod isolate;
@@ -69,7 +70,7 @@ pub async fn launch(
     listener: TcpListener,
     mode: Mode,
     hooks: Hooks,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     launch_until(config, listener, mode, hooks, serve::shutdown_signal()).await
 }
 
@@ -80,7 +81,7 @@ pub async fn launch_until(
     mode: Mode,
     hooks: Hooks,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     match mode {
         Mode::Serve => {
             let db = platform::platform_db(config)?;

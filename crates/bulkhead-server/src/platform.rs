@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
+use crate::error::Context;
 use bulkhead_control::platform::Platform;
 use bulkhead_control::registry;
 use bulkhead_files::garage::GarageAdmin;
@@ -19,7 +19,7 @@ use bulkhead_vault_admin::openbao::OpenBaoAdmin;
 use crate::config::{Config, FilesBackend, Secret, VaultBackend};
 
 /// Connection settings for the platform database: the configured URL or the embedded cluster.
-pub fn platform_db(config: &Config) -> anyhow::Result<tokio_postgres::Config> {
+pub fn platform_db(config: &Config) -> crate::error::Result<tokio_postgres::Config> {
     if let Some(url) = &config.database_url {
         return url
             .expose()
@@ -27,13 +27,13 @@ pub fn platform_db(config: &Config) -> anyhow::Result<tokio_postgres::Config> {
             .context("database_url is not a valid PostgreSQL URL");
     }
     let dir = config.data_dir.join("postgres");
-    anyhow::ensure!(
+    crate::error::ensure!(
         dir.join("cluster.json").exists(),
         "no platform database: start `bulkhead up` first or pass --database-url"
     );
     let (cluster, _) =
         bulkhead_pgcluster::Cluster::open_or_init(&dir, bulkhead_pgcluster::Durability::Durable)?;
-    anyhow::ensure!(
+    crate::error::ensure!(
         cluster.is_running(),
         "the embedded cluster in {} is not running: start `bulkhead up`",
         dir.display()
@@ -42,7 +42,7 @@ pub fn platform_db(config: &Config) -> anyhow::Result<tokio_postgres::Config> {
 }
 
 /// A connection to the platform database with the control-plane schema in place.
-pub async fn control_client(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
+pub async fn control_client(config: &Config) -> crate::error::Result<tokio_postgres::Client> {
     let (client, conn) = platform_db(config)?
         .connect(tokio_postgres::NoTls)
         .await
@@ -53,7 +53,7 @@ pub async fn control_client(config: &Config) -> anyhow::Result<tokio_postgres::C
 }
 
 /// The platform handle of the CLI: platform database, admin provisioner, vault.
-pub async fn platform(config: &Config) -> anyhow::Result<Platform> {
+pub async fn platform(config: &Config) -> crate::error::Result<Platform> {
     let db = platform_db(config)?;
     platform_at(config, db, master_key(config, false)?).await
 }
@@ -63,7 +63,7 @@ pub async fn platform_at(
     config: &Config,
     db: tokio_postgres::Config,
     master: [u8; 32],
-) -> anyhow::Result<Platform> {
+) -> crate::error::Result<Platform> {
     let (client, conn) = db
         .connect(tokio_postgres::NoTls)
         .await
@@ -82,7 +82,7 @@ pub async fn platform_at(
 }
 
 /// The Garage admin when files live on Garage (each app gets its own bucket and key).
-fn bucket_admin(config: &Config) -> anyhow::Result<Option<GarageAdmin>> {
+fn bucket_admin(config: &Config) -> crate::error::Result<Option<GarageAdmin>> {
     let files = &config.files;
     if files.backend == FilesBackend::Local {
         return Ok(None);
@@ -111,7 +111,7 @@ pub async fn app_bucket(
     config: &Config,
     p: &Platform,
     app: &AppId,
-) -> anyhow::Result<bulkhead_files::AppBucket> {
+) -> crate::error::Result<bulkhead_files::AppBucket> {
     Ok(match config.files.backend {
         FilesBackend::Local => {
             let root = config
@@ -133,7 +133,7 @@ pub async fn app_bucket(
 }
 
 /// The configured vault, as the platform's admin side.
-fn vault_admin(config: &Config, master: [u8; 32]) -> anyhow::Result<Arc<dyn VaultAdmin>> {
+fn vault_admin(config: &Config, master: [u8; 32]) -> crate::error::Result<Arc<dyn VaultAdmin>> {
     Ok(match config.vault.backend {
         VaultBackend::Embedded => Arc::new(EmbeddedAdmin::open(
             &config.vault.dir(&config.data_dir),
@@ -162,7 +162,7 @@ fn vault_admin(config: &Config, master: [u8; 32]) -> anyhow::Result<Arc<dyn Vaul
 
 /// The platform master key (`vault.master_key_file`: 32 bytes or 64 hex characters). With `create`, a missing key
 /// is generated (mode 0600) — only the embedded first-run mode does that.
-pub fn master_key(config: &Config, create: bool) -> anyhow::Result<[u8; 32]> {
+pub fn master_key(config: &Config, create: bool) -> crate::error::Result<[u8; 32]> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = config.vault.master_key_file(&config.data_dir);
@@ -190,8 +190,9 @@ pub fn master_key(config: &Config, create: bool) -> anyhow::Result<[u8; 32]> {
 
 /// The local realms' store (keys sealed under the master key), for declaring tenants whose
 /// users sign in locally.
-pub fn realm_store(config: &Config) -> anyhow::Result<bulkhead_identity::store::RealmStore> {
-    let pool = crate::health::platform_pool(platform_db(config)?).map_err(anyhow::Error::msg)?;
+pub fn realm_store(config: &Config) -> crate::error::Result<bulkhead_identity::store::RealmStore> {
+    let pool =
+        crate::health::platform_pool(platform_db(config)?).map_err(crate::error::Error::msg)?;
     Ok(bulkhead_identity::store::RealmStore::new(
         pool,
         master_key(config, false)?,
@@ -214,7 +215,7 @@ pub async fn declare_tenant(
     p: &mut Platform,
     manifest: &AppManifest,
     spec: &TenantSpec,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     let realms = match spec.identity {
         IdentitySpec::Local { .. } => Some(realm_store(config)?),
         IdentitySpec::Oidc { .. } => None,
@@ -225,7 +226,7 @@ pub async fn declare_tenant(
 }
 
 /// Writes `text` to `path` with mode 0600, creating the parent directory.
-pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, text: &str) -> crate::error::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
@@ -241,7 +242,7 @@ pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn manifest_of(p: &Platform, app: &str) -> anyhow::Result<AppManifest> {
+pub async fn manifest_of(p: &Platform, app: &str) -> crate::error::Result<AppManifest> {
     let (_, value) = registry::apps(&p.client)
         .await?
         .into_iter()

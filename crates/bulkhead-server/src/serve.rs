@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::error::Context;
 use tokio::net::TcpListener;
 
 use crate::Hooks;
@@ -32,7 +32,7 @@ pub async fn run_gateway(
     listener: TcpListener,
     hooks: &Hooks,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> crate::error::Result<()> {
     let addr = listener.local_addr()?;
     let public_url = config
         .serve

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::error::Context;
 use bulkhead_model::AppId;
 use bulkhead_model::worker::{Ready, env};
 use bulkhead_vault_admin::VaultAdmin;
@@ -150,7 +150,10 @@ impl std::fmt::Debug for Launch {
 /// Starts and supervises the worker of an app until `shutdown` turns true: restarts it with
 /// backoff when it exits, and kills it (to be restarted) after `health_failures` failed
 /// health checks in a row.
-pub fn spawn(launch: Launch, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<WorkerHandle> {
+pub fn spawn(
+    launch: Launch,
+    mut shutdown: watch::Receiver<bool>,
+) -> crate::error::Result<WorkerHandle> {
     let exe = match &launch.exe {
         Some(exe) => exe.clone(),
         None => std::env::current_exe()?,
@@ -186,7 +189,7 @@ pub fn spawn(launch: Launch, mut shutdown: watch::Receiver<bool>) -> anyhow::Res
                     tracing::warn!(%app, ?backoff, "worker failed its health checks; restarted after backoff")
                 }
                 Err(e) => {
-                    tracing::error!(%app, error = %format!("{e:#}"), "cannot start the worker")
+                    tracing::error!(%app, error = %bulkhead_model::error_chain(&e), "cannot start the worker")
                 }
             }
             worker.set(None);
@@ -215,7 +218,7 @@ async fn run_once(
     launch: &Launch,
     worker: &WorkerHandle,
     shutdown: &mut watch::Receiver<bool>,
-) -> anyhow::Result<Exit> {
+) -> crate::error::Result<Exit> {
     use tokio::io::AsyncWriteExt;
     let app = launch.app.as_str();
     let credential = launch
@@ -271,7 +274,7 @@ async fn run_once(
             // The vault is reached through the relay on the namespace's link.
             let mut url = reqwest::Url::parse(addr).context("vault address")?;
             url.set_ip_host(sb.gateway_ip.into())
-                .map_err(|()| anyhow::anyhow!("vault address {addr}"))?;
+                .map_err(|()| crate::error::Error::msg(format!("vault address {addr}")))?;
             cmd.env(env::VAULT_ADDR, url.as_str().trim_end_matches('/'));
         }
         (Some(addr), None) => {
