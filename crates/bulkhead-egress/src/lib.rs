@@ -125,6 +125,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 use bulkhead_model::error_chain;
 
+/// Headers that carry credentials: never sent past the origin they were given to.
+fn is_credential_header(name: &str) -> bool {
+    ["authorization", "cookie", "proxy-authorization"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Headers that describe a body: dropped with the body when a redirect turns it into a GET.
+fn is_body_header(name: &str) -> bool {
+    ["content-type", "content-length", "content-encoding"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
 /// A request to send.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -405,8 +419,10 @@ impl Egress {
             return self.send_via_proxy(tenant, proxy, token, req).await;
         }
         let mut url = Url::parse(&req.url).map_err(|e| Error::BadUrl(e.to_string()))?;
+        let origin = url.origin();
         let mut method = req.method.clone();
         let mut body = req.body.clone();
+        let mut headers = req.headers.clone();
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         for hop in 0..=self.config.max_redirects {
             let addrs = self.check(tenant, list, &url).await?;
@@ -420,7 +436,7 @@ impl Egress {
             }
             let client = builder.build().map_err(|e| Error::Failed(e.to_string()))?;
             let mut rb = client.request(method.clone(), url.clone());
-            for (k, v) in &req.headers {
+            for (k, v) in &headers {
                 rb = rb.header(k, v);
             }
             if let Some(b) = &body {
@@ -446,6 +462,12 @@ impl Egress {
                 {
                     method = Method::GET;
                     body = None;
+                    headers.retain(|(k, _)| !is_body_header(k));
+                }
+                // Credentials are for the origin they were given to: a hop to another scheme,
+                // host or port goes without them (and stays without them).
+                if url.origin() != origin {
+                    headers.retain(|(k, _)| !is_credential_header(k));
                 }
                 continue;
             }

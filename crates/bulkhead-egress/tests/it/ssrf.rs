@@ -37,6 +37,35 @@ async fn world(config: EgressConfig) -> World {
                 get(|| async { Redirect::temporary("http://api.partner.test/") }),
             )
             .route("/to-ok", get(|| async { Redirect::to("/ok") }))
+            .route(
+                "/credentials",
+                get(|h: axum::http::HeaderMap| async move {
+                    let v = |k: &str| {
+                        h.get(k)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_owned()
+                    };
+                    format!(
+                        "authorization={} cookie={}",
+                        v("authorization"),
+                        v("cookie")
+                    )
+                }),
+            )
+            .route(
+                "/to-credentials",
+                get(|| async { Redirect::to("/credentials") }),
+            )
+            .route(
+                "/to-other-origin",
+                get(|h: axum::http::HeaderMap| async move {
+                    // The same server under another host name: another origin.
+                    let host = h.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let port = host.rsplit(':').next().unwrap_or("80");
+                    Redirect::temporary(&format!("http://127.0.0.1:{port}/credentials"))
+                }),
+            )
             .route("/loop", get(|| async { Redirect::to("/loop") }))
             .route(
                 "/big",
@@ -216,6 +245,34 @@ async fn redirects_are_checked_at_every_hop_and_limits_hold() {
         w.egress.send(&t("acme"), &list, get("/slow")).await,
         Err(Error::Failed(_))
     ));
+    // Credentials follow a redirect within their origin, never to another one.
+    let with_credentials = |p: &str| Request {
+        headers: vec![
+            ("Authorization".into(), "Bearer partner-token".into()),
+            ("Cookie".into(), "session=partner".into()),
+        ],
+        ..get(p)
+    };
+    let same = w
+        .egress
+        .send(&t("acme"), &list, with_credentials("/to-credentials"))
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&same.body),
+        "authorization=Bearer partner-token cookie=session=partner"
+    );
+    let other = w
+        .egress
+        .send(&t("acme"), &list, with_credentials("/to-other-origin"))
+        .await
+        .unwrap();
+    assert!(other.url.starts_with("http://127.0.0.1:"), "{}", other.url);
+    assert_eq!(
+        String::from_utf8_lossy(&other.body),
+        "authorization=- cookie=-",
+        "nothing of the first origin's credentials reaches another"
+    );
     // Redirects not followed: the 3xx comes back as it is.
     let nofollow = world(EgressConfig {
         max_redirects: 0,
