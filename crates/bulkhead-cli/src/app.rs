@@ -458,8 +458,15 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                 let mut p = platform(&cfg).await?;
                 let (m, level) = tenant_of(&p, &app, &tenant).await?;
                 let bucket = app_bucket(&cfg, &p, &m.app).await?;
+                let realms = bulkhead_server::platform::realm_store(&cfg)?;
                 let files = p
-                    .delete_tenant(&m, &TenantId::parse(&tenant)?, level, Some(&bucket))
+                    .delete_tenant(
+                        &m,
+                        &TenantId::parse(&tenant)?,
+                        level,
+                        Some(&bucket),
+                        Some(&realms),
+                    )
                     .await?;
                 println!("deleted tenant {tenant} of {app} ({}, {files} files)", level.as_str());
             }

@@ -710,6 +710,22 @@ fn app_and_tenant_commands_provision_rotate_and_audit() {
     ]);
     let list = run(&["tenant", "list", "--app", "helpdesk"]);
     assert!(!list.contains("initech"), "{list}");
+    // Created again under the same id, the tenant starts empty: the old accounts are gone.
+    run(&["tenant", "create", "initech", "--app", "helpdesk"]);
+    let (status, body) = crate::support::request(
+        addr,
+        "POST",
+        "/realms/initech/protocol/openid-connect/token",
+        &[],
+        Some((
+            "application/x-www-form-urlencoded",
+            "grant_type=password&client_id=helpdesk&username=alice&password=alice-at-initech",
+        )),
+    );
+    assert_eq!(
+        status, 400,
+        "the deleted tenant's user cannot sign in: {body}"
+    );
     let audit: serde_json::Value =
         serde_json::from_str(&run(&["audit", "list", "--json"])).unwrap();
     let actions: Vec<&str> = audit

@@ -39,14 +39,19 @@ impl Platform {
 
 impl Platform {
     /// Deletes a tenant of an app: its data at its level (rows, schema and role, or database
-    /// and login role), its secrets, its files, its registry entry; audited. Idempotent.
+    /// and login role), its secrets (database password, secret settings), its files, its
+    /// registry entry and — once no app has the tenant any more — its local realm (users,
+    /// keys, refresh tokens) in `realms`; audited. Idempotent. A tenant created again under the
+    /// same id starts empty.
     pub async fn delete_tenant(
         &mut self,
         manifest: &AppManifest,
         tenant: &bulkhead_model::TenantId,
         level: bulkhead_model::IsolationLevel,
         files: Option<&bulkhead_files::AppBucket>,
+        realms: Option<&bulkhead_identity::store::RealmStore>,
     ) -> Result<usize> {
+        let record = registry::tenant(&self.client, &manifest.app, tenant.as_str()).await?;
         self.provisioner
             .drop_tenant(manifest, tenant, level)
             .await
@@ -55,6 +60,23 @@ impl Platform {
             .delete(&manifest.app, &tenant_password_path(tenant))
             .await
             .map_err(vault)?;
+        // Secret settings: the registry names them; their values are in the app's vault space.
+        let secret_names: Vec<String> = record
+            .as_ref()
+            .and_then(|r| r.config.as_object())
+            .map(|c| {
+                c.iter()
+                    .filter(|(_, v)| v.get(SECRET_MARK).is_some())
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in &secret_names {
+            self.vault
+                .delete(&manifest.app, &setting_secret_path(tenant, name))
+                .await
+                .map_err(vault)?;
+        }
         let removed_files = match files {
             Some(bucket) => bucket
                 .tenant(tenant)
@@ -65,17 +87,56 @@ impl Platform {
         };
         registry::remove_tenant(&self.client, &manifest.app, tenant).await?;
         self.sync_worker_config(&manifest.app).await?;
+        // The realm is the tenant's, shared by its apps: it goes with the last of them.
+        let mut realm_removed = false;
+        if let Some(store) = realms {
+            let still_used = self.tenant_in_other_apps(&manifest.app, tenant).await?;
+            if !still_used {
+                store
+                    .delete_realm(tenant)
+                    .await
+                    .map_err(|e| Error::Internal(format!("the realm of {tenant}: {e}")))?;
+                realm_removed = true;
+            }
+        }
         audit::append(
             &mut self.client,
             &Entry {
                 actor: &self.actor,
                 action: "tenant.delete",
                 target: &format!("{}/{tenant}", manifest.app),
-                detail: json!({ "isolation": level.as_str(), "files": removed_files }),
+                detail: json!({
+                    "isolation": level.as_str(),
+                    "files": removed_files,
+                    "secret_settings": secret_names.len(),
+                    "realm_removed": realm_removed,
+                }),
             },
         )
         .await?;
         Ok(removed_files)
+    }
+
+    /// Whether an app other than `app` still has `tenant`.
+    async fn tenant_in_other_apps(
+        &self,
+        app: &bulkhead_model::AppId,
+        tenant: &bulkhead_model::TenantId,
+    ) -> Result<bool> {
+        for (id, _) in registry::apps(&self.client).await? {
+            if id == app.as_str() {
+                continue;
+            }
+            let other =
+                bulkhead_model::AppId::parse(&id).map_err(|e| Error::Internal(e.to_string()))?;
+            if registry::tenant(&self.client, &other, tenant.as_str())
+                .await?
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
