@@ -712,16 +712,24 @@ fn app_and_tenant_commands_provision_rotate_and_audit() {
     assert!(!list.contains("initech"), "{list}");
     // Created again under the same id, the tenant starts empty: the old accounts are gone.
     run(&["tenant", "create", "initech", "--app", "helpdesk"]);
-    let (status, body) = crate::support::request(
-        addr,
-        "POST",
-        "/realms/initech/protocol/openid-connect/token",
-        &[],
-        Some((
-            "application/x-www-form-urlencoded",
-            "grant_type=password&client_id=helpdesk&username=alice&password=alice-at-initech",
-        )),
-    );
+    // The gateway learns of the new tenant within its two-second registry refresh (404 until).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (status, body) = loop {
+        let (status, body) = crate::support::request(
+            addr,
+            "POST",
+            "/realms/initech/protocol/openid-connect/token",
+            &[],
+            Some((
+                "application/x-www-form-urlencoded",
+                "grant_type=password&client_id=helpdesk&username=alice&password=alice-at-initech",
+            )),
+        );
+        if status != 404 || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     assert_eq!(
         status, 400,
         "the deleted tenant's user cannot sign in: {body}"
