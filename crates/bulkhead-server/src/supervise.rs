@@ -15,7 +15,7 @@ use bulkhead_model::worker::{Ready, env};
 use bulkhead_vault_admin::VaultAdmin;
 
 use axum::body::Body;
-use axum::http::{HeaderName, Request};
+use axum::http::{HeaderName, Method, Request};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
@@ -376,8 +376,14 @@ pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
         return unavailable();
     };
     let (parts, body) = req.into_parts();
-    // The worker applies each route's own limit; this bounds what the gateway buffers.
-    let limit = bulkhead_runtime::files::DEFAULT_MAX_BYTES.max(bulkhead_runtime::rest::BODY_LIMIT);
+    // The worker applies each route's own limit; this bounds what the gateway buffers. Every
+    // POST and PATCH route of a worker takes at most the REST body limit (uploads are PUT), so
+    // a larger one is refused here, before the worker would have to cut the connection short.
+    let limit = if matches!(parts.method, Method::POST | Method::PATCH) {
+        bulkhead_runtime::rest::BODY_LIMIT
+    } else {
+        bulkhead_runtime::files::DEFAULT_MAX_BYTES.max(bulkhead_runtime::rest::BODY_LIMIT)
+    };
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return bulkhead_runtime::error::ApiError::new(
             bulkhead_model::ErrorCode::PayloadTooLarge,
