@@ -1,0 +1,132 @@
+//! Reading rows back: the select list of an entity and the JSON record of a row (timestamps
+//! formatted here, in RFC 3339 UTC with microseconds).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bulkhead_model::names::quote_ident as q;
+use bulkhead_model::{Entity, FieldType};
+use serde_json::{Map, Value};
+use tokio_postgres::Row;
+
+use crate::error::{Error, Result};
+
+/// A column as the select list reads it (text for types without a plain Rust mapping).
+pub(crate) fn read_expr(name: &str, ty: &FieldType) -> String {
+    let col = q(name);
+    match ty {
+        FieldType::Numeric | FieldType::Date | FieldType::Uuid | FieldType::Ref { .. } => {
+            format!("{col}::text")
+        }
+        _ => col,
+    }
+}
+
+/// The select list for an entity, in a fixed order that [`record_from_row`] reads back.
+pub fn select_list(entity: &Entity, with_tenant: bool) -> String {
+    let mut cols = Vec::new();
+    if with_tenant {
+        cols.push(q("tenant_id"));
+    }
+    cols.push(read_expr("id", &FieldType::Uuid));
+    cols.push(read_expr("created_at", &FieldType::Timestamp));
+    cols.push(read_expr("updated_at", &FieldType::Timestamp));
+    for f in &entity.fields {
+        cols.push(read_expr(f.name.as_str(), &f.ty));
+    }
+    cols.join(", ")
+}
+
+/// Reads a row produced by [`select_list`] into a JSON record.
+pub fn record_from_row(entity: &Entity, row: &Row, with_tenant: bool) -> Result<Value> {
+    let mut out = Map::new();
+    let mut i = 0;
+    let bad = |e: tokio_postgres::Error| {
+        let cause = std::error::Error::source(&e)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        Error::Internal(format!("decoding a row: {e}: {cause}"))
+    };
+    if with_tenant {
+        out.insert(
+            "tenant_id".into(),
+            Value::String(row.try_get(i).map_err(bad)?),
+        );
+        i += 1;
+    }
+    let id: String = row.try_get(i).map_err(bad)?;
+    out.insert("id".into(), Value::String(id));
+    i += 1;
+    for name in ["created_at", "updated_at"] {
+        let v: SystemTime = row.try_get(i).map_err(bad)?;
+        out.insert(name.into(), Value::String(rfc3339(v)));
+        i += 1;
+    }
+    for f in &entity.fields {
+        let v = match f.ty {
+            FieldType::Timestamp => row
+                .try_get::<_, Option<SystemTime>>(i)
+                .map_err(bad)?
+                .map(|t| Value::String(rfc3339(t))),
+            FieldType::Int => row
+                .try_get::<_, Option<i32>>(i)
+                .map_err(bad)?
+                .map(Value::from),
+            FieldType::Bigint => row
+                .try_get::<_, Option<i64>>(i)
+                .map_err(bad)?
+                .map(Value::from),
+            FieldType::Bool => row
+                .try_get::<_, Option<bool>>(i)
+                .map_err(bad)?
+                .map(Value::from),
+            FieldType::Json => row.try_get::<_, Option<Value>>(i).map_err(bad)?,
+            _ => row
+                .try_get::<_, Option<String>>(i)
+                .map_err(bad)?
+                .map(Value::from),
+        };
+        out.insert(f.name.to_string(), v.unwrap_or(Value::Null));
+        i += 1;
+    }
+    Ok(Value::Object(out))
+}
+
+/// Formats a time as RFC 3339 in UTC with microseconds (`2026-11-23T10:00:00.000000Z`).
+/// Timestamps are read in binary and formatted here rather than by `to_char` in SQL, which
+/// would run for every row a sort touches.
+pub fn rfc3339(t: SystemTime) -> String {
+    let (secs, micros) = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_micros(),
+        ),
+        Err(e) => {
+            let d = e.duration();
+            let mut secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            let mut micros = d.subsec_micros();
+            if micros > 0 {
+                secs -= 1;
+                micros = 1_000_000 - micros;
+            }
+            (secs, micros)
+        }
+    };
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
