@@ -179,21 +179,15 @@ impl RealmStore {
     /// Removes the tenant's realm: its users (password hashes), signing keys and refresh
     /// tokens. A realm created again under the same id starts empty. Idempotent.
     pub async fn delete_realm(&self, tenant: &TenantId) -> Result<()> {
-        let mut client = self.pool.get().await.map_err(db)?;
-        let tx = client.transaction().await.map_err(db)?;
-        tx.execute(
-            "DELETE FROM bulkhead_identity.refresh_token WHERE tenant_id = $1",
-            &[&tenant.as_str()],
-        )
-        .await
-        .map_err(db)?;
-        tx.execute(
-            "DELETE FROM bulkhead_identity.realm WHERE tenant_id = $1",
-            &[&tenant.as_str()],
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        // Keys and users go with the realm, refresh tokens with their users (ON DELETE CASCADE).
+        let client = self.pool.get().await.map_err(db)?;
+        client
+            .execute(
+                "DELETE FROM bulkhead_identity.realm WHERE tenant_id = $1",
+                &[&tenant.as_str()],
+            )
+            .await
+            .map_err(db)?;
         if let Ok(mut cache) = self.cache.lock() {
             cache.remove(tenant);
         }

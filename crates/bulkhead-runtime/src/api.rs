@@ -173,11 +173,7 @@ impl Api {
 
 /// An anonymous caller refused by permissions is told to authenticate (401), not 403.
 pub(crate) fn for_caller(principal: &Principal, e: bulkhead_pg::Error) -> ApiError {
-    let anonymous = principal
-        .roles
-        .iter()
-        .all(|r| r == bulkhead_model::ANONYMOUS_ROLE);
-    if anonymous && e.code() == ErrorCode::Forbidden {
+    if principal.is_anonymous() && e.code() == ErrorCode::Forbidden {
         ApiError::unauthorized()
     } else {
         e.into()
