@@ -227,7 +227,7 @@ pub(crate) async fn run(args: ScopingArgs) -> anyhow::Result<()> {
             .create_user(&tenant, "bench", "bench-password", &["agent"])
             .await;
         let tok = realms
-            .login(&tenant, "bench", "bench-password", &audience, now)
+            .login(&tenant, "bench", "bench-password", &audience, now, None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tokens.push(Some(tok.access_token));

@@ -57,6 +57,7 @@ pub async fn deployment(config: &Config) -> anyhow::Result<Deployment> {
             .flatten()
             .cloned()
             .collect(),
+        master_key_file: Some(config.vault.master_key_file(&config.data_dir)),
     })
 }
 

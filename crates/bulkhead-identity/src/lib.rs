@@ -11,6 +11,7 @@
 //! - [`external`]: tenants whose users live in their own OpenID provider (keys from the
 //!   configured JWKS URL only, cached, reloaded on unknown `kid` with a rate limit).
 //! - [`store`]: local realms in the platform database: users, keys, refresh-token families.
+//! - [`throttle`]: failed logins per user and per address, and a bound on password hashing.
 //!
 //! This crate must not depend on axum, must not fetch keys from anywhere a token names, and
 //! never logs secrets.
@@ -21,6 +22,7 @@ pub mod jwt;
 pub mod keys;
 pub mod password;
 pub mod store;
+pub mod throttle;
 
 /// Identity errors. Every token problem is an [`Error::InvalidToken`] or
 /// [`Error::UnknownKey`] (the caller may refresh keys on the latter); both mean 401.

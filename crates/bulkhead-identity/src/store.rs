@@ -24,6 +24,9 @@ use crate::password;
 pub enum StoreError {
     #[error("unauthorized")]
     Unauthorized,
+    /// Too many failed logins for the user or the address, or too many logins at once.
+    #[error("too many login attempts; retry after {retry_after} s")]
+    Throttled { retry_after: u64 },
     #[error("realm not found")]
     RealmNotFound,
     #[error("user {0:?} already exists")]
@@ -48,6 +51,8 @@ pub struct RealmSettings {
     pub access_ttl_secs: u64,
     pub refresh_ttl_secs: u64,
     pub leeway_secs: u64,
+    /// Login throttling and the bound on password hashing.
+    pub logins: crate::throttle::LoginLimits,
 }
 
 impl Default for RealmSettings {
@@ -57,6 +62,7 @@ impl Default for RealmSettings {
             access_ttl_secs: 300,
             refresh_ttl_secs: 30 * 24 * 3600,
             leeway_secs: 30,
+            logins: crate::throttle::LoginLimits::default(),
         }
     }
 }
@@ -127,6 +133,7 @@ pub struct RealmStore {
     /// on an unknown `kid` at most once per [`KEY_REFRESH_MIN_SECS`].
     cache: Arc<Mutex<HashMap<TenantId, (KeySet, u64)>>>,
     verified: Arc<crate::cache::VerifiedCache>,
+    throttle: Arc<crate::throttle::Throttle>,
 }
 
 /// How long cached realm keys are used before they are read again.
@@ -154,12 +161,14 @@ impl RealmStore {
     /// `master` seals realm private keys; it comes from the platform's secret configuration
     /// and is never stored beside the data.
     pub fn new(pool: Pool, master: [u8; 32], settings: RealmSettings) -> Self {
+        let throttle = Arc::new(crate::throttle::Throttle::new(settings.logins.clone()));
         Self {
             pool,
             master,
             settings,
             cache: Arc::new(Mutex::new(HashMap::new())),
             verified: Arc::new(crate::cache::VerifiedCache::default()),
+            throttle,
         }
     }
 
@@ -356,7 +365,9 @@ impl RealmStore {
         Ok(row.get(0))
     }
 
-    /// Password login in the tenant's realm. Unknown users cost as much as wrong passwords.
+    /// Password login in the tenant's realm from `source` (the client's address, when known).
+    /// Unknown users cost as much as wrong passwords; failures are throttled per (realm, user)
+    /// and per address, and hashing is bounded (see [`crate::throttle`]).
     pub async fn login(
         &self,
         tenant: &TenantId,
@@ -364,7 +375,12 @@ impl RealmStore {
         password_plain: &str,
         audience: &str,
         now: u64,
+        source: Option<std::net::IpAddr>,
     ) -> Result<Tokens> {
+        let attempt = crate::throttle::Attempt::new(tenant.as_str(), username, source);
+        self.throttle
+            .check(&attempt, now)
+            .map_err(|retry_after| StoreError::Throttled { retry_after })?;
         let client = self.pool.get().await.map_err(db)?;
         let row = client
             .query_opt(
@@ -375,14 +391,20 @@ impl RealmStore {
             .await
             .map_err(db)?;
         drop(client);
-        let Some(row) = row else {
-            password::verify(password_plain, password::dummy_hash());
+        let hash = row
+            .as_ref()
+            .map_or_else(|| password::dummy_hash().to_owned(), |r| r.get(1));
+        let plain = password_plain.to_owned();
+        let matches = self
+            .throttle
+            .hash(move || password::verify(&plain, &hash))
+            .await
+            .map_err(|retry_after| StoreError::Throttled { retry_after })?;
+        let Some(row) = row.filter(|_| matches) else {
+            self.throttle.failed(&attempt, now);
             return Err(StoreError::Unauthorized);
         };
-        let hash: String = row.get(1);
-        if !password::verify(password_plain, &hash) {
-            return Err(StoreError::Unauthorized);
-        }
+        self.throttle.succeeded(&attempt);
         let user: String = row.get(0);
         let roles: Vec<String> = row.get(2);
         self.issue(tenant, &user, &roles, audience, None, now).await

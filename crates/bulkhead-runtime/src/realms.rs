@@ -79,6 +79,18 @@ fn store_error(e: StoreError) -> Response {
             "invalid credentials or refresh token",
         ),
         StoreError::RealmNotFound => Refusal::NotFound.into_response(),
+        StoreError::Throttled { retry_after } => {
+            let mut response = oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                "too many login attempts; retry later",
+            );
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after.max(1)),
+            );
+            response
+        }
         other => {
             tracing::error!(error = %other, "realm request failed");
             oauth_error(
@@ -129,9 +141,17 @@ fn oauth_form<T>(form: Result<Form<T>, FormRejection>) -> Result<T, Box<Response
     })
 }
 
+/// The client's address as the listener saw it (throttling counts failures per address).
+type Peer = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+fn peer_ip(peer: &Peer) -> Option<std::net::IpAddr> {
+    peer.as_ref().map(|p| p.0.0.ip())
+}
+
 async fn token(
     State(realms): State<Arc<Realms>>,
     Path(raw): Path<String>,
+    peer: Peer,
     form: Result<Form<TokenRequest>, FormRejection>,
 ) -> Response {
     let req = match oauth_form(form) {
@@ -158,7 +178,10 @@ async fn token(
                     "username and password are required",
                 );
             };
-            realms.store.login(&t, &user, &pw, &client, now()).await
+            realms
+                .store
+                .login(&t, &user, &pw, &client, now(), peer_ip(&peer))
+                .await
         }
         "refresh_token" => {
             let Some(rt) = req.refresh_token else {
@@ -269,6 +292,7 @@ pub struct SessionRequest {
 async fn session_login(
     State(realms): State<Arc<Realms>>,
     Path(raw): Path<String>,
+    peer: Peer,
     Form(req): Form<SessionRequest>,
 ) -> Response {
     let t = match tenant(&realms, &raw) {
@@ -284,7 +308,14 @@ async fn session_login(
     }
     match realms
         .store
-        .login(&t, &req.username, &req.password, &req.client_id, now())
+        .login(
+            &t,
+            &req.username,
+            &req.password,
+            &req.client_id,
+            now(),
+            peer_ip(&peer),
+        )
         .await
     {
         Ok(tokens) => with_cookies(

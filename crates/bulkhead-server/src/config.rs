@@ -25,6 +25,7 @@ const ENV_KEYS: &[&str] = &[
     "search",
     "egress",
     "deployment",
+    "compartments",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +68,54 @@ pub struct Config {
     /// The deployment profile: where this installation runs and what it promises.
     #[serde(default)]
     pub deployment: DeploymentProfile,
+    /// Each worker's OS compartment: its own user, no capabilities, a Landlock ruleset and a
+    /// seccomp filter.
+    #[serde(default)]
+    pub compartments: CompartmentsConfig,
+}
+
+/// `[compartments]`: the walls around each worker process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CompartmentsConfig {
+    /// `auto` (default): every wall the host offers, and a warning naming each one it does not
+    /// (start-up log, `/readyz`, `bulkhead verify`); `required`: refuse to start without all of
+    /// them; `off`: workers run as the server's user, unconfined (development only).
+    #[serde(default)]
+    pub mode: CompartmentMode,
+    /// Lowest uid a worker runs as when the server runs as root (gid = uid). Default 61000.
+    #[serde(default = "default_uid_min")]
+    pub uid_min: u32,
+    /// Highest uid a worker runs as. Default 61999. Keep the range free of other users.
+    #[serde(default = "default_uid_max")]
+    pub uid_max: u32,
+}
+
+impl Default for CompartmentsConfig {
+    fn default() -> Self {
+        Self {
+            mode: CompartmentMode::default(),
+            uid_min: default_uid_min(),
+            uid_max: default_uid_max(),
+        }
+    }
+}
+
+fn default_uid_min() -> u32 {
+    61000
+}
+
+fn default_uid_max() -> u32 {
+    61999
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CompartmentMode {
+    #[default]
+    Auto,
+    Required,
+    Off,
 }
 
 /// The deployment profile. Bulkhead makes no outbound connection of its own in any mode: no

@@ -15,6 +15,7 @@ use bulkhead_runtime::TenantDirectory;
 use bulkhead_runtime::realms::Realms;
 use deadpool_postgres::Pool;
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -105,6 +106,7 @@ impl Gateway {
         config: &Config,
         shutdown: tokio::sync::watch::Receiver<bool>,
         hooks: &crate::Hooks,
+        compartments: &Arc<crate::compartment::Compartments>,
     ) -> crate::error::Result<(Router, Vec<WorkerHandle>)> {
         let (db_host, db_port) = host_port(&self.db);
         let domains = if config.serve.domains.is_empty() {
@@ -199,6 +201,8 @@ impl Gateway {
                     sandbox,
                     log_format: config.log.format,
                     exe: hooks.worker_exe.clone(),
+                    compartments: compartments.clone(),
+                    paths: worker_paths(config, &manifest.app)?,
                 },
                 shutdown.clone(),
             )?);
@@ -337,4 +341,31 @@ pub(crate) async fn upstreams(
         }
     }
     Ok(out)
+}
+
+/// What an app's worker reaches on disk: its files in the embedded vault (read only), its
+/// search copies and its local bucket (its own). The executable is filled in at each start.
+fn worker_paths(
+    config: &Config,
+    app: &bulkhead_model::AppId,
+) -> crate::error::Result<crate::compartment::WorkerPaths> {
+    let vault = (config.vault.backend == crate::config::VaultBackend::Embedded)
+        .then(|| bulkhead_vault::embedded::app_dir(&config.vault.dir(&config.data_dir), app));
+    let mut owned = vec![config.search_dir().join(app.as_str())];
+    if config.files.backend == crate::config::FilesBackend::Local {
+        let root = config
+            .files
+            .root
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("files"));
+        owned.push(root.join(app.as_str()));
+    }
+    Ok(crate::compartment::WorkerPaths {
+        exe: PathBuf::new(),
+        vault: vault.map(std::path::absolute).transpose()?,
+        owned: owned
+            .into_iter()
+            .map(std::path::absolute)
+            .collect::<std::io::Result<_>>()?,
+    })
 }

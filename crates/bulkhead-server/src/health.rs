@@ -23,11 +23,21 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 pub struct AppState {
     platform_db: Pool,
+    /// The walls around the workers, and any missing, reported by `/readyz`.
+    compartments: Option<crate::compartment::Report>,
 }
 
 impl AppState {
     pub fn new(platform_db: Pool) -> Self {
-        Self { platform_db }
+        Self {
+            platform_db,
+            compartments: None,
+        }
+    }
+
+    pub fn with_compartments(mut self, report: crate::compartment::Report) -> Self {
+        self.compartments = Some(report);
+        self
     }
 }
 
@@ -63,7 +73,9 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(PROBE_TIMEOUT, probe(&state.platform_db)).await {
-        Ok(Ok(())) => Json(json!({ "status": "ready" })).into_response(),
+        Ok(Ok(())) => {
+            Json(json!({ "status": "ready", "compartments": state.compartments })).into_response()
+        }
         Ok(Err(cause)) => unready(&cause),
         Err(_) => unready("timed out"),
     }

@@ -25,6 +25,11 @@ const SECTIONS: &[(&str, &str, &str)] = &[
         "DeploymentProfile",
         include_str!("config.rs"),
     ),
+    (
+        "[compartments]",
+        "CompartmentsConfig",
+        include_str!("config.rs"),
+    ),
 ];
 
 /// `(name, type, doc)` of each `pub` field of `pub struct name`, and the struct's own doc.

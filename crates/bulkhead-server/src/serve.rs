@@ -51,7 +51,12 @@ pub async fn run_gateway(
             .context("provisioning the example app")?;
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (mut router, workers) = gateway.start(config, stopped, hooks).await?;
+    let compartments = Arc::new(crate::compartment::Compartments::new(
+        &config.compartments,
+        &config.data_dir,
+    )?);
+    compartments.log();
+    let (mut router, workers) = gateway.start(config, stopped, hooks, &compartments).await?;
     if let Some(file) = &config.serve.admin_token_file {
         let token = std::fs::read_to_string(file)
             .with_context(|| format!("reading serve.admin_token_file {}", file.display()))?;
@@ -88,7 +93,7 @@ pub async fn run_gateway(
     }
     let result = crate::health::launch(
         listener,
-        crate::health::AppState::new(gateway.pool()),
+        crate::health::AppState::new(gateway.pool()).with_compartments(compartments.report()),
         // Request ids (forwarded to the workers), caught panics, JSON refusals.
         bulkhead_runtime::edge::harden(router),
         shutdown,

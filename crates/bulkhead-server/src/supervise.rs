@@ -137,6 +137,10 @@ pub struct Launch {
     pub log_format: crate::config::LogFormat,
     /// The `bulkhead` executable that runs `bulkhead worker` (default: this process's own).
     pub exe: Option<PathBuf>,
+    /// The walls around the worker, and what it may reach on disk (its executable is filled
+    /// in from `exe`).
+    pub compartments: Arc<crate::compartment::Compartments>,
+    pub paths: crate::compartment::WorkerPaths,
 }
 
 impl std::fmt::Debug for Launch {
@@ -226,15 +230,25 @@ async fn run_once(
         .boot_credential(&launch.app)
         .await
         .context("issuing the worker's boot credential")?;
-    // Isolated: `ip netns exec` enters the app's namespace and execs the worker (same pid).
-    let mut cmd = match &launch.sandbox {
-        Some(sb) => {
-            let mut c = tokio::process::Command::new("ip");
-            c.args(["netns", "exec", &sb.netns]).arg(exe);
-            c
-        }
-        None => tokio::process::Command::new(exe),
-    };
+    // The compartment: entered by the child between fork and exec (the app's network
+    // namespace first, when isolated).
+    let compartment = launch
+        .compartments
+        .prepare(
+            app,
+            &crate::compartment::WorkerPaths {
+                exe: std::fs::canonicalize(exe)
+                    .with_context(|| format!("the worker executable {}", exe.display()))?,
+                ..launch.paths.clone()
+            },
+            launch
+                .sandbox
+                .as_ref()
+                .map(|sb| PathBuf::from(format!("/run/netns/{}", sb.netns)))
+                .as_deref(),
+        )
+        .context("preparing the worker's compartment")?;
+    let mut cmd = tokio::process::Command::new(exe);
     let listen = match &launch.sandbox {
         Some(sb) => format!("{}:0", sb.worker_ip),
         None => "127.0.0.1:0".to_owned(),
@@ -291,6 +305,7 @@ async fn run_once(
         cmd.env(env::EGRESS_PROXY, addr.to_string())
             .env(env::EGRESS_PROXY_TOKEN, token.expose());
     }
+    compartment.install(&mut cmd);
     let mut child = cmd.spawn().context("spawning the worker")?;
     worker.stats.starts.fetch_add(1, Ordering::Relaxed);
     tracing::info!(%app, pid = child.id(), "worker started");

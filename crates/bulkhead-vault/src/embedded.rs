@@ -56,12 +56,18 @@ pub fn open(key: &[u8; 32], aad: &str, sealed: &[u8]) -> Result<Vec<u8>> {
         .map_err(|_| Error::Denied)
 }
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync directory), mode 0600.
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync directory), mode 0600 —
+/// or, in a directory a worker's compartment reads through its group (mode 0750, group of its
+/// own), mode 0640 with that group, so the worker reads what the platform writes.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let dir = path
         .parent()
         .ok_or_else(|| Error::Io("path has no parent".into()))?;
     fs::create_dir_all(dir).map_err(io)?;
+    let shared = fs::metadata(dir)
+        .ok()
+        .filter(|m| m.mode() & 0o050 == 0o050 && m.mode() & 0o007 == 0);
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         path.file_name()
@@ -77,6 +83,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .mode(0o600)
             .open(&tmp)
             .map_err(io)?;
+        if let Some(dir) = &shared {
+            std::os::unix::fs::fchown(&f, None, Some(dir.gid())).map_err(io)?;
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o640))
+                .map_err(io)?;
+        }
         f.write_all(bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
     }

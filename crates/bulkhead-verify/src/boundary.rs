@@ -58,14 +58,23 @@ pub(crate) fn boundary_checks(
         }
     }
     match serve_pid {
-        None => checks.skip(
-            "boundary.sockets",
-            "platform",
-            "pass --serve-pid to check the sockets of a running `bulkhead serve` on this host",
-        ),
+        None => {
+            checks.skip(
+                "boundary.sockets",
+                "platform",
+                "pass --serve-pid to check the sockets of a running `bulkhead serve` on this host",
+            );
+            checks.skip(
+                "boundary.compartments",
+                "platform",
+                "pass --serve-pid to check the compartments of a running server's workers",
+            );
+        }
         Some(pid) => {
             let (ok, evidence) = sockets_check(pid, d);
             checks.add("boundary.sockets", "platform", ok, evidence);
+            let (ok, evidence) = crate::compartments::check(pid, d.master_key_file.as_deref());
+            checks.add("boundary.compartments", "platform", ok, evidence);
         }
     }
 }

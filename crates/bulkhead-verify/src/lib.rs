@@ -17,6 +17,7 @@
 
 mod boundary;
 mod canary;
+mod compartments;
 mod data;
 mod error;
 mod identity;
@@ -67,6 +68,8 @@ pub struct Deployment {
     pub app_egress: BTreeMap<String, Vec<String>>,
     /// URLs of the other peers the server may connect to (vault, object storage).
     pub peers: Vec<String>,
+    /// The master key's file, which no worker may be able to read.
+    pub master_key_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Deployment {

@@ -13,6 +13,8 @@
 
 pub mod boot;
 mod live;
+#[cfg(feature = "hostile-probe")]
+mod probe;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -233,6 +235,8 @@ fn routes(
             &layer,
             bulkhead_runtime::rest::router(api),
         ));
+    #[cfg(feature = "hostile-probe")]
+    let router = router.route("/__hostile", axum::routing::post(probe::run));
     bulkhead_runtime::edge::harden(router)
 }
 

@@ -2,6 +2,7 @@
 //! Drives the real `bulkhead` binary.
 
 mod cli;
+mod hostile;
 mod in_process;
 mod layout;
 mod packaging;

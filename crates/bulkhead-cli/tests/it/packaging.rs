@@ -71,3 +71,33 @@ fn the_systemd_units_are_hardened_and_verify() {
         );
     }
 }
+
+/// The hostile-code probe is in test builds only: with dev-dependencies the worker has the
+/// `hostile-probe` feature, without them (what `cargo build --release` builds) it does not.
+#[test]
+fn release_builds_have_no_hostile_code_probe() {
+    let tree = |edges: &str| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .args(["tree", "--locked", "--offline", "-p", "bulkhead-cli", "-i"])
+            .args(["bulkhead-worker", "-e", edges])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(
+        tree("features").contains("\"hostile-probe\""),
+        "the tests enable the probe"
+    );
+    let release = tree("no-dev,features");
+    assert!(
+        !release.contains("hostile-probe"),
+        "a normal dependency enables the probe:\n{release}"
+    );
+}

@@ -2,32 +2,15 @@
 //! several apps each in its own supervised worker, routing, health checks, tenants changed
 //! while running, and a tenant whose users sign in at its own OpenID provider.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bulkhead_testkit::oidc::{OidcOptions, OidcProvider};
 use bulkhead_testkit::openbao::OpenBao;
 
-use crate::support::{BIN, Running, get, request, workdir};
+use crate::support::{BIN, Running, get, request, run, workdir};
 
 const AUDIENCE: &str = "https://helpdesk.example/";
-
-fn run(cwd: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("BULKHEAD_DATABASE_URL")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "bulkhead {args:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
 
 /// Polls until `check` holds, for up to 30 s.
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {

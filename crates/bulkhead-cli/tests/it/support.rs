@@ -223,6 +223,23 @@ pub fn wait_status(addr: SocketAddr, path: &str, status: u16) {
     }
 }
 
+/// Runs `bulkhead args` in `cwd` to completion, asserting success; returns its stdout.
+pub fn run(cwd: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("BULKHEAD_DATABASE_URL")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "bulkhead {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// A temporary working directory the `postgres` OS user can enter.
 pub fn workdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;

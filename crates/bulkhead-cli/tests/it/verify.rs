@@ -97,6 +97,7 @@ async fn every_check_fails_when_its_protection_is_removed_and_passes_intact() {
         "boundary.egress_default",
         "boundary.egress_probe",
         "boundary.sockets",
+        "boundary.compartments",
         "levels.observed",
     ] {
         assert!(checks.contains(&expected), "{expected} in {checks:?}");
@@ -179,6 +180,23 @@ async fn every_check_fails_when_its_protection_is_removed_and_passes_intact() {
     }
     let (ok, report) = verify(dir, &[]);
     assert!(ok, "reverted: {:?}", failures(&report));
+    // A master key its workers may read (mode 0644) fails the compartments check.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.join(".bulkhead/master.key");
+        let pid = up.pid().to_string();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (ok, report) = verify(dir, &["--serve-pid", &pid]);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!ok, "a readable master key must fail verify");
+        assert!(
+            failures(&report).contains(&("boundary.compartments".into(), "platform".into())),
+            "{:?}",
+            failures(&report)
+        );
+        let (ok, report) = verify(dir, &["--serve-pid", &pid]);
+        assert!(ok, "master key 0600 again: {:?}", failures(&report));
+    }
 
     // The canary inside the server finds the same: metrics, and the audit log.
     let metrics = || crate::support::get(addr, "/metrics").1;

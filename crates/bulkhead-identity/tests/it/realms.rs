@@ -40,7 +40,14 @@ async fn two_realms() -> (RealmStore, Pool, [u8; 32]) {
 async fn a_token_from_realm_a_means_nothing_in_realm_b() {
     let (s, _, _) = two_realms().await;
     let tokens = s
-        .login(&tid("acme"), "alice", "correct horse", "helpdesk", NOW)
+        .login(
+            &tid("acme"),
+            "alice",
+            "correct horse",
+            "helpdesk",
+            NOW,
+            None,
+        )
         .await
         .unwrap();
     let v = s
@@ -82,7 +89,7 @@ async fn wrong_passwords_and_unknown_users_fail_alike() {
     let (s, _, _) = two_realms().await;
     for (user, pw) in [("alice", "wrong"), ("mallory", "correct horse"), ("", "")] {
         assert!(matches!(
-            s.login(&tid("acme"), user, pw, "helpdesk", NOW).await,
+            s.login(&tid("acme"), user, pw, "helpdesk", NOW, None).await,
             Err(StoreError::Unauthorized)
         ));
     }
@@ -96,7 +103,14 @@ async fn wrong_passwords_and_unknown_users_fail_alike() {
 async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     let (s, _, _) = two_realms().await;
     let first = s
-        .login(&tid("acme"), "alice", "correct horse", "helpdesk", NOW)
+        .login(
+            &tid("acme"),
+            "alice",
+            "correct horse",
+            "helpdesk",
+            NOW,
+            None,
+        )
         .await
         .unwrap();
     let second = s
@@ -120,7 +134,14 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     );
     // Logout revokes a fresh session too.
     let third = s
-        .login(&tid("acme"), "alice", "correct horse", "helpdesk", NOW)
+        .login(
+            &tid("acme"),
+            "alice",
+            "correct horse",
+            "helpdesk",
+            NOW,
+            None,
+        )
         .await
         .unwrap();
     s.logout(&tid("acme"), &third.refresh_token).await.unwrap();
@@ -136,12 +157,12 @@ async fn key_rotation_keeps_old_tokens_valid_for_the_overlap_only() {
     let (s, _, _) = two_realms().await;
     let t = tid("acme");
     let before = s
-        .login(&t, "alice", "correct horse", "helpdesk", NOW)
+        .login(&t, "alice", "correct horse", "helpdesk", NOW, None)
         .await
         .unwrap();
     let new_kid = s.rotate_key(&t, NOW + 60, 300).await.unwrap();
     let after = s
-        .login(&t, "alice", "correct horse", "helpdesk", NOW + 60)
+        .login(&t, "alice", "correct horse", "helpdesk", NOW + 60, None)
         .await
         .unwrap();
     let header = |tok: &str| {
@@ -197,9 +218,16 @@ async fn private_keys_are_sealed_at_rest() {
         .await
         .unwrap();
     assert!(
-        s.login(&tid("beta"), "alice", "correct horse", "helpdesk", NOW)
-            .await
-            .is_err()
+        s.login(
+            &tid("beta"),
+            "alice",
+            "correct horse",
+            "helpdesk",
+            NOW,
+            None
+        )
+        .await
+        .is_err()
     );
 }
 

@@ -5,5 +5,6 @@
 mod context;
 mod edge_input;
 mod http;
+mod logins;
 mod resolve;
 mod rest;

@@ -179,7 +179,14 @@ pub(crate) async fn stack_with_routes(yaml: &str, custom: axum::Router<Arc<Api>>
 impl Stack {
     async fn token(&self, tenant: &str) -> String {
         self.realms
-            .login(&tid(tenant), "alice", "correct horse", &self.app, now())
+            .login(
+                &tid(tenant),
+                "alice",
+                "correct horse",
+                &self.app,
+                now(),
+                None,
+            )
             .await
             .unwrap()
             .access_token
@@ -193,7 +200,7 @@ impl Stack {
             .await
             .unwrap();
         self.realms
-            .login(&tid(tenant), user, &password, &self.app, now())
+            .login(&tid(tenant), user, &password, &self.app, now(), None)
             .await
             .unwrap()
             .access_token
@@ -956,7 +963,7 @@ async fn files_are_tenant_scoped_validated_signed_and_follow_row_permissions() {
         .unwrap();
     let carol = s
         .realms
-        .login(&tid("acme"), "carol", "carol password", &s.app, now())
+        .login(&tid("acme"), "carol", "carol password", &s.app, now(), None)
         .await
         .unwrap()
         .access_token;
