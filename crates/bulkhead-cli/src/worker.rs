@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bulkhead_egress::EgressSettings;
 use bulkhead_model::AppId;
-use bulkhead_model::worker::{Ready, env};
+use bulkhead_model::worker::env;
 use bulkhead_search::SearchConfig;
 use bulkhead_worker::WorkerSettings;
 use tokio::net::TcpListener;
@@ -81,12 +81,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let report = std::env::var_os(env::READY_STDOUT).is_some();
-    bulkhead_worker::launch(settings, listener, |addr| {
+    bulkhead_worker::launch(settings, listener, |ready| {
         // The supervisor reads this line from the stdout pipe: the contract, not a log line.
         if report {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(Ready { listening: addr }.line().as_bytes());
+            let _ = out.write_all(ready.line().as_bytes());
             let _ = out.flush();
         }
     })

@@ -60,9 +60,13 @@ pub mod env {
 
 /// The line a worker writes on stdout once it listens: its address, as JSON. The supervisor
 /// reads it from the pipe; nothing is learned from a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ready {
     pub listening: SocketAddr,
+    /// The accessor of the worker's vault session (OpenBao token), so the supervisor can
+    /// revoke it when this worker is replaced. Not a secret: it cannot read anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_session: Option<String>,
 }
 
 impl Ready {
@@ -133,8 +137,14 @@ mod tests {
     fn the_readiness_line_round_trips_and_log_lines_are_not_it() {
         let r = Ready {
             listening: "127.0.0.1:4321".parse().unwrap(),
+            vault_session: None,
         };
-        assert_eq!(Ready::parse(&r.line()), Some(r));
+        assert_eq!(Ready::parse(&r.line()), Some(r.clone()));
+        let with = Ready {
+            vault_session: Some("accessor-1".into()),
+            ..r
+        };
+        assert_eq!(Ready::parse(&with.line()), Some(with));
         assert_eq!(
             Ready::parse("INFO worker listening on http://127.0.0.1:1"),
             None

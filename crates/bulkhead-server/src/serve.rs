@@ -86,7 +86,11 @@ pub async fn run_gateway(
     // line, so nothing has to read the log.
     if std::env::var_os(bulkhead_model::worker::env::READY_STDOUT).is_some() {
         use std::io::Write;
-        let line = bulkhead_model::worker::Ready { listening: addr }.line();
+        let line = bulkhead_model::worker::Ready {
+            listening: addr,
+            vault_session: None,
+        }
+        .line();
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(line.as_bytes());
         let _ = out.flush();

@@ -25,6 +25,8 @@ use tokio::sync::watch;
 pub struct WorkerHandle {
     app: String,
     addr: Arc<RwLock<Option<SocketAddr>>>,
+    /// The running worker's vault session, revoked when it is replaced.
+    session: Arc<RwLock<Option<String>>>,
     stats: Arc<Stats>,
     http: reqwest::Client,
 }
@@ -165,6 +167,7 @@ pub fn spawn(
     let handle = WorkerHandle {
         app: launch.app.to_string(),
         addr: Arc::new(RwLock::new(None)),
+        session: Arc::default(),
         stats: Arc::default(),
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -225,6 +228,13 @@ async fn run_once(
 ) -> crate::error::Result<Exit> {
     use tokio::io::AsyncWriteExt;
     let app = launch.app.as_str();
+    // The replaced worker's vault session ends before its successor gets a credential.
+    let previous = worker.session.write().ok().and_then(|mut s| s.take());
+    if let Some(accessor) = previous
+        && let Err(e) = launch.vault.revoke_session(&accessor).await
+    {
+        tracing::warn!(%app, error = %e, "could not revoke the previous worker's vault session");
+    }
     let credential = launch
         .vault
         .boot_credential(&launch.app)
@@ -323,7 +333,12 @@ async fn run_once(
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 match Ready::parse(&line) {
-                    Some(ready) => worker.set(Some(ready.listening)),
+                    Some(ready) => {
+                        if let Ok(mut slot) = worker.session.write() {
+                            *slot = ready.vault_session;
+                        }
+                        worker.set(Some(ready.listening));
+                    }
                     None => tracing::warn!(app = %worker.app, "unexpected output from the worker"),
                 }
             }

@@ -30,4 +30,10 @@ pub trait VaultAdmin: Send + Sync {
     fn delete<'a>(&'a self, app: &'a AppId, name: &'a str) -> BoxFuture<'a, Result<()>>;
     /// Removes the app's secrets and credentials.
     fn delete_app<'a>(&'a self, app: &'a AppId) -> BoxFuture<'a, Result<()>>;
+    /// Ends a replaced worker's vault session (its `Ready::vault_session`), so what it held
+    /// cannot be used after it. Nothing to do for a vault without sessions.
+    fn revoke_session<'a>(&'a self, accessor: &'a str) -> BoxFuture<'a, Result<()>> {
+        let _ = accessor;
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -2,7 +2,9 @@
 //! per app (the reader is `bulkhead_vault::openbao`).
 
 use bulkhead_model::AppId;
-use bulkhead_vault::openbao::{call, client, data_path, expect_ok, role, value_of};
+use bulkhead_vault::openbao::{
+    SECRET_ID_TTL, TOKEN_PERIOD, call, client, data_path, expect_ok, role, value_of,
+};
 use bulkhead_vault::{BootCredential, BoxFuture, Error, Result, Secret, check_name};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -83,9 +85,13 @@ impl VaultAdmin for OpenBaoAdmin {
                     &format!("auth/approle/role/{role}"),
                     Some(json!({
                         "token_policies": [role],
-                        "token_ttl": "1h",
-                        "token_max_ttl": "4h",
-                        "secret_id_ttl": "0",
+                        // Periodic tokens, renewed by the worker; each dies a period after
+                        // its last renewal.
+                        "token_period": TOKEN_PERIOD,
+                        "token_ttl": 0,
+                        "token_max_ttl": 0,
+                        "secret_id_ttl": SECRET_ID_TTL,
+                        "secret_id_num_uses": 1,
                     })),
                 )
                 .await?;
@@ -112,11 +118,32 @@ impl VaultAdmin for OpenBaoAdmin {
                 .as_str()
                 .ok_or_else(|| Error::Unavailable("no role_id".into()))?
                 .to_owned();
+            // The previous workers' secret ids, used or not, go before a new one is issued.
+            let (s, b) = self
+                .admin(
+                    Method::from_bytes(b"LIST").map_err(|e| Error::Unavailable(e.to_string()))?,
+                    &format!("auth/approle/role/{role}/secret-id"),
+                    None,
+                )
+                .await?;
+            if s.is_success() {
+                for accessor in b["data"]["keys"].as_array().into_iter().flatten() {
+                    let (s, b) = self
+                        .admin(
+                            Method::POST,
+                            &format!("auth/approle/role/{role}/secret-id-accessor/destroy"),
+                            Some(json!({ "secret_id_accessor": accessor })),
+                        )
+                        .await?;
+                    expect_ok(s, &b, "destroying a previous secret-id")?;
+                }
+            }
+            // One login, within minutes: the credential is spent by the worker's boot.
             let (s, b) = self
                 .admin(
                     Method::POST,
                     &format!("auth/approle/role/{role}/secret-id"),
-                    None,
+                    Some(json!({ "num_uses": 1, "ttl": SECRET_ID_TTL })),
                 )
                 .await?;
             expect_ok(s, &b, "secret-id")?;
@@ -125,6 +152,24 @@ impl VaultAdmin for OpenBaoAdmin {
                 .ok_or_else(|| Error::Unavailable("no secret_id".into()))?
                 .to_owned();
             Ok(BootCredential::AppRole { role_id, secret_id })
+        })
+    }
+
+    fn revoke_session<'a>(&'a self, accessor: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (s, b) = self
+                .admin(
+                    Method::POST,
+                    "auth/token/revoke-accessor",
+                    Some(json!({ "accessor": accessor })),
+                )
+                .await?;
+            // Already gone (expired, or revoked with its app) is what was wanted.
+            if s.is_success() || s == StatusCode::BAD_REQUEST {
+                Ok(())
+            } else {
+                expect_ok(s, &b, "revoking a worker's token")
+            }
         })
     }
 

@@ -142,6 +142,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// An app worker's side: reads its own app's secrets.
 pub trait VaultReader: Send + Sync {
     fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Secret>>;
+
+    /// The accessor of this reader's vault session (OpenBao: its token's accessor), once it
+    /// has logged in; the supervisor revokes it when the worker is replaced.
+    fn session(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Opens an app worker's reader from its boot credential: an embedded key opens the vault

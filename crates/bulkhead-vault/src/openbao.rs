@@ -5,6 +5,12 @@
 //! AppRole of the same name bound to it; the app's boot credential is the role id and a secret
 //! id. The platform's own token (admin) never leaves the platform. This crate has the reader
 //! and the shared request helpers; the admin side is `bulkhead-vault-admin`.
+//!
+//! A secret id opens one login within [`SECRET_ID_TTL`]; the token it gives is periodic
+//! ([`TOKEN_PERIOD`]) and the reader renews it every [`RENEW_EVERY`], so a boot credential
+//! seen later (in a core dump, a log, a stolen pipe) is worth nothing. A new worker's secret id
+//! destroys the unused ones, and the supervisor revokes the replaced worker's token by its
+//! accessor.
 
 use std::time::Duration;
 
@@ -14,6 +20,13 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::{BootCredential, BoxFuture, Error, Result, Secret, VaultReader, check_name};
+
+/// How long an issued secret id stays valid (it must be used once, at the worker's boot).
+pub const SECRET_ID_TTL: &str = "10m";
+/// The period of a worker's token: it dies this long after its last renewal.
+pub const TOKEN_PERIOD: &str = "30m";
+/// How often a reader renews its token.
+pub const RENEW_EVERY: Duration = Duration::from_secs(10 * 60);
 
 pub fn client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
@@ -88,8 +101,16 @@ pub struct OpenBaoReader {
     app: AppId,
     role_id: String,
     secret_id: Secret,
-    token: Mutex<Option<String>>,
+    token: Mutex<Option<Session>>,
+    accessor: std::sync::Mutex<Option<String>>,
     http: reqwest::Client,
+}
+
+/// A logged-in token and when it was last renewed.
+#[derive(Debug, Clone)]
+struct Session {
+    token: String,
+    renewed: std::time::Instant,
 }
 
 impl OpenBaoReader {
@@ -101,6 +122,7 @@ impl OpenBaoReader {
                 role_id: role_id.clone(),
                 secret_id: Secret::new(secret_id.clone()),
                 token: Mutex::new(None),
+                accessor: std::sync::Mutex::new(None),
                 http: client()?,
             }),
             BootCredential::Embedded { .. } => Err(Error::BadCredential(
@@ -109,7 +131,7 @@ impl OpenBaoReader {
         }
     }
 
-    async fn login(&self) -> Result<String> {
+    async fn login(&self) -> Result<Session> {
         let (s, b) = call(
             &self.http,
             &self.addr,
@@ -120,10 +142,20 @@ impl OpenBaoReader {
         )
         .await?;
         match s {
-            s if s.is_success() => b["auth"]["client_token"]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| Error::Unavailable("no client_token".into())),
+            s if s.is_success() => {
+                if let (Some(accessor), Ok(mut slot)) =
+                    (b["auth"]["accessor"].as_str(), self.accessor.lock())
+                {
+                    *slot = Some(accessor.to_owned());
+                }
+                b["auth"]["client_token"]
+                    .as_str()
+                    .map(|t| Session {
+                        token: t.to_owned(),
+                        renewed: std::time::Instant::now(),
+                    })
+                    .ok_or_else(|| Error::Unavailable("no client_token".into()))
+            }
             StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN => Err(Error::BadCredential(
                 "the vault refused the app's boot credential".into(),
             )),
@@ -137,25 +169,74 @@ impl OpenBaoReader {
         self.read(&data_path(app, name), name).await
     }
 
+    /// Renews the token when [`RENEW_EVERY`] has passed; a token the vault no longer renews
+    /// is dropped (the next read logs in again, which a used secret id cannot).
+    async fn renew(&self, session: &mut Option<Session>) -> Result<()> {
+        let Some(s) = session
+            .as_mut()
+            .filter(|s| s.renewed.elapsed() >= RENEW_EVERY)
+        else {
+            return Ok(());
+        };
+        let (status, _) = call(
+            &self.http,
+            &self.addr,
+            Some(&s.token),
+            Method::POST,
+            "auth/token/renew-self",
+            Some(json!({})),
+        )
+        .await?;
+        if status.is_success() {
+            s.renewed = std::time::Instant::now();
+        } else {
+            *session = None;
+        }
+        Ok(())
+    }
+
     async fn read(&self, path: &str, name: &str) -> Result<Secret> {
-        let mut token = self.token.lock().await;
-        // A cached token may have expired: one fresh login, then the vault's answer stands.
-        for fresh in [token.is_none(), true] {
-            if fresh {
-                *token = Some(self.login().await?);
-            }
-            let t = token.clone().unwrap_or_default();
-            let (s, b) = call(&self.http, &self.addr, Some(&t), Method::GET, path, None).await?;
+        let mut session = self.token.lock().await;
+        self.renew(&mut session).await?;
+        let mut relogged = false;
+        loop {
+            let token = match session.as_ref() {
+                Some(s) => s.token.clone(),
+                None => {
+                    let fresh = self.login().await?;
+                    relogged = true;
+                    let token = fresh.token.clone();
+                    *session = Some(fresh);
+                    token
+                }
+            };
+            let (s, b) = call(
+                &self.http,
+                &self.addr,
+                Some(&token),
+                Method::GET,
+                path,
+                None,
+            )
+            .await?;
             if s == StatusCode::FORBIDDEN && b["errors"].to_string().contains("permission denied") {
-                if fresh {
+                // A cached token may have expired: one fresh login (which a used secret id
+                // cannot give), then the vault's answer stands.
+                if relogged {
                     return Err(Error::Denied);
                 }
-                continue;
+                match self.login().await {
+                    Ok(fresh) => {
+                        *session = Some(fresh);
+                        relogged = true;
+                        continue;
+                    }
+                    Err(_) => return Err(Error::Denied),
+                }
             }
             expect_ok(s, &b, name)?;
             return value_of(&b, name);
         }
-        Err(Error::Denied)
     }
 }
 
@@ -166,5 +247,9 @@ impl VaultReader for OpenBaoReader {
             let path = data_path(&self.app, name);
             self.read(&path, name).await
         })
+    }
+
+    fn session(&self) -> Option<String> {
+        self.accessor.lock().ok().and_then(|a| a.clone())
     }
 }

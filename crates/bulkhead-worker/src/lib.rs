@@ -76,11 +76,12 @@ pub struct WorkerSettings {
 }
 
 /// Boots the worker — vault, configuration, data plane, realms, files, search — calls `ready`
-/// with the address it serves on, and serves on `listener` until Ctrl-C.
+/// with the address it serves on (and its vault session), and serves on `listener` until
+/// Ctrl-C.
 pub async fn launch(
     settings: WorkerSettings,
     listener: TcpListener,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(bulkhead_model::worker::Ready),
 ) -> Result<()> {
     let WorkerSettings {
         app,
@@ -154,7 +155,10 @@ pub async fn launch(
     let router = routes(&app, Arc::new(api), http, plane, &config);
     let addr = listener.local_addr()?;
     tracing::info!(app = %app, %addr, "worker listening");
-    ready(addr);
+    ready(bulkhead_model::worker::Ready {
+        listening: addr,
+        vault_session: reader.session(),
+    });
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -85,3 +85,47 @@ async fn an_apps_approle_reads_its_path_and_gets_403_on_another_apps() {
     let again = OpenBaoReader::new(&bao.addr(), a.clone(), &cred_a).unwrap();
     assert!(again.get("db/password").await.is_err());
 }
+
+/// A boot credential opens one login; issuing the next destroys the unused ones; revoking a
+/// replaced worker's session ends its token.
+#[tokio::test]
+async fn a_secret_id_opens_one_login_and_a_replaced_workers_session_is_revoked() {
+    let bao = OpenBao::start().unwrap();
+    let admin = OpenBaoAdmin::new(&bao.addr(), Secret::new(bao.root_token())).unwrap();
+    let a = app("alpha");
+    admin.create_app(&a).await.unwrap();
+    admin
+        .put(&a, "db/password", &Secret::new("pw"))
+        .await
+        .unwrap();
+    let first = admin.boot_credential(&a).await.unwrap();
+    let worker = OpenBaoReader::new(&bao.addr(), a.clone(), &first).unwrap();
+    assert_eq!(worker.get("db/password").await.unwrap().expose(), "pw");
+    let session = worker.session().expect("a logged-in reader has a session");
+    // The same credential a second time (a copy taken from the worker) logs in no more.
+    let copy = OpenBaoReader::new(&bao.addr(), a.clone(), &first).unwrap();
+    assert!(matches!(
+        copy.get("db/password").await,
+        Err(Error::BadCredential(_))
+    ));
+    // An issued but unused credential is destroyed when the next one is issued.
+    let unused = admin.boot_credential(&a).await.unwrap();
+    let next = admin.boot_credential(&a).await.unwrap();
+    let stale = OpenBaoReader::new(&bao.addr(), a.clone(), &unused).unwrap();
+    assert!(matches!(
+        stale.get("db/password").await,
+        Err(Error::BadCredential(_))
+    ));
+    let successor = OpenBaoReader::new(&bao.addr(), a.clone(), &next).unwrap();
+    assert_eq!(successor.get("db/password").await.unwrap().expose(), "pw");
+    // The first worker is replaced: its session is revoked and its token reads nothing.
+    assert_eq!(worker.get("db/password").await.unwrap().expose(), "pw");
+    admin.revoke_session(&session).await.unwrap();
+    assert!(matches!(
+        worker.get("db/password").await,
+        Err(Error::Denied)
+    ));
+    assert_eq!(successor.get("db/password").await.unwrap().expose(), "pw");
+    // Revoking again (already gone) is fine.
+    admin.revoke_session(&session).await.unwrap();
+}
