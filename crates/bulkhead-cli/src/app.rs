@@ -107,6 +107,10 @@ pub enum TenantCommand {
         /// Data residency label stored with the tenant (e.g. `eu`).
         #[arg(long)]
         residency: Option<String>,
+        /// At the `database` level, serve the tenant from a worker of its own that holds only
+        /// its database credential (default true; ignored at the other levels).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        dedicated_worker: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -322,6 +326,7 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                 oidc_issuer,
                 audience,
                 residency,
+                dedicated_worker,
                 target,
             } => {
                 let mut p = platform(&config(config_path, &target)?).await?;
@@ -345,6 +350,7 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                     identity,
                     network: Default::default(),
                     residency: cfg.deployment.residency_or_default(residency),
+                    dedicated_worker,
                     line: 0,
                 };
                 declare_tenant(&cfg, &mut p, &m, &spec).await?;

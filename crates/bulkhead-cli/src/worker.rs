@@ -17,6 +17,10 @@ pub struct Args {
     /// The app this worker serves.
     #[arg(long)]
     app: String,
+    /// Serve only this tenant of the app: a `database` tenant's own worker, booted into the
+    /// tenant's vault space (`<app>--<tenant>`), holding only its database credential.
+    #[arg(long)]
+    tenant: Option<String>,
     /// The embedded vault directory (the app's secrets, sealed under its own key).
     #[arg(long, default_value = ".bulkhead/vault")]
     vault_dir: PathBuf,
@@ -69,6 +73,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     bulkhead_worker::boot::exit_with_parent();
     let settings = WorkerSettings {
         app: AppId::parse(&args.app)?,
+        tenant: args
+            .tenant
+            .as_deref()
+            .map(bulkhead_model::TenantId::parse)
+            .transpose()?,
         boot,
         vault_dir: args.vault_dir,
         vault_addr: args.vault_addr,

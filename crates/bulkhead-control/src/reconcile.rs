@@ -60,7 +60,8 @@ pub fn plan(
                 Some(k)
                     if k.identity != spec.identity
                         || k.network != spec.network
-                        || k.residency != spec.residency =>
+                        || k.residency != spec.residency
+                        || k.dedicated_worker != spec.dedicated_worker =>
                 {
                     Action::Update
                 }
@@ -132,6 +133,7 @@ mod tests {
             status: registry::TenantStatus::Active,
             features: serde_json::json!({}),
             config: serde_json::json!({}),
+            dedicated_worker: true,
         }
     }
 

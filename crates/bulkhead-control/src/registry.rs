@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS bulkhead_control.provision_step (
   done_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (subject, step)
 );
+ALTER TABLE bulkhead_control.tenant
+  ADD COLUMN IF NOT EXISTS dedicated_worker boolean NOT NULL DEFAULT true;
 "#;
 
 /// Where a tenant is in its life.
@@ -92,6 +94,15 @@ pub struct TenantRecord {
     /// Setting overrides by name; a secret one is `{"secret": <vault path>}` (its value is in
     /// the app's vault space).
     pub config: Value,
+    /// The tenant's preference for its own worker (applies at the `database` level).
+    pub dedicated_worker: bool,
+}
+
+impl TenantRecord {
+    /// Whether the tenant is served by its own worker: `database` level and not opted out.
+    pub fn dedicated(&self) -> bool {
+        self.dedicated_worker && self.isolation == IsolationLevel::Database
+    }
 }
 
 /// Registers (or updates) an app's manifest.
@@ -117,15 +128,26 @@ pub async fn upsert_tenant(
     identity: &IdentitySpec,
     network: &NetworkSpec,
     residency: Option<&str>,
+    dedicated_worker: bool,
 ) -> Result<()> {
     let (identity, network) = (crate::to_json(identity)?, crate::to_json(network)?);
     client
         .execute(
-            "INSERT INTO bulkhead_control.tenant (app, id, isolation, identity, network, residency)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO bulkhead_control.tenant
+               (app, id, isolation, identity, network, residency, dedicated_worker)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (app, id) DO UPDATE SET isolation = EXCLUDED.isolation,
-               identity = EXCLUDED.identity, network = EXCLUDED.network, residency = EXCLUDED.residency",
-            &[&app.as_str(), &tenant.as_str(), &isolation.as_str(), &identity, &network, &residency],
+               identity = EXCLUDED.identity, network = EXCLUDED.network,
+               residency = EXCLUDED.residency, dedicated_worker = EXCLUDED.dedicated_worker",
+            &[
+                &app.as_str(),
+                &tenant.as_str(),
+                &isolation.as_str(),
+                &identity,
+                &network,
+                &residency,
+                &dedicated_worker,
+            ],
         )
         .await
         .map_err(db)?;
@@ -148,8 +170,8 @@ pub async fn set_status(
         == 1)
 }
 
-const TENANT_COLUMNS: &str =
-    "app, id, isolation, placement, identity, network, residency, status, features, config";
+const TENANT_COLUMNS: &str = "app, id, isolation, placement, identity, network, residency, status, \
+     features, config, dedicated_worker";
 
 fn tenant_record(r: &tokio_postgres::Row) -> Result<TenantRecord> {
     let (app, id): (String, String) = (r.get(0), r.get(1));
@@ -171,6 +193,7 @@ fn tenant_record(r: &tokio_postgres::Row) -> Result<TenantRecord> {
         status: TenantStatus::parse(r.get(7)).ok_or_else(|| bad("status"))?,
         features: r.get(8),
         config: r.get(9),
+        dedicated_worker: r.get(10),
         app,
     })
 }

@@ -1,14 +1,12 @@
 //! Login throttling: failed attempts counted per (realm, user) and per source address in a
-//! fixed window, and a bound on password hashing — at most `max_hashing` argon2 hashes at once
-//! (19 MiB each), at most `max_waiting` logins queued behind them — so a flood of logins can
-//! exhaust neither memory nor CPU. A refused attempt costs no hash and gets `Retry-After`.
+//! fixed window, and a bound on password hashing — argon2 runs on `max_hashing` threads of its
+//! own (19 MiB each, kept by those threads only), at most `max_waiting` logins queued behind
+//! them — so a flood of logins can exhaust neither memory nor CPU. A refused attempt costs no
+//! hash and gets `Retry-After`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use tokio::sync::Semaphore;
+use std::sync::{Arc, Mutex};
 
 /// How many failures are allowed, how long a window lasts, and how much hashing at once.
 #[derive(Debug, Clone)]
@@ -49,12 +47,48 @@ struct Window {
     failures: u32,
 }
 
-#[derive(Debug)]
 pub(crate) struct Throttle {
     limits: LoginLimits,
     windows: Mutex<HashMap<String, Window>>,
-    hashing: Semaphore,
-    waiting: AtomicUsize,
+    /// The hashing threads' queue (bounded by `max_waiting`).
+    hashers: std::sync::mpsc::SyncSender<Job>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `threads` threads taking jobs from one queue of `capacity`; they end with the queue.
+fn hashing_threads(threads: usize, capacity: usize) -> std::sync::mpsc::SyncSender<Job> {
+    let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(capacity);
+    let jobs = Arc::new(Mutex::new(jobs));
+    for i in 0..threads.max(1) {
+        let jobs = jobs.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("password-hash-{i}"))
+            .spawn(move || {
+                loop {
+                    let job = match jobs.lock() {
+                        Ok(jobs) => jobs.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a password hashing thread");
+        }
+    }
+    queue
 }
 
 /// The keys one attempt counts against.
@@ -75,10 +109,9 @@ impl Attempt {
 impl Throttle {
     pub(crate) fn new(limits: LoginLimits) -> Self {
         Self {
-            hashing: Semaphore::new(limits.max_hashing.max(1)),
+            hashers: hashing_threads(limits.max_hashing, limits.max_waiting),
             limits,
             windows: Mutex::new(HashMap::new()),
-            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -148,20 +181,19 @@ impl Throttle {
         )
     }
 
-    /// Runs `verify` on the blocking pool when a hash slot is free; `Err(seconds)` when too
-    /// many logins already wait.
+    /// Runs `verify` on a hashing thread; `Err(seconds)` when too many logins already wait.
     pub(crate) async fn hash<F>(&self, verify: F) -> Result<bool, u64>
     where
         F: FnOnce() -> bool + Send + 'static,
     {
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.limits.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(1);
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(verify());
+        });
+        match self.hashers.try_send(job) {
+            Ok(()) => result.await.map_err(|_| 1),
+            Err(_) => Err(1),
         }
-        let permit = self.hashing.acquire().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        let Ok(_permit) = permit else { return Err(1) };
-        tokio::task::spawn_blocking(verify).await.map_err(|_| 1)
     }
 }
 
@@ -214,6 +246,8 @@ mod tests {
         t.failed(&a, 1);
         assert!(t.check(&a, 1).is_ok());
     }
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test(flavor = "multi_thread")]
     async fn hashing_is_bounded_and_the_overflow_refused() {

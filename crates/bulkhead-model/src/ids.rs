@@ -136,6 +136,14 @@ id_type!(
     "app id"
 );
 
+impl AppId {
+    /// The vault space and compartment of tenant `tenant`'s own worker of this app:
+    /// `app--tenant`. No parsed app id contains `--`, so it never names an app.
+    pub fn tenant_space(&self, tenant: &TenantId) -> AppId {
+        AppId(format!("{}--{tenant}", self.0))
+    }
+}
+
 /// Columns the platform adds to every table; app fields may not use these names.
 pub const PLATFORM_COLUMNS: &[&str] = &["id", "tenant_id", "created_at", "updated_at"];
 

@@ -61,9 +61,20 @@ pub struct TenantSpec {
     pub network: NetworkSpec,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub residency: Option<String>,
+    /// `storage.dedicated_worker` (default true): at the `database` level the tenant is
+    /// served by its own worker, which holds only this tenant's database credential; ignored
+    /// at the other levels.
+    pub dedicated_worker: bool,
     /// Where the entry starts in the file.
     #[serde(skip)]
     pub line: usize,
+}
+
+impl TenantSpec {
+    /// Whether the tenant gets its own worker: `database` level and not opted out.
+    pub fn dedicated(&self) -> bool {
+        self.dedicated_worker && self.isolation == IsolationLevel::Database
+    }
 }
 
 use crate::manifest::Validator as V;
@@ -129,16 +140,29 @@ impl V {
                 .ok()
         });
         let get = |k: &str| entries.iter().find(|(key, _, _)| key == k).map(|e| &e.2);
-        let (namespace, isolation) = match get("storage") {
+        let (namespace, isolation, dedicated_worker) = match get("storage") {
             None => {
                 self.problem(pos, &format!("{path}.storage"), "missing");
-                (None, None)
+                (None, None, true)
             }
             Some(n) => {
                 let sp = format!("{path}.storage");
-                match self.map(n, &sp, &["namespace", "isolation"]) {
-                    None => (None, None),
+                match self.map(n, &sp, &["namespace", "isolation", "dedicated_worker"]) {
+                    None => (None, None, true),
                     Some(s) => {
+                        let dedicated = match s.iter().find(|(k, _, _)| k == "dedicated_worker") {
+                            None => true,
+                            Some((_, _, Node::Scalar { value, .. })) if value == "true" => true,
+                            Some((_, _, Node::Scalar { value, .. })) if value == "false" => false,
+                            Some((_, _, other)) => {
+                                self.problem(
+                                    other.pos(),
+                                    &format!("{sp}.dedicated_worker"),
+                                    "expected true or false",
+                                );
+                                true
+                            }
+                        };
                         let ns = self.field_string(s, "namespace", &sp, n.pos());
                         let iso = self
                             .field_string(s, "isolation", &sp, n.pos())
@@ -154,7 +178,7 @@ impl V {
                                     })
                                     .ok()
                             });
-                        (ns, iso)
+                        (ns, iso, dedicated)
                     }
                 }
             }
@@ -279,6 +303,7 @@ impl V {
             identity: identity?,
             network: network?,
             residency,
+            dedicated_worker,
             line: pos.line,
         })
     }

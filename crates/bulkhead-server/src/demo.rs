@@ -62,6 +62,7 @@ pub async fn provision(gateway: &mut Gateway, data_dir: &Path) -> crate::error::
                     },
                     network: NetworkSpec::default(),
                     residency: None,
+                    dedicated_worker: true,
                     line: 0,
                 },
             )

@@ -15,7 +15,6 @@ use bulkhead_runtime::TenantDirectory;
 use bulkhead_runtime::realms::Realms;
 use deadpool_postgres::Pool;
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -133,6 +132,7 @@ impl Gateway {
             None
         };
         let mut workers = Vec::new();
+        let mut templates = Vec::new();
         for manifest in &apps {
             // The worker resolves tenants on the hosts routed to it as well.
             let mut domains = domains.clone();
@@ -182,32 +182,42 @@ impl Gateway {
                 }
                 _ => (None, None),
             };
-            workers.push(supervise::spawn(
-                Launch {
-                    app: manifest.app.clone(),
-                    vault: self.platform.vault.clone(),
-                    vault_dir: std::path::absolute(config.vault.dir(&config.data_dir))?,
-                    vault_addr: config.vault.address.clone(),
-                    health_interval: Duration::from_secs(config.serve.health_interval_secs.max(1)),
-                    health_failures: config.serve.health_failures,
-                    search: bulkhead_search::SearchConfig {
-                        dir: std::path::absolute(config.search_dir())?,
-                        ..config.search.clone()
-                    },
-                    egress: config.egress.clone(),
-                    proxy: proxy
-                        .as_ref()
-                        .and_then(|p| p.for_app(&manifest.app, sandbox_proxy)),
-                    sandbox,
-                    log_format: config.log.format,
-                    exe: hooks.worker_exe.clone(),
-                    compartments: compartments.clone(),
-                    paths: worker_paths(config, &manifest.app)?,
+            let launch = Launch {
+                app: manifest.app.clone(),
+                tenant: None,
+                vault: self.platform.vault.clone(),
+                vault_dir: std::path::absolute(config.vault.dir(&config.data_dir))?,
+                vault_addr: config.vault.address.clone(),
+                health_interval: Duration::from_secs(config.serve.health_interval_secs.max(1)),
+                health_failures: config.serve.health_failures,
+                search: bulkhead_search::SearchConfig {
+                    dir: std::path::absolute(config.search_dir())?,
+                    ..config.search.clone()
                 },
-                shutdown.clone(),
-            )?);
+                egress: config.egress.clone(),
+                proxy: proxy
+                    .as_ref()
+                    .and_then(|p| p.for_app(&manifest.app, sandbox_proxy)),
+                sandbox,
+                log_format: config.log.format,
+                exe: hooks.worker_exe.clone(),
+                compartments: compartments.clone(),
+                paths: supervise::worker_paths(config, &manifest.app)?,
+            };
+            templates.push(launch.clone());
+            workers.push(supervise::spawn(launch, shutdown.clone())?);
         }
-        for worker in &workers {
+        // `database` tenants with a worker of their own, following the registry.
+        let tenant_workers = Arc::new(crate::tenant_workers::TenantWorkers::default());
+        tenant_workers
+            .start(
+                self.pool.clone(),
+                templates,
+                Arc::new(config.clone()),
+                shutdown.clone(),
+            )
+            .await;
+        for worker in workers.iter().chain(&tenant_workers.handles()) {
             if !worker.ready(Duration::from_secs(60)).await {
                 tracing::warn!(
                     app = worker.app(),
@@ -234,6 +244,8 @@ impl Gateway {
             });
         let routes = Arc::new(Routes {
             workers: workers.clone(),
+            tenant_workers,
+            base_domains,
             hosts: config.serve.hosts.clone(),
             proxy: proxy.clone(),
             canary,
@@ -341,31 +353,4 @@ pub(crate) async fn upstreams(
         }
     }
     Ok(out)
-}
-
-/// What an app's worker reaches on disk: its files in the embedded vault (read only), its
-/// search copies and its local bucket (its own). The executable is filled in at each start.
-fn worker_paths(
-    config: &Config,
-    app: &bulkhead_model::AppId,
-) -> crate::error::Result<crate::compartment::WorkerPaths> {
-    let vault = (config.vault.backend == crate::config::VaultBackend::Embedded)
-        .then(|| bulkhead_vault::embedded::app_dir(&config.vault.dir(&config.data_dir), app));
-    let mut owned = vec![config.search_dir().join(app.as_str())];
-    if config.files.backend == crate::config::FilesBackend::Local {
-        let root = config
-            .files
-            .root
-            .clone()
-            .unwrap_or_else(|| config.data_dir.join("files"));
-        owned.push(root.join(app.as_str()));
-    }
-    Ok(crate::compartment::WorkerPaths {
-        exe: PathBuf::new(),
-        vault: vault.map(std::path::absolute).transpose()?,
-        owned: owned
-            .into_iter()
-            .map(std::path::absolute)
-            .collect::<std::io::Result<_>>()?,
-    })
 }

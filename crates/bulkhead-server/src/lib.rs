@@ -26,6 +26,7 @@ mod reference;
 mod routes;
 mod serve;
 pub mod supervise;
+mod tenant_workers;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Which worker answers which request (`/apps/<app>/…`, a host routed to an app, or the only
-//! app), and the gateway's `/metrics`.
+//! app; then, for a tenant with a worker of its own, that worker), and the gateway's
+//! `/metrics`.
 
 use crate::egress_proxy::{EgressProxy, ProxyApp};
 use crate::supervise::{self, WorkerHandle};
@@ -14,6 +15,10 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub(crate) struct Routes {
     pub(crate) workers: Vec<WorkerHandle>,
+    /// `database` tenants' own workers.
+    pub(crate) tenant_workers: Arc<crate::tenant_workers::TenantWorkers>,
+    /// Base domains whose subdomains name tenants (as the workers resolve them).
+    pub(crate) base_domains: Vec<String>,
     /// Host name → app.
     pub(crate) hosts: BTreeMap<String, String>,
     /// The egress proxy, for its denial counts.
@@ -67,6 +72,12 @@ pub(crate) async fn route(State(routes): State<Arc<Routes>>, mut req: Request<Bo
     };
     if let Some(uri) = uri {
         *req.uri_mut() = uri;
+    }
+    // A tenant with a worker of its own is served there, never by the app's worker.
+    if let Some(tenant) = crate::tenant_workers::named_tenant(&req, &routes.base_domains)
+        && let Some(own) = routes.tenant_workers.worker(worker.app(), &tenant)
+    {
+        return supervise::forward(&own, req).await;
     }
     supervise::forward(worker, req).await
 }

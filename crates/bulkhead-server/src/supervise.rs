@@ -24,6 +24,8 @@ use tokio::sync::watch;
 #[derive(Clone, Debug)]
 pub struct WorkerHandle {
     app: String,
+    /// The tenant a dedicated worker serves.
+    tenant: Option<String>,
     addr: Arc<RwLock<Option<SocketAddr>>>,
     /// The running worker's vault session, revoked when it is replaced.
     session: Arc<RwLock<Option<String>>>,
@@ -54,6 +56,11 @@ impl WorkerHandle {
 
     pub fn app(&self) -> &str {
         &self.app
+    }
+
+    /// The tenant a dedicated worker serves; `None` for an app's worker.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
     }
 
     /// Waits until the worker listens (or `timeout` passes).
@@ -117,9 +124,12 @@ impl WorkerHandle {
     }
 }
 
-/// How to start one app's worker.
+/// How to start one app's worker (or one tenant's own worker of the app).
+#[derive(Clone)]
 pub struct Launch {
     pub app: AppId,
+    /// The one tenant a dedicated worker serves; `None` for the app's worker.
+    pub tenant: Option<bulkhead_model::TenantId>,
     /// Issues the app's boot credential at each start; it reaches the worker through its
     /// stdin, never through its environment, arguments or a file.
     pub vault: Arc<dyn VaultAdmin>,
@@ -149,7 +159,18 @@ impl std::fmt::Debug for Launch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Launch")
             .field("app", &self.app)
+            .field("tenant", &self.tenant)
             .finish_non_exhaustive()
+    }
+}
+
+impl Launch {
+    /// The worker's vault space and compartment: the app's, or `app--tenant`.
+    pub fn key(&self) -> AppId {
+        match &self.tenant {
+            Some(t) => self.app.tenant_space(t),
+            None => self.app.clone(),
+        }
     }
 }
 
@@ -166,6 +187,7 @@ pub fn spawn(
     };
     let handle = WorkerHandle {
         app: launch.app.to_string(),
+        tenant: launch.tenant.as_ref().map(ToString::to_string),
         addr: Arc::new(RwLock::new(None)),
         session: Arc::default(),
         stats: Arc::default(),
@@ -228,6 +250,7 @@ async fn run_once(
 ) -> crate::error::Result<Exit> {
     use tokio::io::AsyncWriteExt;
     let app = launch.app.as_str();
+    let key = launch.key();
     // The replaced worker's vault session ends before its successor gets a credential.
     let previous = worker.session.write().ok().and_then(|mut s| s.take());
     if let Some(accessor) = previous
@@ -237,7 +260,7 @@ async fn run_once(
     }
     let credential = launch
         .vault
-        .boot_credential(&launch.app)
+        .boot_credential(&key)
         .await
         .context("issuing the worker's boot credential")?;
     // The compartment: entered by the child between fork and exec (the app's network
@@ -245,7 +268,7 @@ async fn run_once(
     let compartment = launch
         .compartments
         .prepare(
-            app,
+            key.as_str(),
             &crate::compartment::WorkerPaths {
                 exe: std::fs::canonicalize(exe)
                     .with_context(|| format!("the worker executable {}", exe.display()))?,
@@ -263,7 +286,11 @@ async fn run_once(
         Some(sb) => format!("{}:0", sb.worker_ip),
         None => "127.0.0.1:0".to_owned(),
     };
-    cmd.args(["worker", "--app", app, "--vault-dir"])
+    cmd.args(["worker", "--app", app]);
+    if let Some(tenant) = &launch.tenant {
+        cmd.args(["--tenant", tenant.as_str()]);
+    }
+    cmd.arg("--vault-dir")
         .arg(&launch.vault_dir)
         .args(["--listen", &listen])
         .arg("--search-config")
@@ -318,7 +345,7 @@ async fn run_once(
     compartment.install(&mut cmd);
     let mut child = cmd.spawn().context("spawning the worker")?;
     worker.stats.starts.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(%app, pid = child.id(), "worker started");
+    tracing::info!(%app, tenant = launch.tenant.as_ref().map(|t| t.as_str()), pid = child.id(), "worker started");
     // The credential goes first; then the pipe stays open, unwritten: closing it (with this
     // process) ends the worker.
     let mut stdin = child.stdin.take().context("the worker's stdin")?;
@@ -471,4 +498,31 @@ pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
         }
     }
     response
+}
+
+/// What an app's worker reaches on disk: its files in the embedded vault (read only), its
+/// search copies and its local bucket (its own). The executable is filled in at each start.
+pub(crate) fn worker_paths(
+    config: &crate::config::Config,
+    app: &bulkhead_model::AppId,
+) -> crate::error::Result<crate::compartment::WorkerPaths> {
+    let vault = (config.vault.backend == crate::config::VaultBackend::Embedded)
+        .then(|| bulkhead_vault::embedded::app_dir(&config.vault.dir(&config.data_dir), app));
+    let mut owned = vec![config.search_dir().join(app.as_str())];
+    if config.files.backend == crate::config::FilesBackend::Local {
+        let root = config
+            .files
+            .root
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("files"));
+        owned.push(root.join(app.as_str()));
+    }
+    Ok(crate::compartment::WorkerPaths {
+        exe: PathBuf::new(),
+        vault: vault.map(std::path::absolute).transpose()?,
+        owned: owned
+            .into_iter()
+            .map(std::path::absolute)
+            .collect::<std::io::Result<_>>()?,
+    })
 }

@@ -63,11 +63,12 @@ pub struct EmbeddedAdmin {
 }
 
 impl EmbeddedAdmin {
-    /// Opens (creating) the vault directory, mode 0700. The master key must not be stored
-    /// under `root`.
+    /// Opens (creating) the vault directory, mode 0711: nobody else may list it, and a
+    /// worker's compartment may pass through to its own app's directory (which only its group
+    /// reads). The master key must not be stored under `root`.
     pub fn open(root: &Path, master: MasterKey) -> Result<Self> {
         fs::create_dir_all(root).map_err(io)?;
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o711)).map_err(io)?;
         Ok(Self {
             root: root.to_path_buf(),
             master,

@@ -385,7 +385,14 @@ pub(crate) async fn level_checks(
         let schema_exists =
             bulkhead_pg::catalog::schema_exists(&admin, &names::tenant_schema(&t.id)).await?;
         let db_exists = databases.contains(&names::tenant_database(app, &t.id));
-        let secret = p.vault.get(app, &tenant_password_path(&t.id)).await.is_ok();
+        // In the vault space of the worker that serves it: its own, or the app's.
+        let space =
+            bulkhead_control::platform::Platform::serving_space(app, &t.id, t.record.dedicated());
+        let secret = p
+            .vault
+            .get(&space, &tenant_password_path(&t.id))
+            .await
+            .is_ok();
         let observed = match (shared_rows > 0, schema_exists, db_exists) {
             (false, false, true) if secret => Some(IsolationLevel::Database),
             (false, true, false) => Some(IsolationLevel::Schema),

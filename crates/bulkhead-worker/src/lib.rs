@@ -59,6 +59,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct WorkerSettings {
     /// The app this worker serves.
     pub app: AppId,
+    /// The one tenant it serves, for a `database` tenant's own worker (its vault space is
+    /// the tenant's, [`AppId::tenant_space`]); `None` for the app's worker.
+    pub tenant: Option<bulkhead_model::TenantId>,
     /// The credential that opens the app's vault space, and nothing else.
     pub boot: BootCredential,
     /// The embedded vault directory (the app's secrets, sealed under its own key).
@@ -85,6 +88,7 @@ pub async fn launch(
 ) -> Result<()> {
     let WorkerSettings {
         app,
+        tenant,
         boot,
         vault_dir,
         vault_addr,
@@ -93,7 +97,11 @@ pub async fn launch(
         search,
         egress,
     } = settings;
-    let reader = bulkhead_vault::open_reader(&boot, app.clone(), &vault_dir, vault_addr.as_deref())
+    let space = match &tenant {
+        Some(t) => app.tenant_space(t),
+        None => app.clone(),
+    };
+    let reader = bulkhead_vault::open_reader(&boot, space, &vault_dir, vault_addr.as_deref())
         .map_err(|e| Error::Vault(format!("opening the app's vault space: {e}")))?;
     drop(boot);
     let mut config = boot::load_config(&*reader, vault_attempts).await?;
@@ -106,7 +114,19 @@ pub async fn launch(
             "the vault holds another app's configuration".into(),
         ));
     }
-    let password = boot::read_with_retry(&*reader, RUNTIME_PASSWORD, vault_attempts).await?;
+    // A tenant's own worker serves that tenant alone, with its database credential alone: it
+    // has no runtime password for the app's database (its shared tables are out of reach).
+    let password = match &tenant {
+        Some(t) => {
+            if config.tenants.iter().any(|w| &w.id != t) {
+                return Err(Error::Config(format!(
+                    "the vault space of tenant {t} names other tenants"
+                )));
+            }
+            Secret::new(String::new())
+        }
+        None => boot::read_with_retry(&*reader, RUNTIME_PASSWORD, vault_attempts).await?,
+    };
     let plane = DataPlane::new(
         config.manifest.clone(),
         DataPlaneConfig {
@@ -240,7 +260,9 @@ fn routes(
             bulkhead_runtime::rest::router(api),
         ));
     #[cfg(feature = "hostile-probe")]
-    let router = router.route("/__hostile", axum::routing::post(probe::run));
+    let router = router
+        .route("/__hostile", axum::routing::post(probe::run))
+        .route("/t/{tenant}/__hostile", axum::routing::post(probe::run));
     bulkhead_runtime::edge::harden(router)
 }
 

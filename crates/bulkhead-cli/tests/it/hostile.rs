@@ -24,6 +24,11 @@ struct Installation {
 }
 
 async fn install(mode: &str) -> Installation {
+    install_with(mode, &[]).await
+}
+
+/// [`install`], with more helpdesk tenants at the `database` level (each in its own worker).
+async fn install_with(mode: &str, silos: &[&str]) -> Installation {
     use std::os::unix::fs::PermissionsExt;
     let db = bulkhead_testkit::pg().unwrap().fresh_db().await.unwrap();
     let dir = workdir();
@@ -55,6 +60,20 @@ async fn install(mode: &str) -> Installation {
     run(&root, &["app", "create", "-m", "notes.yaml"]);
     run(&root, &["tenant", "create", "acme", "--app", "helpdesk"]);
     run(&root, &["tenant", "create", "acme", "--app", "notes"]);
+    for silo in silos {
+        run(
+            &root,
+            &[
+                "tenant",
+                "create",
+                silo,
+                "--app",
+                "helpdesk",
+                "--isolation",
+                "database",
+            ],
+        );
+    }
     let mut serve = Running::spawn_env(
         &root,
         &["serve", "--listen", "127.0.0.1:0"],
@@ -74,19 +93,26 @@ async fn install(mode: &str) -> Installation {
 
 /// The worker of `app` among the server's children, by its command line.
 fn worker_of(serve: &Running, app: &str) -> u32 {
+    worker_for(serve, app, None)
+}
+
+/// The worker of `app` (with `tenant`: that tenant's own worker) by its command line.
+fn worker_for(serve: &Running, app: &str, tenant: Option<&str>) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for pid in bulkhead_verify::sockets::children(serve.pid()) {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if args
-                .windows(2)
-                .any(|w| w[0] == b"--app" && w[1] == app.as_bytes())
-            {
+            let has = |flag: &[u8], value: &str| {
+                args.windows(2)
+                    .any(|w| w[0] == flag && w[1] == value.as_bytes())
+            };
+            let own = args.contains(&b"--tenant".as_slice());
+            if has(b"--app", app) && tenant.map_or(!own, |t| has(b"--tenant", t)) {
                 return pid;
             }
         }
-        assert!(Instant::now() < deadline, "no worker for {app}");
+        assert!(Instant::now() < deadline, "no worker for {app} {tenant:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -285,4 +311,158 @@ async fn hostile_code_probe_succeeds_where_the_walls_are_off() {
             "without walls the probe should reach {expected}:\n{wins}"
         );
     }
+}
+
+/// Posts a probe to `path` until the worker there answers (a tenant worker starts after the
+/// server is ready).
+fn probe_at(inst: &Installation, path: &str, body: &Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, text) = request(
+            inst.addr,
+            "POST",
+            path,
+            &[],
+            Some(("application/json", &body.to_string())),
+        );
+        if status == 200 {
+            return serde_json::from_str(&text).unwrap();
+        }
+        assert!(Instant::now() < deadline, "{path}: {status} {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_code_in_a_database_tenants_worker_reaches_no_other_tenant() {
+    use bulkhead_model::{AppId, TenantId, names};
+    use bulkhead_vault_admin::VaultAdmin;
+    if status(std::process::id(), "Uid").split_whitespace().next() != Some("0") {
+        eprintln!("skipped: the compartment tests run as root");
+        return;
+    }
+    let inst = install_with("auto", &["initech", "umbrella"]).await;
+    let data = inst.root.join("data");
+    // The tenants' credentials: in their own workers' vault spaces, not in the app's.
+    let key = std::fs::read(inst.root.join("master.hex")).unwrap();
+    let vault = bulkhead_vault_admin::embedded::EmbeddedAdmin::open(
+        &data.join("vault"),
+        bulkhead_vault_admin::embedded::MasterKey::decode(&key).unwrap(),
+    )
+    .unwrap();
+    let app = AppId::parse("helpdesk").unwrap();
+    let (initech, umbrella) = (
+        TenantId::parse("initech").unwrap(),
+        TenantId::parse("umbrella").unwrap(),
+    );
+    let path = |t: &TenantId| format!("db/tenant/{t}");
+    for t in [&initech, &umbrella] {
+        assert!(
+            vault.get(&app, &path(t)).await.is_err(),
+            "the app's space holds {t}'s password"
+        );
+        assert!(vault.get(&app.tenant_space(t), &path(t)).await.is_ok());
+    }
+    assert!(
+        vault
+            .get(&app.tenant_space(&initech), &path(&umbrella))
+            .await
+            .is_err()
+    );
+    let password = vault
+        .get(&app.tenant_space(&initech), &path(&initech))
+        .await
+        .unwrap();
+
+    // The attacker holds initech's own credential (read from its worker's memory, say) and
+    // every path of the installation; it tries the other silo and the app's shared database.
+    let port = std::fs::read_to_string(inst.root.join("database.url"))
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let role = names::tenant_role(&app, &initech);
+    let url = |db: &str| {
+        format!(
+            "postgres://{role}:{}@127.0.0.1:{port}/{db}",
+            password.expose()
+        )
+    };
+    let own_db = names::tenant_database(&app, &initech);
+    let app_worker = worker_for(&inst.serve, "helpdesk", None);
+    let probe = json!({
+        "read": [
+            inst.root.join("master.hex"),
+            inst.root.join("database.url"),
+            data.join("vault/apps/helpdesk/secrets"),
+            data.join("vault/apps/helpdesk--umbrella/secrets"),
+            data.join("search/helpdesk"),
+            data.join("search/helpdesk--umbrella"),
+            data.join("files/helpdesk"),
+            data.join("compartments/helpdesk"),
+        ],
+        "walk": [inst.root, data.join("vault/apps/helpdesk--initech"), data.join("compartments/helpdesk--initech")],
+        "processes": [inst.serve.pid(), app_worker],
+        "postgres": [
+            url(&names::tenant_database(&app, &umbrella)),
+            url(&names::app_database(&app)),
+            url(&own_db),
+        ],
+    });
+    let report = probe_at(&inst, "/apps/helpdesk/t/initech/__hostile", &probe);
+    let initech_worker = worker_for(&inst.serve, "helpdesk", Some("initech"));
+    let umbrella_worker = worker_for(&inst.serve, "helpdesk", Some("umbrella"));
+    let uid = |pid| {
+        status(pid, "Uid")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let uids = [uid(app_worker), uid(initech_worker), uid(umbrella_worker)];
+    assert!(
+        uids[0] != uids[1] && uids[1] != uids[2] && uids[0] != uids[2],
+        "{uids:?}"
+    );
+    assert_eq!(
+        report["uid"].to_string(),
+        uids[1],
+        "the probe ran in initech's worker"
+    );
+    let wins = succeeded(&report);
+    assert_eq!(
+        wins.len(),
+        1,
+        "only initech's own database may open: {wins:#?}"
+    );
+    assert!(
+        wins[0].contains(&own_db) || wins[0].contains("logged in as"),
+        "{wins:?}"
+    );
+    let readable: Vec<String> = serde_json::from_value(report["readable"].clone()).unwrap();
+    let own = [
+        data.join("vault/apps/helpdesk--initech"),
+        data.join("compartments/helpdesk--initech"),
+    ];
+    assert!(
+        readable
+            .iter()
+            .all(|f| own.iter().any(|d| Path::new(f).starts_with(d))),
+        "{readable:#?}"
+    );
+    // The app's worker does not serve initech; initech's worker serves nobody else.
+    let (status_code, _) = get(inst.addr, "/apps/helpdesk/t/umbrella/__hostile");
+    assert_ne!(status_code, 500);
+    let (code, _) = request(
+        inst.addr,
+        "POST",
+        "/apps/helpdesk/t/acme/__hostile",
+        &[],
+        Some(("application/json", "{}")),
+    );
+    assert_eq!(code, 200, "acme is served by the app's worker");
 }

@@ -52,7 +52,8 @@ impl Platform {
         }
         crash("suspend")?;
         if !done("provision").await? {
-            self.ensure_tenant(manifest, tenant, to).await?;
+            self.ensure_tenant(manifest, tenant, to, record.dedicated_worker)
+                .await?;
             registry::mark_step(&self.client, &subject, "provision").await?;
         }
         crash("provision")?;
@@ -93,6 +94,10 @@ impl Platform {
             if from == IsolationLevel::Database {
                 self.vault
                     .delete(app, &tenant_password_path(tenant))
+                    .await
+                    .map_err(vault)?;
+                self.vault
+                    .delete_app(&app.tenant_space(tenant))
                     .await
                     .map_err(vault)?;
             }

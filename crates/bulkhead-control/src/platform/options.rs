@@ -163,8 +163,8 @@ impl Platform {
     }
 
     /// Sets (or with `None` clears) a tenant's value of a setting, validated against its JSON
-    /// Schema. A secret value goes to the app's vault space; the registry and the audit log
-    /// only note that it is set.
+    /// Schema. A secret value goes to the vault space of the worker that serves the tenant
+    /// (its own, or the app's); the registry and the audit log only note that it is set.
     pub async fn set_tenant_setting(
         &mut self,
         manifest: &AppManifest,
@@ -182,10 +182,14 @@ impl Platform {
             check_setting(decl, v)?;
         }
         let path = setting_secret_path(tenant, name);
+        let dedicated = registry::tenant(&self.client, &manifest.app, tenant.as_str())
+            .await?
+            .is_some_and(|r| r.dedicated());
+        let space = Self::serving_space(&manifest.app, tenant, dedicated);
         let (stored, detail) = match (value, decl.secret) {
             (Some(v), true) => {
                 self.vault
-                    .put(&manifest.app, &path, &VaultSecret::new(v.to_string()))
+                    .put(&space, &path, &VaultSecret::new(v.to_string()))
                     .await
                     .map_err(vault)?;
                 (
@@ -196,10 +200,7 @@ impl Platform {
             (Some(v), false) => (Some(v.clone()), json!({ "setting": name, "value": v })),
             (None, secret) => {
                 if secret {
-                    self.vault
-                        .delete(&manifest.app, &path)
-                        .await
-                        .map_err(vault)?;
+                    self.vault.delete(&space, &path).await.map_err(vault)?;
                 }
                 (None, json!({ "setting": name, "cleared": true }))
             }

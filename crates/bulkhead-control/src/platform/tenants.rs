@@ -24,17 +24,153 @@ impl Platform {
     /// the registry has it now (whatever `config.tenants` held): the registry is the one
     /// source, so no publication ever shows running workers a partial tenant list.
     pub async fn publish_worker_config(&self, mut config: WorkerConfig) -> Result<()> {
-        config.tenants = self.worker_tenants(&config.manifest.app).await?;
-        self.write_worker_config(&config).await
+        let records = registry::tenants(&self.client, &config.manifest.app).await?;
+        config.tenants = shared_tenants(&records)?;
+        self.write_worker_config(&config.manifest.app, &config)
+            .await?;
+        self.place_dedicated(&config, &records).await
     }
 
-    async fn write_worker_config(&self, config: &WorkerConfig) -> Result<()> {
+    async fn write_worker_config(
+        &self,
+        space: &bulkhead_model::AppId,
+        config: &WorkerConfig,
+    ) -> Result<()> {
         let json = serde_json::to_string(config).map_err(|e| Error::Internal(e.to_string()))?;
         self.vault
-            .put(&config.manifest.app, WORKER_CONFIG, &VaultSecret::new(json))
+            .put(space, WORKER_CONFIG, &VaultSecret::new(json))
             .await
             .map_err(vault)
     }
+
+    /// The vault space holding a tenant's secrets: its own worker's when it has one, else the
+    /// app's (whose worker serves it).
+    pub fn serving_space(
+        app: &bulkhead_model::AppId,
+        tenant: &TenantId,
+        dedicated: bool,
+    ) -> bulkhead_model::AppId {
+        if dedicated {
+            app.tenant_space(tenant)
+        } else {
+            app.clone()
+        }
+    }
+
+    /// Creates a tenant worker's vault space when it has none yet (with its file-link key).
+    async fn ensure_space(&self, space: &bulkhead_model::AppId) -> Result<()> {
+        if let Err(bulkhead_vault::Error::NotFound(_)) =
+            self.vault.get(space, FILES_SIGNING_KEY).await
+        {
+            self.vault.create_app(space).await.map_err(vault)?;
+        }
+        self.ensure_files_signing_key(space).await
+    }
+
+    /// Moves each of `names` from the vault space `from` to `to` (where it is already is kept).
+    async fn move_secrets(
+        &self,
+        names: &[String],
+        from: &bulkhead_model::AppId,
+        to: &bulkhead_model::AppId,
+    ) -> Result<()> {
+        for name in names {
+            match self.vault.get(from, name).await {
+                Ok(value) => {
+                    self.vault.put(to, name, &value).await.map_err(vault)?;
+                    self.vault.delete(from, name).await.map_err(vault)?;
+                }
+                Err(bulkhead_vault::Error::NotFound(_)) => {}
+                Err(e) => return Err(vault(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The `database` tenants' places: a dedicated one gets its own vault space with the
+    /// worker configuration naming only it (its files under their own root) and its secrets —
+    /// moved out of the app's space, so the app's worker holds no credential of it; a shared
+    /// one has its secrets back in the app's space and no space of its own.
+    async fn place_dedicated(
+        &self,
+        app_config: &WorkerConfig,
+        records: &[registry::TenantRecord],
+    ) -> Result<()> {
+        let app = &app_config.manifest.app;
+        for record in records
+            .iter()
+            .filter(|r| r.isolation == IsolationLevel::Database)
+        {
+            let space = app.tenant_space(&record.id);
+            let mut names = vec![tenant_password_path(&record.id)];
+            names.extend(
+                secret_setting_names(record)
+                    .iter()
+                    .map(|n| setting_secret_path(&record.id, n)),
+            );
+            if !record.dedicated() {
+                if self.vault.get(&space, FILES_SIGNING_KEY).await.is_ok() {
+                    self.move_secrets(&names, &space, app).await?;
+                    self.vault.delete_app(&space).await.map_err(vault)?;
+                }
+                continue;
+            }
+            self.ensure_space(&space).await?;
+            self.move_secrets(&names, app, &space).await?;
+            let mut config = app_config.clone();
+            config.tenants = vec![worker_view(record)?];
+            // Its files under a root of its own; with an S3 bucket (the app's key opens every
+            // tenant's prefix) it has no files API yet.
+            let s3 = self.vault.get(app, FILES_S3).await.is_ok();
+            config.files_root = app_config
+                .files_root
+                .as_ref()
+                .filter(|_| !s3)
+                .map(|root| root.join(space.as_str()));
+            let current = match self.vault.get(&space, WORKER_CONFIG).await {
+                Ok(raw) => serde_json::from_str::<WorkerConfig>(raw.expose()).ok(),
+                Err(_) => None,
+            };
+            if current
+                .as_ref()
+                .map(serde_json::to_value)
+                .and_then(|v| v.ok())
+                != serde_json::to_value(&config).ok()
+            {
+                self.write_worker_config(&space, &config).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The names of a tenant's secret settings (the registry names them; the vault holds them).
+fn secret_setting_names(record: &registry::TenantRecord) -> Vec<String> {
+    record
+        .config
+        .as_object()
+        .map(|c| {
+            c.iter()
+                .filter(|(_, v)| v.get(SECRET_MARK).is_some())
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The tenants an app's own worker serves: all but those with a worker of their own.
+fn shared_tenants(records: &[registry::TenantRecord]) -> Result<Vec<WorkerTenant>> {
+    records
+        .iter()
+        .filter(|r| !r.dedicated())
+        .map(worker_view)
+        .collect()
+}
+
+fn worker_view(record: &registry::TenantRecord) -> Result<WorkerTenant> {
+    worker_tenant(record).ok_or_else(|| {
+        Error::Internal(format!("registry entry of tenant {} is invalid", record.id))
+    })
 }
 
 impl Platform {
@@ -56,26 +192,26 @@ impl Platform {
             .drop_tenant(manifest, tenant, level)
             .await
             .map_err(pg)?;
-        self.vault
-            .delete(&manifest.app, &tenant_password_path(tenant))
-            .await
-            .map_err(vault)?;
-        // Secret settings: the registry names them; their values are in the app's vault space.
-        let secret_names: Vec<String> = record
-            .as_ref()
-            .and_then(|r| r.config.as_object())
-            .map(|c| {
-                c.iter()
-                    .filter(|(_, v)| v.get(SECRET_MARK).is_some())
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for name in &secret_names {
+        // Secrets: the database password and the secret settings the registry names, in the
+        // app's space and in the tenant's own worker's space, which goes with them.
+        let mut names = vec![tenant_password_path(tenant)];
+        names.extend(
+            record
+                .as_ref()
+                .map(secret_setting_names)
+                .unwrap_or_default()
+                .iter()
+                .map(|n| setting_secret_path(tenant, n)),
+        );
+        let space = manifest.app.tenant_space(tenant);
+        for name in &names {
             self.vault
-                .delete(&manifest.app, &setting_secret_path(tenant, name))
+                .delete(&manifest.app, name)
                 .await
                 .map_err(vault)?;
+        }
+        if level == bulkhead_model::IsolationLevel::Database {
+            self.vault.delete_app(&space).await.map_err(vault)?;
         }
         let removed_files = match files {
             Some(bucket) => bucket
@@ -108,7 +244,7 @@ impl Platform {
                 detail: json!({
                     "isolation": level.as_str(),
                     "files": removed_files,
-                    "secret_settings": secret_names.len(),
+                    "secret_settings": names.len() - 1,
                     "realm_removed": realm_removed,
                 }),
             },
@@ -141,16 +277,22 @@ impl Platform {
 }
 
 impl Platform {
-    /// Provisions a tenant of an app at its level and keeps what its worker needs in the
-    /// app's vault space: a `database` tenant's login password (stored when generated;
-    /// replaced when the vault lost it) and the tenant's entry in the worker configuration.
+    /// Provisions a tenant of an app at its level and keeps what its worker needs in the vault
+    /// space of the worker that serves it (its own when `dedicated`, else the app's): a
+    /// `database` tenant's login password (stored when generated; replaced when the vault lost
+    /// it).
     pub async fn ensure_tenant(
         &self,
         manifest: &AppManifest,
         tenant: &bulkhead_model::TenantId,
         level: bulkhead_model::IsolationLevel,
+        dedicated: bool,
     ) -> Result<()> {
-        let app = &manifest.app;
+        let dedicated = dedicated && level == IsolationLevel::Database;
+        let app = &Self::serving_space(&manifest.app, tenant, dedicated);
+        if dedicated {
+            self.ensure_space(app).await?;
+        }
         let done = self
             .provisioner
             .ensure_tenant(manifest, tenant, level)
@@ -188,25 +330,15 @@ impl Platform {
             Err(bulkhead_vault::Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(vault(e)),
         };
-        let tenants = self.worker_tenants(app).await?;
+        let records = registry::tenants(&self.client, app).await?;
+        // Dedicated tenants get their places before the app's worker lets go of them.
+        self.place_dedicated(&config, &records).await?;
+        let tenants = shared_tenants(&records)?;
         if config.tenants != tenants {
             config.tenants = tenants;
-            self.write_worker_config(&config).await?;
+            self.write_worker_config(app, &config).await?;
         }
         Ok(())
-    }
-
-    /// The app's tenants as its workers see them, from the registry.
-    async fn worker_tenants(&self, app: &bulkhead_model::AppId) -> Result<Vec<WorkerTenant>> {
-        registry::tenants(&self.client, app)
-            .await?
-            .iter()
-            .map(|r| {
-                worker_tenant(r).ok_or_else(|| {
-                    Error::Internal(format!("registry entry of tenant {} is invalid", r.id))
-                })
-            })
-            .collect()
     }
 
     /// [`Platform::declare_tenant`], and for a tenant whose users sign in locally makes sure
@@ -254,12 +386,13 @@ impl Platform {
             )));
         }
         // Finishes provisioning a run cut short, even when the registry is already current.
-        self.ensure_tenant(manifest, &spec.id, spec.isolation)
+        self.ensure_tenant(manifest, &spec.id, spec.isolation, spec.dedicated())
             .await?;
         let unchanged = known.as_ref().is_some_and(|k| {
             k.identity == spec.identity
                 && k.network == spec.network
                 && k.residency == spec.residency
+                && k.dedicated_worker == spec.dedicated_worker
         });
         if unchanged {
             return self.sync_worker_config(app).await;
@@ -272,6 +405,7 @@ impl Platform {
             &spec.identity,
             &spec.network,
             spec.residency.as_deref(),
+            spec.dedicated_worker,
         )
         .await?;
         self.sync_worker_config(app).await?;

@@ -117,6 +117,7 @@ async fn the_registry_keeps_tenants_and_credential_locations_but_no_secrets() {
             allow: vec!["api.acme-partner.com".into()],
         },
         Some("eu"),
+        true,
     )
     .await
     .unwrap();

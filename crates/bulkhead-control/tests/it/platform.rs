@@ -241,6 +241,7 @@ fn spec(id: &str, level: bulkhead_model::IsolationLevel) -> bulkhead_model::tena
         identity: bulkhead_model::tenants::IdentitySpec::Local { realm: id.into() },
         network: Default::default(),
         residency: None,
+        dedicated_worker: true,
         line: 0,
     }
 }
@@ -360,13 +361,14 @@ async fn a_tenant_moves_between_levels_with_its_records_and_resumes_after_a_cras
         assert_eq!(role, expected, "{from:?} -> {to:?}");
         {
             use bulkhead_vault_admin::VaultAdmin;
-            let password = vault
-                .get(
-                    &m.app,
-                    &bulkhead_control::platform::tenant_password_path(&acme),
-                )
-                .await;
-            assert_eq!(password.is_ok(), to == Database, "{from:?} -> {to:?}");
+            // In the tenant's own worker's space at the database level, never the app's.
+            let name = bulkhead_control::platform::tenant_password_path(&acme);
+            let own = vault.get(&m.app.tenant_space(&acme), &name).await.is_ok();
+            assert_eq!(own, to == Database, "{from:?} -> {to:?}");
+            assert!(
+                vault.get(&m.app, &name).await.is_err(),
+                "{from:?} -> {to:?}"
+            );
         }
     }
     // The neighbour never moved and kept its row.

@@ -197,10 +197,7 @@ impl Compartments {
         } else {
             None
         };
-        let private = self
-            .data_dir
-            .join("compartments")
-            .join(key.replace('/', "+"));
+        let private = self.private_dir(key);
         let tmp = private.join("tmp");
         std::fs::create_dir_all(&tmp)?;
         let mut owned = vec![private.clone()];
@@ -260,6 +257,13 @@ impl Compartments {
             },
             env: vec![("TMPDIR", tmp), ("HOME", private)],
         })
+    }
+
+    /// The private directory (home, temporary files) of the worker named `key`.
+    pub fn private_dir(&self, key: &str) -> PathBuf {
+        self.data_dir
+            .join("compartments")
+            .join(key.replace('/', "+"))
     }
 
     /// Every directory above `path` must let `uid` through: those under the data directory

@@ -1,0 +1,211 @@
+//! Tenants with a worker of their own: each `database` tenant (unless it opted out) runs in a
+//! worker that serves only it, booted into the tenant's vault space, which holds its database
+//! credential and nothing of the app's or another tenant's. The set follows the registry
+//! (re-read every two seconds): a new dedicated tenant gets its worker, a deleted one loses
+//! it along with its index copies, files and private directory on this host.
+//!
+//! The gateway routes to these workers after resolving the tenant the way the workers do
+//! (path `/t/<tenant>/`, header `x-tenant`, subdomain of a base domain). Routing is not the
+//! wall: the app's worker does not know a dedicated tenant, and a tenant's worker knows only
+//! its own, so a request that reached the wrong one would resolve to nothing.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use bulkhead_control::registry;
+use bulkhead_model::TenantId;
+use deadpool_postgres::Pool;
+use tokio::sync::watch;
+
+use crate::supervise::{self, Launch, WorkerHandle};
+
+/// One running tenant worker and the switch that stops it.
+#[derive(Debug)]
+struct Running {
+    handle: WorkerHandle,
+    stop: watch::Sender<bool>,
+}
+
+/// The dedicated workers of every served app, by (app, tenant).
+#[derive(Debug, Default)]
+pub(crate) struct TenantWorkers {
+    running: RwLock<HashMap<(String, String), Running>>,
+}
+
+impl TenantWorkers {
+    /// The worker of `tenant` of `app`, when it has one.
+    pub(crate) fn worker(&self, app: &str, tenant: &str) -> Option<WorkerHandle> {
+        let running = self.running.read().ok()?;
+        running
+            .get(&(app.to_owned(), tenant.to_owned()))
+            .map(|r| r.handle.clone())
+    }
+
+    pub(crate) fn handles(&self) -> Vec<WorkerHandle> {
+        self.running
+            .read()
+            .map(|r| r.values().map(|w| w.handle.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Starts the workers the registry asks for now and keeps following it until `shutdown`.
+    /// `templates` are the app workers' launches, from which a tenant's is derived.
+    pub(crate) async fn start(
+        self: &Arc<Self>,
+        pool: Pool,
+        templates: Vec<Launch>,
+        config: Arc<crate::config::Config>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let templates: Arc<[Launch]> = templates.into();
+        self.reconcile(&pool, &templates, &config, &shutdown).await;
+        let this = self.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.changed() => return,
+                }
+                this.reconcile(&pool, &templates, &config, &shutdown).await;
+            }
+        });
+    }
+
+    async fn reconcile(
+        &self,
+        pool: &Pool,
+        templates: &[Launch],
+        config: &crate::config::Config,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let mut wanted = Vec::new();
+        let Ok(client) = pool.get().await else {
+            tracing::warn!("cannot read the registry for tenant workers");
+            return;
+        };
+        for template in templates {
+            match registry::tenants(&**client, &template.app).await {
+                Ok(records) => wanted.extend(
+                    records
+                        .into_iter()
+                        .filter(|r| r.dedicated() && r.status != registry::TenantStatus::Deleting)
+                        .map(|r| (template, r.id)),
+                ),
+                Err(e) => {
+                    tracing::warn!(app = %template.app, error = %e, "cannot read the app's tenants");
+                    return;
+                }
+            }
+        }
+        drop(client);
+        let Ok(mut running) = self.running.write() else {
+            return;
+        };
+        running.retain(|(app, tenant), worker| {
+            let keep = wanted
+                .iter()
+                .any(|(t, id)| t.app.as_str() == app && id.as_str() == tenant);
+            if !keep {
+                let _ = worker.stop.send(true);
+                tracing::info!(%app, %tenant, "tenant worker stopped: the tenant is gone or shared");
+                if let Some(template) = templates.iter().find(|t| t.app.as_str() == app)
+                    && let Ok(tenant) = TenantId::parse(tenant)
+                {
+                    match launch_for(template, &tenant, config) {
+                        Ok(launch) => remove_dirs(&launch),
+                        Err(e) => tracing::warn!(%app, error = %e, "cannot name the tenant worker's directories"),
+                    }
+                }
+            }
+            keep
+        });
+        for (template, tenant) in wanted {
+            let key = (template.app.to_string(), tenant.to_string());
+            if running.contains_key(&key) {
+                continue;
+            }
+            let (stop, stopped) = watch::channel(false);
+            // The server's shutdown stops it too.
+            let mut global = shutdown.clone();
+            let relay = stop.clone();
+            tokio::spawn(async move {
+                let _ = global.changed().await;
+                let _ = relay.send(true);
+            });
+            let launch = match launch_for(template, &tenant, config) {
+                Ok(launch) => launch,
+                Err(e) => {
+                    tracing::error!(app = %template.app, %tenant, error = %e, "cannot prepare the tenant worker");
+                    continue;
+                }
+            };
+            match supervise::spawn(launch, stopped) {
+                Ok(handle) => {
+                    tracing::info!(app = %template.app, %tenant, "tenant worker starting");
+                    running.insert(key, Running { handle, stop });
+                }
+                Err(e) => {
+                    tracing::error!(app = %template.app, %tenant, error = %bulkhead_model::error_chain(&e), "cannot start the tenant worker");
+                }
+            }
+        }
+    }
+}
+
+/// A tenant worker's launch: the app's, for one tenant, with its own vault files, search
+/// copies and files directory (its compartment owns them).
+fn launch_for(
+    template: &Launch,
+    tenant: &TenantId,
+    config: &crate::config::Config,
+) -> crate::error::Result<Launch> {
+    let space = template.app.tenant_space(tenant);
+    let mut launch = template.clone();
+    launch.tenant = Some(tenant.clone());
+    launch.search.dir = template.search.dir.join(space.as_str());
+    launch.paths = supervise::worker_paths(config, &space)?;
+    Ok(launch)
+}
+
+/// Removes a gone tenant worker's directories on this host: index copies, files, private.
+fn remove_dirs(launch: &Launch) {
+    let mut dirs: Vec<PathBuf> = launch.paths.owned.clone();
+    dirs.push(launch.compartments.private_dir(launch.key().as_str()));
+    for dir in dirs {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "removed a gone tenant worker's directory")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a gone tenant worker's directory")
+            }
+        }
+    }
+}
+
+/// The tenant a request names, resolved as the workers resolve it: the `/t/<tenant>/` path
+/// prefix, then the `x-tenant` header, then a subdomain of one of `base_domains`.
+pub(crate) fn named_tenant(req: &Request<Body>, base_domains: &[String]) -> Option<String> {
+    if let Some(rest) = req.uri().path().strip_prefix("/t/") {
+        let id = rest.split('/').next().unwrap_or_default();
+        return TenantId::parse(id).ok().map(|t| t.to_string());
+    }
+    if let Some(h) = req.headers().get("x-tenant").and_then(|h| h.to_str().ok()) {
+        return TenantId::parse(h.trim()).ok().map(|t| t.to_string());
+    }
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())?;
+    let host = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    base_domains.iter().find_map(|base| {
+        let sub = host.strip_suffix(base.as_str())?.strip_suffix('.')?;
+        TenantId::parse(sub).ok().map(|t| t.to_string())
+    })
+}
