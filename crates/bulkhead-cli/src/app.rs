@@ -474,6 +474,13 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                         Some(&realms),
                     )
                     .await?;
+                if level == bulkhead_model::IsolationLevel::Database {
+                    bulkhead_server::platform::remove_tenant_worker_dirs(
+                        &cfg,
+                        &m.app,
+                        &TenantId::parse(&tenant)?,
+                    )?;
+                }
                 println!("deleted tenant {tenant} of {app} ({}, {files} files)", level.as_str());
             }
             TenantCommand::Suspend {

@@ -134,6 +134,7 @@ mod tests {
             features: serde_json::json!({}),
             config: serde_json::json!({}),
             dedicated_worker: true,
+            created_micros: 0,
         }
     }
 

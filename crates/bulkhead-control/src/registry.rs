@@ -96,6 +96,9 @@ pub struct TenantRecord {
     pub config: Value,
     /// The tenant's preference for its own worker (applies at the `database` level).
     pub dedicated_worker: bool,
+    /// When it was created, in microseconds since 1970 (its incarnation: a tenant created
+    /// again under the same id has another).
+    pub created_micros: i64,
 }
 
 impl TenantRecord {
@@ -171,7 +174,7 @@ pub async fn set_status(
 }
 
 const TENANT_COLUMNS: &str = "app, id, isolation, placement, identity, network, residency, status, \
-     features, config, dedicated_worker";
+     features, config, dedicated_worker, (extract(epoch FROM created_at) * 1000000)::bigint";
 
 fn tenant_record(r: &tokio_postgres::Row) -> Result<TenantRecord> {
     let (app, id): (String, String) = (r.get(0), r.get(1));
@@ -194,6 +197,7 @@ fn tenant_record(r: &tokio_postgres::Row) -> Result<TenantRecord> {
         features: r.get(8),
         config: r.get(9),
         dedicated_worker: r.get(10),
+        created_micros: r.get(11),
         app,
     })
 }

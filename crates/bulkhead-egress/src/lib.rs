@@ -17,7 +17,7 @@ pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bulkhead_model::{AppId, TenantId};
@@ -176,16 +176,70 @@ pub struct Egress {
     app_list: AllowList,
     config: EgressConfig,
     denials: Mutex<BTreeMap<String, u64>>,
+    resolver: std::result::Result<dns::Resolver, String>,
+    /// One pooled client per tenant, connecting only to the addresses its last check of each
+    /// host approved (see [`Pinned`]).
+    clients: Mutex<std::collections::HashMap<TenantId, (reqwest::Client, Arc<Pinned>)>>,
+    /// Through the platform's proxy: one pooled client per tenant (the proxy checks each hop).
+    proxied: Mutex<std::collections::HashMap<TenantId, reqwest::Client>>,
+}
+
+/// The addresses each host was last checked to for one tenant: the pooled client's only
+/// resolver, so it never connects anywhere the policy did not approve for that tenant (a
+/// reused connection goes to an address approved when it was opened).
+#[derive(Debug, Default)]
+struct Pinned(Mutex<std::collections::HashMap<String, Vec<SocketAddr>>>);
+
+impl reqwest::dns::Resolve for Pinned {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let found = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|p| p.get(name.as_str()).cloned());
+        Box::pin(async move {
+            match found {
+                Some(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
+                None => Err("no checked address for this host".into()),
+            }
+        })
+    }
 }
 
 impl Egress {
     pub fn new(app: AppId, app_list: AllowList, config: EgressConfig) -> Self {
+        let resolver =
+            dns::Resolver::new(config.nameserver, config.timeout).map_err(|e| e.to_string());
         Self {
             app,
             app_list,
             config,
             denials: Mutex::new(BTreeMap::new()),
+            resolver,
+            clients: Mutex::default(),
+            proxied: Mutex::default(),
         }
+    }
+
+    /// The tenant's pooled client and its pins.
+    fn client(&self, tenant: &TenantId) -> Result<(reqwest::Client, Arc<Pinned>)> {
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| Error::Failed("egress clients poisoned".into()))?;
+        if let Some(c) = clients.get(tenant) {
+            return Ok(c.clone());
+        }
+        let pins = Arc::new(Pinned::default());
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(pins.clone())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Failed(e.to_string()))?;
+        clients.insert(tenant.clone(), (client.clone(), pins.clone()));
+        Ok((client, pins))
     }
 
     /// The same egress, sending everything through the platform's proxy (see
@@ -231,20 +285,34 @@ impl Egress {
         token: &bulkhead_model::Secret,
         req: Request,
     ) -> Result<Response> {
-        let via = reqwest::Proxy::all(format!("http://{proxy}"))
-            .map_err(|e| Error::Failed(e.to_string()))?
-            .basic_auth(tenant.as_str(), token.expose());
         let redirects = self.config.max_redirects;
-        let client = reqwest::Client::builder()
-            .proxy(via)
-            .timeout(self.config.timeout)
-            .redirect(if redirects == 0 {
-                reqwest::redirect::Policy::none()
-            } else {
-                reqwest::redirect::Policy::limited(usize::from(redirects))
-            })
-            .build()
-            .map_err(|e| Error::Failed(e.to_string()))?;
+        let cached = self
+            .proxied
+            .lock()
+            .ok()
+            .and_then(|c| c.get(tenant).cloned());
+        let client = match cached {
+            Some(c) => c,
+            None => {
+                let via = reqwest::Proxy::all(format!("http://{proxy}"))
+                    .map_err(|e| Error::Failed(e.to_string()))?
+                    .basic_auth(tenant.as_str(), token.expose());
+                let c = reqwest::Client::builder()
+                    .proxy(via)
+                    .timeout(self.config.timeout)
+                    .redirect(if redirects == 0 {
+                        reqwest::redirect::Policy::none()
+                    } else {
+                        reqwest::redirect::Policy::limited(usize::from(redirects))
+                    })
+                    .build()
+                    .map_err(|e| Error::Failed(e.to_string()))?;
+                if let Ok(mut all) = self.proxied.lock() {
+                    all.insert(tenant.clone(), c.clone());
+                }
+                c
+            }
+        };
         let url = Url::parse(&req.url).map_err(|e| Error::BadUrl(e.to_string()))?;
         let host = url.host_str().unwrap_or_default().to_owned();
         let mut rb = client.request(req.method.clone(), url);
@@ -395,13 +463,11 @@ impl Egress {
     }
 
     async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-        let ips: Vec<IpAddr> = match self.config.nameserver {
-            Some(ns) => dns::lookup(ns, host, self.config.timeout).await?,
-            None => tokio::net::lookup_host((host, port))
-                .await?
-                .map(|a| a.ip())
-                .collect(),
-        };
+        let resolver = self
+            .resolver
+            .as_ref()
+            .map_err(|e| std::io::Error::other(format!("the resolver could not be set up: {e}")))?;
+        let ips = resolver.lookup(host).await?;
         Ok(ips
             .into_iter()
             .map(|ip| SocketAddr::new(ip, port))
@@ -424,18 +490,16 @@ impl Egress {
         let mut body = req.body.clone();
         let mut headers = req.headers.clone();
         let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let (client, pins) = self.client(tenant)?;
         for hop in 0..=self.config.max_redirects {
+            // Every hop is checked again; the client connects to the checked addresses only.
             let addrs = self.check(tenant, list, &url).await?;
-            let mut builder = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-            if let Some(url::Host::Domain(d)) = url.host() {
-                // Pinned: the client connects to the checked addresses, never looks up again.
-                builder = builder.resolve_to_addrs(d, &addrs);
+            if let (Some(url::Host::Domain(d)), Ok(mut pinned)) = (url.host(), pins.0.lock()) {
+                pinned.insert(d.to_owned(), addrs);
             }
-            let client = builder.build().map_err(|e| Error::Failed(e.to_string()))?;
-            let mut rb = client.request(method.clone(), url.clone());
+            let mut rb = client
+                .request(method.clone(), url.clone())
+                .timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
             for (k, v) in &headers {
                 rb = rb.header(k, v);
             }

@@ -18,8 +18,10 @@ use crate::{AllowList, Egress, Error};
 
 /// What the proxy needs to know: which app a token belongs to, and a tenant's list.
 pub trait ProxyPolicy: Send + Sync {
-    /// The egress of the app whose proxy token this is.
-    fn egress_for_token(&self, token: &str) -> Option<Arc<Egress>>;
+    /// The egress of the app whose proxy token this is, when the token may speak for
+    /// `tenant` (an app worker's token for the tenants it serves, a tenant worker's for its
+    /// own tenant only).
+    fn egress_for_token(&self, token: &str, tenant: &TenantId) -> Option<Arc<Egress>>;
     /// The allow-list of `tenant` of that app, `None` if the app has no such tenant.
     fn tenant_list(&self, egress: &Egress, tenant: &TenantId) -> Option<AllowList>;
 }
@@ -106,23 +108,30 @@ async fn handle(mut stream: TcpStream, policy: &dyn ProxyPolicy) -> std::io::Res
         )
         .await;
     }
-    let auth = credentials(&head).and_then(|(user, token)| {
-        let egress = policy.egress_for_token(&token)?;
-        Some((user, egress))
+    let auth = credentials(&head).map(|(user, token)| {
+        let tenant = TenantId::parse(&user).ok();
+        let egress = match &tenant {
+            Some(t) => policy.egress_for_token(&token, t),
+            None => None,
+        };
+        (tenant, egress)
     });
-    let Some((user, egress)) = auth else {
-        return reply(
-            &mut stream,
-            "407 Proxy Authentication Required",
-            "Proxy-Authenticate: Basic realm=\"bulkhead egress\"\r\n",
-            "",
-        )
-        .await;
+    let (tenant, egress) = match auth {
+        Some((Some(tenant), Some(egress))) => (tenant, egress),
+        Some((None, _)) => {
+            return reply(&mut stream, "403 Forbidden", "", "unknown tenant\n").await;
+        }
+        _ => {
+            return reply(
+                &mut stream,
+                "407 Proxy Authentication Required",
+                "Proxy-Authenticate: Basic realm=\"bulkhead egress\"\r\n",
+                "",
+            )
+            .await;
+        }
     };
-    let Some((tenant, list)) = TenantId::parse(&user)
-        .ok()
-        .and_then(|t| Some((t.clone(), policy.tenant_list(&egress, &t)?)))
-    else {
+    let Some(list) = policy.tenant_list(&egress, &tenant) else {
         return reply(&mut stream, "403 Forbidden", "", "unknown tenant\n").await;
     };
     let parsed = if connect {

@@ -9,55 +9,22 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// An address and a prefix length (host bits cleared).
+/// An address and a prefix length (host bits cleared), as `ipnet` parses and matches them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Net {
-    addr: IpAddr,
-    prefix: u8,
-}
+struct Net(ipnet::IpNet);
 
 impl Net {
     fn host(addr: IpAddr) -> Self {
-        let prefix = if addr.is_ipv4() { 32 } else { 128 };
-        Self { addr, prefix }
+        Self(ipnet::IpNet::from(addr))
     }
 
     /// `a.b.c.d/n` or `v6/n`; `None` when the address or length is wrong.
     fn parse(raw: &str) -> Option<Self> {
-        let (addr, len) = raw.split_once('/')?;
-        let addr: IpAddr = addr.parse().ok()?;
-        let prefix: u8 = len.parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then(|| Self {
-            addr: Self::masked(addr, prefix),
-            prefix,
-        })
-    }
-
-    fn bits(addr: IpAddr) -> (u128, u8) {
-        match addr {
-            IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
-            IpAddr::V6(v6) => (u128::from(v6), 128),
-        }
-    }
-
-    fn masked(addr: IpAddr, prefix: u8) -> IpAddr {
-        let (bits, width) = Self::bits(addr);
-        let keep = u32::from(prefix);
-        let shift = u32::from(width) - keep;
-        let value = if keep == 0 {
-            0
-        } else {
-            (bits >> shift) << shift
-        };
-        match addr {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(u32::try_from(value).unwrap_or(0))),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(value)),
-        }
+        raw.parse::<ipnet::IpNet>().ok().map(|n| Self(n.trunc()))
     }
 
     fn contains(&self, ip: &IpAddr) -> bool {
-        self.addr.is_ipv4() == ip.is_ipv4() && Self::masked(*ip, self.prefix) == self.addr
+        self.0.contains(ip)
     }
 }
 

@@ -127,6 +127,11 @@ pub struct WorkerTenant {
     /// Where the tenant's app code may connect (tenants.yaml `network:`); deny by default.
     #[serde(default)]
     pub network: NetworkSpec,
+    /// When the tenant was created (microseconds since 1970): a tenant deleted and created
+    /// again under the same id is another incarnation, and nothing of the old one is kept —
+    /// pools, passwords, index copies, its own worker.
+    #[serde(default)]
+    pub incarnation: i64,
 }
 
 #[cfg(test)]

@@ -208,7 +208,7 @@ impl Gateway {
             workers.push(supervise::spawn(launch, shutdown.clone())?);
         }
         // `database` tenants with a worker of their own, following the registry.
-        let tenant_workers = Arc::new(crate::tenant_workers::TenantWorkers::default());
+        let tenant_workers = Arc::new(crate::tenant_workers::TenantWorkers::new(proxy.clone()));
         tenant_workers
             .start(
                 self.pool.clone(),

@@ -28,15 +28,26 @@ use crate::supervise::{self, Launch, WorkerHandle};
 struct Running {
     handle: WorkerHandle,
     stop: watch::Sender<bool>,
+    /// The tenant's incarnation it serves: one created again gets a fresh worker.
+    incarnation: i64,
 }
 
 /// The dedicated workers of every served app, by (app, tenant).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TenantWorkers {
     running: RwLock<HashMap<(String, String), Running>>,
+    /// The egress proxy, which issues each tenant worker a token bound to its tenant.
+    proxy: Option<Arc<crate::egress_proxy::EgressProxy>>,
 }
 
 impl TenantWorkers {
+    pub(crate) fn new(proxy: Option<Arc<crate::egress_proxy::EgressProxy>>) -> Self {
+        Self {
+            running: RwLock::default(),
+            proxy,
+        }
+    }
+
     /// The worker of `tenant` of `app`, when it has one.
     pub(crate) fn worker(&self, app: &str, tenant: &str) -> Option<WorkerHandle> {
         let running = self.running.read().ok()?;
@@ -94,7 +105,7 @@ impl TenantWorkers {
                     records
                         .into_iter()
                         .filter(|r| r.dedicated() && r.status != registry::TenantStatus::Deleting)
-                        .map(|r| (template, r.id)),
+                        .map(|r| (template, r.id, r.created_micros)),
                 ),
                 Err(e) => {
                     tracing::warn!(app = %template.app, error = %e, "cannot read the app's tenants");
@@ -107,16 +118,18 @@ impl TenantWorkers {
             return;
         };
         running.retain(|(app, tenant), worker| {
-            let keep = wanted
-                .iter()
-                .any(|(t, id)| t.app.as_str() == app && id.as_str() == tenant);
+            let keep = wanted.iter().any(|(t, id, incarnation)| {
+                t.app.as_str() == app
+                    && id.as_str() == tenant
+                    && *incarnation == worker.incarnation
+            });
             if !keep {
                 let _ = worker.stop.send(true);
                 tracing::info!(%app, %tenant, "tenant worker stopped: the tenant is gone or shared");
                 if let Some(template) = templates.iter().find(|t| t.app.as_str() == app)
                     && let Ok(tenant) = TenantId::parse(tenant)
                 {
-                    match launch_for(template, &tenant, config) {
+                    match self.launch_for(template, &tenant, config) {
                         Ok(launch) => remove_dirs(&launch),
                         Err(e) => tracing::warn!(%app, error = %e, "cannot name the tenant worker's directories"),
                     }
@@ -124,7 +137,7 @@ impl TenantWorkers {
             }
             keep
         });
-        for (template, tenant) in wanted {
+        for (template, tenant, incarnation) in wanted {
             let key = (template.app.to_string(), tenant.to_string());
             if running.contains_key(&key) {
                 continue;
@@ -137,7 +150,7 @@ impl TenantWorkers {
                 let _ = global.changed().await;
                 let _ = relay.send(true);
             });
-            let launch = match launch_for(template, &tenant, config) {
+            let launch = match self.launch_for(template, &tenant, config) {
                 Ok(launch) => launch,
                 Err(e) => {
                     tracing::error!(app = %template.app, %tenant, error = %e, "cannot prepare the tenant worker");
@@ -147,7 +160,14 @@ impl TenantWorkers {
             match supervise::spawn(launch, stopped) {
                 Ok(handle) => {
                     tracing::info!(app = %template.app, %tenant, "tenant worker starting");
-                    running.insert(key, Running { handle, stop });
+                    running.insert(
+                        key,
+                        Running {
+                            handle,
+                            stop,
+                            incarnation,
+                        },
+                    );
                 }
                 Err(e) => {
                     tracing::error!(app = %template.app, %tenant, error = %bulkhead_model::error_chain(&e), "cannot start the tenant worker");
@@ -155,21 +175,26 @@ impl TenantWorkers {
             }
         }
     }
-}
 
-/// A tenant worker's launch: the app's, for one tenant, with its own vault files, search
-/// copies and files directory (its compartment owns them).
-fn launch_for(
-    template: &Launch,
-    tenant: &TenantId,
-    config: &crate::config::Config,
-) -> crate::error::Result<Launch> {
-    let space = template.app.tenant_space(tenant);
-    let mut launch = template.clone();
-    launch.tenant = Some(tenant.clone());
-    launch.search.dir = template.search.dir.join(space.as_str());
-    launch.paths = supervise::worker_paths(config, &space)?;
-    Ok(launch)
+    /// A tenant worker's launch: the app's, for one tenant, with its own vault files, search
+    /// copies and files directory (its compartment owns them) and its own proxy token.
+    fn launch_for(
+        &self,
+        template: &Launch,
+        tenant: &TenantId,
+        config: &crate::config::Config,
+    ) -> crate::error::Result<Launch> {
+        let space = template.app.tenant_space(tenant);
+        let mut launch = template.clone();
+        launch.tenant = Some(tenant.clone());
+        launch.search.dir = template.search.dir.join(space.as_str());
+        launch.paths = supervise::worker_paths(config, &space)?;
+        launch.proxy = match (&self.proxy, &template.proxy) {
+            (Some(proxy), Some((at, _))) => proxy.for_tenant(&template.app, tenant, Some(*at)),
+            _ => None,
+        };
+        Ok(launch)
+    }
 }
 
 /// Removes a gone tenant worker's directories on this host: index copies, files, private.

@@ -150,6 +150,7 @@ pub async fn launch(
     let realms = Arc::new(LiveRealms::default());
     let options = Arc::new(OptionsStore::default());
     let http = Arc::new(egress_client(&app, &egress)?);
+    let search = SearchIndexes::new(plane.clone(), search);
     let mut live = Live {
         app: app.clone(),
         plane: plane.clone(),
@@ -157,6 +158,7 @@ pub async fn launch(
         realms: realms.clone(),
         options: options.clone(),
         http: http.clone(),
+        search: search.is_enabled().then(|| search.clone()),
         applied: Vec::new(),
     };
     live.apply(&config, vault_attempts).await?;
@@ -166,7 +168,6 @@ pub async fn launch(
         .with_files(boot::files(&*reader, &config, &app, vault_attempts).await?)
         .with_options(options)
         .with_http(http.clone());
-    let search = SearchIndexes::new(plane.clone(), search);
     if search.is_enabled() {
         tracing::info!(app = %app, dir = %search.config().dir.display(), "search: following tenant outboxes");
         tokio::spawn(search.clone().follow());

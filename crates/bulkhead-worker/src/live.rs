@@ -92,6 +92,8 @@ pub(crate) struct Live {
     pub(crate) realms: Arc<LiveRealms>,
     pub(crate) options: Arc<OptionsStore>,
     pub(crate) http: Arc<HttpOut>,
+    /// The index copies, dropped for a tenant created again under the same id.
+    pub(crate) search: Option<bulkhead_search::SearchIndexes>,
     pub(crate) applied: Vec<WorkerTenant>,
 }
 
@@ -133,10 +135,23 @@ impl Live {
             self.http.set(tenant.id.clone(), list);
             // The placement only when it changed: re-registering drops the tenant's pools.
             if before.is_some_and(|b| {
-                (b.level, b.suspended, &b.identity)
-                    == (tenant.level, tenant.suspended, &tenant.identity)
+                (b.level, b.suspended, &b.identity, b.incarnation)
+                    == (
+                        tenant.level,
+                        tenant.suspended,
+                        &tenant.identity,
+                        tenant.incarnation,
+                    )
             }) {
                 continue;
+            }
+            // Deleted and created again: nothing of the old incarnation stays (its pools go
+            // with the new registration, its index copy here).
+            if before.is_some_and(|b| b.incarnation != tenant.incarnation)
+                && let Some(search) = &self.search
+                && let Err(e) = search.forget(&tenant.id)
+            {
+                tracing::warn!(app = %self.app, tenant = %tenant.id, error = %e, "cannot drop the old incarnation's index copy");
             }
             let database_password = if tenant.level == IsolationLevel::Database {
                 Some(

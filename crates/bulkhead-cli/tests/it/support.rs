@@ -23,10 +23,14 @@ impl Running {
     }
 
     pub fn spawn_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .envs(env.iter().copied())
-            .current_dir(cwd)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).envs(env.iter().copied()).current_dir(cwd);
+        Self::spawn_command(cmd)
+    }
+
+    /// Runs `cmd` (the binary under a wrapper, say) with the readiness line and logs captured.
+    pub fn spawn_command(mut cmd: Command) -> Self {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .env("BULKHEAD_READY_STDOUT", "1")
             .env_remove("BULKHEAD_DATABASE_URL")

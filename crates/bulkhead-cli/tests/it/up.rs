@@ -694,6 +694,49 @@ fn app_and_tenant_commands_provision_rotate_and_audit() {
         "{export}"
     );
     assert!(!export.contains("acme"), "only initech's rows: {export}");
+    // What the tenant leaves behind on this host: a file, a setting, its index copy — all in
+    // its own worker's places (initech has a worker of its own).
+    let (status, body) = crate::support::request(
+        addr,
+        "PUT",
+        "/t/initech/files/report.txt",
+        &[("Authorization", &token)],
+        Some(("text/plain", "initech's report")),
+    );
+    assert!(status < 300, "{status} {body}");
+    run(&[
+        "config",
+        "set",
+        "support_email",
+        "\"help@initech.example\"",
+        "--app",
+        "helpdesk",
+        "--tenant",
+        "initech",
+    ]);
+    let data = cwd.path().join(".bulkhead");
+    let places = [
+        data.join("files/helpdesk--initech"),
+        data.join("search/helpdesk--initech"),
+        data.join("compartments/helpdesk--initech"),
+    ];
+    let files = bulkhead_testkit::files_under(&places[0]);
+    assert!(
+        files
+            .iter()
+            .any(|f| std::fs::read(f).is_ok_and(|b| b == b"initech's report")),
+        "{files:?}"
+    );
+    let eventually = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    eventually("initech's index copy", &|| {
+        !bulkhead_testkit::files_under(&places[1]).is_empty()
+    });
     let refused = Command::new(crate::support::BIN)
         .args(["tenant", "delete", "initech", "--app", "helpdesk"])
         .current_dir(cwd.path())
@@ -710,8 +753,27 @@ fn app_and_tenant_commands_provision_rotate_and_audit() {
     ]);
     let list = run(&["tenant", "list", "--app", "helpdesk"]);
     assert!(!list.contains("initech"), "{list}");
-    // Created again under the same id, the tenant starts empty: the old accounts are gone.
-    run(&["tenant", "create", "initech", "--app", "helpdesk"]);
+    // Its worker stops and its file, index copy and private directory go with it.
+    eventually("the deleted tenant's places are removed", &|| {
+        places.iter().all(|p| !p.exists())
+    });
+    // Created again under the same id (and level), the tenant starts empty: the old accounts,
+    // settings and files are gone.
+    run(&[
+        "tenant",
+        "create",
+        "initech",
+        "--app",
+        "helpdesk",
+        "--isolation",
+        "database",
+    ]);
+    let setting = run(&["config", "get", "--app", "helpdesk", "--tenant", "initech"]);
+    assert!(!setting.contains("initech.example"), "{setting}");
+    assert!(
+        bulkhead_testkit::files_under(&places[0]).is_empty(),
+        "a file survived the tenant"
+    );
     // The gateway learns of the new tenant within its two-second registry refresh (404 until).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let (status, body) = loop {

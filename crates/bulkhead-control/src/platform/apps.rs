@@ -193,5 +193,6 @@ pub fn worker_tenant(record: &registry::TenantRecord) -> Option<WorkerTenant> {
         },
         secret_settings,
         network: record.network.clone(),
+        incarnation: record.created_micros,
     })
 }

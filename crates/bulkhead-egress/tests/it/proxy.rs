@@ -19,7 +19,7 @@ struct Policy {
 }
 
 impl ProxyPolicy for Policy {
-    fn egress_for_token(&self, token: &str) -> Option<Arc<Egress>> {
+    fn egress_for_token(&self, token: &str, _: &TenantId) -> Option<Arc<Egress>> {
         (token == self.token).then(|| self.egress.clone())
     }
     fn tenant_list(&self, _: &Egress, tenant: &TenantId) -> Option<AllowList> {

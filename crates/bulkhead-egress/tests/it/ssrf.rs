@@ -298,3 +298,73 @@ async fn redirects_are_checked_at_every_hop_and_limits_hold() {
         .unwrap();
     assert_eq!(r.status.as_u16(), 307);
 }
+
+/// One pooled client per tenant: three requests to the same host reuse one connection (the
+/// server sees one peer), and each still goes through the allow-list and the address check.
+#[tokio::test]
+async fn connections_are_reused_across_requests_to_the_same_host() {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+    let peers: Arc<Mutex<Vec<SocketAddr>>> = Arc::default();
+    let seen = peers.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let router = axum::Router::new().route(
+        "/ok",
+        get(
+            move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(peer);
+                    "ok"
+                }
+            },
+        ),
+    );
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let w = world(EgressConfig::default()).await;
+    let acme = AllowList::parse(&[
+        &format!("ok.partner.test:{port}"),
+        &format!("127.0.0.1:{port}"),
+    ])
+    .unwrap();
+    let tenant = TenantId::parse("acme").unwrap();
+    for _ in 0..3 {
+        let r = w
+            .egress
+            .send(
+                &tenant,
+                &acme,
+                Request::get(&format!("http://ok.partner.test:{port}/ok")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let peers = peers.lock().unwrap().clone();
+    assert_eq!(peers.len(), 3);
+    assert!(
+        peers.iter().all(|p| *p == peers[0]),
+        "new connections: {peers:?}"
+    );
+    // Reuse never skips the policy: the same host for a tenant that may not reach it is refused.
+    let other = TenantId::parse("globex").unwrap();
+    let strict = AllowList::parse(&["*.partner.test"]).unwrap();
+    assert!(matches!(
+        w.egress
+            .send(
+                &other,
+                &strict,
+                Request::get(&format!("http://ok.partner.test:{port}/ok"))
+            )
+            .await,
+        Err(Error::Denied { .. })
+    ));
+}
