@@ -27,6 +27,12 @@ pub struct Args {
     /// The OpenBao / Vault server, for a boot credential of the form approle:<role>:<secret>.
     #[arg(long, env = env::VAULT_ADDR)]
     vault_addr: Option<String>,
+    /// The OpenBao KV v2 mount holding the apps' secrets.
+    #[arg(long, env = env::VAULT_MOUNT, default_value = "secret")]
+    vault_mount: String,
+    /// The OpenBao namespace of the apps' secrets, if any.
+    #[arg(long, env = env::VAULT_NAMESPACE)]
+    vault_namespace: Option<String>,
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: std::net::SocketAddr,
@@ -81,6 +87,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         boot,
         vault_dir: args.vault_dir,
         vault_addr: args.vault_addr,
+        vault_location: bulkhead_worker::VaultLocation {
+            mount: args.vault_mount,
+            namespace: args.vault_namespace,
+        },
         vault_attempts: args.vault_attempts,
         reload: Duration::from_millis(args.reload_ms),
         search: args.search_config.unwrap_or_default(),

@@ -47,6 +47,10 @@ pub mod env {
     pub const READY_STDOUT: &str = "BULKHEAD_READY_STDOUT";
     /// The OpenBao / Vault server.
     pub const VAULT_ADDR: &str = "BULKHEAD_VAULT_ADDR";
+    /// The OpenBao KV v2 mount holding the apps' secrets (default `secret`).
+    pub const VAULT_MOUNT: &str = "BULKHEAD_VAULT_MOUNT";
+    /// The OpenBao namespace, when the apps' secrets live in one.
+    pub const VAULT_NAMESPACE: &str = "BULKHEAD_VAULT_NAMESPACE";
     /// In a network namespace: the relay host for the database, vault and S3.
     pub const UPSTREAM_HOST: &str = "BULKHEAD_UPSTREAM_HOST";
     /// The gateway's egress CONNECT proxy and this app's token for it.

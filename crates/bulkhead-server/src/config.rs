@@ -190,6 +190,12 @@ pub struct VaultConfig {
     /// the apps' KV paths). Never handed to a worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// OpenBao: the KV v2 mount holding the apps' secrets. Default `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    /// OpenBao: the namespace the mount, policies and AppRoles are in (`X-Vault-Namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -213,6 +219,13 @@ impl Config {
 }
 
 impl VaultConfig {
+    /// Where the apps' secrets are on OpenBao.
+    pub fn location(&self) -> bulkhead_vault::openbao::Location {
+        bulkhead_vault::openbao::Location {
+            mount: self.mount.clone().unwrap_or_else(|| "secret".into()),
+            namespace: self.namespace.clone(),
+        }
+    }
     pub fn dir(&self, data_dir: &Path) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| data_dir.join("vault"))
     }

@@ -188,6 +188,7 @@ impl Gateway {
                 vault: self.platform.vault.clone(),
                 vault_dir: std::path::absolute(config.vault.dir(&config.data_dir))?,
                 vault_addr: config.vault.address.clone(),
+                vault_location: config.vault.location(),
                 health_interval: Duration::from_secs(config.serve.health_interval_secs.max(1)),
                 health_failures: config.serve.health_failures,
                 search: bulkhead_search::SearchConfig {

@@ -135,6 +135,8 @@ pub struct Launch {
     pub vault: Arc<dyn VaultAdmin>,
     pub vault_dir: PathBuf,
     pub vault_addr: Option<String>,
+    /// Where the app's secrets are on OpenBao (mount, namespace), handed to the worker.
+    pub vault_location: bulkhead_vault::openbao::Location,
     pub health_interval: Duration,
     pub health_failures: u32,
     /// The worker's search settings (its own index directory).
@@ -320,6 +322,10 @@ async fn run_once(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true);
+    cmd.env(env::VAULT_MOUNT, &launch.vault_location.mount);
+    if let Some(ns) = &launch.vault_location.namespace {
+        cmd.env(env::VAULT_NAMESPACE, ns);
+    }
     match (&launch.vault_addr, &launch.sandbox) {
         (Some(addr), Some(sb)) => {
             // The vault is reached through the relay on the namespace's link.

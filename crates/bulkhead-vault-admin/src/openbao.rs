@@ -3,7 +3,7 @@
 
 use bulkhead_model::AppId;
 use bulkhead_vault::openbao::{
-    SECRET_ID_TTL, TOKEN_PERIOD, call, client, data_path, expect_ok, role, value_of,
+    Location, SECRET_ID_TTL, TOKEN_PERIOD, call, client, expect_ok, role, value_of,
 };
 use bulkhead_vault::{BootCredential, BoxFuture, Error, Result, Secret, check_name};
 use reqwest::{Method, StatusCode};
@@ -16,6 +16,7 @@ use crate::VaultAdmin;
 pub struct OpenBaoAdmin {
     addr: String,
     token: Secret,
+    location: Location,
     http: reqwest::Client,
 }
 
@@ -24,8 +25,15 @@ impl OpenBaoAdmin {
         Ok(Self {
             addr: addr.to_owned(),
             token,
+            location: Location::default(),
             http: client()?,
         })
+    }
+
+    /// The same admin for secrets at `location` (mount and namespace).
+    pub fn at(mut self, location: Location) -> Self {
+        self.location = location;
+        self
     }
 
     async fn admin(
@@ -37,6 +45,7 @@ impl OpenBaoAdmin {
         call(
             &self.http,
             &self.addr,
+            &self.location,
             Some(self.token.expose()),
             method,
             path,
@@ -69,7 +78,8 @@ impl VaultAdmin for OpenBaoAdmin {
             self.ensure_approle().await?;
             let role = role(app);
             let policy = format!(
-                "path \"secret/data/bulkhead/apps/{app}/*\" {{ capabilities = [\"read\"] }}\n"
+                "path \"{}/data/bulkhead/apps/{app}/*\" {{ capabilities = [\"read\"] }}\n",
+                self.location.mount
             );
             let (s, b) = self
                 .admin(
@@ -184,7 +194,7 @@ impl VaultAdmin for OpenBaoAdmin {
             let (s, b) = self
                 .admin(
                     Method::POST,
-                    &data_path(app, name),
+                    &self.location.data_path(app, name),
                     Some(json!({ "data": { "value": value.expose() } })),
                 )
                 .await?;
@@ -195,7 +205,9 @@ impl VaultAdmin for OpenBaoAdmin {
     fn get<'a>(&'a self, app: &'a AppId, name: &'a str) -> BoxFuture<'a, Result<Secret>> {
         Box::pin(async move {
             check_name(name)?;
-            let (s, b) = self.admin(Method::GET, &data_path(app, name), None).await?;
+            let (s, b) = self
+                .admin(Method::GET, &self.location.data_path(app, name), None)
+                .await?;
             expect_ok(s, &b, name)?;
             value_of(&b, name)
         })
@@ -207,7 +219,7 @@ impl VaultAdmin for OpenBaoAdmin {
             let (s, b) = self
                 .admin(
                     Method::DELETE,
-                    &format!("secret/metadata/bulkhead/apps/{app}/{name}"),
+                    &self.location.metadata_path(app, &format!("/{name}")),
                     None,
                 )
                 .await?;
@@ -222,16 +234,12 @@ impl VaultAdmin for OpenBaoAdmin {
         Box::pin(async move {
             let role = role(app);
             let _ = self
-                .admin(
-                    Method::DELETE,
-                    &format!("secret/metadata/bulkhead/apps/{app}"),
-                    None,
-                )
+                .admin(Method::DELETE, &self.location.metadata_path(app, ""), None)
                 .await?;
             let list =
                 Method::from_bytes(b"LIST").map_err(|e| Error::Unavailable(e.to_string()))?;
             let (s, b) = self
-                .admin(list, &format!("secret/metadata/bulkhead/apps/{app}"), None)
+                .admin(list, &self.location.metadata_path(app, ""), None)
                 .await?;
             if s.is_success()
                 && let Some(keys) = b["data"]["keys"].as_array()
@@ -240,7 +248,7 @@ impl VaultAdmin for OpenBaoAdmin {
                     let (s, b) = self
                         .admin(
                             Method::DELETE,
-                            &format!("secret/metadata/bulkhead/apps/{app}/{k}"),
+                            &self.location.metadata_path(app, &format!("/{k}")),
                             None,
                         )
                         .await?;

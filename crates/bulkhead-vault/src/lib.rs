@@ -151,12 +151,14 @@ pub trait VaultReader: Send + Sync {
 }
 
 /// Opens an app worker's reader from its boot credential: an embedded key opens the vault
-/// directory `dir`; an AppRole logs in to the OpenBao server at `addr`.
+/// directory `dir`; an AppRole logs in to the OpenBao server at `addr` and reads at
+/// `location` (mount and namespace).
 pub fn open_reader(
     credential: &BootCredential,
     app: AppId,
     dir: &std::path::Path,
     addr: Option<&str>,
+    location: &openbao::Location,
 ) -> Result<std::sync::Arc<dyn VaultReader>> {
     Ok(match credential {
         BootCredential::Embedded { .. } => {
@@ -166,7 +168,9 @@ pub fn open_reader(
             let addr = addr.ok_or_else(|| {
                 Error::BadCredential("an AppRole credential needs the OpenBao address".into())
             })?;
-            std::sync::Arc::new(openbao::OpenBaoReader::new(addr, app, credential)?)
+            std::sync::Arc::new(
+                openbao::OpenBaoReader::new(addr, app, credential)?.at(location.clone()),
+            )
         }
     })
 }

@@ -40,13 +40,40 @@ pub fn role(app: &AppId) -> String {
     format!("bulkhead-app-{app}")
 }
 
-pub fn data_path(app: &AppId, name: &str) -> String {
-    format!("secret/data/bulkhead/apps/{app}/{name}")
+/// Where the apps' secrets are on the server: the KV v2 mount (`[vault] mount`, default
+/// `secret`) and the namespace (`[vault] namespace`, sent as `X-Vault-Namespace`; none by
+/// default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub mount: String,
+    pub namespace: Option<String>,
+}
+
+impl Default for Location {
+    fn default() -> Self {
+        Self {
+            mount: "secret".into(),
+            namespace: None,
+        }
+    }
+}
+
+impl Location {
+    /// The KV v2 data path of an app's secret `name`.
+    pub fn data_path(&self, app: &AppId, name: &str) -> String {
+        format!("{}/data/bulkhead/apps/{app}/{name}", self.mount)
+    }
+
+    /// The KV v2 metadata path of an app's space, followed by `rest` (`""` or `/name`).
+    pub fn metadata_path(&self, app: &AppId, rest: &str) -> String {
+        format!("{}/metadata/bulkhead/apps/{app}{rest}", self.mount)
+    }
 }
 
 pub async fn call(
     http: &reqwest::Client,
     addr: &str,
+    location: &Location,
     token: Option<&str>,
     method: Method,
     path: &str,
@@ -56,6 +83,9 @@ pub async fn call(
     let mut req = http.request(method, &url);
     if let Some(t) = token {
         req = req.header("X-Vault-Token", t);
+    }
+    if let Some(ns) = &location.namespace {
+        req = req.header("X-Vault-Namespace", ns);
     }
     if let Some(b) = body {
         req = req
@@ -103,6 +133,7 @@ pub struct OpenBaoReader {
     secret_id: Secret,
     token: Mutex<Option<Session>>,
     accessor: std::sync::Mutex<Option<String>>,
+    location: Location,
     http: reqwest::Client,
 }
 
@@ -123,6 +154,7 @@ impl OpenBaoReader {
                 secret_id: Secret::new(secret_id.clone()),
                 token: Mutex::new(None),
                 accessor: std::sync::Mutex::new(None),
+                location: Location::default(),
                 http: client()?,
             }),
             BootCredential::Embedded { .. } => Err(Error::BadCredential(
@@ -131,10 +163,17 @@ impl OpenBaoReader {
         }
     }
 
+    /// The same reader for secrets at `location` (mount and namespace).
+    pub fn at(mut self, location: Location) -> Self {
+        self.location = location;
+        self
+    }
+
     async fn login(&self) -> Result<Session> {
         let (s, b) = call(
             &self.http,
             &self.addr,
+            &self.location,
             None,
             Method::POST,
             "auth/approle/login",
@@ -166,7 +205,7 @@ impl OpenBaoReader {
     /// Reads a path of another app with this app's token: refused by the vault's policy.
     /// Exists so tests can prove it.
     pub async fn get_of(&self, app: &AppId, name: &str) -> Result<Secret> {
-        self.read(&data_path(app, name), name).await
+        self.read(&self.location.data_path(app, name), name).await
     }
 
     /// Renews the token when [`RENEW_EVERY`] has passed; a token the vault no longer renews
@@ -181,6 +220,7 @@ impl OpenBaoReader {
         let (status, _) = call(
             &self.http,
             &self.addr,
+            &self.location,
             Some(&s.token),
             Method::POST,
             "auth/token/renew-self",
@@ -213,6 +253,7 @@ impl OpenBaoReader {
             let (s, b) = call(
                 &self.http,
                 &self.addr,
+                &self.location,
                 Some(&token),
                 Method::GET,
                 path,
@@ -244,7 +285,7 @@ impl VaultReader for OpenBaoReader {
     fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Secret>> {
         Box::pin(async move {
             check_name(name)?;
-            let path = data_path(&self.app, name);
+            let path = self.location.data_path(&self.app, name);
             self.read(&path, name).await
         })
     }

@@ -35,6 +35,9 @@ use tokio::net::TcpListener;
 
 use crate::live::{Live, LiveRealms};
 
+/// Where an app's secrets are on OpenBao (mount, namespace).
+pub use bulkhead_vault::openbao::Location as VaultLocation;
+
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -68,6 +71,8 @@ pub struct WorkerSettings {
     pub vault_dir: PathBuf,
     /// The OpenBao / Vault server, for an AppRole boot credential.
     pub vault_addr: Option<String>,
+    /// Where the app's secrets are on OpenBao (mount, namespace).
+    pub vault_location: VaultLocation,
     /// How many times to try the vault before giving up (with exponential backoff).
     pub vault_attempts: u32,
     /// How often to re-read the configuration (tenants created, suspended, deleted).
@@ -92,6 +97,7 @@ pub async fn launch(
         boot,
         vault_dir,
         vault_addr,
+        vault_location,
         vault_attempts,
         reload,
         search,
@@ -101,8 +107,14 @@ pub async fn launch(
         Some(t) => app.tenant_space(t),
         None => app.clone(),
     };
-    let reader = bulkhead_vault::open_reader(&boot, space, &vault_dir, vault_addr.as_deref())
-        .map_err(|e| Error::Vault(format!("opening the app's vault space: {e}")))?;
+    let reader = bulkhead_vault::open_reader(
+        &boot,
+        space,
+        &vault_dir,
+        vault_addr.as_deref(),
+        &vault_location,
+    )
+    .map_err(|e| Error::Vault(format!("opening the app's vault space: {e}")))?;
     drop(boot);
     let mut config = boot::load_config(&*reader, vault_attempts).await?;
     // In a network namespace the database is reached through the relay on its link.

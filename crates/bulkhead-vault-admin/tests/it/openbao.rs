@@ -129,3 +129,79 @@ async fn a_secret_id_opens_one_login_and_a_replaced_workers_session_is_revoked()
     // Revoking again (already gone) is fine.
     admin.revoke_session(&session).await.unwrap();
 }
+
+/// `[vault] mount` and `namespace`: an app's space, policy and AppRole in a namespace and a
+/// KV mount of the operator's choosing; a reader looking in the default place finds nothing.
+#[tokio::test]
+async fn spaces_live_in_the_configured_mount_and_namespace() {
+    use bulkhead_vault::openbao::{Location, call, client, expect_ok};
+    use reqwest::Method;
+    let bao = OpenBao::start().unwrap();
+    let http = client().unwrap();
+    let root = Location::default();
+    let (s, b) = call(
+        &http,
+        &bao.addr(),
+        &root,
+        Some(bao.root_token()),
+        Method::POST,
+        "sys/namespaces/partners",
+        None,
+    )
+    .await
+    .unwrap();
+    expect_ok(s, &b, "namespace").unwrap();
+    let location = Location {
+        mount: "apps-kv".into(),
+        namespace: Some("partners".into()),
+    };
+    let (s, b) = call(
+        &http,
+        &bao.addr(),
+        &location,
+        Some(bao.root_token()),
+        Method::POST,
+        "sys/mounts/apps-kv",
+        Some(serde_json::json!({"type": "kv", "options": {"version": "2"}})),
+    )
+    .await
+    .unwrap();
+    expect_ok(s, &b, "mount").unwrap();
+    let admin = OpenBaoAdmin::new(&bao.addr(), Secret::new(bao.root_token()))
+        .unwrap()
+        .at(location.clone());
+    let a = app("alpha");
+    admin.create_app(&a).await.unwrap();
+    admin
+        .put(&a, "db/password", &Secret::new("in-ns"))
+        .await
+        .unwrap();
+    let cred = admin.boot_credential(&a).await.unwrap();
+    let reader = OpenBaoReader::new(&bao.addr(), a.clone(), &cred)
+        .unwrap()
+        .at(location.clone());
+    assert_eq!(reader.get("db/password").await.unwrap().expose(), "in-ns");
+    // The secret is in the namespace's mount, not at `secret/` of the root namespace.
+    let (s, _) = call(
+        &http,
+        &bao.addr(),
+        &root,
+        Some(bao.root_token()),
+        Method::GET,
+        &root.data_path(&a, "db/password"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, reqwest::StatusCode::NOT_FOUND);
+    let elsewhere = OpenBaoReader::new(
+        &bao.addr(),
+        a.clone(),
+        &admin.boot_credential(&a).await.unwrap(),
+    )
+    .unwrap();
+    assert!(
+        elsewhere.get("db/password").await.is_err(),
+        "the role is in the namespace only"
+    );
+}
