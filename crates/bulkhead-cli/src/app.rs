@@ -475,10 +475,9 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                     )
                     .await?;
                 if level == bulkhead_model::IsolationLevel::Database {
-                    bulkhead_server::platform::remove_tenant_worker_dirs(
+                    bulkhead_server::supervise::remove_worker_dirs(
                         &cfg,
-                        &m.app,
-                        &TenantId::parse(&tenant)?,
+                        &m.app.tenant_space(&TenantId::parse(&tenant)?),
                     )?;
                 }
                 println!("deleted tenant {tenant} of {app} ({}, {files} files)", level.as_str());

@@ -41,7 +41,7 @@ pub mod search;
 pub use context::AppContext;
 pub use resolve::{
     CustomResolver, Mode, Refusal, ResolvedTenant, ResolverConfig, Source, Strategy,
-    TenantDirectory, TenantLayer, TenantSet,
+    TenantDirectory, TenantLayer, TenantSelector, TenantSet,
 };
 
 /// An app's HTTP service: `custom` routes (handlers taking [`rest::Tenant`]) beside the

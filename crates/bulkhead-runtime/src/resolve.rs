@@ -296,6 +296,65 @@ impl Resolver {
     }
 }
 
+impl ResolverConfig {
+    /// How a worker resolves tenants — `/t/<tenant>/`, the `x-tenant` header, a subdomain of
+    /// one of `base_domains` — on `domains` (default `127.0.0.1`, `localhost`). The gateway
+    /// uses the same to find a tenant's own worker ([`TenantSelector`]).
+    pub fn for_workers(domains: &[String], base_domains: &[String]) -> Self {
+        Self {
+            strategies: vec![
+                Strategy::PathPrefix,
+                Strategy::Header("x-tenant".into()),
+                Strategy::Subdomain,
+            ],
+            domains: if domains.is_empty() {
+                vec!["127.0.0.1".into(), "localhost".into()]
+            } else {
+                domains.to_vec()
+            },
+            base_domains: base_domains.to_vec(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Every tenant id counts as known (a selector only reads what a request names).
+struct AnyTenant;
+
+impl TenantDirectory for AnyTenant {
+    fn is_active(&self, _: &TenantId) -> bool {
+        true
+    }
+}
+
+/// Which tenant a request names, by the same rules as [`TenantLayer`] (host allowed, every
+/// selector agreeing), without asking whether the tenant exists: for routing a request to the
+/// process that serves the tenant, which resolves it again.
+pub struct TenantSelector(Resolver);
+
+impl std::fmt::Debug for TenantSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TenantSelector")
+            .field(&self.0.config)
+            .finish()
+    }
+}
+
+impl TenantSelector {
+    pub fn new(config: ResolverConfig) -> Self {
+        Self(Resolver {
+            config,
+            directory: Arc::new(AnyTenant),
+            mode: Mode::Chain,
+        })
+    }
+
+    /// The tenant the request names, if it names one consistently on an allowed host.
+    pub fn tenant(&self, parts: &Parts) -> Option<TenantId> {
+        self.0.resolve(parts).ok().map(|(t, _)| t.tenant)
+    }
+}
+
 /// The tenant-resolution layer.
 #[derive(Clone)]
 pub struct TenantLayer {

@@ -133,6 +133,7 @@ impl Gateway {
         };
         let mut workers = Vec::new();
         let mut templates = Vec::new();
+        let mut selectors = std::collections::BTreeMap::new();
         for manifest in &apps {
             // The worker resolves tenants on the hosts routed to it as well.
             let mut domains = domains.clone();
@@ -143,6 +144,12 @@ impl Gateway {
                     .iter()
                     .filter(|(_, app)| *app == manifest.app.as_str())
                     .map(|(host, _)| host.clone()),
+            );
+            selectors.insert(
+                manifest.app.to_string(),
+                bulkhead_runtime::TenantSelector::new(
+                    bulkhead_runtime::ResolverConfig::for_workers(&domains, &base_domains),
+                ),
             );
             // What the worker needs, in the app's own vault space; tenants from the registry.
             self.platform
@@ -246,7 +253,7 @@ impl Gateway {
         let routes = Arc::new(Routes {
             workers: workers.clone(),
             tenant_workers,
-            base_domains,
+            selectors,
             hosts: config.serve.hosts.clone(),
             proxy: proxy.clone(),
             canary,

@@ -132,34 +132,6 @@ pub async fn app_bucket(
     })
 }
 
-/// Removes what a tenant's own worker kept on this host — its files, index copies and private
-/// directory — once the tenant is deleted (a running server does the same within seconds).
-pub fn remove_tenant_worker_dirs(
-    config: &Config,
-    app: &AppId,
-    tenant: &bulkhead_model::TenantId,
-) -> crate::error::Result<()> {
-    let space = app.tenant_space(tenant);
-    let files = config
-        .files
-        .root
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("files"));
-    for dir in [
-        files.join(space.as_str()),
-        config.search_dir().join(space.as_str()),
-        config.data_dir.join("compartments").join(space.as_str()),
-    ] {
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("removing {}", dir.display()));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 /// The configured vault, as the platform's admin side.
 fn vault_admin(config: &Config, master: [u8; 32]) -> crate::error::Result<Arc<dyn VaultAdmin>> {
     Ok(match config.vault.backend {

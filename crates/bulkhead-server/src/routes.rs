@@ -17,8 +17,8 @@ pub(crate) struct Routes {
     pub(crate) workers: Vec<WorkerHandle>,
     /// `database` tenants' own workers.
     pub(crate) tenant_workers: Arc<crate::tenant_workers::TenantWorkers>,
-    /// Base domains whose subdomains name tenants (as the workers resolve them).
-    pub(crate) base_domains: Vec<String>,
+    /// Each app's tenant resolution, as its workers do it (to find a tenant's own worker).
+    pub(crate) selectors: BTreeMap<String, bulkhead_runtime::TenantSelector>,
     /// Host name → app.
     pub(crate) hosts: BTreeMap<String, String>,
     /// The egress proxy, for its denial counts.
@@ -74,10 +74,15 @@ pub(crate) async fn route(State(routes): State<Arc<Routes>>, mut req: Request<Bo
         *req.uri_mut() = uri;
     }
     // A tenant with a worker of its own is served there, never by the app's worker.
-    if let Some(tenant) = crate::tenant_workers::named_tenant(&req, &routes.base_domains)
-        && let Some(own) = routes.tenant_workers.worker(worker.app(), &tenant)
-    {
-        return supervise::forward(&own, req).await;
+    if routes.tenant_workers.serves(worker.app()) {
+        let (parts, body) = req.into_parts();
+        let own = routes
+            .selectors
+            .get(worker.app())
+            .and_then(|s| s.tenant(&parts))
+            .and_then(|t| routes.tenant_workers.worker(worker.app(), t.as_str()));
+        let req = Request::from_parts(parts, body);
+        return supervise::forward(own.as_ref().unwrap_or(worker), req).await;
     }
     supervise::forward(worker, req).await
 }

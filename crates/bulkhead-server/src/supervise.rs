@@ -532,3 +532,24 @@ pub(crate) fn worker_paths(
             .collect::<std::io::Result<_>>()?,
     })
 }
+
+/// Removes what the worker named `space` kept on this host — its search copies, local files
+/// and private directory — once it is gone for good (a deleted tenant's own worker).
+pub fn remove_worker_dirs(
+    config: &crate::config::Config,
+    space: &bulkhead_model::AppId,
+) -> crate::error::Result<()> {
+    let mut dirs = worker_paths(config, space)?.owned;
+    dirs.push(crate::compartment::private_dir_in(
+        &std::path::absolute(&config.data_dir)?,
+        space.as_str(),
+    ));
+    for dir in dirs {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => tracing::info!(dir = %dir.display(), "removed a gone worker's directory"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
+        }
+    }
+    Ok(())
+}

@@ -10,12 +10,9 @@
 //! its own, so a request that reached the wrong one would resolve to nothing.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::Request;
 use bulkhead_control::registry;
 use bulkhead_model::TenantId;
 use deadpool_postgres::Pool;
@@ -54,6 +51,14 @@ impl TenantWorkers {
         running
             .get(&(app.to_owned(), tenant.to_owned()))
             .map(|r| r.handle.clone())
+    }
+
+    /// Whether any tenant of `app` has a worker of its own (requests for others skip the
+    /// tenant lookup).
+    pub(crate) fn serves(&self, app: &str) -> bool {
+        self.running
+            .read()
+            .is_ok_and(|r| r.keys().any(|(a, _)| a == app))
     }
 
     pub(crate) fn handles(&self) -> Vec<WorkerHandle> {
@@ -126,13 +131,11 @@ impl TenantWorkers {
             if !keep {
                 let _ = worker.stop.send(true);
                 tracing::info!(%app, %tenant, "tenant worker stopped: the tenant is gone or shared");
-                if let Some(template) = templates.iter().find(|t| t.app.as_str() == app)
-                    && let Ok(tenant) = TenantId::parse(tenant)
+                if let Ok(tenant) = TenantId::parse(tenant)
+                    && let Ok(app) = bulkhead_model::AppId::parse(app)
+                    && let Err(e) = supervise::remove_worker_dirs(config, &app.tenant_space(&tenant))
                 {
-                    match self.launch_for(template, &tenant, config) {
-                        Ok(launch) => remove_dirs(&launch),
-                        Err(e) => tracing::warn!(%app, error = %e, "cannot name the tenant worker's directories"),
-                    }
+                    tracing::warn!(%app, %tenant, error = %e, "cannot remove the tenant worker's directories");
                 }
             }
             keep
@@ -195,42 +198,4 @@ impl TenantWorkers {
         };
         Ok(launch)
     }
-}
-
-/// Removes a gone tenant worker's directories on this host: index copies, files, private.
-fn remove_dirs(launch: &Launch) {
-    let mut dirs: Vec<PathBuf> = launch.paths.owned.clone();
-    dirs.push(launch.compartments.private_dir(launch.key().as_str()));
-    for dir in dirs {
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {
-                tracing::info!(dir = %dir.display(), "removed a gone tenant worker's directory")
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a gone tenant worker's directory")
-            }
-        }
-    }
-}
-
-/// The tenant a request names, resolved as the workers resolve it: the `/t/<tenant>/` path
-/// prefix, then the `x-tenant` header, then a subdomain of one of `base_domains`.
-pub(crate) fn named_tenant(req: &Request<Body>, base_domains: &[String]) -> Option<String> {
-    if let Some(rest) = req.uri().path().strip_prefix("/t/") {
-        let id = rest.split('/').next().unwrap_or_default();
-        return TenantId::parse(id).ok().map(|t| t.to_string());
-    }
-    if let Some(h) = req.headers().get("x-tenant").and_then(|h| h.to_str().ok()) {
-        return TenantId::parse(h.trim()).ok().map(|t| t.to_string());
-    }
-    let host = req
-        .headers()
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())?;
-    let host = host.rsplit_once(':').map_or(host, |(name, _)| name);
-    base_domains.iter().find_map(|base| {
-        let sub = host.strip_suffix(base.as_str())?.strip_suffix('.')?;
-        TenantId::parse(sub).ok().map(|t| t.to_string())
-    })
 }

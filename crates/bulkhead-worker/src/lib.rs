@@ -28,7 +28,7 @@ use bulkhead_pg::{DataPlane, DataPlaneConfig};
 use bulkhead_runtime::http::HttpOut;
 use bulkhead_runtime::options::OptionsStore;
 use bulkhead_runtime::rest::{Api, PlaneDirectory};
-use bulkhead_runtime::{Mode, ResolverConfig, Strategy, TenantLayer};
+use bulkhead_runtime::{Mode, ResolverConfig, TenantLayer};
 use bulkhead_search::{SearchConfig, SearchIndexes};
 use bulkhead_vault::BootCredential;
 use tokio::net::TcpListener;
@@ -236,20 +236,7 @@ fn routes(
     config: &bulkhead_model::worker::WorkerConfig,
 ) -> axum::Router {
     let layer = TenantLayer::new(
-        ResolverConfig {
-            strategies: vec![
-                Strategy::PathPrefix,
-                Strategy::Header("x-tenant".into()),
-                Strategy::Subdomain,
-            ],
-            domains: if config.domains.is_empty() {
-                vec!["127.0.0.1".into(), "localhost".into()]
-            } else {
-                config.domains.clone()
-            },
-            base_domains: config.base_domains.clone(),
-            ..ResolverConfig::default()
-        },
+        ResolverConfig::for_workers(&config.domains, &config.base_domains),
         Arc::new(PlaneDirectory(plane)),
         Mode::Chain,
     );

@@ -97,6 +97,9 @@ impl Platform {
         records: &[registry::TenantRecord],
     ) -> Result<()> {
         let app = &app_config.manifest.app;
+        // A dedicated tenant's files go under a root of its own; with an S3 bucket (the app's
+        // key opens every tenant's prefix) it has no files API yet. Read once per pass.
+        let mut s3 = None;
         for record in records
             .iter()
             .filter(|r| r.isolation == IsolationLevel::Database)
@@ -119,9 +122,10 @@ impl Platform {
             self.move_secrets(&names, app, &space).await?;
             let mut config = app_config.clone();
             config.tenants = vec![worker_view(record)?];
-            // Its files under a root of its own; with an S3 bucket (the app's key opens every
-            // tenant's prefix) it has no files API yet.
-            let s3 = self.vault.get(app, FILES_S3).await.is_ok();
+            let s3 = match s3 {
+                Some(known) => known,
+                None => *s3.insert(self.vault.get(app, FILES_S3).await.is_ok()),
+            };
             config.files_root = app_config
                 .files_root
                 .as_ref()

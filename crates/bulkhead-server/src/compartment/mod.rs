@@ -261,9 +261,7 @@ impl Compartments {
 
     /// The private directory (home, temporary files) of the worker named `key`.
     pub fn private_dir(&self, key: &str) -> PathBuf {
-        self.data_dir
-            .join("compartments")
-            .join(key.replace('/', "+"))
+        private_dir_in(&self.data_dir, key)
     }
 
     /// Every directory above `path` must let `uid` through: those under the data directory
@@ -294,6 +292,11 @@ impl Compartments {
         }
         Ok(())
     }
+}
+
+/// The private directory of the worker named `key` under `data_dir`.
+pub fn private_dir_in(data_dir: &Path, key: &str) -> PathBuf {
+    data_dir.join("compartments").join(key.replace('/', "+"))
 }
 
 /// Hands a tree to `uid` (or only to group `gid`), never following a symbolic link and never
