@@ -1,10 +1,10 @@
 //! Stable error codes: what a client may rely on. The mapping to HTTP statuses lives here and
 //! only here, with a test of the whole table.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Every error a client can see, by stable code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The manifest names no such entity.
@@ -67,11 +67,34 @@ pub enum ErrorCode {
     /// The app's worker is starting or restarting, or the database is overloaded; retry after
     /// the `Retry-After` delay.
     Unavailable,
+    /// The route names a function its bundle does not export (or no bundle is deployed).
+    FunctionNotFound,
+    /// The app's function threw; the body is opaque, the log has the JavaScript stack.
+    FunctionFailed,
+    /// The function used more memory than its limit allows.
+    LimitMemory,
+    /// The function ran longer than its time limit.
+    LimitTime,
+    /// The function recursed deeper than its stack limit allows.
+    LimitStack,
+    /// The function's response is larger than its output limit.
+    LimitOutput,
+    /// The function created more promises than its limit allows.
+    LimitPromises,
+    /// The function called the `bulkhead` module more often than its limit allows.
+    LimitHostCalls,
+    /// An app bundle was refused (every problem is listed).
+    InvalidBundle,
     /// Anything else; the body is opaque (with the request id) and the log has the cause.
     Internal,
 }
 
 impl ErrorCode {
+    /// The code named `name` (its [`ErrorCode::as_str`] form).
+    pub fn from_name(name: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::UnknownEntity => "unknown_entity",
@@ -103,6 +126,15 @@ impl ErrorCode {
             Self::TransactionConflict => "transaction_conflict",
             Self::TooManyRequests => "too_many_requests",
             Self::Unavailable => "unavailable",
+            Self::FunctionNotFound => "function_not_found",
+            Self::FunctionFailed => "function_failed",
+            Self::LimitMemory => "limit_memory",
+            Self::LimitTime => "limit_time",
+            Self::LimitStack => "limit_stack",
+            Self::LimitOutput => "limit_output",
+            Self::LimitPromises => "limit_promises",
+            Self::LimitHostCalls => "limit_host_calls",
+            Self::InvalidBundle => "invalid_bundle",
             Self::Internal => "internal",
         }
     }
@@ -110,14 +142,18 @@ impl ErrorCode {
     /// The HTTP status for this code: the one mapping in the codebase.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::UnknownEntity | Self::NotFound | Self::TenantNotFound => 404,
+            Self::UnknownEntity
+            | Self::NotFound
+            | Self::TenantNotFound
+            | Self::FunctionNotFound => 404,
             Self::UnknownField
             | Self::WrongType
             | Self::OutOfRange
             | Self::MissingField
             | Self::BadQuery
             | Self::BadRequest
-            | Self::InvalidManifest => 400,
+            | Self::InvalidManifest
+            | Self::InvalidBundle => 400,
             Self::UniqueViolation
             | Self::ReferenceNotFound
             | Self::StillReferenced
@@ -135,7 +171,14 @@ impl ErrorCode {
             Self::MethodNotAllowed => 405,
             Self::TooManyRequests => 429,
             Self::PoolExhausted | Self::DatabaseUnavailable | Self::Unavailable => 503,
-            Self::Internal => 500,
+            Self::LimitTime => 504,
+            Self::FunctionFailed
+            | Self::LimitMemory
+            | Self::LimitStack
+            | Self::LimitOutput
+            | Self::LimitPromises
+            | Self::LimitHostCalls
+            | Self::Internal => 500,
         }
     }
 }
@@ -202,6 +245,15 @@ mod tests {
         (TransactionConflict, "transaction_conflict", 409),
         (TooManyRequests, "too_many_requests", 429),
         (Unavailable, "unavailable", 503),
+        (FunctionNotFound, "function_not_found", 404),
+        (FunctionFailed, "function_failed", 500),
+        (LimitMemory, "limit_memory", 500),
+        (LimitTime, "limit_time", 504),
+        (LimitStack, "limit_stack", 500),
+        (LimitOutput, "limit_output", 500),
+        (LimitPromises, "limit_promises", 500),
+        (LimitHostCalls, "limit_host_calls", 500),
+        (InvalidBundle, "invalid_bundle", 400),
         (Internal, "internal", 500),
     ];
 
@@ -211,6 +263,7 @@ mod tests {
             assert_eq!(code.as_str(), *name);
             assert_eq!(code.http_status(), *status, "{name}");
             assert_eq!(serde_json::to_value(code).unwrap(), *name);
+            assert_eq!(ErrorCode::from_name(name), Some(*code));
         }
     }
 }

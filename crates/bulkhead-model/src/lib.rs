@@ -4,6 +4,7 @@
 //!
 //! Pure: no I/O, no async, no database. It must not depend on any other Bulkhead crate.
 
+pub mod bundle;
 mod codes;
 pub mod egress;
 mod ids;

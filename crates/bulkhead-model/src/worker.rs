@@ -23,6 +23,12 @@ pub const FILES_S3: &str = "files/s3";
 /// Vault path of the key that signs the app's file download links (64 hex characters).
 pub const FILES_SIGNING_KEY: &str = "files/signing-key";
 
+/// Vault path of an app bundle's content ([`crate::bundle::Bundle::to_json`]), by digest: a
+/// new version is written beside the old one, so a worker switching over never reads half.
+pub fn bundle_path(digest: &str) -> String {
+    format!("bundle/{}", digest.trim_start_matches("sha256:"))
+}
+
 /// Vault path of a `database`-level tenant's login password.
 pub fn tenant_password_path(tenant: &TenantId) -> String {
     format!("db/tenant/{tenant}")
@@ -110,6 +116,9 @@ pub struct WorkerConfig {
     /// The local files root (`<root>/<app>/`) when the app has no S3 bucket in its vault space.
     #[serde(default)]
     pub files_root: Option<std::path::PathBuf>,
+    /// The active bundle (the app's functions and front-end), when one is deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<crate::bundle::BundleRef>,
 }
 
 /// One tenant as its app's workers see it.

@@ -46,6 +46,9 @@ fn script_dir() -> PathBuf {
 }
 
 impl OidcProvider {
+    /// Starts the provider; a port taken between choosing and binding it (the provider then
+    /// exits without its ready line) is retried on another port, and a provider that says
+    /// nothing within 30 s is killed rather than waited on for ever.
     pub fn start(options: &OidcOptions) -> anyhow::Result<Self> {
         let dir = script_dir();
         if !dir.join("node_modules/oidc-provider").exists() {
@@ -54,6 +57,17 @@ impl OidcProvider {
                 dir.display()
             );
         }
+        let mut last = anyhow!("the OpenID provider did not start");
+        for _ in 0..3 {
+            match Self::start_once(&dir, options) {
+                Ok(provider) => return Ok(provider),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn start_once(dir: &std::path::Path, options: &OidcOptions) -> anyhow::Result<Self> {
         let port = bulkhead_pgcluster::free_port()?;
         let issuer = options
             .issuer
@@ -61,7 +75,7 @@ impl OidcProvider {
             .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
         let mut child = Command::new("node")
             .arg(dir.join("provider.mjs"))
-            .current_dir(&dir)
+            .current_dir(dir)
             .env("PORT", port.to_string())
             .env("ISSUER", &issuer)
             .env("KID", &options.kid)
@@ -75,12 +89,30 @@ impl OidcProvider {
             .spawn()
             .context("starting node (is Node.js installed? run scripts/deps)")?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .context("waiting for the provider")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = tx.send(reader.read_line(&mut line).map(|_| line));
+            // Keep draining so the provider never blocks on a full pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e).context("waiting for the provider");
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the OpenID provider said nothing within 30 s");
+            }
+        };
         if !line.starts_with("ready") {
             let _ = child.kill();
+            let _ = child.wait();
             bail!("the OpenID provider did not start: {line:?}");
         }
         Ok(Self {

@@ -268,7 +268,7 @@ async fn hostile_code_probe_succeeds_where_the_walls_are_off() {
     let inst = install("off").await;
     let (_, ready) = get(inst.addr, "/readyz");
     assert!(ready.contains("\"mode\":\"off\""), "{ready}");
-    assert!(inst.serve.logged("worker compartments are incomplete"));
+    assert!(inst.serve.wait_logged("worker compartments are incomplete"));
     // verify names what is missing: the workers share the server's uid.
     let out = Command::new(BIN)
         .args([

@@ -115,6 +115,20 @@ impl Running {
             .any(|l| l.contains(needle))
     }
 
+    /// Whether a log line containing `needle` arrives within 10 s. The readiness line and the
+    /// log travel on different pipes read by different threads, so a line written before the
+    /// readiness line may still be in flight when the address is known.
+    pub fn wait_logged(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.logged(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.logged(needle)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -43,7 +43,7 @@ async fn up_reuses_its_cluster_and_leaves_no_server_after_ctrl_c_or_sigterm() {
     let cwd = workdir();
     let mut first = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
     let addr = first.wait_listening();
-    assert!(first.logged("created a new PostgreSQL cluster"));
+    assert!(first.wait_logged("created a new PostgreSQL cluster"));
     assert_eq!(get(addr, "/healthz").0, 200);
     wait_status(addr, "/readyz", 200);
 
@@ -63,7 +63,7 @@ async fn up_reuses_its_cluster_and_leaves_no_server_after_ctrl_c_or_sigterm() {
 
     let mut second = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
     let addr = second.wait_listening();
-    assert!(second.logged("reusing the PostgreSQL cluster"));
+    assert!(second.wait_logged("reusing the PostgreSQL cluster"));
     wait_status(addr, "/readyz", 200);
     let cluster = cluster_in(cwd.path());
     let pid = cluster.postmaster_pid().unwrap();
@@ -155,7 +155,7 @@ fn up_serves_the_example_app_to_two_isolated_tenants() {
     let cwd = workdir();
     let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
     let addr = up.wait_listening();
-    assert!(up.logged("example app `helpdesk` is ready"));
+    assert!(up.wait_logged("example app `helpdesk` is ready"));
     let alice = login(addr, "acme", "alice");
     let auth = format!("Bearer {alice}");
     let json = "application/json";

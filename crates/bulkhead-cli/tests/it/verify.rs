@@ -69,7 +69,7 @@ async fn every_check_fails_when_its_protection_is_removed_and_passes_intact() {
         &[("BULKHEAD_SERVE__CANARY_INTERVAL_SECS", "1")],
     );
     let addr = up.wait_listening();
-    assert!(up.logged("example app `helpdesk` is ready"));
+    assert!(up.wait_logged("example app `helpdesk` is ready"));
 
     // Intact: everything passes; the sockets check needs the running server's pid.
     let (ok, report) = verify(dir, &["--serve-pid", &up.pid().to_string()]);

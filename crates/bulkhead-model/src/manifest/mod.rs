@@ -27,6 +27,7 @@
 //! `entities.ticket.fields.prio`.
 
 mod declarations;
+mod functions;
 mod permissions;
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,7 @@ use crate::ids::{AppId, Ident};
 pub use crate::values::ValueProblem;
 use crate::yaml::{self, Pos};
 
+pub use functions::{FunctionLimits, FunctionRef, Functions, ROUTE_METHODS, Route};
 pub use permissions::{ANONYMOUS_ROLE, Action, Effective, RolePermission, Scope};
 pub use types::{FieldType, TYPE_NAMES};
 pub(crate) use validate::Validator;
@@ -101,6 +103,9 @@ pub struct AppManifest {
     /// Configuration settings with a JSON Schema and the app's defaults; tenants override them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub settings: Vec<SettingDecl>,
+    /// The app's own JavaScript functions and their routes (a mini-app bundle).
+    #[serde(default, skip_serializing_if = "Functions::is_empty")]
+    pub functions: Functions,
 }
 
 /// The value type of a feature flag.

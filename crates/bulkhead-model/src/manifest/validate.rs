@@ -143,7 +143,14 @@ impl Validator {
         let entries = self.map(
             root,
             "",
-            &["app", "entities", "cross_tenant_reads", "flags", "settings"],
+            &[
+                "app",
+                "entities",
+                "cross_tenant_reads",
+                "flags",
+                "settings",
+                "functions",
+            ],
         )?;
         let mut app = None;
         let mut entities = Vec::new();
@@ -151,6 +158,7 @@ impl Validator {
         let mut reads = Vec::new();
         let mut flags = Vec::new();
         let mut settings = Vec::new();
+        let mut functions = Functions::default();
         for (key, pos, node) in entries {
             match key.as_str() {
                 "app" => {
@@ -178,6 +186,7 @@ impl Validator {
                 "cross_tenant_reads" => reads = self.ident_list(node, "cross_tenant_reads"),
                 "flags" => flags = self.flags(node),
                 "settings" => settings = self.settings(node),
+                "functions" => functions = self.functions(node),
                 _ => {}
             }
             let _ = pos;
@@ -202,6 +211,7 @@ impl Validator {
             cross_tenant_reads: reads.into_iter().map(|(id, _)| id).collect(),
             flags,
             settings,
+            functions,
         })
     }
 

@@ -1,0 +1,478 @@
+//! The interpreter pool: threads that each own one QuickJS runtime, a fresh context per
+//! invocation, the limits, and the loop that drives a function's promises to an answer.
+//!
+//! Host calls block the interpreter thread (the host waits on the worker's async runtime with
+//! the invocation's deadline), so JavaScript sees `await db.get(…)` while the engine needs no
+//! async bridge; concurrency is the pool's size.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use bulkhead_model::ErrorCode;
+use rquickjs::context::intrinsic;
+use rquickjs::promise::{PromiseHookType, PromiseState};
+use rquickjs::{Context, Ctx, Exception, Function, Module, Object, Promise, Runtime, Value};
+use serde_json::Value as Json;
+use tokio::sync::oneshot;
+
+use crate::loader::{BundleLoader, BundleResolver, Slot};
+use crate::{Answer, Failure, Host, HostError, Invocation, Program};
+
+/// The prelude that builds the `bulkhead` objects (see `prelude.js`).
+const PRELUDE: &str = include_str!("prelude.js");
+
+/// The built-ins of a context: the language, `Date` as the one clock, no `performance`, no
+/// `std`/`os` modules (rquickjs has none unless asked).
+type Intrinsics = (
+    (
+        intrinsic::Date,
+        intrinsic::Eval,
+        intrinsic::RegExpCompiler,
+        intrinsic::RegExp,
+    ),
+    (
+        intrinsic::Json,
+        intrinsic::Proxy,
+        intrinsic::MapSet,
+        intrinsic::TypedArrays,
+    ),
+    (intrinsic::Promise, intrinsic::WeakRef),
+);
+
+/// Counters for `/metrics` and tests.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub invocations: AtomicU64,
+    /// Runtimes thrown away after a limit (or an engine error) ended an invocation.
+    pub runtimes_discarded: AtomicU64,
+    pub runtimes_created: AtomicU64,
+}
+
+struct Job {
+    program: Arc<Program>,
+    invocation: Invocation,
+    host: Box<dyn Host>,
+    reply: oneshot::Sender<Result<Answer, Failure>>,
+}
+
+/// The pool of interpreter threads of one worker.
+#[derive(Clone)]
+pub struct Engine {
+    jobs: mpsc::Sender<Job>,
+    stats: Arc<EngineStats>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts `threads` interpreter threads (at least one).
+    pub fn new(threads: usize) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let stats = Arc::new(EngineStats::default());
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name(format!("bulkhead-js-{i}"))
+                // QuickJS's own stack limit sits well inside this.
+                .stack_size(16 * 1024 * 1024)
+                .spawn(move || serve(&rx, &stats))?;
+        }
+        Ok(Self { jobs: tx, stats })
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Runs one invocation of `program` with `host` and waits for its answer.
+    pub async fn invoke(
+        &self,
+        program: Arc<Program>,
+        invocation: Invocation,
+        host: Box<dyn Host>,
+    ) -> Result<Answer, Failure> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                program,
+                invocation,
+                host,
+                reply,
+            })
+            .map_err(|_| Failure::new(ErrorCode::Internal, "the interpreter pool has stopped"))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(Failure::new(ErrorCode::Internal, "the interpreter stopped")))
+    }
+}
+
+/// What the interrupt handler and the promise hook watch, shared with the runtime's
+/// callbacks (which must be `Send`).
+#[derive(Default)]
+struct Watch {
+    /// Nanoseconds after `epoch` when the invocation must end.
+    deadline: AtomicU64,
+    promises: AtomicU32,
+    promise_limit: AtomicU32,
+    timed_out: AtomicBool,
+    too_many_promises: AtomicBool,
+}
+
+struct Interpreter {
+    runtime: Runtime,
+    slot: Slot,
+    watch: Arc<Watch>,
+    epoch: Instant,
+}
+
+impl Interpreter {
+    fn new(stats: &EngineStats) -> Result<Self, Failure> {
+        let runtime = Runtime::new()
+            .map_err(|e| Failure::new(ErrorCode::Internal, format!("QuickJS runtime: {e}")))?;
+        let slot: Slot = Rc::new(RefCell::new(None));
+        runtime.set_loader(BundleResolver(slot.clone()), BundleLoader(slot.clone()));
+        let watch = Arc::new(Watch::default());
+        let epoch = Instant::now();
+        let w = watch.clone();
+        runtime.set_interrupt_handler(Some(Box::new(move || {
+            let now = epoch.elapsed().as_nanos() as u64;
+            if now > w.deadline.load(Ordering::Relaxed) {
+                w.timed_out.store(true, Ordering::Relaxed);
+                return true;
+            }
+            w.too_many_promises.load(Ordering::Relaxed)
+        })));
+        let w = watch.clone();
+        runtime.set_promise_hook(Some(Box::new(move |_ctx, kind, _, _| {
+            if kind == PromiseHookType::Init {
+                let n = w.promises.fetch_add(1, Ordering::Relaxed) + 1;
+                if n > w.promise_limit.load(Ordering::Relaxed) {
+                    w.too_many_promises.store(true, Ordering::Relaxed);
+                }
+            }
+        })));
+        stats.runtimes_created.fetch_add(1, Ordering::Relaxed);
+        Ok(Self {
+            runtime,
+            slot,
+            watch,
+            epoch,
+        })
+    }
+
+    fn arm(&self, program: &Program) -> Instant {
+        let limits = program.limits();
+        let time = Duration::from_millis(u64::from(limits.time_ms));
+        let deadline = Instant::now() + time;
+        self.watch.deadline.store(
+            (self.epoch.elapsed() + time).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
+        self.watch.promises.store(0, Ordering::Relaxed);
+        self.watch
+            .promise_limit
+            .store(limits.promises, Ordering::Relaxed);
+        self.watch.timed_out.store(false, Ordering::Relaxed);
+        self.watch.too_many_promises.store(false, Ordering::Relaxed);
+        self.runtime
+            .set_memory_limit(limits.memory_mb as usize * 1024 * 1024);
+        self.runtime
+            .set_max_stack_size(limits.stack_kb as usize * 1024);
+        deadline
+    }
+}
+
+fn serve(jobs: &Mutex<mpsc::Receiver<Job>>, stats: &EngineStats) {
+    let mut interpreter: Option<Interpreter> = None;
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+            Err(_) => return,
+        };
+        stats.invocations.fetch_add(1, Ordering::Relaxed);
+        if interpreter.is_none() {
+            match Interpreter::new(stats) {
+                Ok(i) => interpreter = Some(i),
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                    continue;
+                }
+            }
+        }
+        let Some(interp) = interpreter.as_ref() else {
+            continue;
+        };
+        let result = invoke(interp, job.program, job.invocation, job.host);
+        // A limit (or an engine failure) may leave the heap in any state: start over.
+        let discard = match &result {
+            Err(f) => f.is_limit() || f.code == ErrorCode::Internal,
+            Ok(_) => false,
+        };
+        if discard {
+            interpreter = None;
+            stats.runtimes_discarded.fetch_add(1, Ordering::Relaxed);
+        } else if let Some(i) = &interpreter {
+            i.runtime.run_gc();
+        }
+        let _ = job.reply.send(result);
+    }
+}
+
+fn invoke(
+    interp: &Interpreter,
+    program: Arc<Program>,
+    invocation: Invocation,
+    host: Box<dyn Host>,
+) -> Result<Answer, Failure> {
+    let deadline = interp.arm(&program);
+    let limits = *program.limits();
+    *interp.slot.borrow_mut() = Some(program.clone());
+    let context = Context::custom::<Intrinsics>(&interp.runtime)
+        .map_err(|e| Failure::new(ErrorCode::Internal, format!("QuickJS context: {e}")))?;
+    let host_calls = Rc::new(RefCell::new((host, 0u32)));
+    let result = context.with(|ctx| -> Result<Answer, Failure> {
+        let fail = |e: rquickjs::Error| classify(&ctx, interp, e);
+        let calls = host_calls.clone();
+        let host_fn = Function::new(ctx.clone(), move |op: String, args: String| -> String {
+            let mut slot = calls.borrow_mut();
+            let (host, count) = &mut *slot;
+            *count += 1;
+            let out = if *count > limits.host_calls {
+                Err(HostError::new(
+                    ErrorCode::LimitHostCalls,
+                    format!("more than {} calls into the platform", limits.host_calls),
+                ))
+            } else {
+                let args = serde_json::from_str(&args).unwrap_or(Json::Null);
+                host.call(&op, args, deadline)
+            };
+            encode_host_result(out)
+        })
+        .map_err(fail)?;
+        let factory: Function = ctx.eval(PRELUDE).map_err(fail)?;
+        let caller = serde_json::to_string(&invocation.caller).unwrap_or_else(|_| "{}".into());
+        let built: Object = factory.call((host_fn, caller)).map_err(fail)?;
+        let api: Value = built.get("api").map_err(fail)?;
+        let run: Function = built.get("run").map_err(fail)?;
+        let globals = ctx.globals();
+        globals.set("__bulkhead_api", api).map_err(fail)?;
+        let path = invocation.function.module_path();
+        if program.module(&path).is_none() {
+            return Err(Failure::new(
+                ErrorCode::FunctionNotFound,
+                format!("the bundle has no {path}"),
+            ));
+        }
+        let imported = Module::import(&ctx, path.as_str()).map_err(fail)?;
+        let namespace: Object = settle(&ctx, interp, &imported)?;
+        // The module read it if it imported `bulkhead`; no later code may find it.
+        let _ = globals.remove("__bulkhead_api");
+        let export: Value = namespace
+            .get(invocation.function.export.as_str())
+            .map_err(fail)?;
+        let request = serde_json::to_string(&invocation.request).unwrap_or_else(|_| "{}".into());
+        let answered: Promise = run.call((export, request)).map_err(fail)?;
+        let text: rquickjs::String = settle(&ctx, interp, &answered)?;
+        let text = text.to_string().map_err(fail)?;
+        if text.len() > limits.output_kb as usize * 1024 {
+            return Err(Failure::new(
+                ErrorCode::LimitOutput,
+                format!("the response is larger than {} KiB", limits.output_kb),
+            ));
+        }
+        decode_answer(&text, &invocation)
+    });
+    *interp.slot.borrow_mut() = None;
+    drop(context);
+    result
+}
+
+/// Drives the job queue until `promise` settles, within the invocation's limits.
+fn settle<'js, T: rquickjs::FromJs<'js>>(
+    ctx: &Ctx<'js>,
+    interp: &Interpreter,
+    promise: &Promise<'js>,
+) -> Result<T, Failure> {
+    loop {
+        match promise.state() {
+            PromiseState::Pending => {
+                if interp.watch.timed_out.load(Ordering::Relaxed)
+                    || interp.watch.too_many_promises.load(Ordering::Relaxed)
+                {
+                    return Err(limit_failure(interp).unwrap_or_else(|| {
+                        Failure::new(ErrorCode::LimitTime, "the function ran out of time")
+                    }));
+                }
+                if !ctx.execute_pending_job() {
+                    // Nothing left to run and still pending: a promise nobody will settle.
+                    return Err(Failure::new(
+                        ErrorCode::FunctionFailed,
+                        "the function's promise never settled",
+                    ));
+                }
+            }
+            _ => {
+                return match promise.result::<T>() {
+                    Some(Ok(v)) => Ok(v),
+                    Some(Err(e)) => Err(classify(ctx, interp, e)),
+                    None => Err(Failure::new(ErrorCode::Internal, "promise state changed")),
+                };
+            }
+        }
+    }
+}
+
+/// A limit the watch saw, if any.
+fn limit_failure(interp: &Interpreter) -> Option<Failure> {
+    if interp.watch.too_many_promises.load(Ordering::Relaxed) {
+        return Some(Failure::new(
+            ErrorCode::LimitPromises,
+            "the function created too many promises",
+        ));
+    }
+    if interp.watch.timed_out.load(Ordering::Relaxed) {
+        return Some(Failure::new(
+            ErrorCode::LimitTime,
+            "the function ran out of time",
+        ));
+    }
+    None
+}
+
+/// Turns what QuickJS reported into a failure: a limit the watch saw, out of memory, stack
+/// overflow, or the app's own exception (with its stack for the log).
+fn classify(ctx: &Ctx<'_>, interp: &Interpreter, e: rquickjs::Error) -> Failure {
+    let caught = match e {
+        rquickjs::Error::Exception => Some(ctx.catch()),
+        _ => None,
+    };
+    if let Some(f) = limit_failure(interp) {
+        return f;
+    }
+    let Some(value) = caught else {
+        return match e {
+            rquickjs::Error::Allocation => {
+                Failure::new(ErrorCode::LimitMemory, "the function ran out of memory")
+            }
+            rquickjs::Error::Resolving { .. } | rquickjs::Error::Loading { .. } => Failure {
+                code: ErrorCode::FunctionFailed,
+                message: "import refused".into(),
+                field: None,
+                stack: Some(e.to_string()),
+            },
+            other => Failure::new(ErrorCode::Internal, format!("QuickJS: {other}")),
+        };
+    };
+    let (message, stack) = match value
+        .as_object()
+        .and_then(|o| Exception::from_object(o.clone()))
+    {
+        Some(ex) => (ex.message().unwrap_or_default(), ex.stack()),
+        None => (
+            value
+                .as_string()
+                .and_then(|s| s.to_string().ok())
+                .unwrap_or_else(|| format!("a thrown {}", value.type_name())),
+            None,
+        ),
+    };
+    let lower = message.to_ascii_lowercase();
+    // A string past QuickJS's length bound (2^30 characters) is a memory bound too.
+    if lower.contains("out of memory")
+        || lower.contains("string too long")
+        || lower.contains("invalid string length")
+    {
+        return Failure::new(ErrorCode::LimitMemory, "the function ran out of memory");
+    }
+    if lower.contains("stack overflow") || lower.contains("maximum call stack") {
+        return Failure::new(
+            ErrorCode::LimitStack,
+            "the function recursed deeper than its stack limit",
+        );
+    }
+    if lower.contains("interrupted") {
+        return Failure::new(ErrorCode::LimitTime, "the function ran out of time");
+    }
+    Failure {
+        code: ErrorCode::FunctionFailed,
+        message: "the function threw".into(),
+        field: None,
+        stack: Some(match stack {
+            Some(s) if !s.is_empty() => format!("{message}\n{s}"),
+            _ => message,
+        }),
+    }
+}
+
+fn encode_host_result(out: Result<Json, HostError>) -> String {
+    let v = match out {
+        Ok(v) => serde_json::json!({ "ok": v }),
+        Err(e) => serde_json::json!({
+            "error": { "code": e.code.as_str(), "message": e.message, "field": e.field }
+        }),
+    };
+    serde_json::to_string(&v).unwrap_or_else(|_| "{\"ok\":null}".into())
+}
+
+/// The prelude's answer: `{status, headers, body}`, `{error}` for a platform error the
+/// function let through, or `{missing}` when the export is not a function.
+fn decode_answer(text: &str, invocation: &Invocation) -> Result<Answer, Failure> {
+    let v: Json = serde_json::from_str(text)
+        .map_err(|e| Failure::new(ErrorCode::Internal, format!("answer: {e}")))?;
+    if v.get("missing").is_some() {
+        return Err(Failure::new(
+            ErrorCode::FunctionNotFound,
+            format!(
+                "{} does not export a function {:?}",
+                invocation.function.module_path(),
+                invocation.function.export
+            ),
+        ));
+    }
+    if let Some(err) = v.get("error") {
+        let code = err["code"]
+            .as_str()
+            .and_then(ErrorCode::from_name)
+            .unwrap_or(ErrorCode::Internal);
+        return Err(Failure {
+            code,
+            message: err["message"].as_str().unwrap_or_default().to_owned(),
+            field: err["field"].as_str().map(str::to_owned),
+            stack: None,
+        });
+    }
+    let status = v["status"]
+        .as_u64()
+        .filter(|s| (200..=599).contains(s))
+        .ok_or_else(|| {
+            Failure::new(
+                ErrorCode::FunctionFailed,
+                "respond() takes a status from 200 to 599",
+            )
+        })? as u16;
+    let mut headers = Vec::new();
+    if let Some(map) = v["headers"].as_object() {
+        for (k, val) in map {
+            if let Some(s) = val.as_str() {
+                headers.push((k.clone(), s.to_owned()));
+            }
+        }
+    }
+    Ok(Answer {
+        status,
+        headers,
+        body: v.get("body").cloned().unwrap_or(Json::Null),
+    })
+}

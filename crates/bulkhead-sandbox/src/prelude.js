@@ -1,0 +1,162 @@
+// The `bulkhead` module's objects for one invocation. Evaluated in the invocation's fresh
+// context before any of the app's code, it returns a function that takes the host call (a
+// native function bound to this invocation's tenant and caller) and the caller; nothing here
+// or in the host names a tenant. Built-ins are captured now, so what app code later does to
+// `JSON`, `Object` or prototypes cannot change how requests and answers are encoded.
+(function () {
+  "use strict";
+  const parse = JSON.parse;
+  const stringify = JSON.stringify;
+  const freeze = Object.freeze;
+  const WeakSetCtor = WeakSet;
+  const ErrorCtor = Error;
+  const PromiseCtor = Promise;
+  const isArray = Array.isArray;
+
+  return function (host, callerJson) {
+    const caller = parse(callerJson);
+    const ours = new WeakSetCtor();
+
+    class BulkheadError extends ErrorCtor {
+      constructor(code, message, field) {
+        super(message);
+        this.name = "BulkheadError";
+        this.code = code;
+        if (field !== undefined && field !== null) this.field = field;
+      }
+    }
+
+    function call(op, args) {
+      const out = parse(host(op, stringify(args === undefined ? null : args)));
+      if (out.error) {
+        const e = new BulkheadError(out.error.code, out.error.message, out.error.field);
+        ours.add(e);
+        throw e;
+      }
+      return out.ok;
+    }
+    function later(op, args) {
+      try {
+        return PromiseCtor.resolve(call(op, args));
+      } catch (e) {
+        return PromiseCtor.reject(e);
+      }
+    }
+    const text = (v, what) => {
+      if (typeof v !== "string") throw new TypeError(what + " must be a string");
+      return v;
+    };
+
+    class Query {
+      #entity;
+      #where = [];
+      #order = null;
+      #limit = null;
+      #after = null;
+      constructor(entity) {
+        this.#entity = text(entity, "entity");
+      }
+      where(conditions) {
+        this.#where.push(conditions);
+        return this;
+      }
+      orderBy(field) {
+        this.#order = text(field, "orderBy");
+        return this;
+      }
+      limit(n) {
+        this.#limit = n;
+        return this;
+      }
+      after(cursor) {
+        this.#after = text(cursor, "after");
+        return this;
+      }
+      fetch() {
+        return later("db.query", {
+          entity: this.#entity,
+          where: this.#where,
+          order: this.#order,
+          limit: this.#limit,
+          after: this.#after,
+        });
+      }
+      count() {
+        return later("db.count", { entity: this.#entity, where: this.#where });
+      }
+    }
+    freeze(Query.prototype);
+
+    const db = freeze({
+      query: (entity) => new Query(entity),
+      get: (entity, id) => later("db.get", { entity: text(entity, "entity"), id: text(id, "id") }),
+      insert: (entity, record) => later("db.insert", { entity: text(entity, "entity"), record }),
+      update: (entity, id, patch) =>
+        later("db.update", { entity: text(entity, "entity"), id: text(id, "id"), patch }),
+      delete: (entity, id) => later("db.delete", { entity: text(entity, "entity"), id: text(id, "id") }),
+      count: (entity, where) =>
+        later("db.count", { entity: text(entity, "entity"), where: where === undefined ? [] : [where] }),
+    });
+
+    function store(scope) {
+      return freeze({
+        get: (key) => later("storage.get", { scope, key: text(key, "key") }),
+        set: (key, value) => later("storage.set", { scope, key: text(key, "key"), value }),
+        delete: (key) => later("storage.delete", { scope, key: text(key, "key") }),
+        list: (prefix) =>
+          later("storage.list", { scope, prefix: prefix === undefined ? "" : text(prefix, "prefix") }),
+      });
+    }
+    const tenantStore = store("tenant");
+    const storage = freeze(Object.assign(Object.create(null), tenantStore, { user: store("user") }));
+
+    const flags = freeze({ get: (name) => later("flags.get", { name: text(name, "name") }) });
+    const config = freeze({ get: (name) => later("config.get", { name: text(name, "name") }) });
+    const show = (args) =>
+      args.map((a) => (typeof a === "string" ? a : (() => { try { return stringify(a); } catch (_) { return String(a); } })())).join(" ");
+    const log = freeze({
+      info: (...args) => void call("log", { level: "info", message: show(args) }),
+      warn: (...args) => void call("log", { level: "warn", message: show(args) }),
+      error: (...args) => void call("log", { level: "error", message: show(args) }),
+    });
+    const user = freeze({
+      id: caller.id,
+      roles: freeze(isArray(caller.roles) ? caller.roles.slice() : []),
+      anonymous: caller.id === null,
+    });
+
+    class Response {
+      constructor(status, body, headers) {
+        this.status = status;
+        this.body = body === undefined ? null : body;
+        this.headers = headers === undefined ? {} : headers;
+        freeze(this);
+      }
+    }
+    freeze(Response.prototype);
+    const respond = (status, body, headers) => new Response(status, body, headers);
+
+    const api = freeze({ db, storage, flags, config, log, user, respond });
+
+    // Runs the route's export with the request; the answer as JSON text.
+    async function run(fn, requestJson) {
+      if (typeof fn !== "function") {
+        return stringify({ missing: true });
+      }
+      try {
+        const r = await fn(freeze(parse(requestJson)));
+        if (r instanceof Response) {
+          return stringify({ status: r.status, headers: r.headers, body: r.body });
+        }
+        return stringify({ status: 200, body: r === undefined ? null : r });
+      } catch (e) {
+        if (ours.has(e)) {
+          return stringify({ error: { code: e.code, message: e.message, field: e.field } });
+        }
+        throw e;
+      }
+    }
+
+    return { api, run };
+  };
+})()
