@@ -3,6 +3,7 @@
 mod app;
 mod apply;
 mod audit;
+mod bundle;
 mod manifest;
 mod options;
 mod serve;

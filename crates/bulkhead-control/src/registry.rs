@@ -44,6 +44,33 @@ CREATE TABLE IF NOT EXISTS bulkhead_control.provision_step (
 );
 ALTER TABLE bulkhead_control.tenant
   ADD COLUMN IF NOT EXISTS dedicated_worker boolean NOT NULL DEFAULT true;
+CREATE TABLE IF NOT EXISTS bulkhead_control.bundle (
+  app text NOT NULL REFERENCES bulkhead_control.app ON DELETE CASCADE,
+  version bigint NOT NULL CHECK (version > 0),
+  digest text NOT NULL,
+  content text NOT NULL,
+  files integer NOT NULL,
+  bytes integer NOT NULL,
+  actor text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (app, version),
+  UNIQUE (app, digest)
+);
+CREATE OR REPLACE FUNCTION bulkhead_control.bundle_immutable() RETURNS trigger
+LANGUAGE plpgsql AS $f$
+BEGIN
+  RAISE EXCEPTION 'bundle versions are immutable';
+END
+$f$;
+DROP TRIGGER IF EXISTS bundle_immutable ON bulkhead_control.bundle;
+CREATE TRIGGER bundle_immutable BEFORE UPDATE ON bulkhead_control.bundle
+  FOR EACH ROW EXECUTE FUNCTION bulkhead_control.bundle_immutable();
+CREATE TABLE IF NOT EXISTS bulkhead_control.bundle_active (
+  app text PRIMARY KEY REFERENCES bulkhead_control.app ON DELETE CASCADE,
+  version bigint NOT NULL,
+  activated_at timestamptz NOT NULL DEFAULT now(),
+  FOREIGN KEY (app, version) REFERENCES bulkhead_control.bundle (app, version)
+);
 "#;
 
 /// Where a tenant is in its life.

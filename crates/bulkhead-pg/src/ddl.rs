@@ -469,6 +469,7 @@ pub fn security(m: &AppManifest, target: &Target) -> Vec<String> {
         }
     }
     out.extend(search_outbox(m, target));
+    out.extend(kv_store(m, target));
     if has_cross && matches!(target, Target::Shared) {
         out.push(format!(
             "GRANT INSERT ON {}.{} TO {cross}",
@@ -575,6 +576,33 @@ $f$"
             quote_literal(entity.name.as_str())
         ));
     }
+    out
+}
+
+/// The mini-apps' key-value store (`storage.*` in the `bulkhead` module): one table per
+/// location, keyed by tenant first, under the same forced row-level security as every tenant
+/// table. `owner` is `''` for the tenant's keys and the user's id for `storage.user.*`.
+pub const KV_TABLE: &str = "bulkhead_kv";
+
+/// The key-value table, its policies and grants. Idempotent; part of [`security`].
+fn kv_store(m: &AppManifest, target: &Target) -> Vec<String> {
+    let schema = target.schema();
+    let data_role = q(&target.data_role(&m.app));
+    let kv = format!("{}.{}", q(&schema), q(KV_TABLE));
+    let mut out = vec![format!(
+        "CREATE TABLE IF NOT EXISTS {kv} (
+  tenant_id text NOT NULL CHECK (tenant_id <> ''),
+  owner text NOT NULL DEFAULT '',
+  key text NOT NULL CHECK (length(key) BETWEEN 1 AND 512),
+  value jsonb NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant_id, owner, key)
+)"
+    )];
+    out.extend(tenant_rls(&kv));
+    out.push(format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON {kv} TO {data_role}"
+    ));
     out
 }
 

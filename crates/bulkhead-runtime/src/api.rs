@@ -51,6 +51,8 @@ pub struct Api {
     search: Option<bulkhead_search::SearchIndexes>,
     /// Outbound HTTP: deny by default, per-tenant and per-app allow-lists.
     http: Arc<crate::http::HttpOut>,
+    /// The app's functions and front-end (the active bundle), when the worker runs them.
+    deployments: Option<Arc<crate::functions_store::Deployments>>,
     openapi: Value,
 }
 
@@ -77,8 +79,22 @@ impl Api {
                 bulkhead_egress::AllowList::default(),
                 bulkhead_egress::EgressConfig::default(),
             ))),
+            deployments: None,
             openapi,
         }
+    }
+
+    /// Runs the app's functions and serves its front-end from `deployments`.
+    pub fn with_deployments(
+        mut self,
+        deployments: Arc<crate::functions_store::Deployments>,
+    ) -> Self {
+        self.deployments = Some(deployments);
+        self
+    }
+
+    pub(crate) fn deployments(&self) -> Option<&crate::functions_store::Deployments> {
+        self.deployments.as_deref()
     }
 
     /// Serves the app's files from `files` (its bucket).

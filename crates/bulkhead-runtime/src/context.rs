@@ -56,6 +56,11 @@ impl AppContext {
         self.api.config(self.ctx.tenant())
     }
 
+    /// The app this context serves (for log lines).
+    pub(crate) fn manifest_app(&self) -> String {
+        crate::api::manifest(&self.api).app.to_string()
+    }
+
     /// The verified caller.
     pub fn caller(&self) -> &Principal {
         &self.caller

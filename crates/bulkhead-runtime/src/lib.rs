@@ -9,6 +9,9 @@
 //!   app's bucket, with entity rows' permissions for their files.
 //! - [`search`]: `GET /search` over the resolved tenant's own index, hits re-checked for the
 //!   caller.
+//! - [`functions`]: an app's own JavaScript functions (`/fn/…`, run in the worker's
+//!   sandbox with a host bound to the resolved tenant and caller) and its front-end
+//!   (`/app/…`), from the active bundle ([`functions_store::Deployments`]).
 //! - [`http`]: outbound HTTP for app code (`ctx.http()`), deny by default.
 //! - [`context`]: [`AppContext`], the tenant-bound handles app code's handlers receive.
 //! - [`options`]: per-tenant feature flags (OFREP) and configuration.
@@ -28,6 +31,8 @@ pub mod error;
 mod extract;
 mod file_store;
 pub mod files;
+pub mod functions;
+pub mod functions_store;
 pub mod http;
 pub mod openapi;
 pub mod options;

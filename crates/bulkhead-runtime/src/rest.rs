@@ -54,6 +54,10 @@ pub fn router(api: Arc<Api>) -> Router {
             axum::routing::post(crate::options::evaluate_one),
         )
         .route("/files-signed", axum::routing::post(crate::files::sign))
+        .route("/fn/{*route}", axum::routing::any(crate::functions::invoke))
+        .route("/app", get(crate::functions::app_root))
+        .route("/app/", get(crate::functions::static_file))
+        .route("/app/{*file}", get(crate::functions::static_file))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Uploads stream under the files API's own limit.
         .route(

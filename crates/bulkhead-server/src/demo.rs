@@ -19,6 +19,50 @@ use crate::gateway::Gateway;
 
 const MANIFEST: &str = include_str!("../../../examples/helpdesk/manifest.yaml");
 
+/// The example's bundle (its manifest, functions and front-end), as `bulkhead app deploy
+/// examples/helpdesk` reads it; a test keeps this list equal to the directory.
+const BUNDLE: &[(&str, &[u8])] = &[
+    ("manifest.yaml", MANIFEST.as_bytes()),
+    (
+        "functions/dashboard.js",
+        include_bytes!("../../../examples/helpdesk/functions/dashboard.js"),
+    ),
+    (
+        "functions/lib/time.js",
+        include_bytes!("../../../examples/helpdesk/functions/lib/time.js"),
+    ),
+    (
+        "functions/notes.js",
+        include_bytes!("../../../examples/helpdesk/functions/notes.js"),
+    ),
+    (
+        "functions/status.js",
+        include_bytes!("../../../examples/helpdesk/functions/status.js"),
+    ),
+    (
+        "public/app.js",
+        include_bytes!("../../../examples/helpdesk/public/app.js"),
+    ),
+    (
+        "public/index.html",
+        include_bytes!("../../../examples/helpdesk/public/index.html"),
+    ),
+    (
+        "public/style.css",
+        include_bytes!("../../../examples/helpdesk/public/style.css"),
+    ),
+];
+
+/// The example app's bundle.
+pub fn example_bundle() -> crate::error::Result<bulkhead_model::bundle::Bundle> {
+    let files = BUNDLE
+        .iter()
+        .map(|(p, b)| ((*p).to_owned(), b.to_vec()))
+        .collect();
+    bulkhead_model::bundle::Bundle::new(files)
+        .map_err(|e| crate::error::Error::msg(format!("the example bundle: {e}")))
+}
+
 /// Demo tenants and their isolation levels: one at each level.
 pub const TENANTS: &[(&str, IsolationLevel)] = &[
     ("acme", IsolationLevel::Row),
@@ -98,6 +142,14 @@ pub async fn provision(gateway: &mut Gateway, data_dir: &Path) -> crate::error::
         }
     }
 
+    // The example's functions and front-end, unless that exact bundle is active already.
+    let bundle = example_bundle()?;
+    let active =
+        bulkhead_control::platform::active_bundle(&control_plane.client, &manifest.app).await?;
+    if active.map(|a| a.digest) != Some(bundle.digest()) {
+        control_plane.deploy_bundle(&bundle, &manifest).await?;
+    }
+
     crate::platform::write_private(
         &data_dir.join("boot").join(manifest.app.as_str()),
         boot.to_secret_string().expose(),
@@ -118,7 +170,40 @@ pub fn print_help(base: &str) {
         ));
     }
     tracing::info!(
-        "example app `helpdesk` is ready{users}\n  log in:\n    curl -s {base}/realms/acme/protocol/openid-connect/token -d grant_type=password -d client_id=helpdesk -d username=alice -d password={pw}\n  call it:\n    curl -s {base}/t/acme/api/ticket -H \"Authorization: Bearer $TOKEN\"\n  API document: {base}/t/acme/openapi.json",
+        "example app `helpdesk` is ready{users}\n  log in:\n    curl -s {base}/realms/acme/protocol/openid-connect/token -d grant_type=password -d client_id=helpdesk -d username=alice -d password={pw}\n  call it:\n    curl -s {base}/t/acme/api/ticket -H \"Authorization: Bearer $TOKEN\"\n  API document: {base}/t/acme/openapi.json\n  the example's own functions and front-end (a mini-app bundle):\n    curl -s {base}/t/acme/fn/dashboard -H \"Authorization: Bearer $TOKEN\"\n    open {base}/t/acme/app/ (also /t/globex/app/ and /t/initech/app/)",
         pw = demo_password("acme", "alice"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    /// The embedded bundle is exactly what `examples/helpdesk` holds, so `bulkhead up` serves
+    /// what `bulkhead app deploy examples/helpdesk` would.
+    #[test]
+    fn the_embedded_example_bundle_is_the_directory() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/helpdesk");
+        let mut on_disk = Vec::new();
+        for top in ["functions", "public"] {
+            let mut stack = vec![dir.join(top)];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else {
+                        on_disk.push(p.strip_prefix(&dir).unwrap().to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+        on_disk.push("manifest.yaml".into());
+        on_disk.sort();
+        let mut embedded: Vec<String> =
+            super::BUNDLE.iter().map(|(p, _)| (*p).to_owned()).collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk);
+        for (p, bytes) in super::BUNDLE {
+            assert_eq!(std::fs::read(dir.join(p)).unwrap(), *bytes, "{p}");
+        }
+    }
 }

@@ -171,6 +171,8 @@ impl Gateway {
                             .clone()
                             .unwrap_or_else(|| config.data_dir.join("files")),
                     )?),
+                    // The active bundle, from the registry, also by `publish_worker_config`.
+                    bundle: None,
                 })
                 .await?;
             self.platform

@@ -25,6 +25,7 @@ use bulkhead_egress::EgressSettings;
 use bulkhead_model::worker::{RUNTIME_PASSWORD, env};
 use bulkhead_model::{AppId, Secret};
 use bulkhead_pg::{DataPlane, DataPlaneConfig};
+use bulkhead_runtime::functions_store::Deployments;
 use bulkhead_runtime::http::HttpOut;
 use bulkhead_runtime::options::OptionsStore;
 use bulkhead_runtime::rest::{Api, PlaneDirectory};
@@ -163,6 +164,10 @@ pub async fn launch(
     let options = Arc::new(OptionsStore::default());
     let http = Arc::new(egress_client(&app, &egress)?);
     let search = SearchIndexes::new(plane.clone(), search);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let deployments = Arc::new(Deployments::new(bulkhead_sandbox::Engine::new(
+        (threads * 2).max(4),
+    )?));
     let mut live = Live {
         app: app.clone(),
         plane: plane.clone(),
@@ -172,14 +177,18 @@ pub async fn launch(
         http: http.clone(),
         search: search.is_enabled().then(|| search.clone()),
         applied: Vec::new(),
+        deployments: deployments.clone(),
+        bundle: None,
     };
     live.apply(&config, vault_attempts).await?;
+    live.apply_bundle(&config, vault_attempts).await?;
     tokio::spawn(live::reload(live, reload.max(Duration::from_millis(100))));
 
     let mut api = Api::new(plane.clone(), realms)
         .with_files(boot::files(&*reader, &config, &app, vault_attempts).await?)
         .with_options(options)
-        .with_http(http.clone());
+        .with_http(http.clone())
+        .with_deployments(deployments);
     if search.is_enabled() {
         tracing::info!(app = %app, dir = %search.config().dir.display(), "search: following tenant outboxes");
         tokio::spawn(search.clone().follow());

@@ -12,13 +12,16 @@ use std::time::Duration;
 use bulkhead_egress::AllowList;
 use bulkhead_identity::external::{ExternalRealm, ExternalRealms};
 use bulkhead_identity::jwt::Alg;
+use bulkhead_model::bundle::{Bundle, BundleRef};
 use bulkhead_model::tenants::IdentitySpec;
+use bulkhead_model::worker::bundle_path;
 use bulkhead_model::worker::{
     WORKER_CONFIG, WorkerConfig, WorkerTenant, setting_secret_path, tenant_password_path,
 };
 use bulkhead_model::{AppId, IsolationLevel, TenantId};
 use bulkhead_pg::{DataPlane, TenantPlacement};
 use bulkhead_runtime::auth::{Authenticator, Principal, PublishedRealms};
+use bulkhead_runtime::functions_store::{Deployed, Deployments};
 use bulkhead_runtime::http::HttpOut;
 use bulkhead_runtime::options::{LiveOptions, OptionsStore};
 use bulkhead_vault::VaultReader;
@@ -95,9 +98,47 @@ pub(crate) struct Live {
     /// The index copies, dropped for a tenant created again under the same id.
     pub(crate) search: Option<bulkhead_search::SearchIndexes>,
     pub(crate) applied: Vec<WorkerTenant>,
+    /// The app's functions and front-end, switched when the active bundle changes.
+    pub(crate) deployments: Arc<Deployments>,
+    pub(crate) bundle: Option<BundleRef>,
 }
 
 impl Live {
+    /// Activates the bundle `config` names (read from the vault by digest and checked against
+    /// it); requests already running finish on the version they started with.
+    pub(crate) async fn apply_bundle(
+        &mut self,
+        config: &WorkerConfig,
+        attempts: u32,
+    ) -> Result<()> {
+        if config.bundle == self.bundle {
+            return Ok(());
+        }
+        let Some(wanted) = &config.bundle else {
+            self.deployments.clear();
+            self.bundle = None;
+            tracing::info!(app = %self.app, "no bundle deployed");
+            return Ok(());
+        };
+        let raw = read_with_retry(&*self.reader, &bundle_path(&wanted.digest), attempts).await?;
+        let bundle = Bundle::from_json(raw.expose())
+            .map_err(|e| crate::Error::Config(format!("bundle {}: {e}", wanted.digest)))?;
+        if bundle.digest() != wanted.digest {
+            return Err(crate::Error::Config(format!(
+                "the vault's bundle does not match its digest {}",
+                wanted.digest
+            )));
+        }
+        let manifest =
+            bulkhead_model::AppManifest::from_yaml(bundle.manifest_source(), "manifest.yaml")
+                .map_err(|e| crate::Error::Config(format!("bundle manifest: {e}")))?;
+        self.deployments
+            .activate(Deployed::new(wanted.version, bundle, manifest.functions));
+        self.bundle = Some(wanted.clone());
+        tracing::info!(app = %self.app, version = wanted.version, digest = %wanted.digest, "bundle activated");
+        Ok(())
+    }
+
     /// Brings the data plane and the realms in line with `config`'s tenant list.
     pub(crate) async fn apply(&mut self, config: &WorkerConfig, attempts: u32) -> Result<()> {
         for tenant in &config.tenants {
@@ -221,6 +262,9 @@ pub(crate) async fn reload(mut live: Live, every: Duration) {
             && let Err(e) = live.apply(&config, 1).await
         {
             tracing::warn!(error = %e, "applying the new tenant list failed; retrying");
+        }
+        if let Err(e) = live.apply_bundle(&config, 1).await {
+            tracing::warn!(error = %e, "activating the new bundle failed; keeping the last one");
         }
     }
 }

@@ -17,12 +17,14 @@ use crate::{Error, Result, registry, to_json};
 use options::SECRET_MARK;
 
 mod apps;
+mod bundles;
 mod migrate;
 mod moves;
 mod options;
 mod tenants;
 
 pub use apps::worker_tenant;
+pub use bundles::{BundleVersion, active_bundle};
 pub use migrate::MigrationRun;
 pub use moves::MOVE_STEPS;
 pub use options::check_setting;

@@ -26,6 +26,7 @@ impl Platform {
     pub async fn publish_worker_config(&self, mut config: WorkerConfig) -> Result<()> {
         let records = registry::tenants(&self.client, &config.manifest.app).await?;
         config.tenants = shared_tenants(&records)?;
+        config.bundle = super::active_bundle(&self.client, &config.manifest.app).await?;
         self.write_worker_config(&config.manifest.app, &config)
             .await?;
         self.place_dedicated(&config, &records).await
@@ -141,6 +142,9 @@ impl Platform {
                 .and_then(|v| v.ok())
                 != serde_json::to_value(&config).ok()
             {
+                if let Some(bundle) = &config.bundle {
+                    self.copy_bundle(app, &space, bundle).await?;
+                }
                 self.write_worker_config(&space, &config).await?;
             }
         }
@@ -335,10 +339,13 @@ impl Platform {
             Err(e) => return Err(vault(e)),
         };
         let records = registry::tenants(&self.client, app).await?;
+        let bundle = super::active_bundle(&self.client, app).await?;
+        let changed_bundle = config.bundle != bundle;
+        config.bundle = bundle;
         // Dedicated tenants get their places before the app's worker lets go of them.
         self.place_dedicated(&config, &records).await?;
         let tenants = shared_tenants(&records)?;
-        if config.tenants != tenants {
+        if config.tenants != tenants || changed_bundle {
             config.tenants = tenants;
             self.write_worker_config(app, &config).await?;
         }

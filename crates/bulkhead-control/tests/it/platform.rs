@@ -426,6 +426,7 @@ async fn tenant_flags_and_settings_are_validated_and_secrets_stay_in_the_vault()
         domains: vec![],
         base_domains: vec![],
         files_root: None,
+        bundle: None,
     })
     .await
     .unwrap();

@@ -25,10 +25,12 @@ use crate::sql::{self, Direction, Filter, Param, QuerySpec};
 
 mod cross;
 mod db;
+mod kv;
 mod ops;
 
 pub use cross::CrossTenantQuery;
 pub use db::{Page, Query, TenantDb, Tx};
+pub use kv::{KV_KEY_MAX, KV_LIST_MAX, KV_VALUE_MAX, KvScope, TenantKv};
 
 /// How the data plane reaches the app database.
 #[derive(Debug, Clone)]
@@ -240,6 +242,11 @@ impl TenantContext {
     /// The tenant's data.
     pub fn db(&self) -> TenantDb<'_> {
         TenantDb { ctx: self }
+    }
+
+    /// The tenant's key-value store (the mini-apps' `storage`), for the tenant or the caller.
+    pub fn kv(&self, scope: KvScope) -> TenantKv<'_> {
+        TenantKv { ctx: self, scope }
     }
 
     /// The one explicit escape from tenant scoping: read `entity` across tenants. Refused

@@ -1,0 +1,496 @@
+//! An app's own functions and front-end, per tenant:
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | any | `/fn/{route}` | calls the function the manifest's `functions.routes` maps to |
+//! | GET | `/app/{file}` | serves `public/{file}` of the active bundle (`/app/` → `index.html`) |
+//!
+//! A function runs in the worker's sandbox ([`bulkhead_sandbox::Engine`]) with a host bound
+//! to the resolved tenant and the verified caller ([`AppHost`]); nothing the function passes
+//! names a tenant, and every data call goes through the same `TenantDb` and permissions as
+//! the REST API.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bulkhead_model::ErrorCode;
+use bulkhead_pg::plane::KvScope;
+use bulkhead_pg::{Direction, Filter};
+use bulkhead_sandbox::{Caller, Host, HostError, Invocation};
+use serde_json::{Value, json};
+
+use crate::api::Api;
+use crate::context::AppContext;
+use crate::error::ApiError;
+use crate::extract::query_pairs;
+use crate::resolve::ResolvedTenant;
+
+/// Headers a function may set on its response; anything else (cookies, CSP, CORS) is the
+/// platform's to decide.
+const ANSWER_HEADERS: &[&str] = &["content-language", "cache-control", "etag", "location"];
+
+/// The Content-Security-Policy of every front-end file: its own origin only, no inline
+/// scripts, no framing.
+pub const APP_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'";
+
+/// `/fn/{*route}`: finds the route, authenticates and authorises the caller, and runs the
+/// function on the deployment current when the request arrived.
+pub(crate) async fn invoke(
+    State(api): State<Arc<Api>>,
+    Extension(resolved): Extension<ResolvedTenant>,
+    method: Method,
+    Path(route_path): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::new(ErrorCode::NotFound, "no such function route");
+    let deployed = api
+        .deployments()
+        .and_then(|d| d.current())
+        .ok_or_else(not_found)?;
+    let path = format!("/{}", route_path.trim_start_matches('/'));
+    let (route, params) = deployed
+        .functions
+        .route(method.as_str(), &path)
+        .ok_or_else(not_found)?;
+    let (ctx, principal) = api.context(&resolved, &headers, !method.is_safe()).await?;
+    if principal.is_anonymous() && !route.anonymous {
+        return Err(ApiError::unauthorized());
+    }
+    if !principal.is_anonymous()
+        && !route.roles.is_empty()
+        && !route.roles.iter().any(|r| principal.roles.contains(r))
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "your roles may not call this function",
+        ));
+    }
+    let query: serde_json::Map<String, Value> = query_pairs(raw.as_deref())?
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let body = request_body(&headers, &body)?;
+    let request = json!({
+        "method": method.as_str(),
+        "path": path,
+        "params": params
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect::<serde_json::Map<_, _>>(),
+        "query": query,
+        "headers": {
+            "content-type": header_text(&headers, header::CONTENT_TYPE),
+            "accept": header_text(&headers, header::ACCEPT),
+            "accept-language": header_text(&headers, header::ACCEPT_LANGUAGE),
+        },
+        "body": body,
+    });
+    let caller = Caller {
+        id: (!principal.subject.is_empty()).then(|| principal.subject.clone()),
+        roles: principal.roles.clone(),
+    };
+    let request_id = crate::request_id::current();
+    let tenant = resolved.tenant.to_string();
+    let host = AppHost {
+        ctx: AppContext::new(ctx, principal, api.clone()),
+        handle: tokio::runtime::Handle::current(),
+        request_id: request_id.clone(),
+    };
+    let function = route.function.clone();
+    let engine = api
+        .deployments()
+        .map(|d| d.engine().clone())
+        .ok_or_else(not_found)?;
+    let answer = engine
+        .invoke(
+            deployed.program.clone(),
+            Invocation {
+                function: function.clone(),
+                request,
+                caller,
+            },
+            Box::new(host),
+        )
+        .await;
+    match answer {
+        Ok(a) => Ok(respond(a)),
+        Err(f) => {
+            if let Some(stack) = &f.stack {
+                tracing::error!(
+                    app = %bulkhead_runtime_app(&api),
+                    tenant = %tenant,
+                    function = %function.name(),
+                    version = deployed.version,
+                    request_id = request_id.as_deref().unwrap_or("-"),
+                    stack = %stack,
+                    "function failed"
+                );
+            } else if f.is_limit() {
+                tracing::warn!(
+                    app = %bulkhead_runtime_app(&api),
+                    tenant = %tenant,
+                    function = %function.name(),
+                    code = f.code.as_str(),
+                    "function stopped at a limit"
+                );
+            }
+            Err(limit_error(f))
+        }
+    }
+}
+
+fn bulkhead_runtime_app(api: &Api) -> String {
+    crate::api::manifest(api).app.to_string()
+}
+
+/// A limit's error keeps its own message (it is not a secret); anything else goes through
+/// the one error mapping.
+fn limit_error(f: bulkhead_sandbox::Failure) -> ApiError {
+    if f.is_limit() {
+        return ApiError::new(f.code, f.message);
+    }
+    f.into()
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Value {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Value::Null, |s| Value::String(s.to_owned()))
+}
+
+/// The body as the function sees it: parsed JSON for a JSON request, text otherwise, `null`
+/// when empty.
+fn request_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    if crate::extract::is_json_request(headers) {
+        return crate::extract::json_body(headers, body);
+    }
+    match std::str::from_utf8(body) {
+        Ok(s) => Ok(Value::String(s.to_owned())),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "function bodies are JSON or UTF-8 text",
+        )),
+    }
+}
+
+fn respond(a: bulkhead_sandbox::Answer) -> Response {
+    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
+    let mut resp = if matches!(status.as_u16(), 204 | 304) {
+        status.into_response()
+    } else {
+        (status, axum::Json(a.body)).into_response()
+    };
+    for (k, v) in a.headers {
+        let lower = k.to_ascii_lowercase();
+        if !ANSWER_HEADERS.contains(&lower.as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(lower), HeaderValue::try_from(v)) {
+            resp.headers_mut().insert(name, value);
+        }
+    }
+    resp
+}
+
+/// `/app` → `app/` (relative, so it works under `/t/{tenant}` and on tenant hosts alike, and
+/// the front-end's relative links resolve inside it).
+pub(crate) async fn app_root() -> Response {
+    (
+        StatusCode::PERMANENT_REDIRECT,
+        [(header::LOCATION, HeaderValue::from_static("app/"))],
+    )
+        .into_response()
+}
+
+/// `/app/` and `/app/{*file}`: the active bundle's `public/` files, with a strict CSP,
+/// `nosniff` and an ETag from the bundle's digest.
+pub(crate) async fn static_file(
+    State(api): State<Arc<Api>>,
+    path: Option<Path<String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::new(ErrorCode::NotFound, "no such file");
+    let deployed = api
+        .deployments()
+        .and_then(|d| d.current())
+        .ok_or_else(not_found)?;
+    let rel = path.map(|Path(p)| p).unwrap_or_default();
+    let rel = rel.trim_start_matches('/');
+    let rel = if rel.is_empty() || rel.ends_with('/') {
+        format!("{rel}index.html")
+    } else {
+        rel.to_owned()
+    };
+    let file = format!("public/{rel}");
+    // Bundle paths were checked when the bundle was built; a request path is only looked up.
+    if bulkhead_model::bundle::check_path(&file).is_err() {
+        return Err(not_found());
+    }
+    let bytes = deployed.bundle.get(&file).ok_or_else(not_found)?;
+    let digest = deployed.bundle.digest();
+    let etag = format!(
+        "\"{}\"",
+        digest
+            .trim_start_matches("sha256:")
+            .get(..32)
+            .unwrap_or("0")
+    );
+    let mut resp = if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag)
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mime = mime_guess::from_path(&rel).first_or_octet_stream();
+        let mut r = bytes.to_vec().into_response();
+        if let Ok(v) = HeaderValue::from_str(mime.essence_str()) {
+            r.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        r
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(APP_CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    Ok(resp)
+}
+
+/// The platform side of one invocation: the request's tenant-bound context. Called on the
+/// interpreter's thread; each call waits on the worker's runtime until the invocation's
+/// deadline.
+struct AppHost {
+    ctx: AppContext,
+    handle: tokio::runtime::Handle,
+    request_id: Option<String>,
+}
+
+fn host_error(e: bulkhead_pg::Error) -> HostError {
+    let a: ApiError = e.into();
+    HostError {
+        code: a.code,
+        message: a.message,
+        field: a.field,
+    }
+}
+
+fn text_arg<'a>(args: &'a Value, key: &str) -> Result<&'a str, HostError> {
+    args[key].as_str().ok_or_else(|| {
+        let mut e = HostError::new(ErrorCode::BadRequest, format!("{key} must be a string"));
+        e.field = Some(key.to_owned());
+        e
+    })
+}
+
+/// `where` conditions: `{field: value}` (equality) or `{field: {gt: 1, in: [..]}}`.
+fn filters(list: &Value) -> Result<Vec<Filter>, HostError> {
+    let bad = |m: String| HostError::new(ErrorCode::BadQuery, m);
+    let mut out = Vec::new();
+    for cond in list.as_array().into_iter().flatten() {
+        let Some(map) = cond.as_object() else {
+            return Err(bad("where() takes an object of field conditions".into()));
+        };
+        for (field, v) in map {
+            match v.as_object() {
+                Some(ops) => {
+                    for (op, arg) in ops {
+                        let f = field.clone();
+                        out.push(match op.as_str() {
+                            "eq" => Filter::Eq(f, arg.clone()),
+                            "ne" => Filter::Ne(f, arg.clone()),
+                            "lt" => Filter::Lt(f, arg.clone()),
+                            "lte" => Filter::Lte(f, arg.clone()),
+                            "gt" => Filter::Gt(f, arg.clone()),
+                            "gte" => Filter::Gte(f, arg.clone()),
+                            "in" => Filter::In(f, arg.as_array().cloned().ok_or_else(|| {
+                                bad(format!("{field}: in takes a list"))
+                            })?),
+                            "null" => Filter::IsNull(
+                                f,
+                                arg.as_bool()
+                                    .ok_or_else(|| bad(format!("{field}: null takes true or false")))?,
+                            ),
+                            "contains" => Filter::Contains(
+                                f,
+                                arg.as_str()
+                                    .ok_or_else(|| bad(format!("{field}: contains takes a string")))?
+                                    .to_owned(),
+                            ),
+                            other => {
+                                return Err(bad(format!(
+                                    "{field}: unknown operator {other:?} (eq ne lt lte gt gte in null contains)"
+                                )));
+                            }
+                        });
+                    }
+                }
+                None => out.push(Filter::Eq(field.clone(), v.clone())),
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl AppHost {
+    async fn dispatch(&self, op: &str, args: Value) -> Result<Value, HostError> {
+        let db = self.ctx.db();
+        let kv = |args: &Value| match args["scope"].as_str() {
+            Some("user") => self.ctx.kv(KvScope::User),
+            _ => self.ctx.kv(KvScope::Tenant),
+        };
+        match op {
+            "db.get" => db
+                .get(text_arg(&args, "entity")?, text_arg(&args, "id")?)
+                .await
+                .map_err(host_error),
+            "db.insert" => db
+                .insert(text_arg(&args, "entity")?, &args["record"])
+                .await
+                .map_err(host_error),
+            "db.update" => db
+                .update(
+                    text_arg(&args, "entity")?,
+                    text_arg(&args, "id")?,
+                    &args["patch"],
+                )
+                .await
+                .map_err(host_error),
+            "db.delete" => db
+                .delete(text_arg(&args, "entity")?, text_arg(&args, "id")?)
+                .await
+                .map(|()| json!({"deleted": true}))
+                .map_err(host_error),
+            "db.query" | "db.count" => {
+                let mut q = db.query(text_arg(&args, "entity")?);
+                for f in filters(&args["where"])? {
+                    q = q.filter(f);
+                }
+                if op == "db.count" {
+                    return q.count().await.map(Value::from).map_err(host_error);
+                }
+                if let Some(order) = args["order"].as_str() {
+                    q = match order.strip_prefix('-') {
+                        Some(f) => q.order_by(f, Direction::Desc),
+                        None => q.order_by(order, Direction::Asc),
+                    };
+                }
+                if !args["limit"].is_null() {
+                    let n = args["limit"].as_i64().ok_or_else(|| {
+                        HostError::new(ErrorCode::BadQuery, "limit takes a whole number")
+                    })?;
+                    q = q.limit(n);
+                }
+                if let Some(after) = args["after"].as_str() {
+                    q = q.after(after);
+                }
+                let page = q.fetch().await.map_err(host_error)?;
+                Ok(json!({"records": page.records, "next_cursor": page.next_cursor}))
+            }
+            "storage.get" => kv(&args)
+                .get(text_arg(&args, "key")?)
+                .await
+                .map(|v| v.unwrap_or(Value::Null))
+                .map_err(host_error),
+            "storage.set" => {
+                if args["value"].is_null() {
+                    return Err(HostError::new(
+                        ErrorCode::MissingField,
+                        "storage.set takes a value (use storage.delete to remove one)",
+                    ));
+                }
+                kv(&args)
+                    .set(text_arg(&args, "key")?, &args["value"])
+                    .await
+                    .map(|()| Value::Null)
+                    .map_err(host_error)
+            }
+            "storage.delete" => kv(&args)
+                .delete(text_arg(&args, "key")?)
+                .await
+                .map(Value::Bool)
+                .map_err(host_error),
+            "storage.list" => kv(&args)
+                .list(text_arg(&args, "prefix")?)
+                .await
+                .map(|entries| {
+                    Value::Array(
+                        entries
+                            .into_iter()
+                            .map(|(key, value)| json!({"key": key, "value": value}))
+                            .collect(),
+                    )
+                })
+                .map_err(host_error),
+            "flags.get" => Ok(self
+                .ctx
+                .flags()
+                .evaluate(text_arg(&args, "name")?)
+                .map_or(Value::Null, |e| e.value)),
+            "config.get" => Ok(self
+                .ctx
+                .config()
+                .get(text_arg(&args, "name")?)
+                .unwrap_or(Value::Null)),
+            "log" => {
+                let message: String = args["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(4096)
+                    .collect();
+                let app = self.ctx.manifest_app();
+                let tenant = self.ctx.tenant().to_string();
+                let request_id = self.request_id.as_deref().unwrap_or("-");
+                match args["level"].as_str() {
+                    Some("error") => tracing::error!(app, tenant, request_id, "{message}"),
+                    Some("warn") => tracing::warn!(app, tenant, request_id, "{message}"),
+                    _ => tracing::info!(app, tenant, request_id, "{message}"),
+                }
+                Ok(Value::Null)
+            }
+            other => Err(HostError::new(
+                ErrorCode::BadRequest,
+                format!("unknown platform call {other:?}"),
+            )),
+        }
+    }
+}
+
+impl Host for AppHost {
+    fn call(&mut self, op: &str, args: Value, deadline: Instant) -> Result<Value, HostError> {
+        let handle = self.handle.clone();
+        let deadline = tokio::time::Instant::from_std(deadline);
+        handle.block_on(async {
+            match tokio::time::timeout_at(deadline, self.dispatch(op, args)).await {
+                Ok(r) => r,
+                Err(_) => Err(HostError::new(
+                    ErrorCode::LimitTime,
+                    "the function ran out of time waiting for the platform",
+                )),
+            }
+        })
+    }
+}
