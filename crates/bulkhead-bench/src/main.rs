@@ -10,6 +10,7 @@
 //! `rest` does the same through the HTTP stack; `search` measures per-tenant indexing and
 //! queries (see its module).
 
+mod functions;
 mod rest;
 mod search;
 
@@ -44,6 +45,9 @@ enum Command {
     /// GET by id and list-of-20 through the full HTTP stack (tenant resolution, token
     /// verification, permissions, TenantDb) vs a hand-written axum + tokio-postgres handler.
     Rest(ScopingArgs),
+    /// A mini-app function doing one `db.get` vs the generated REST GET of the same row, and
+    /// an empty function (over HTTP and on the engine alone).
+    Functions(ScopingArgs),
     /// Per-tenant search: outbox-following and rebuild throughput (docs/s) and query latency
     /// (p50/p99) vs hand-written tantivy on the same documents.
     Search(search::SearchArgs),
@@ -552,6 +556,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Scoping(args) => runtime.block_on(scoping(args)),
         Command::Rest(args) => runtime.block_on(rest::run(args)),
+        Command::Functions(args) => runtime.block_on(functions::run(args)),
         Command::Search(args) => runtime.block_on(search::run(args)),
     }
 }

@@ -27,16 +27,19 @@ use tokio_postgres::NoTls;
 use crate::{Fixture, Samples, ScopingArgs};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Scenario {
+pub(crate) enum Scenario {
     GetById,
     List20,
+    /// `GET {base}/empty` (the functions benchmark's empty function).
+    Empty,
 }
 
 impl Scenario {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Scenario::GetById => "get_by_id",
             Scenario::List20 => "list_20",
+            Scenario::Empty => "empty",
         }
     }
 }
@@ -110,7 +113,7 @@ async fn base_list(
     ))
 }
 
-async fn serve(router: Router) -> anyhow::Result<std::net::SocketAddr> {
+pub(crate) async fn serve(router: Router) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -123,12 +126,12 @@ async fn serve(router: Router) -> anyhow::Result<std::net::SocketAddr> {
     Ok(addr)
 }
 
-struct Target {
-    base: String,
-    tokens: Vec<Option<String>>,
+pub(crate) struct Target {
+    pub(crate) base: String,
+    pub(crate) tokens: Vec<Option<String>>,
 }
 
-async fn measure(
+pub(crate) async fn measure(
     client: &reqwest::Client,
     target: &Arc<Target>,
     fixture: &Arc<Fixture>,
@@ -154,6 +157,7 @@ async fn measure(
                         ids[(i * 7919 + worker * 104_729) % ids.len()]
                     ),
                     Scenario::List20 => format!("{}/ticket", target.base),
+                    Scenario::Empty => format!("{}/empty", target.base),
                 };
                 let mut req = client.get(&url).header("x-tenant", &fixture.tenants[t]);
                 if let Some(tok) = &target.tokens[t] {
@@ -180,10 +184,18 @@ async fn measure(
     Ok(samples)
 }
 
-pub(crate) async fn run(args: ScopingArgs) -> anyhow::Result<()> {
-    let (admin_url, _cluster_guard) = crate::database(args.admin_url.as_deref())?;
-    let fixture = Arc::new(crate::setup(&admin_url, &args).await?);
+/// What both HTTP benchmarks serve from: the fixture, each tenant's token from its realm, and
+/// the runtime's `Api` over them (the caller adds what it measures).
+pub(crate) struct Stack {
+    pub(crate) fixture: Arc<Fixture>,
+    pub(crate) tokens: Vec<Option<String>>,
+    pub(crate) api: Api,
+    pub(crate) _cluster: Option<(bulkhead_pgcluster::Cluster, bulkhead_pgcluster::Reaper)>,
+}
 
+pub(crate) async fn stack(args: &ScopingArgs) -> anyhow::Result<Stack> {
+    let (admin_url, cluster_guard) = crate::database(args.admin_url.as_deref())?;
+    let fixture = Arc::new(crate::setup(&admin_url, args).await?);
     // Realms live in the platform database.
     let (su, conn) = fixture.admin.connect(NoTls).await?;
     tokio::spawn(conn);
@@ -233,13 +245,23 @@ pub(crate) async fn run(args: ScopingArgs) -> anyhow::Result<()> {
         tokens.push(Some(tok.access_token));
     }
 
-    let api = Arc::new(Api::new(
+    let api = Api::new(
         fixture.plane.clone(),
         Arc::new(LocalRealms {
             store: realms,
             audience,
         }),
-    ));
+    );
+    Ok(Stack {
+        fixture,
+        tokens,
+        api,
+        _cluster: cluster_guard,
+    })
+}
+
+/// The runtime's routes behind tenant resolution by `X-Tenant`.
+pub(crate) fn app(api: Arc<Api>, fixture: &Fixture) -> Router {
     let layer = TenantLayer::new(
         ResolverConfig {
             strategies: vec![Strategy::Header("x-tenant".into())],
@@ -251,10 +273,20 @@ pub(crate) async fn run(args: ScopingArgs) -> anyhow::Result<()> {
         Arc::new(PlaneDirectory(fixture.plane.clone())),
         Mode::Chain,
     );
-    let bulkhead_app = Router::new().fallback_service(tower::Layer::layer(
+    Router::new().fallback_service(tower::Layer::layer(
         &layer,
         bulkhead_runtime::rest::router(api),
-    ));
+    ))
+}
+
+pub(crate) async fn run(args: ScopingArgs) -> anyhow::Result<()> {
+    let Stack {
+        fixture,
+        tokens,
+        api,
+        _cluster,
+    } = stack(&args).await?;
+    let bulkhead_app = app(Arc::new(api), &fixture);
     let bh_addr = serve(bulkhead_app).await?;
     let base_app = Router::new()
         .route("/ticket", get(base_list))

@@ -128,7 +128,7 @@ pub(crate) async fn invoke(
                     function = %function.name(),
                     version = deployed.version,
                     request_id = request_id.as_deref().unwrap_or("-"),
-                    stack = %stack,
+                    stack = ?stack,
                     "function failed"
                 );
             } else if f.is_limit() {
@@ -444,6 +444,7 @@ impl AppHost {
                     )
                 })
                 .map_err(host_error),
+            "http.fetch" => self.fetch(&args).await,
             "flags.get" => Ok(self
                 .ctx
                 .flags()
@@ -476,6 +477,48 @@ impl AppHost {
                 format!("unknown platform call {other:?}"),
             )),
         }
+    }
+}
+
+impl AppHost {
+    /// `http.fetch`: through the egress client with this tenant's allow-list (deny by
+    /// default); the body as text.
+    async fn fetch(&self, args: &Value) -> Result<Value, HostError> {
+        let method = Method::from_bytes(text_arg(args, "method")?.to_ascii_uppercase().as_bytes())
+            .map_err(|_| HostError::new(ErrorCode::BadRequest, "unknown HTTP method"))?;
+        let mut headers = Vec::new();
+        for (k, v) in args["headers"].as_object().into_iter().flatten() {
+            if let Some(v) = v.as_str() {
+                headers.push((k.clone(), v.to_owned()));
+            }
+        }
+        let request = bulkhead_egress::Request {
+            method,
+            url: text_arg(args, "url")?.to_owned(),
+            headers,
+            body: args["body"]
+                .as_str()
+                .map(|b| bytes::Bytes::from(b.to_owned())),
+        };
+        let response = self.ctx.http().send(request).await.map_err(|e| {
+            let code = match &e {
+                bulkhead_egress::Error::Denied { .. } => ErrorCode::Forbidden,
+                bulkhead_egress::Error::BadUrl(_) => ErrorCode::BadRequest,
+                bulkhead_egress::Error::TooLarge(_) => ErrorCode::PayloadTooLarge,
+                _ => ErrorCode::Unavailable,
+            };
+            HostError::new(code, e.to_string())
+        })?;
+        Ok(json!({
+            "status": response.status.as_u16(),
+            "url": response.url,
+            "headers": response
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect::<serde_json::Map<_, _>>(),
+            "body": String::from_utf8_lossy(&response.body),
+        }))
     }
 }
 

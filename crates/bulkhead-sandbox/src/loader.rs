@@ -22,6 +22,7 @@ const api = globalThis.__bulkhead_api;
 delete globalThis.__bulkhead_api;
 export const db = api.db;
 export const storage = api.storage;
+export const http = api.http;
 export const flags = api.flags;
 export const config = api.config;
 export const log = api.log;

@@ -110,6 +110,17 @@
     const tenantStore = store("tenant");
     const storage = freeze(Object.assign(Object.create(null), tenantStore, { user: store("user") }));
 
+    const http = freeze({
+      fetch: (url, init) => {
+        const i = init === undefined || init === null ? {} : init;
+        return later("http.fetch", {
+          url: text(url, "url"),
+          method: i.method === undefined ? "GET" : text(i.method, "method"),
+          headers: i.headers === undefined ? {} : i.headers,
+          body: i.body === undefined || i.body === null ? null : typeof i.body === "string" ? i.body : stringify(i.body),
+        });
+      },
+    });
     const flags = freeze({ get: (name) => later("flags.get", { name: text(name, "name") }) });
     const config = freeze({ get: (name) => later("config.get", { name: text(name, "name") }) });
     const show = (args) =>
@@ -136,7 +147,7 @@
     freeze(Response.prototype);
     const respond = (status, body, headers) => new Response(status, body, headers);
 
-    const api = freeze({ db, storage, flags, config, log, user, respond });
+    const api = freeze({ db, storage, http, flags, config, log, user, respond });
 
     // Runs the route's export with the request; the answer as JSON text.
     async function run(fn, requestJson) {

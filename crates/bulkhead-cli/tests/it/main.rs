@@ -2,6 +2,7 @@
 //! Drives the real `bulkhead` binary.
 
 mod cli;
+mod functions;
 mod hostile;
 mod in_process;
 mod layout;

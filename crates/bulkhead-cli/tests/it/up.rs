@@ -133,7 +133,7 @@ async fn up_with_a_database_url_uses_that_server_and_starts_none() {
     db.superuser().await.unwrap();
 }
 
-fn login(addr: std::net::SocketAddr, tenant: &str, user: &str) -> String {
+pub(crate) fn login(addr: std::net::SocketAddr, tenant: &str, user: &str) -> String {
     let form = format!(
         "grant_type=password&client_id=helpdesk&username={user}&password={user}-at-{tenant}"
     );

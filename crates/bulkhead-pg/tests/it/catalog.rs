@@ -72,8 +72,8 @@ async fn the_runtime_role_is_unprivileged_and_every_tenant_table_forces_rls() {
         .unwrap();
     assert_eq!(
         tables.len(),
-        9,
-        "customer, ticket and the search outbox in public, t_s1, t_s2"
+        12,
+        "customer, ticket, the search outbox and the key-value store in public, t_s1, t_s2"
     );
     for t in &tables {
         let (schema, name): (String, String) = (t.get(0), t.get(1));

@@ -8,5 +8,6 @@ mod migrations;
 mod permissions;
 mod pgtap;
 mod scoping;
+mod storage;
 mod support;
 mod values;
