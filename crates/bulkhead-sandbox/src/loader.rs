@@ -15,25 +15,23 @@ use crate::Program;
 /// The specifier of the platform's module.
 pub(crate) const BULKHEAD: &str = "bulkhead";
 
+/// The names `bulkhead` exports (the checker's stand-in declares the same); each is the
+/// prelude's `api` object's property of that name.
+pub(crate) const BULKHEAD_EXPORTS: &[&str] = &[
+    "db", "storage", "http", "flags", "config", "log", "user", "respond",
+];
+
 /// The `bulkhead` module: the objects the prelude built for this invocation, picked up from
 /// a global that is deleted as soon as it is read (and by the engine after the import).
-pub(crate) const BULKHEAD_SOURCE: &str = r#"
-const api = globalThis.__bulkhead_api;
-delete globalThis.__bulkhead_api;
-export const db = api.db;
-export const storage = api.storage;
-export const http = api.http;
-export const flags = api.flags;
-export const config = api.config;
-export const log = api.log;
-export const user = api.user;
-export const respond = api.respond;
-export default api;
-"#;
-
-/// The names `bulkhead` exports (the checker's stand-in declares the same).
-pub(crate) const BULKHEAD_EXPORTS: &[&str] =
-    &["db", "storage", "flags", "config", "log", "user", "respond"];
+pub(crate) fn bulkhead_source() -> String {
+    let mut src =
+        String::from("const api = globalThis.__bulkhead_api;\ndelete globalThis.__bulkhead_api;\n");
+    for name in BULKHEAD_EXPORTS {
+        src.push_str(&format!("export const {name} = api.{name};\n"));
+    }
+    src.push_str("export default api;\n");
+    src
+}
 
 /// `name` imported from `base`, as a bundle path; `None` when it is not allowed.
 pub(crate) fn resolve_name(program: &Program, base: &str, name: &str) -> Option<String> {
@@ -96,7 +94,7 @@ impl Loader for BundleLoader {
         _attributes: Option<ImportAttributes<'js>>,
     ) -> Result<Module<'js, Declared>> {
         if name == BULKHEAD {
-            return Module::declare(ctx.clone(), BULKHEAD, BULKHEAD_SOURCE);
+            return Module::declare(ctx.clone(), BULKHEAD, bulkhead_source());
         }
         let source = self.0.borrow().as_ref().and_then(|p| p.module(name));
         match source {
