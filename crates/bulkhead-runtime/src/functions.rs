@@ -101,6 +101,8 @@ pub(crate) async fn invoke(
         ctx: AppContext::new(ctx, principal, api.clone()),
         handle: tokio::runtime::Handle::current(),
         request_id: request_id.clone(),
+        txs: Default::default(),
+        next_tx: 0,
     };
     let function = route.function.clone();
     let engine = api
@@ -286,6 +288,9 @@ struct AppHost {
     ctx: AppContext,
     handle: tokio::runtime::Handle,
     request_id: Option<String>,
+    /// Open transactions by number (`db.transaction`).
+    txs: std::collections::HashMap<u64, tokio::sync::mpsc::UnboundedSender<TxCommand>>,
+    next_tx: u64,
 }
 
 fn host_error(e: bulkhead_pg::Error) -> HostError {
@@ -354,42 +359,44 @@ fn filters(list: &Value) -> Result<Vec<Filter>, HostError> {
     Ok(out)
 }
 
-impl AppHost {
-    async fn dispatch(&self, op: &str, args: Value) -> Result<Value, HostError> {
-        let db = self.ctx.db();
-        let kv = |args: &Value| match args["scope"].as_str() {
-            Some("user") => self.ctx.kv(KvScope::User),
-            _ => self.ctx.kv(KvScope::Tenant),
-        };
-        match op {
-            "db.get" => db
-                .get(text_arg(&args, "entity")?, text_arg(&args, "id")?)
+/// The data operations of the `db` object, on `TenantDb` or on an open `Tx` (the same
+/// method names and arguments; a macro because one borrows shared and the other unique).
+macro_rules! data_op {
+    ($target:expr, $op:expr, $args:expr) => {{
+        let args: &Value = $args;
+        match $op {
+            "db.get" => $target
+                .get(text_arg(args, "entity")?, text_arg(args, "id")?)
                 .await
                 .map_err(host_error),
-            "db.insert" => db
-                .insert(text_arg(&args, "entity")?, &args["record"])
+            "db.insert" => $target
+                .insert(text_arg(args, "entity")?, &args["record"])
                 .await
                 .map_err(host_error),
-            "db.update" => db
+            "db.update" => $target
                 .update(
-                    text_arg(&args, "entity")?,
-                    text_arg(&args, "id")?,
+                    text_arg(args, "entity")?,
+                    text_arg(args, "id")?,
                     &args["patch"],
                 )
                 .await
                 .map_err(host_error),
-            "db.delete" => db
-                .delete(text_arg(&args, "entity")?, text_arg(&args, "id")?)
+            "db.delete" => $target
+                .delete(text_arg(args, "entity")?, text_arg(args, "id")?)
                 .await
                 .map(|()| json!({"deleted": true}))
                 .map_err(host_error),
-            "db.query" | "db.count" => {
-                let mut q = db.query(text_arg(&args, "entity")?);
+            "db.count" => {
+                let mut q = $target.query(text_arg(args, "entity")?);
                 for f in filters(&args["where"])? {
                     q = q.filter(f);
                 }
-                if op == "db.count" {
-                    return q.count().await.map(Value::from).map_err(host_error);
+                q.count().await.map(Value::from).map_err(host_error)
+            }
+            "db.query" => {
+                let mut q = $target.query(text_arg(args, "entity")?);
+                for f in filters(&args["where"])? {
+                    q = q.filter(f);
                 }
                 if let Some(order) = args["order"].as_str() {
                     q = match order.strip_prefix('-') {
@@ -409,6 +416,126 @@ impl AppHost {
                 let page = q.fetch().await.map_err(host_error)?;
                 Ok(json!({"records": page.records, "next_cursor": page.next_cursor}))
             }
+            other => Err(HostError::new(
+                ErrorCode::BadRequest,
+                format!("unknown platform call {other:?}"),
+            )),
+        }
+    }};
+}
+
+/// Most transactions one invocation may hold open at once.
+const MAX_OPEN_TRANSACTIONS: usize = 4;
+
+/// What an invocation asks of its open transaction.
+enum TxCommand {
+    Op(
+        String,
+        Value,
+        tokio::sync::oneshot::Sender<Result<Value, HostError>>,
+    ),
+    End(bool, tokio::sync::oneshot::Sender<Result<Value, HostError>>),
+}
+
+async fn tx_op(tx: &mut bulkhead_pg::Tx<'_>, op: &str, args: &Value) -> Result<Value, HostError> {
+    data_op!(tx, op, args)
+}
+
+impl AppHost {
+    /// `db.transaction`: a task that owns the transaction (and the context it borrows) and
+    /// runs the invocation's statements on it in order. An invocation that ends without
+    /// committing drops the task's channel: the transaction is dropped and its connection
+    /// closed, so nothing is written.
+    async fn begin(&mut self) -> Result<Value, HostError> {
+        if self.txs.len() >= MAX_OPEN_TRANSACTIONS {
+            return Err(HostError::new(
+                ErrorCode::Conflict,
+                format!("at most {MAX_OPEN_TRANSACTIONS} open transactions per invocation"),
+            ));
+        }
+        let (commands, mut inbox) = tokio::sync::mpsc::unbounded_channel::<TxCommand>();
+        let (ready, opened) = tokio::sync::oneshot::channel();
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            let db = ctx.db();
+            let mut tx = match db.begin().await {
+                Ok(tx) => {
+                    let _ = ready.send(Ok(()));
+                    tx
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(host_error(e)));
+                    return;
+                }
+            };
+            while let Some(command) = inbox.recv().await {
+                match command {
+                    TxCommand::Op(op, args, reply) => {
+                        let _ = reply.send(tx_op(&mut tx, &op, &args).await);
+                    }
+                    TxCommand::End(commit, reply) => {
+                        let r = if commit {
+                            tx.commit().await
+                        } else {
+                            tx.rollback().await
+                        };
+                        let _ = reply.send(r.map(|()| Value::Null).map_err(host_error));
+                        return;
+                    }
+                }
+            }
+        });
+        opened
+            .await
+            .map_err(|_| HostError::new(ErrorCode::Internal, "the transaction task ended"))??;
+        self.next_tx += 1;
+        self.txs.insert(self.next_tx, commands);
+        Ok(json!(self.next_tx))
+    }
+
+    async fn in_tx(
+        &mut self,
+        id: u64,
+        command: impl FnOnce(tokio::sync::oneshot::Sender<Result<Value, HostError>>) -> TxCommand,
+        ends: bool,
+    ) -> Result<Value, HostError> {
+        let closed = || HostError::new(ErrorCode::BadRequest, "the transaction has ended");
+        let sender = if ends {
+            self.txs.remove(&id)
+        } else {
+            self.txs.get(&id).cloned()
+        }
+        .ok_or_else(closed)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        sender.send(command(reply)).map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    async fn dispatch(&mut self, op: &str, args: Value) -> Result<Value, HostError> {
+        if let Some(id) = args["tx"].as_u64() {
+            return match op {
+                "db.commit" => self.in_tx(id, |r| TxCommand::End(true, r), true).await,
+                "db.rollback" => self.in_tx(id, |r| TxCommand::End(false, r), true).await,
+                _ if op.starts_with("db.") => {
+                    let op = op.to_owned();
+                    self.in_tx(id, move |r| TxCommand::Op(op, args, r), false)
+                        .await
+                }
+                _ => Err(HostError::new(ErrorCode::BadRequest, "not a data call")),
+            };
+        }
+        if op == "db.begin" {
+            return self.begin().await;
+        }
+        if op.starts_with("db.") {
+            let db = self.ctx.db();
+            return data_op!(db, op, &args);
+        }
+        let kv = |args: &Value| match args["scope"].as_str() {
+            Some("user") => self.ctx.kv(KvScope::User),
+            _ => self.ctx.kv(KvScope::Tenant),
+        };
+        match op {
             "storage.get" => kv(&args)
                 .get(text_arg(&args, "key")?)
                 .await

@@ -48,12 +48,14 @@
     };
 
     class Query {
+      #tx;
       #entity;
       #where = [];
       #order = null;
       #limit = null;
       #after = null;
-      constructor(entity) {
+      constructor(tx, entity) {
+        this.#tx = tx;
         this.#entity = text(entity, "entity");
       }
       where(conditions) {
@@ -74,6 +76,7 @@
       }
       fetch() {
         return later("db.query", {
+          tx: this.#tx,
           entity: this.#entity,
           where: this.#where,
           order: this.#order,
@@ -82,21 +85,44 @@
         });
       }
       count() {
-        return later("db.count", { entity: this.#entity, where: this.#where });
+        return later("db.count", { tx: this.#tx, entity: this.#entity, where: this.#where });
       }
     }
     freeze(Query.prototype);
 
-    const db = freeze({
-      query: (entity) => new Query(entity),
-      get: (entity, id) => later("db.get", { entity: text(entity, "entity"), id: text(id, "id") }),
-      insert: (entity, record) => later("db.insert", { entity: text(entity, "entity"), record }),
-      update: (entity, id, patch) =>
-        later("db.update", { entity: text(entity, "entity"), id: text(id, "id"), patch }),
-      delete: (entity, id) => later("db.delete", { entity: text(entity, "entity"), id: text(id, "id") }),
-      count: (entity, where) =>
-        later("db.count", { entity: text(entity, "entity"), where: where === undefined ? [] : [where] }),
-    });
+    // The data handle: `tx` is null outside a transaction, the transaction's number inside.
+    function dataHandle(tx) {
+      const handle = {
+        query: (entity) => new Query(tx, entity),
+        get: (entity, id) => later("db.get", { tx, entity: text(entity, "entity"), id: text(id, "id") }),
+        insert: (entity, record) => later("db.insert", { tx, entity: text(entity, "entity"), record }),
+        update: (entity, id, patch) =>
+          later("db.update", { tx, entity: text(entity, "entity"), id: text(id, "id"), patch }),
+        delete: (entity, id) => later("db.delete", { tx, entity: text(entity, "entity"), id: text(id, "id") }),
+        count: (entity, where) =>
+          later("db.count", { tx, entity: text(entity, "entity"), where: where === undefined ? [] : [where] }),
+      };
+      if (tx === null) {
+        // Commits when `fn` resolves, rolls back when it throws: all or nothing.
+        handle.transaction = async (fn) => {
+          if (typeof fn !== "function") throw new TypeError("transaction takes an async function");
+          const id = call("db.begin", null);
+          let result;
+          try {
+            result = await fn(dataHandle(id));
+          } catch (e) {
+            try {
+              call("db.rollback", { tx: id });
+            } catch (_) {}
+            throw e;
+          }
+          call("db.commit", { tx: id });
+          return result;
+        };
+      }
+      return freeze(handle);
+    }
+    const db = dataHandle(null);
 
     function store(scope) {
       return freeze({

@@ -269,6 +269,32 @@ export async function fetcher() {
   return r;
 }
 
+export async function txThrow() {
+  try {
+    await db.transaction(async (tx) => {
+      await tx.insert("ticket", { title: "rolled back" });
+      throw new Error("undo");
+    });
+  } catch (e) {}
+  return await db.count("ticket", { title: "rolled back" });
+}
+export async function txCommit() {
+  const n = await db.transaction(async (tx) => {
+    await tx.insert("ticket", { title: "committed" });
+    await tx.insert("ticket", { title: "committed" });
+    return await tx.count("ticket", { title: "committed" });
+  });
+  return [n, await db.count("ticket", { title: "committed" })];
+}
+export async function txAbandon() {
+  db.transaction(async (tx) => {
+    await tx.insert("ticket", { title: "abandoned" });
+    await new Promise(() => {});
+  });
+  return "left open";
+}
+export async function countOf(req) { return await db.count("ticket", { title: req.query.title }); }
+
 export function spin() { for (;;) {} }
 export function deep() { const f = (n) => f(n + 1) + 1; return f(0); }
 export function gib() { return "x".repeat(1024 * 1024 * 1024).length; }
@@ -286,6 +312,10 @@ const HOSTILE_ROUTES: &[&str] = &[
     "{ method: GET, path: /keys, function: hostile.keys }",
     "{ method: GET, path: /importer, function: hostile.importer }",
     "{ method: GET, path: /fetcher, function: hostile.fetcher }",
+    "{ method: POST, path: /tx-throw, function: hostile.txThrow }",
+    "{ method: POST, path: /tx-commit, function: hostile.txCommit }",
+    "{ method: POST, path: /tx-abandon, function: hostile.txAbandon }",
+    "{ method: GET, path: /count, function: hostile.countOf }",
     "{ method: GET, path: /spin, function: hostile.spin }",
     "{ method: GET, path: /deep, function: hostile.deep }",
     "{ method: GET, path: /gib, function: hostile.gib }",
@@ -373,6 +403,25 @@ fn sandbox_hostile_functions_find_no_other_tenant_and_their_limits_leave_the_wor
         assert_eq!(imports[refused], "refused", "{refused}: {imports}");
     }
     assert_eq!(imports["./hostile.js"], "loaded");
+
+    // db.transaction: all or nothing; one left open when the invocation ends writes nothing.
+    let (status, body) = call(addr, "POST", "/t/acme/fn/tx-throw", &acme, None);
+    assert_eq!((status, &body), (200, &json!(0)));
+    let (status, body) = call(addr, "POST", "/t/acme/fn/tx-commit", &acme, None);
+    assert_eq!((status, &body), (200, &json!([2, 2])));
+    let (status, _) = call(addr, "POST", "/t/acme/fn/tx-abandon", &acme, None);
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, n) = call(addr, "GET", "/t/acme/fn/count?title=abandoned", &acme, None);
+    assert_eq!(n, json!(0));
+    let (_, n) = call(
+        addr,
+        "GET",
+        "/t/globex/fn/count?title=committed",
+        &globex,
+        None,
+    );
+    assert_eq!(n, json!(0), "acme's committed rows are not globex's");
 
     // Outbound HTTP goes through the tenant's allow-list (deny by default): loopback, the
     // metadata address, private networks, other schemes and unlisted hosts are refused.

@@ -111,7 +111,9 @@ export function throws() { null.x; }
     let kinds = run(&engine, &p, "kinds").await.unwrap();
     assert_eq!(
         kinds.body,
-        json!(["object", "object", "object", "object", "object", "object", "object", "function", 8])
+        json!([
+            "object", "object", "object", "object", "object", "object", "object", "function", 8
+        ])
     );
     run(&engine, &p, "leave").await.unwrap();
     let look = run(&engine, &p, "look").await.unwrap();
