@@ -234,6 +234,45 @@ fn search_paths(m: &AppManifest, paths: &mut Map<String, Value>) {
 }
 
 /// The whole document.
+/// Adds a mini-app's function routes (`/fn/…`) to `doc`: path parameters, an optional JSON
+/// body for writes, and the function's answer as any JSON (a function decides its own
+/// shapes; errors from the platform keep the error schema's shape).
+pub fn add_function_routes(doc: &mut Value, functions: &bulkhead_model::manifest::Functions) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for route in &functions.routes {
+        let params: Vec<Value> = route
+            .segments()
+            .filter_map(Result::err)
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let any = json!({"content": {"application/json": {"schema": {}}}, "description": "the function's answer"});
+        let mut op = json!({
+            "operationId": format!("fn_{}_{}", route.method.to_ascii_lowercase(), route.function.name().replace(['.', '/', '-'], "_")),
+            "summary": format!("the app's function {}", route.function.name()),
+            "tags": ["functions"],
+            "parameters": params,
+            "responses": {
+                "200": any.clone(),
+                "default": any,
+            },
+        });
+        if !matches!(route.method.as_str(), "GET" | "DELETE") {
+            op["requestBody"] = json!({
+                "required": false,
+                "content": {"application/json": {"schema": {}}},
+            });
+        }
+        if route.anonymous {
+            op["security"] = json!([{}, {"bearer": []}]);
+        }
+        let path = format!("/fn{}", route.path);
+        let entry = paths.entry(path).or_insert_with(|| json!({}));
+        entry[route.method.to_ascii_lowercase()] = op;
+    }
+}
+
 pub fn document(m: &AppManifest) -> Value {
     let mut schemas = Map::new();
     schemas.insert(

@@ -70,7 +70,12 @@ pub fn router(api: Arc<Api>) -> Router {
 }
 
 async fn openapi(State(api): State<Arc<Api>>) -> Json<Value> {
-    Json(api.openapi().clone())
+    let mut doc = api.openapi().clone();
+    // The active bundle's function routes, as they are served now.
+    if let Some(deployed) = api.deployments().and_then(|d| d.current()) {
+        crate::openapi::add_function_routes(&mut doc, &deployed.functions);
+    }
+    Json(doc)
 }
 
 /// `true` or `false`, and nothing else.

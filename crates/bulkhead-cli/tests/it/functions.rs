@@ -149,6 +149,19 @@ fn sandbox_the_example_bundle_serves_row_schema_and_database_tenants_each_its_ow
     assert_eq!(mine, json!({"theme": "dark"}));
     let (_, alices) = call(addr, "GET", "/t/acme/fn/me/prefs", acme, None);
     assert_eq!(alices, json!({"theme": "light"}));
+    // The function routes are in the app's OpenAPI document.
+    let (_, doc) = call(addr, "GET", "/t/acme/openapi.json", acme, None);
+    assert!(
+        doc["paths"]["/fn/dashboard"]["get"].is_object(),
+        "{}",
+        doc["paths"]
+    );
+    assert_eq!(
+        doc["paths"]["/fn/notes/{name}"]["put"]["parameters"][0]["name"],
+        "name"
+    );
+    assert!(doc["paths"]["/fn/status"]["get"]["security"].is_array());
+
     // The front-end, per tenant, with its headers.
     for tenant in ["acme", "globex", "initech"] {
         let raw = raw_get(addr, &format!("/t/{tenant}/app/"));
