@@ -56,6 +56,17 @@ impl AppContext {
         self.api.config(self.ctx.tenant())
     }
 
+    /// This tenant's search over the app's indexes in this worker, scoped to the caller's
+    /// readable entities (the same as `GET /search`); `None` when the app has nothing
+    /// searchable.
+    pub async fn search(
+        &self,
+        req: &bulkhead_search::SearchRequest,
+    ) -> Option<Result<bulkhead_search::SearchPage, bulkhead_search::Error>> {
+        let indexes = self.api.search_indexes()?;
+        Some(indexes.search(&self.ctx, req).await)
+    }
+
     /// The app this context serves (for log lines).
     pub(crate) fn manifest_app(&self) -> String {
         crate::api::manifest(&self.api).app.to_string()

@@ -572,6 +572,30 @@ impl AppHost {
                 })
                 .map_err(host_error),
             "http.fetch" => self.fetch(&args).await,
+            "search.query" => {
+                let req = bulkhead_search::SearchRequest {
+                    q: args["q"].as_str().unwrap_or_default().to_owned(),
+                    entity: args["entity"].as_str().map(str::to_owned),
+                    limit: args["limit"].as_u64().map(|n| n as usize),
+                    cursor: args["cursor"].as_str().map(str::to_owned),
+                };
+                match self.ctx.search(&req).await {
+                    None => Err(HostError::new(
+                        ErrorCode::NotFound,
+                        "this app has no searchable fields",
+                    )),
+                    Some(Ok(page)) => serde_json::to_value(page)
+                        .map_err(|e| HostError::new(ErrorCode::Internal, e.to_string())),
+                    Some(Err(e)) => {
+                        let a: ApiError = e.into();
+                        Err(HostError {
+                            code: a.code,
+                            message: a.message,
+                            field: a.field,
+                        })
+                    }
+                }
+            }
             "flags.get" => Ok(self
                 .ctx
                 .flags()

@@ -147,6 +147,17 @@
         });
       },
     });
+    const search = freeze({
+      query: (q, options) => {
+        const o = options === undefined || options === null ? {} : options;
+        return later("search.query", {
+          q: q === undefined ? "" : text(q, "q"),
+          entity: o.entity === undefined ? null : text(o.entity, "entity"),
+          limit: o.limit === undefined ? null : o.limit,
+          cursor: o.cursor === undefined ? null : text(o.cursor, "cursor"),
+        });
+      },
+    });
     const flags = freeze({ get: (name) => later("flags.get", { name: text(name, "name") }) });
     const config = freeze({ get: (name) => later("config.get", { name: text(name, "name") }) });
     const show = (args) =>
@@ -173,7 +184,7 @@
     freeze(Response.prototype);
     const respond = (status, body, headers) => new Response(status, body, headers);
 
-    const api = freeze({ db, storage, http, flags, config, log, user, respond });
+    const api = freeze({ db, storage, http, search, flags, config, log, user, respond });
 
     // Runs the route's export with the request; the answer as JSON text.
     async function run(fn, requestJson) {

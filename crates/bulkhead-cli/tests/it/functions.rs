@@ -201,7 +201,7 @@ fn raw_get(addr: SocketAddr, path: &str) -> String {
 
 const HOSTILE: &str = r#"
 import * as everything from "bulkhead";
-import { db, storage, http } from "bulkhead";
+import { db, storage, http, search } from "bulkhead";
 
 // Everything reachable from the context, as text: globals, the module, prototypes, sources.
 export async function probe() {
@@ -308,6 +308,10 @@ export async function txAbandon() {
 }
 export async function countOf(req) { return await db.count("ticket", { title: req.query.title }); }
 
+export async function find(req) {
+  return (await search.query(req.query.q)).hits.map((h) => h.record.title);
+}
+
 export function spin() { for (;;) {} }
 export function deep() { const f = (n) => f(n + 1) + 1; return f(0); }
 export function gib() { return "x".repeat(1024 * 1024 * 1024).length; }
@@ -329,6 +333,7 @@ const HOSTILE_ROUTES: &[&str] = &[
     "{ method: POST, path: /tx-commit, function: hostile.txCommit }",
     "{ method: POST, path: /tx-abandon, function: hostile.txAbandon }",
     "{ method: GET, path: /count, function: hostile.countOf }",
+    "{ method: GET, path: /find, function: hostile.find }",
     "{ method: GET, path: /spin, function: hostile.spin }",
     "{ method: GET, path: /deep, function: hostile.deep }",
     "{ method: GET, path: /gib, function: hostile.gib }",
@@ -435,6 +440,24 @@ fn sandbox_hostile_functions_find_no_other_tenant_and_their_limits_leave_the_wor
         None,
     );
     assert_eq!(n, json!(0), "acme's committed rows are not globex's");
+
+    // search.query sees the resolved tenant's index only.
+    let (status, _) = call(
+        addr,
+        "POST",
+        "/t/acme/api/ticket",
+        &acme,
+        Some(r#"{"title":"printer on fire"}"#),
+    );
+    assert_eq!(status, 201);
+    wait_for(
+        addr,
+        "/t/acme/fn/find?q=printer",
+        &acme,
+        &json!(["printer on fire"]),
+    );
+    let (_, found) = call(addr, "GET", "/t/globex/fn/find?q=printer", &globex, None);
+    assert_eq!(found, json!([]));
 
     // Outbound HTTP goes through the tenant's allow-list (deny by default): loopback, the
     // metadata address, private networks, other schemes and unlisted hosts are refused.
