@@ -67,6 +67,11 @@ impl AppContext {
         Some(indexes.search(&self.ctx, req).await)
     }
 
+    /// This tenant's files, with the caller's row permissions (the mini-apps' `files`).
+    pub(crate) fn files(&self) -> crate::files::AppFiles<'_> {
+        crate::files::AppFiles::new(&self.api, &self.ctx, &self.caller)
+    }
+
     /// The app this context serves (for log lines).
     pub(crate) fn manifest_app(&self) -> String {
         crate::api::manifest(&self.api).app.to_string()

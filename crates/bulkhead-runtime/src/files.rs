@@ -138,34 +138,82 @@ pub(crate) async fn list(
     axum::Extension(resolved): axum::Extension<ResolvedTenant>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let files = files_of(&api)?;
-    let (ctx, _) = signed_in(&api, &resolved, &headers, false).await?;
-    let keys = files
-        .bucket
-        .tenant(&resolved.tenant)
-        .list()
-        .await
-        .map_err(storage)?;
-    let mut visible = Vec::new();
-    let mut readable: std::collections::HashMap<(String, String), bool> = Default::default();
-    for key in keys {
-        let ok = match owning_row(&api, &key) {
-            Ok(None) => true,
-            Ok(Some((e, id))) => match readable.get(&(e.to_owned(), id.to_owned())) {
-                Some(ok) => *ok,
-                None => {
-                    let ok = ctx.db().get(e, id).await.is_ok();
-                    readable.insert((e.to_owned(), id.to_owned()), ok);
-                    ok
-                }
-            },
-            Err(_) => false,
-        };
-        if ok {
-            visible.push(key);
-        }
-    }
+    let (ctx, who) = signed_in(&api, &resolved, &headers, false).await?;
+    let visible = AppFiles::new(&api, &ctx, &who).list().await?;
     Ok(Json(json!({ "files": visible })))
+}
+
+/// App code's files (the mini-apps' `files` object): the context's tenant prefix only, the
+/// same key rules and row permissions as the HTTP API, for a signed-in caller.
+pub(crate) struct AppFiles<'a> {
+    api: &'a Api,
+    ctx: &'a TenantContext,
+    who: &'a Principal,
+}
+
+impl<'a> AppFiles<'a> {
+    pub(crate) fn new(api: &'a Api, ctx: &'a TenantContext, who: &'a Principal) -> Self {
+        Self { api, ctx, who }
+    }
+
+    fn bucket(&self) -> Result<bulkhead_files::TenantFiles, ApiError> {
+        let files = files_of(self.api)?;
+        if self.who.subject.is_empty() {
+            return Err(ApiError {
+                code: ErrorCode::Unauthorized,
+                message: "sign in to use files".into(),
+                field: None,
+            });
+        }
+        Ok(files.bucket.tenant(self.ctx.tenant()))
+    }
+
+    /// The tenant's files the caller may read.
+    pub(crate) async fn list(&self) -> Result<Vec<String>, ApiError> {
+        let keys = self.bucket()?.list().await.map_err(storage)?;
+        let mut visible = Vec::new();
+        let mut readable: std::collections::HashMap<(String, String), bool> = Default::default();
+        for key in keys {
+            let ok = match owning_row(self.api, &key) {
+                Ok(None) => true,
+                Ok(Some((e, id))) => match readable.get(&(e.to_owned(), id.to_owned())) {
+                    Some(ok) => *ok,
+                    None => {
+                        let ok = self.ctx.db().get(e, id).await.is_ok();
+                        readable.insert((e.to_owned(), id.to_owned()), ok);
+                        ok
+                    }
+                },
+                Err(_) => false,
+            };
+            if ok {
+                visible.push(key);
+            }
+        }
+        Ok(visible)
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Bytes, ApiError> {
+        let bucket = self.bucket()?;
+        check_key(key).map_err(|_| bad_key(key))?;
+        check_row(self.api, self.ctx, self.who, key, false).await?;
+        bucket.get(key).await.map_err(storage)
+    }
+
+    pub(crate) async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ApiError> {
+        let bucket = self.bucket()?;
+        let limit = files_of(self.api)?.max_bytes;
+        check_key(key).map_err(|_| bad_key(key))?;
+        check_row(self.api, self.ctx, self.who, key, true).await?;
+        bucket.put(key, bytes, limit).await.map_err(storage)
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), ApiError> {
+        let bucket = self.bucket()?;
+        check_key(key).map_err(|_| bad_key(key))?;
+        check_row(self.api, self.ctx, self.who, key, true).await?;
+        bucket.delete(key).await.map_err(storage)
+    }
 }
 
 /// The `exp` and `sig` of a signed link, parsed by hand so that a malformed query is an

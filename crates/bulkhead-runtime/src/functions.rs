@@ -294,7 +294,10 @@ struct AppHost {
 }
 
 fn host_error(e: bulkhead_pg::Error) -> HostError {
-    let a: ApiError = e.into();
+    api_host_error(e.into())
+}
+
+fn api_host_error(a: ApiError) -> HostError {
     HostError {
         code: a.code,
         message: a.message,
@@ -572,6 +575,46 @@ impl AppHost {
                 })
                 .map_err(host_error),
             "http.fetch" => self.fetch(&args).await,
+            "files.list" => self
+                .ctx
+                .files()
+                .list()
+                .await
+                .map(|keys| json!(keys))
+                .map_err(api_host_error),
+            "files.get" => {
+                let bytes = self
+                    .ctx
+                    .files()
+                    .get(text_arg(&args, "key")?)
+                    .await
+                    .map_err(api_host_error)?;
+                String::from_utf8(bytes.to_vec())
+                    .map(Value::String)
+                    .map_err(|_| {
+                        HostError::new(
+                            ErrorCode::UnsupportedMediaType,
+                            "files.get reads text files (UTF-8) only",
+                        )
+                    })
+            }
+            "files.put" => self
+                .ctx
+                .files()
+                .put(
+                    text_arg(&args, "key")?,
+                    bytes::Bytes::from(text_arg(&args, "text")?.to_owned()),
+                )
+                .await
+                .map(|()| Value::Null)
+                .map_err(api_host_error),
+            "files.delete" => self
+                .ctx
+                .files()
+                .delete(text_arg(&args, "key")?)
+                .await
+                .map(|()| Value::Null)
+                .map_err(api_host_error),
             "search.query" => {
                 let req = bulkhead_search::SearchRequest {
                     q: args["q"].as_str().unwrap_or_default().to_owned(),
@@ -586,14 +629,7 @@ impl AppHost {
                     )),
                     Some(Ok(page)) => serde_json::to_value(page)
                         .map_err(|e| HostError::new(ErrorCode::Internal, e.to_string())),
-                    Some(Err(e)) => {
-                        let a: ApiError = e.into();
-                        Err(HostError {
-                            code: a.code,
-                            message: a.message,
-                            field: a.field,
-                        })
-                    }
+                    Some(Err(e)) => Err(api_host_error(e.into())),
                 }
             }
             "flags.get" => Ok(self

@@ -38,7 +38,7 @@ pub use engine::{Engine, EngineStats};
 /// tenant and caller.
 pub trait Host: Send + 'static {
     /// `op` is one of `db.query`, `db.get`, `db.insert`, `db.update`, `db.delete`,
-    /// `db.count`, `storage.get|set|delete|list`, `http.fetch`, `flags.get`, `config.get`, `log`; `args` its
+    /// `db.count`, `storage.get|set|delete|list`, `files.list|get|put|delete`, `http.fetch`, `search.query`, `flags.get`, `config.get`, `log`; `args` its
     /// JSON arguments. Work must end by `deadline` (the invocation's time limit).
     fn call(&mut self, op: &str, args: Value, deadline: Instant) -> Result<Value, HostError>;
 }

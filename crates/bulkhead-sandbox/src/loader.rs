@@ -18,7 +18,7 @@ pub(crate) const BULKHEAD: &str = "bulkhead";
 /// The names `bulkhead` exports (the checker's stand-in declares the same); each is the
 /// prelude's `api` object's property of that name.
 pub(crate) const BULKHEAD_EXPORTS: &[&str] = &[
-    "db", "storage", "http", "search", "flags", "config", "log", "user", "respond",
+    "db", "storage", "files", "http", "search", "flags", "config", "log", "user", "respond",
 ];
 
 /// The `bulkhead` module: the objects the prelude built for this invocation, picked up from

@@ -147,6 +147,12 @@
         });
       },
     });
+    const files = freeze({
+      list: () => later("files.list", null),
+      get: (key) => later("files.get", { key: text(key, "key") }),
+      put: (key, content) => later("files.put", { key: text(key, "key"), text: text(content, "content") }),
+      delete: (key) => later("files.delete", { key: text(key, "key") }),
+    });
     const search = freeze({
       query: (q, options) => {
         const o = options === undefined || options === null ? {} : options;
@@ -184,7 +190,7 @@
     freeze(Response.prototype);
     const respond = (status, body, headers) => new Response(status, body, headers);
 
-    const api = freeze({ db, storage, http, search, flags, config, log, user, respond });
+    const api = freeze({ db, storage, files, http, search, flags, config, log, user, respond });
 
     // Runs the route's export with the request; the answer as JSON text.
     async function run(fn, requestJson) {

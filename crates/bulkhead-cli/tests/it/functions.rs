@@ -201,7 +201,7 @@ fn raw_get(addr: SocketAddr, path: &str) -> String {
 
 const HOSTILE: &str = r#"
 import * as everything from "bulkhead";
-import { db, storage, http, search } from "bulkhead";
+import { db, storage, files, http, search } from "bulkhead";
 
 // Everything reachable from the context, as text: globals, the module, prototypes, sources.
 export async function probe() {
@@ -312,6 +312,16 @@ export async function find(req) {
   return (await search.query(req.query.q)).hits.map((h) => h.record.title);
 }
 
+export async function fileOps() {
+  await files.put("notes/hello.txt", "hello from a function");
+  const refused = {};
+  for (const key of ["../globex/notes/hello.txt", "/etc/passwd", "notes/../../x", "globex/../notes/x"]) {
+    try { await files.put(key, "x"); refused[key] = "written"; } catch (e) { refused[key] = e.code; }
+  }
+  return { text: await files.get("notes/hello.txt"), keys: await files.list(), refused };
+}
+export async function fileList() { return await files.list(); }
+
 export function spin() { for (;;) {} }
 export function deep() { const f = (n) => f(n + 1) + 1; return f(0); }
 export function gib() { return "x".repeat(1024 * 1024 * 1024).length; }
@@ -334,6 +344,8 @@ const HOSTILE_ROUTES: &[&str] = &[
     "{ method: POST, path: /tx-abandon, function: hostile.txAbandon }",
     "{ method: GET, path: /count, function: hostile.countOf }",
     "{ method: GET, path: /find, function: hostile.find }",
+    "{ method: POST, path: /files, function: hostile.fileOps }",
+    "{ method: GET, path: /files, function: hostile.fileList }",
     "{ method: GET, path: /spin, function: hostile.spin }",
     "{ method: GET, path: /deep, function: hostile.deep }",
     "{ method: GET, path: /gib, function: hostile.gib }",
@@ -458,6 +470,17 @@ fn sandbox_hostile_functions_find_no_other_tenant_and_their_limits_leave_the_wor
     );
     let (_, found) = call(addr, "GET", "/t/globex/fn/find?q=printer", &globex, None);
     assert_eq!(found, json!([]));
+
+    // files: the tenant's own prefix; keys that climb out are refused.
+    let (status, body) = call(addr, "POST", "/t/acme/fn/files", &acme, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["text"], "hello from a function");
+    assert_eq!(body["keys"], json!(["notes/hello.txt"]));
+    for (key, code) in body["refused"].as_object().unwrap() {
+        assert_ne!(code, "written", "{key}");
+    }
+    let (_, theirs) = call(addr, "GET", "/t/globex/fn/files", &globex, None);
+    assert_eq!(theirs, json!([]));
 
     // Outbound HTTP goes through the tenant's allow-list (deny by default): loopback, the
     // metadata address, private networks, other schemes and unlisted hosts are refused.

@@ -77,10 +77,10 @@ async fn sandbox_functions_answer_through_the_host_and_globals_do_not_survive() 
             (
                 "functions/main.js",
                 r#"
-import { db, storage, http, search, flags, config, log, user, respond } from "bulkhead";
+import { db, storage, files, http, search, flags, config, log, user, respond } from "bulkhead";
 import api from "bulkhead";
 import { twice } from "./lib/util.js";
-export function kinds() { return [db, storage, http, search, flags, config, log, user, respond].map((x) => typeof x).concat([Object.keys(api).length]); }
+export function kinds() { return [db, storage, files, http, search, flags, config, log, user, respond].map((x) => typeof x).concat([Object.keys(api).length]); }
 export async function get(req) {
   const t = await db.get("ticket", "t1");
   const s = await storage.get("k");
@@ -113,7 +113,7 @@ export function throws() { null.x; }
         kinds.body,
         json!([
             "object", "object", "object", "object", "object", "object", "object", "object",
-            "function", 9
+            "object", "function", 10
         ])
     );
     run(&engine, &p, "leave").await.unwrap();
