@@ -18,11 +18,14 @@ use rquickjs::{Context, Ctx, Exception, Function, Module, Object, Promise, Runti
 use serde_json::Value as Json;
 use tokio::sync::oneshot;
 
-use crate::loader::{BundleLoader, BundleResolver, Slot};
+use crate::loader::{BundleLoader, BundleResolver, Cache, Slot, declare_cached};
 use crate::{Answer, Failure, Host, HostError, Invocation, Program};
 
-/// The prelude that builds the `bulkhead` objects (see `prelude.js`).
-const PRELUDE: &str = include_str!("prelude.js");
+/// The prelude that builds the `bulkhead` objects (see `prelude.js`), as a module whose
+/// default export is the factory (compiled once per interpreter, then loaded as bytecode).
+const PRELUDE: &str = concat!("export default ", include_str!("prelude.js"), ";\n");
+/// Its module name; the resolver admits no such import from app code.
+const PRELUDE_NAME: &str = "bulkhead:prelude";
 
 /// The built-ins of a context: the language, `Date` as the one clock, no `performance`, no
 /// `std`/`os` modules (rquickjs has none unless asked).
@@ -127,9 +130,12 @@ struct Watch {
     too_many_promises: AtomicBool,
 }
 
+/// One interpreter thread's runtime. `runtime` is the first field so it is dropped first,
+/// before the bytecode buffers its contexts may have read in place.
 struct Interpreter {
     runtime: Runtime,
     slot: Slot,
+    cache: Cache,
     watch: Arc<Watch>,
     epoch: Instant,
 }
@@ -139,7 +145,11 @@ impl Interpreter {
         let runtime = Runtime::new()
             .map_err(|e| Failure::new(ErrorCode::Internal, format!("QuickJS runtime: {e}")))?;
         let slot: Slot = Rc::new(RefCell::new(None));
-        runtime.set_loader(BundleResolver(slot.clone()), BundleLoader(slot.clone()));
+        let cache: Cache = Rc::default();
+        runtime.set_loader(
+            BundleResolver(slot.clone()),
+            BundleLoader(slot.clone(), cache.clone()),
+        );
         let watch = Arc::new(Watch::default());
         let epoch = Instant::now();
         let w = watch.clone();
@@ -164,25 +174,32 @@ impl Interpreter {
         Ok(Self {
             runtime,
             slot,
+            cache,
             watch,
             epoch,
         })
     }
 
-    fn arm(&self, program: &Program) -> Instant {
-        let limits = program.limits();
-        let time = Duration::from_millis(u64::from(limits.time_ms));
+    /// Resets the watch: a deadline `time` from now, at most `promises` promises.
+    fn arm_limits(&self, time: Duration, promises: u32) -> Instant {
         let deadline = Instant::now() + time;
         self.watch.deadline.store(
             (self.epoch.elapsed() + time).as_nanos() as u64,
             Ordering::Relaxed,
         );
         self.watch.promises.store(0, Ordering::Relaxed);
-        self.watch
-            .promise_limit
-            .store(limits.promises, Ordering::Relaxed);
+        self.watch.promise_limit.store(promises, Ordering::Relaxed);
         self.watch.timed_out.store(false, Ordering::Relaxed);
         self.watch.too_many_promises.store(false, Ordering::Relaxed);
+        deadline
+    }
+
+    fn arm(&self, program: &Program) -> Instant {
+        let limits = program.limits();
+        let deadline = self.arm_limits(
+            Duration::from_millis(u64::from(limits.time_ms)),
+            limits.promises,
+        );
         self.runtime
             .set_memory_limit(limits.memory_mb as usize * 1024 * 1024);
         self.runtime
@@ -193,6 +210,9 @@ impl Interpreter {
 
 fn serve(jobs: &Mutex<mpsc::Receiver<Job>>, stats: &EngineStats) {
     let mut interpreter: Option<Interpreter> = None;
+    // A fresh context made while the thread was idle, with the prelude loaded and nothing
+    // else: no code of any invocation has run in it.
+    let mut spare: Option<Context> = None;
     loop {
         let job = match jobs.lock() {
             Ok(rx) => match rx.recv() {
@@ -214,24 +234,59 @@ fn serve(jobs: &Mutex<mpsc::Receiver<Job>>, stats: &EngineStats) {
         let Some(interp) = interpreter.as_ref() else {
             continue;
         };
-        let result = invoke(interp, job.program, job.invocation, job.host);
+        let context = match spare.take() {
+            Some(c) => Ok(c),
+            None => prepare(interp),
+        };
+        let result = context.and_then(|c| invoke(interp, c, job.program, job.invocation, job.host));
         // A limit (or an engine failure) may leave the heap in any state: start over.
         let discard = match &result {
             Err(f) => f.is_limit() || f.code == ErrorCode::Internal,
             Ok(_) => false,
         };
+        // Answer first; clean up and prepare the next context after.
+        let _ = job.reply.send(result);
         if discard {
             interpreter = None;
             stats.runtimes_discarded.fetch_add(1, Ordering::Relaxed);
         } else if let Some(i) = &interpreter {
             i.runtime.run_gc();
+            spare = prepare(i).ok();
         }
-        let _ = job.reply.send(result);
     }
+}
+
+/// The global a prepared context keeps the prelude's factory in, until the invocation takes
+/// it (before any app code runs).
+const FACTORY: &str = "__bulkhead_factory";
+
+/// A fresh context with the prelude loaded and its factory on [`FACTORY`].
+fn prepare(interp: &Interpreter) -> Result<Context, Failure> {
+    // Only the platform's prelude runs here; the invocation arms its own limits.
+    interp.arm_limits(Duration::from_secs(10), u32::MAX);
+    let context = Context::custom::<Intrinsics>(&interp.runtime)
+        .map_err(|e| Failure::new(ErrorCode::Internal, format!("QuickJS context: {e}")))?;
+    context.with(|ctx| -> Result<(), Failure> {
+        let fail = |e: rquickjs::Error| classify(&ctx, interp, e);
+        let prelude = declare_cached(
+            &ctx,
+            &interp.cache,
+            (String::new(), PRELUDE_NAME.to_owned()),
+            PRELUDE_NAME,
+            PRELUDE.as_bytes(),
+        )
+        .map_err(fail)?;
+        let (prelude, evaluated) = prelude.eval().map_err(fail)?;
+        settle::<Value>(&ctx, interp, &evaluated)?;
+        let factory: Function = prelude.get("default").map_err(fail)?;
+        ctx.globals().set(FACTORY, factory).map_err(fail)
+    })?;
+    Ok(context)
 }
 
 fn invoke(
     interp: &Interpreter,
+    context: Context,
     program: Arc<Program>,
     invocation: Invocation,
     host: Box<dyn Host>,
@@ -239,8 +294,6 @@ fn invoke(
     let deadline = interp.arm(&program);
     let limits = *program.limits();
     *interp.slot.borrow_mut() = Some(program.clone());
-    let context = Context::custom::<Intrinsics>(&interp.runtime)
-        .map_err(|e| Failure::new(ErrorCode::Internal, format!("QuickJS context: {e}")))?;
     let host_calls = Rc::new(RefCell::new((host, 0u32)));
     let result = context.with(|ctx| -> Result<Answer, Failure> {
         let fail = |e: rquickjs::Error| classify(&ctx, interp, e);
@@ -261,12 +314,13 @@ fn invoke(
             encode_host_result(out)
         })
         .map_err(fail)?;
-        let factory: Function = ctx.eval(PRELUDE).map_err(fail)?;
+        let globals = ctx.globals();
+        let factory: Function = globals.get(FACTORY).map_err(fail)?;
+        globals.remove(FACTORY).map_err(fail)?;
         let caller = serde_json::to_string(&invocation.caller).unwrap_or_else(|_| "{}".into());
         let built: Object = factory.call((host_fn, caller)).map_err(fail)?;
         let api: Value = built.get("api").map_err(fail)?;
         let run: Function = built.get("run").map_err(fail)?;
-        let globals = ctx.globals();
         globals.set("__bulkhead_api", api).map_err(fail)?;
         let path = invocation.function.module_path();
         if program.module(&path).is_none() {
@@ -296,6 +350,8 @@ fn invoke(
     });
     *interp.slot.borrow_mut() = None;
     drop(context);
+    // The context is gone: the bytecode it read in place may be released.
+    interp.cache.borrow_mut().trim();
     result
 }
 

@@ -3,6 +3,7 @@
 //! `../` out of `functions/` — is refused at resolution, statically or in `import()`.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -61,6 +62,69 @@ pub(crate) fn resolve_name(program: &Program, base: &str, name: &str) -> Option<
 /// The program of the invocation running on this runtime.
 pub(crate) type Slot = Rc<RefCell<Option<Arc<Program>>>>;
 
+/// Compiled modules of one interpreter, by program digest and path: a module is parsed once
+/// per interpreter and loaded from its bytecode afterwards (parsing is most of an
+/// invocation's cost). `pinned` holds every buffer the current invocation loaded from, until
+/// its context is gone, because QuickJS reads loaded bytecode in place.
+#[derive(Default)]
+pub(crate) struct Compiled {
+    modules: HashMap<(String, String), Arc<[u8]>>,
+    pub(crate) pinned: Vec<Arc<[u8]>>,
+}
+
+/// Most compiled modules one interpreter keeps (a deploy switch brings a second version's).
+const MAX_COMPILED: usize = 512;
+
+impl Compiled {
+    /// Between invocations only: forgets everything when the cache is full.
+    pub(crate) fn trim(&mut self) {
+        self.pinned.clear();
+        if self.modules.len() > MAX_COMPILED {
+            self.modules.clear();
+        }
+    }
+}
+
+pub(crate) type Cache = Rc<RefCell<Compiled>>;
+
+/// Options for bytecode that stays inside this process.
+fn write_options() -> rquickjs::WriteOptions {
+    rquickjs::WriteOptions::default()
+}
+
+/// Loads a module from bytecode this interpreter wrote.
+#[allow(unsafe_code)]
+pub(crate) fn load_compiled<'js>(
+    ctx: &Ctx<'js>,
+    bytes: &Arc<[u8]>,
+) -> Result<Module<'js, Declared>> {
+    // SAFETY: `bytes` was produced by `Module::write` of this same QuickJS build in this
+    // process (never read from outside), and the buffer outlives the context that loads it:
+    // the caller pins it in `Compiled::pinned` until the invocation's context is dropped.
+    unsafe { Module::load(ctx.clone(), bytes) }
+}
+
+/// Declares `name` from `source`, or from its cached bytecode, caching and pinning it.
+pub(crate) fn declare_cached<'js>(
+    ctx: &Ctx<'js>,
+    cache: &Cache,
+    key: (String, String),
+    name: &str,
+    source: &[u8],
+) -> Result<Module<'js, Declared>> {
+    let cached = cache.borrow().modules.get(&key).cloned();
+    if let Some(bytes) = cached {
+        let module = load_compiled(ctx, &bytes)?;
+        cache.borrow_mut().pinned.push(bytes);
+        return Ok(module);
+    }
+    let module = Module::declare(ctx.clone(), name, source)?;
+    if let Ok(bytes) = module.write(write_options()) {
+        cache.borrow_mut().modules.insert(key, Arc::from(bytes));
+    }
+    Ok(module)
+}
+
 pub(crate) struct BundleResolver(pub(crate) Slot);
 
 impl Resolver for BundleResolver {
@@ -84,7 +148,7 @@ impl Resolver for BundleResolver {
     }
 }
 
-pub(crate) struct BundleLoader(pub(crate) Slot);
+pub(crate) struct BundleLoader(pub(crate) Slot, pub(crate) Cache);
 
 impl Loader for BundleLoader {
     fn load<'js>(
@@ -94,11 +158,18 @@ impl Loader for BundleLoader {
         _attributes: Option<ImportAttributes<'js>>,
     ) -> Result<Module<'js, Declared>> {
         if name == BULKHEAD {
-            return Module::declare(ctx.clone(), BULKHEAD, bulkhead_source());
+            let key = (String::new(), BULKHEAD.to_owned());
+            return declare_cached(ctx, &self.1, key, BULKHEAD, bulkhead_source().as_bytes());
         }
-        let source = self.0.borrow().as_ref().and_then(|p| p.module(name));
-        match source {
-            Some(src) => Module::declare(ctx.clone(), name, src.as_bytes()),
+        let program = self.0.borrow().clone();
+        let Some(program) = program else {
+            return Err(Error::new_loading_message(name, "no program"));
+        };
+        match program.module(name) {
+            Some(src) => {
+                let key = (program.digest().to_owned(), name.to_owned());
+                declare_cached(ctx, &self.1, key, name, src.as_bytes())
+            }
             None => Err(Error::new_loading_message(name, "not in the bundle")),
         }
     }
