@@ -149,6 +149,34 @@ fn sandbox_the_example_bundle_serves_row_schema_and_database_tenants_each_its_ow
     assert_eq!(mine, json!({"theme": "dark"}));
     let (_, alices) = call(addr, "GET", "/t/acme/fn/me/prefs", acme, None);
     assert_eq!(alices, json!({"theme": "light"}));
+    // `anonymous` routes answer callers without credentials on a host that names the tenant,
+    // never on a /t/{tenant} path; other routes still want a token there.
+    let (status, body) = request(
+        addr,
+        "GET",
+        "/fn/status",
+        &[("Host", "acme.localhost")],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"app": "helpdesk", "ok": true})
+    );
+    let (status, _) = call(addr, "GET", "/t/acme/fn/status", "", None);
+    assert_eq!(status, 401, "a path selector is not a host");
+    let (status, _) = request(
+        addr,
+        "GET",
+        "/fn/notes",
+        &[("Host", "acme.localhost")],
+        None,
+    );
+    assert_eq!(status, 401);
+    let (status, body) = request(addr, "GET", "/app/", &[("Host", "initech.localhost")], None);
+    assert_eq!(status, 200);
+    assert!(body.contains("Helpdesk dashboard"));
+
     // The function routes are in the app's OpenAPI document.
     let (_, doc) = call(addr, "GET", "/t/acme/openapi.json", acme, None);
     assert!(
