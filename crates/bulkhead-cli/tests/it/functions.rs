@@ -616,12 +616,19 @@ fn sandbox_deploys_are_checked_versioned_and_rolled_back_while_requests_keep_suc
     // Two good versions, deployed and rolled back while requests keep arriving.
     let deploy = |n: u32| {
         let dir = cwd.path().join(format!("v{n}"));
+        let slow_routes = [
+            routes[0],
+            "{ method: GET, path: /slow, function: version.slow }",
+        ];
         write_bundle(
             &dir,
-            &manifest_with(routes),
+            &manifest_with(&slow_routes).replace("time_ms: 1000", "time_ms: 15000"),
             &[(
                 "functions/version.js",
-                &format!("export function show() {{ return {n}; }}\n"),
+                &format!(
+                    "export function show() {{ return {n}; }}\n\
+                     export function slow() {{ const end = Date.now() + 8000; while (Date.now() < end) {{}} return {n}; }}\n"
+                ),
             )],
         );
         let out = bulkhead(cwd.path(), &["app", "deploy", dir.to_str().unwrap()]);
@@ -645,8 +652,24 @@ fn sandbox_deploys_are_checked_versioned_and_rolled_back_while_requests_keep_suc
             seen
         })
     };
+    // A request that started on version 1 finishes on it, while version 2 takes over.
+    let slow = {
+        let token = acme.clone();
+        std::thread::spawn(move || call(addr, "GET", "/t/acme/fn/slow", &token, None))
+    };
+    std::thread::sleep(Duration::from_millis(300));
     deploy(2);
     wait_for(addr, "/t/acme/fn/version", &acme, &json!(2));
+    assert!(
+        !slow.is_finished(),
+        "version 2 should be active while the slow request still runs"
+    );
+    let (status, answered) = slow.join().unwrap();
+    assert_eq!(
+        (status, answered),
+        (200, json!(1)),
+        "the in-flight request changed version"
+    );
     let listed = versions(cwd.path());
     assert_eq!(listed.len(), 3, "{listed:?}");
     assert_eq!(listed[0]["active"], true);
