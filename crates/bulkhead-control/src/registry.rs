@@ -317,6 +317,25 @@ pub async fn apps(client: &impl GenericClient) -> Result<Vec<(String, Value)>> {
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// The registered manifest of one app; `None` when there is no such app.
+pub async fn app_manifest(
+    client: &impl GenericClient,
+    app: &AppId,
+) -> Result<Option<bulkhead_model::AppManifest>> {
+    let row = client
+        .query_opt(
+            "SELECT manifest FROM bulkhead_control.app WHERE id = $1",
+            &[&app.as_str()],
+        )
+        .await
+        .map_err(db)?;
+    row.map(|r| {
+        serde_json::from_value(r.get::<_, Value>(0))
+            .map_err(|e| Error::Internal(format!("the registered manifest of {app}: {e}")))
+    })
+    .transpose()
+}
+
 /// Removes a tenant from the registry (after its data is gone).
 pub async fn remove_tenant(
     client: &impl GenericClient,

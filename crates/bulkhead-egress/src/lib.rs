@@ -123,6 +123,24 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What app code sees of an outbound request that did not succeed: a denial is the caller's
+/// 403 (the message says why), a bad URL a 400, a peer that failed a 503.
+impl bulkhead_model::Coded for Error {
+    fn code(&self) -> bulkhead_model::ErrorCode {
+        use bulkhead_model::ErrorCode as C;
+        match self {
+            Error::Denied { .. } => C::Forbidden,
+            Error::BadUrl(_) => C::BadRequest,
+            Error::TooLarge(_) => C::PayloadTooLarge,
+            Error::TooManyRedirects(_) | Error::Failed(_) => C::Unavailable,
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        matches!(self, Error::BadUrl(_)).then_some("url")
+    }
+}
+
 use bulkhead_model::error_chain;
 
 /// Headers that carry credentials: never sent past the origin they were given to.

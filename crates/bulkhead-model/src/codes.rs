@@ -95,6 +95,20 @@ impl ErrorCode {
         serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
     }
 
+    /// A limit of a mini-app function: a 5xx whose message is not a secret (it names the
+    /// limit), so clients see it.
+    pub fn is_limit(self) -> bool {
+        matches!(
+            self,
+            Self::LimitMemory
+                | Self::LimitTime
+                | Self::LimitStack
+                | Self::LimitOutput
+                | Self::LimitPromises
+                | Self::LimitHostCalls
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::UnknownEntity => "unknown_entity",

@@ -46,6 +46,16 @@ impl<E: Coded> From<E> for ApiError {
     fn from(e: E) -> Self {
         let code = e.code();
         let field = e.field().map(str::to_owned);
+        if code.is_limit() {
+            // The function's own doing, not the platform's: a warning, and the message (which
+            // names the limit) for the client.
+            tracing::warn!(error = %bulkhead_model::error_chain(&e), "request stopped at a limit");
+            return Self {
+                code,
+                message: e.to_string(),
+                field: None,
+            };
+        }
         if code.http_status() >= 500 {
             tracing::error!(error = %bulkhead_model::error_chain(&e), "request failed");
             let message = match code {
@@ -115,6 +125,27 @@ mod tests {
         .into();
         assert_eq!(e.field.as_deref(), Some("title"));
         assert_eq!(e.into_response().status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_functions_limit_names_itself_and_its_throw_stays_opaque() {
+        let limit: ApiError = bulkhead_sandbox::Failure {
+            code: ErrorCode::LimitTime,
+            message: "the function ran out of time".into(),
+            field: None,
+            stack: None,
+        }
+        .into();
+        assert_eq!(limit.message, "the function ran out of time");
+        assert_eq!(limit.into_response().status(), StatusCode::GATEWAY_TIMEOUT);
+        let thrown: ApiError = bulkhead_sandbox::Failure {
+            code: ErrorCode::FunctionFailed,
+            message: "the function threw".into(),
+            field: None,
+            stack: Some("secret detail\n    at f (functions/a.js:1:1)".into()),
+        }
+        .into();
+        assert_eq!(thrown.message, "internal error");
     }
 
     #[test]

@@ -18,8 +18,8 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bulkhead_model::ErrorCode;
+use bulkhead_pg::Filter;
 use bulkhead_pg::plane::KvScope;
-use bulkhead_pg::{Direction, Filter};
 use bulkhead_sandbox::{Caller, Host, HostError, Invocation};
 use serde_json::{Value, json};
 
@@ -49,10 +49,8 @@ pub(crate) async fn invoke(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::new(ErrorCode::NotFound, "no such function route");
-    let deployed = api
-        .deployments()
-        .and_then(|d| d.current())
-        .ok_or_else(not_found)?;
+    let deployments = api.deployments().ok_or_else(not_found)?;
+    let deployed = deployments.current().ok_or_else(not_found)?;
     let path = format!("/{}", route_path.trim_start_matches('/'));
     let (route, params) = deployed
         .functions
@@ -96,7 +94,6 @@ pub(crate) async fn invoke(
         roles: principal.roles.clone(),
     };
     let request_id = crate::request_id::current();
-    let tenant = resolved.tenant.to_string();
     let host = AppHost {
         ctx: AppContext::new(ctx, principal, api.clone()),
         handle: tokio::runtime::Handle::current(),
@@ -105,11 +102,8 @@ pub(crate) async fn invoke(
         next_tx: 0,
     };
     let function = route.function.clone();
-    let engine = api
-        .deployments()
-        .map(|d| d.engine().clone())
-        .ok_or_else(not_found)?;
-    let answer = engine
+    let answer = deployments
+        .engine()
         .invoke(
             deployed.program.clone(),
             Invocation {
@@ -120,44 +114,17 @@ pub(crate) async fn invoke(
             Box::new(host),
         )
         .await;
-    match answer {
-        Ok(a) => Ok(respond(a)),
-        Err(f) => {
-            if let Some(stack) = &f.stack {
-                tracing::error!(
-                    app = %bulkhead_runtime_app(&api),
-                    tenant = %tenant,
-                    function = %function.name(),
-                    version = deployed.version,
-                    request_id = request_id.as_deref().unwrap_or("-"),
-                    stack = ?stack,
-                    "function failed"
-                );
-            } else if f.is_limit() {
-                tracing::warn!(
-                    app = %bulkhead_runtime_app(&api),
-                    tenant = %tenant,
-                    function = %function.name(),
-                    code = f.code.as_str(),
-                    "function stopped at a limit"
-                );
-            }
-            Err(limit_error(f))
-        }
-    }
-}
-
-fn bulkhead_runtime_app(api: &Api) -> String {
-    crate::api::manifest(api).app.to_string()
-}
-
-/// A limit's error keeps its own message (it is not a secret); anything else goes through
-/// the one error mapping.
-fn limit_error(f: bulkhead_sandbox::Failure) -> ApiError {
-    if f.is_limit() {
-        return ApiError::new(f.code, f.message);
-    }
-    f.into()
+    answer.map(respond).map_err(|mut f| {
+        // Said once, by the one error mapping (logged with the request's span): which
+        // function and version, and for a throw its JavaScript stack.
+        f.message = format!(
+            "{} (function {}, bundle version {})",
+            f.message,
+            function.name(),
+            deployed.version
+        );
+        f.into()
+    })
 }
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Value {
@@ -239,7 +206,7 @@ pub(crate) async fn static_file(
         return Err(not_found());
     }
     let bytes = deployed.bundle.get(&file).ok_or_else(not_found)?;
-    let digest = deployed.bundle.digest();
+    let digest = deployed.program.digest();
     let etag = format!(
         "\"{}\"",
         digest
@@ -313,7 +280,8 @@ fn text_arg<'a>(args: &'a Value, key: &str) -> Result<&'a str, HostError> {
     })
 }
 
-/// `where` conditions: `{field: value}` (equality) or `{field: {gt: 1, in: [..]}}`.
+/// `where` conditions: `{field: value}` (equality) or `{field: {gt: 1, in: [..]}}`, with
+/// the REST API's operators ([`Filter::with_operator`]).
 fn filters(list: &Value) -> Result<Vec<Filter>, HostError> {
     let bad = |m: String| HostError::new(ErrorCode::BadQuery, m);
     let mut out = Vec::new();
@@ -325,34 +293,7 @@ fn filters(list: &Value) -> Result<Vec<Filter>, HostError> {
             match v.as_object() {
                 Some(ops) => {
                     for (op, arg) in ops {
-                        let f = field.clone();
-                        out.push(match op.as_str() {
-                            "eq" => Filter::Eq(f, arg.clone()),
-                            "ne" => Filter::Ne(f, arg.clone()),
-                            "lt" => Filter::Lt(f, arg.clone()),
-                            "lte" => Filter::Lte(f, arg.clone()),
-                            "gt" => Filter::Gt(f, arg.clone()),
-                            "gte" => Filter::Gte(f, arg.clone()),
-                            "in" => Filter::In(f, arg.as_array().cloned().ok_or_else(|| {
-                                bad(format!("{field}: in takes a list"))
-                            })?),
-                            "null" => Filter::IsNull(
-                                f,
-                                arg.as_bool()
-                                    .ok_or_else(|| bad(format!("{field}: null takes true or false")))?,
-                            ),
-                            "contains" => Filter::Contains(
-                                f,
-                                arg.as_str()
-                                    .ok_or_else(|| bad(format!("{field}: contains takes a string")))?
-                                    .to_owned(),
-                            ),
-                            other => {
-                                return Err(bad(format!(
-                                    "{field}: unknown operator {other:?} (eq ne lt lte gt gte in null contains)"
-                                )));
-                            }
-                        });
+                        out.push(Filter::with_operator(field, op, arg.clone()).map_err(bad)?);
                     }
                 }
                 None => out.push(Filter::Eq(field.clone(), v.clone())),
@@ -402,10 +343,8 @@ macro_rules! data_op {
                     q = q.filter(f);
                 }
                 if let Some(order) = args["order"].as_str() {
-                    q = match order.strip_prefix('-') {
-                        Some(f) => q.order_by(f, Direction::Desc),
-                        None => q.order_by(order, Direction::Asc),
-                    };
+                    let (field, direction) = bulkhead_pg::sql::order(order);
+                    q = q.order_by(field, direction);
                 }
                 if !args["limit"].is_null() {
                     let n = args["limit"].as_i64().ok_or_else(|| {
@@ -687,15 +626,12 @@ impl AppHost {
                 .as_str()
                 .map(|b| bytes::Bytes::from(b.to_owned())),
         };
-        let response = self.ctx.http().send(request).await.map_err(|e| {
-            let code = match &e {
-                bulkhead_egress::Error::Denied { .. } => ErrorCode::Forbidden,
-                bulkhead_egress::Error::BadUrl(_) => ErrorCode::BadRequest,
-                bulkhead_egress::Error::TooLarge(_) => ErrorCode::PayloadTooLarge,
-                _ => ErrorCode::Unavailable,
-            };
-            HostError::new(code, e.to_string())
-        })?;
+        let response = self
+            .ctx
+            .http()
+            .send(request)
+            .await
+            .map_err(|e| api_host_error(e.into()))?;
         Ok(json!({
             "status": response.status.as_u16(),
             "url": response.url,

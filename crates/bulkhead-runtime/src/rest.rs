@@ -143,10 +143,7 @@ fn list_params(entity: &Entity, pairs: &[(String, String)]) -> Result<ListParams
     for (key, raw) in pairs {
         match key.as_str() {
             "order" => {
-                let (field, dir) = match raw.strip_prefix('-') {
-                    Some(f) => (f, Direction::Desc),
-                    None => (raw.as_str(), Direction::Asc),
-                };
+                let (field, dir) = bulkhead_pg::sql::order(raw);
                 p.order = Some((field.to_owned(), dir));
             }
             "limit" => {
@@ -166,28 +163,24 @@ fn list_params(entity: &Entity, pairs: &[(String, String)]) -> Result<ListParams
                     ),
                     None => (key.as_str(), "eq"),
                 };
-                let v = || typed(entity, field, raw);
-                p.filters.push(match op {
-                    "eq" => Filter::Eq(field.to_owned(), v()?),
-                    "ne" => Filter::Ne(field.to_owned(), v()?),
-                    "lt" => Filter::Lt(field.to_owned(), v()?),
-                    "lte" => Filter::Lte(field.to_owned(), v()?),
-                    "gt" => Filter::Gt(field.to_owned(), v()?),
-                    "gte" => Filter::Gte(field.to_owned(), v()?),
-                    "contains" => Filter::Contains(field.to_owned(), raw.clone()),
-                    "null" => Filter::IsNull(field.to_owned(), boolean(key, raw)?),
-                    "in" => Filter::In(
-                        field.to_owned(),
+                if !bulkhead_pg::sql::OPERATORS.contains(&op) {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown operator {op:?}; expected {}",
+                        bulkhead_pg::sql::OPERATORS.join(", ")
+                    )));
+                }
+                let value = match op {
+                    "contains" => Value::String(raw.clone()),
+                    "null" => Value::Bool(boolean(key, raw)?),
+                    "in" => Value::Array(
                         raw.split(',')
                             .map(|item| typed(entity, field, item))
                             .collect::<Result<_, _>>()?,
                     ),
-                    other => {
-                        return Err(ApiError::bad_request(format!(
-                            "unknown operator {other:?}; expected eq, ne, lt, lte, gt, gte, in, contains, null"
-                        )));
-                    }
-                });
+                    _ => typed(entity, field, raw)?,
+                };
+                p.filters
+                    .push(Filter::with_operator(field, op, value).map_err(ApiError::bad_request)?);
             }
         }
     }

@@ -7,7 +7,6 @@
 //! semantics evaluate nothing of a graph whose linking failed.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use bulkhead_model::AppManifest;
@@ -358,9 +357,4 @@ fn route_positions(text: &str) -> Vec<(u32, u32)> {
             (pos.line as u32, pos.col as u32)
         })
         .collect()
-}
-
-/// The distinct files that have problems (for a summary line).
-pub fn files_with_problems(problems: &[Problem]) -> BTreeSet<&str> {
-    problems.iter().map(|p| p.file.as_str()).collect()
 }

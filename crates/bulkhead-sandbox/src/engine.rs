@@ -18,7 +18,7 @@ use rquickjs::{Context, Ctx, Exception, Function, Module, Object, Promise, Runti
 use serde_json::Value as Json;
 use tokio::sync::oneshot;
 
-use crate::loader::{BundleLoader, BundleResolver, Cache, Slot, declare_cached};
+use crate::loader::{API_GLOBAL, BundleLoader, BundleResolver, Cache, Slot, declare_cached};
 use crate::{Answer, Failure, Host, HostError, Invocation, Program};
 
 /// The prelude that builds the `bulkhead` objects (see `prelude.js`), as a module whose
@@ -45,14 +45,16 @@ type Intrinsics = (
     (intrinsic::Promise, intrinsic::WeakRef),
 );
 
-/// Counters for `/metrics` and tests.
+/// What the pool has done, for tests (and `/metrics` later).
 #[derive(Debug, Default)]
 pub struct EngineStats {
-    pub invocations: AtomicU64,
     /// Runtimes thrown away after a limit (or an engine error) ended an invocation.
     pub runtimes_discarded: AtomicU64,
-    pub runtimes_created: AtomicU64,
 }
+
+/// Invocations that may wait for an interpreter, per interpreter thread; beyond that the pool
+/// answers `unavailable` (503 with `Retry-After`) instead of queueing without bound.
+const QUEUE_PER_THREAD: usize = 32;
 
 struct Job {
     program: Arc<Program>,
@@ -64,7 +66,7 @@ struct Job {
 /// The pool of interpreter threads of one worker.
 #[derive(Clone)]
 pub struct Engine {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
     stats: Arc<EngineStats>,
 }
 
@@ -77,7 +79,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Starts `threads` interpreter threads (at least one).
     pub fn new(threads: usize) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::sync_channel::<Job>(threads.max(1) * QUEUE_PER_THREAD);
         let rx = Arc::new(Mutex::new(rx));
         let stats = Arc::new(EngineStats::default());
         for i in 0..threads.max(1) {
@@ -105,13 +107,20 @@ impl Engine {
     ) -> Result<Answer, Failure> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job {
+            .try_send(Job {
                 program,
                 invocation,
                 host,
                 reply,
             })
-            .map_err(|_| Failure::new(ErrorCode::Internal, "the interpreter pool has stopped"))?;
+            .map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => {
+                    Failure::new(ErrorCode::Unavailable, "every interpreter is busy")
+                }
+                mpsc::TrySendError::Disconnected(_) => {
+                    Failure::new(ErrorCode::Internal, "the interpreter pool has stopped")
+                }
+            })?;
         answer
             .await
             .unwrap_or_else(|_| Err(Failure::new(ErrorCode::Internal, "the interpreter stopped")))
@@ -141,7 +150,7 @@ struct Interpreter {
 }
 
 impl Interpreter {
-    fn new(stats: &EngineStats) -> Result<Self, Failure> {
+    fn new() -> Result<Self, Failure> {
         let runtime = Runtime::new()
             .map_err(|e| Failure::new(ErrorCode::Internal, format!("QuickJS runtime: {e}")))?;
         let slot: Slot = Rc::new(RefCell::new(None));
@@ -170,7 +179,6 @@ impl Interpreter {
                 }
             }
         })));
-        stats.runtimes_created.fetch_add(1, Ordering::Relaxed);
         Ok(Self {
             runtime,
             slot,
@@ -221,9 +229,8 @@ fn serve(jobs: &Mutex<mpsc::Receiver<Job>>, stats: &EngineStats) {
             },
             Err(_) => return,
         };
-        stats.invocations.fetch_add(1, Ordering::Relaxed);
         if interpreter.is_none() {
-            match Interpreter::new(stats) {
+            match Interpreter::new() {
                 Ok(i) => interpreter = Some(i),
                 Err(e) => {
                     let _ = job.reply.send(Err(e));
@@ -321,7 +328,7 @@ fn invoke(
         let built: Object = factory.call((host_fn, caller)).map_err(fail)?;
         let api: Value = built.get("api").map_err(fail)?;
         let run: Function = built.get("run").map_err(fail)?;
-        globals.set("__bulkhead_api", api).map_err(fail)?;
+        globals.set(API_GLOBAL, api).map_err(fail)?;
         let path = invocation.function.module_path();
         if program.module(&path).is_none() {
             return Err(Failure::new(
@@ -332,7 +339,7 @@ fn invoke(
         let imported = Module::import(&ctx, path.as_str()).map_err(fail)?;
         let namespace: Object = settle(&ctx, interp, &imported)?;
         // The module read it if it imported `bulkhead`; no later code may find it.
-        let _ = globals.remove("__bulkhead_api");
+        let _ = globals.remove(API_GLOBAL);
         let export: Value = namespace
             .get(invocation.function.export.as_str())
             .map_err(fail)?;
@@ -364,12 +371,8 @@ fn settle<'js, T: rquickjs::FromJs<'js>>(
     loop {
         match promise.state() {
             PromiseState::Pending => {
-                if interp.watch.timed_out.load(Ordering::Relaxed)
-                    || interp.watch.too_many_promises.load(Ordering::Relaxed)
-                {
-                    return Err(limit_failure(interp).unwrap_or_else(|| {
-                        Failure::new(ErrorCode::LimitTime, "the function ran out of time")
-                    }));
+                if let Some(limit) = limit_failure(interp) {
+                    return Err(limit);
                 }
                 if !ctx.execute_pending_job() {
                     // Nothing left to run and still pending: a promise nobody will settle.

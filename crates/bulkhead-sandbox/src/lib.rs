@@ -86,10 +86,11 @@ pub struct Answer {
     pub body: Value,
 }
 
-/// Why an invocation ended without an answer. `stack` is the JavaScript stack, for the log
-/// only (never sent to a client).
+/// Why an invocation ended without an answer. `stack` is the JavaScript stack: in the
+/// error's text (so the one error log line has it), never in a client's body (5xx bodies are
+/// opaque, limits' messages name only the limit).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{code}: {message}")]
+#[error("{message}{}", .stack.as_ref().map(|s| format!(": {s:?}")).unwrap_or_default())]
 pub struct Failure {
     pub code: ErrorCode,
     pub message: String,
@@ -109,15 +110,7 @@ impl Failure {
 
     /// Whether a limit ended the invocation (its runtime is then discarded).
     pub fn is_limit(&self) -> bool {
-        matches!(
-            self.code,
-            ErrorCode::LimitMemory
-                | ErrorCode::LimitTime
-                | ErrorCode::LimitStack
-                | ErrorCode::LimitOutput
-                | ErrorCode::LimitPromises
-                | ErrorCode::LimitHostCalls
-        )
+        self.code.is_limit()
     }
 }
 

@@ -22,11 +22,14 @@ pub(crate) const BULKHEAD_EXPORTS: &[&str] = &[
     "db", "storage", "files", "http", "search", "flags", "config", "log", "user", "respond",
 ];
 
+/// The global through which the engine hands the prelude's objects to the `bulkhead` module.
+pub(crate) const API_GLOBAL: &str = "__bulkhead_api";
+
 /// The `bulkhead` module: the objects the prelude built for this invocation, picked up from
-/// a global that is deleted as soon as it is read (and by the engine after the import).
+/// [`API_GLOBAL`], which is deleted as soon as it is read (and by the engine after the import).
 pub(crate) fn bulkhead_source() -> String {
     let mut src =
-        String::from("const api = globalThis.__bulkhead_api;\ndelete globalThis.__bulkhead_api;\n");
+        format!("const api = globalThis.{API_GLOBAL};\ndelete globalThis.{API_GLOBAL};\n");
     for name in BULKHEAD_EXPORTS {
         src.push_str(&format!("export const {name} = api.{name};\n"));
     }

@@ -243,10 +243,7 @@ pub fn write_private(path: &Path, text: &str) -> crate::error::Result<()> {
 }
 
 pub async fn manifest_of(p: &Platform, app: &str) -> crate::error::Result<AppManifest> {
-    let (_, value) = registry::apps(&p.client)
+    registry::app_manifest(&p.client, &bulkhead_model::AppId::parse(app)?)
         .await?
-        .into_iter()
-        .find(|(id, _)| id == app)
-        .with_context(|| format!("app {app} is not registered"))?;
-    Ok(serde_json::from_value(value)?)
+        .with_context(|| format!("app {app} is not registered"))
 }

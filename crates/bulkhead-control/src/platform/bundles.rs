@@ -51,13 +51,9 @@ impl Platform {
         manifest: &AppManifest,
     ) -> Result<BundleVersion> {
         let app = &manifest.app;
-        let registered = registry::apps(&self.client)
+        let registered = registry::app_manifest(&self.client, app)
             .await?
-            .into_iter()
-            .find(|(id, _)| id == app.as_str())
             .ok_or_else(|| Error::NotFound(format!("app {app}")))?;
-        let registered: AppManifest = serde_json::from_value(registered.1)
-            .map_err(|e| Error::Internal(format!("registered manifest: {e}")))?;
         let mut without = manifest.clone();
         without.functions = registered.functions.clone();
         if without != registered {
@@ -156,24 +152,13 @@ impl Platform {
             .ok_or_else(|| Error::NotFound(format!("version {version} of app {app}")))?;
         let digest: String = row.get(0);
         let content: String = row.get(1);
-        // Content first, in every space that serves the app, then the pointer: a worker never
-        // reads a configuration naming a bundle its space does not hold.
-        let path = bundle_path(&digest);
+        // Content first, then the pointer: a worker never reads a configuration naming a
+        // bundle its space does not hold (dedicated tenant workers' spaces get their copy from
+        // `place_dedicated`, through `copy_bundle`, before their configuration changes).
         self.vault
-            .put(app, &path, &VaultSecret::new(content.clone()))
+            .put(app, &bundle_path(&digest), &VaultSecret::new(content))
             .await
             .map_err(vault)?;
-        for record in registry::tenants(&self.client, app).await? {
-            if record.isolation == IsolationLevel::Database && record.dedicated() {
-                let space = app.tenant_space(&record.id);
-                if self.vault.get(&space, WORKER_CONFIG).await.is_ok() {
-                    self.vault
-                        .put(&space, &path, &VaultSecret::new(content.clone()))
-                        .await
-                        .map_err(vault)?;
-                }
-            }
-        }
         self.client
             .execute(
                 "INSERT INTO bulkhead_control.bundle_active (app, version) VALUES ($1, $2) \

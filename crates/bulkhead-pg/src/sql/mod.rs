@@ -57,7 +57,54 @@ pub enum Filter {
     Or(Vec<Filter>),
 }
 
+/// The comparison operators the APIs take (`field[op]=…` in REST, `where({field: {op: …}})`
+/// in functions), in one place.
+pub const OPERATORS: &[&str] = &[
+    "eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "null",
+];
+
+/// An order given as `field` (ascending) or `-field` (descending).
+pub fn order(spec: &str) -> (&str, Direction) {
+    match spec.strip_prefix('-') {
+        Some(field) => (field, Direction::Desc),
+        None => (spec, Direction::Asc),
+    }
+}
+
 impl Filter {
+    /// `field op value` for one of [`OPERATORS`]: `in` takes a list, `null` true or false,
+    /// `contains` a string, the others one value (checked against the field's type when the
+    /// statement is built). The error names what is wrong.
+    pub fn with_operator(field: &str, op: &str, value: Value) -> std::result::Result<Self, String> {
+        let f = field.to_owned();
+        Ok(match op {
+            "eq" => Filter::Eq(f, value),
+            "ne" => Filter::Ne(f, value),
+            "lt" => Filter::Lt(f, value),
+            "lte" => Filter::Lte(f, value),
+            "gt" => Filter::Gt(f, value),
+            "gte" => Filter::Gte(f, value),
+            "in" => match value {
+                Value::Array(items) => Filter::In(f, items),
+                _ => return Err(format!("{field}[in] takes a list")),
+            },
+            "null" => match value {
+                Value::Bool(b) => Filter::IsNull(f, b),
+                _ => return Err(format!("{field}[null] takes true or false")),
+            },
+            "contains" => match value {
+                Value::String(text) => Filter::Contains(f, text),
+                _ => return Err(format!("{field}[contains] takes a string")),
+            },
+            other => {
+                return Err(format!(
+                    "unknown operator {other:?}; expected {}",
+                    OPERATORS.join(", ")
+                ));
+            }
+        })
+    }
+
     pub fn eq(field: &str, value: impl Into<Value>) -> Self {
         Filter::Eq(field.to_owned(), value.into())
     }

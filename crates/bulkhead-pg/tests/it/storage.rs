@@ -94,14 +94,7 @@ async fn storage_keys_stay_in_their_tenant_and_user_at_every_level_and_fail_clos
         .await
         .unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 0);
-    let err = rt
-        .execute(
-            "INSERT INTO public.bulkhead_kv (tenant_id, key, value) VALUES ('r2', 'forged', '1')",
-            &[],
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(err.code().map(|c| c.code()), Some("42501"));
+    forge_r2_row_is_refused(&rt).await;
     // With r1's setting, r2's rows stay invisible and a forged r2 row is refused.
     rt.batch_execute("BEGIN; SELECT set_config('bulkhead.tenant_id', 'r1', true);")
         .await
@@ -114,6 +107,12 @@ async fn storage_keys_stay_in_their_tenant_and_user_at_every_level_and_fail_clos
         .map(|r| r.get(0))
         .collect();
     assert_eq!(visible, vec!["r1".to_owned()]);
+    forge_r2_row_is_refused(&rt).await;
+    rt.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// A row for tenant r2 written by the runtime role directly is refused by forced RLS.
+async fn forge_r2_row_is_refused(rt: &tokio_postgres::Client) {
     let err = rt
         .execute(
             "INSERT INTO public.bulkhead_kv (tenant_id, key, value) VALUES ('r2', 'forged', '1')",
@@ -122,5 +121,4 @@ async fn storage_keys_stay_in_their_tenant_and_user_at_every_level_and_fail_clos
         .await
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42501"));
-    rt.batch_execute("ROLLBACK").await.unwrap();
 }

@@ -269,3 +269,42 @@ fn sandbox_checker_lists_every_problem_with_its_place_and_runs_nothing() {
     let good = bundle(&[("functions/main.js", "export function list() { return 1; }")]);
     assert!(bulkhead_sandbox::check::check(&good).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sandbox_a_full_pool_answers_unavailable_instead_of_queueing_without_bound() {
+    let engine = Engine::new(1).unwrap();
+    let limits = FunctionLimits {
+        time_ms: 50,
+        ..FunctionLimits::default()
+    };
+    let p = program(
+        &[(
+            "functions/main.js",
+            "export function spin() { for (;;) {} }",
+        )],
+        limits,
+    );
+    // One thread, 32 places in the queue: of 40 at once, at least 7 are turned away.
+    let calls: Vec<_> = (0..40)
+        .map(|_| {
+            let (engine, p) = (engine.clone(), p.clone());
+            tokio::spawn(async move { run(&engine, &p, "spin").await })
+        })
+        .collect();
+    let mut codes = std::collections::BTreeMap::new();
+    for c in calls {
+        let code = c.await.unwrap().unwrap_err().code;
+        *codes.entry(code.as_str()).or_insert(0) += 1;
+    }
+    assert!(
+        codes.get("unavailable").copied().unwrap_or(0) >= 7,
+        "{codes:?}"
+    );
+    assert_eq!(codes.values().sum::<i32>(), 40);
+    assert!(
+        codes
+            .keys()
+            .all(|c| *c == "unavailable" || *c == "limit_time"),
+        "{codes:?}"
+    );
+}
