@@ -39,6 +39,7 @@ fn bundle() -> anyhow::Result<(Bundle, Functions)> {
     let functions = Functions {
         limits: FunctionLimits::default(),
         routes: vec![route("/ticket/{id}", "get")?, route("/empty", "empty")?],
+        ..Functions::default()
     };
     Ok((Bundle::new(files)?, functions))
 }

@@ -41,7 +41,9 @@ pub mod realms;
 pub mod request_id;
 pub mod resolve;
 pub mod rest;
+pub mod sdk;
 pub mod search;
+mod storage;
 
 pub use context::AppContext;
 pub use resolve::{

@@ -58,6 +58,23 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/app", get(crate::functions::app_root))
         .route("/app/", get(crate::functions::static_file))
         .route("/app/{*file}", get(crate::functions::static_file))
+        .route("/sdk/bulkhead.js", get(crate::sdk::script))
+        .route("/sdk/session", get(crate::sdk::session))
+        .route("/me", get(crate::sdk::me))
+        .route("/storage", get(crate::storage::tenant_list))
+        .route(
+            "/storage/{*key}",
+            get(crate::storage::tenant_get)
+                .put(crate::storage::tenant_put)
+                .delete(crate::storage::tenant_remove),
+        )
+        .route("/me/storage", get(crate::storage::user_list))
+        .route(
+            "/me/storage/{*key}",
+            get(crate::storage::user_get)
+                .put(crate::storage::user_put)
+                .delete(crate::storage::user_remove),
+        )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Uploads stream under the files API's own limit.
         .route(

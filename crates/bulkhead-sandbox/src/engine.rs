@@ -19,6 +19,7 @@ use serde_json::Value as Json;
 use tokio::sync::oneshot;
 
 use crate::loader::{API_GLOBAL, BundleLoader, BundleResolver, Cache, Slot, declare_cached};
+use crate::meter::{Meter, Metered};
 use crate::{Answer, Failure, Host, HostError, Invocation, Program};
 
 /// The prelude that builds the `bulkhead` objects (see `prelude.js`), as a module whose
@@ -146,12 +147,15 @@ struct Interpreter {
     slot: Slot,
     cache: Cache,
     watch: Arc<Watch>,
+    /// The runtime's allocator's account: its memory limit and whether it refused.
+    meter: Arc<Meter>,
     epoch: Instant,
 }
 
 impl Interpreter {
     fn new() -> Result<Self, Failure> {
-        let runtime = Runtime::new()
+        let meter = Meter::new();
+        let runtime = Runtime::new_with_alloc(Metered::new(meter.clone()))
             .map_err(|e| Failure::new(ErrorCode::Internal, format!("QuickJS runtime: {e}")))?;
         let slot: Slot = Rc::new(RefCell::new(None));
         let cache: Cache = Rc::default();
@@ -184,6 +188,7 @@ impl Interpreter {
             slot,
             cache,
             watch,
+            meter,
             epoch,
         })
     }
@@ -208,8 +213,7 @@ impl Interpreter {
             Duration::from_millis(u64::from(limits.time_ms)),
             limits.promises,
         );
-        self.runtime
-            .set_memory_limit(limits.memory_mb as usize * 1024 * 1024);
+        self.meter.arm(limits.memory_mb as usize * 1024 * 1024);
         self.runtime
             .set_max_stack_size(limits.stack_kb as usize * 1024);
         deadline
@@ -271,6 +275,7 @@ const FACTORY: &str = "__bulkhead_factory";
 fn prepare(interp: &Interpreter) -> Result<Context, Failure> {
     // Only the platform's prelude runs here; the invocation arms its own limits.
     interp.arm_limits(Duration::from_secs(10), u32::MAX);
+    interp.meter.arm(usize::MAX);
     let context = Context::custom::<Intrinsics>(&interp.runtime)
         .map_err(|e| Failure::new(ErrorCode::Internal, format!("QuickJS context: {e}")))?;
     context.with(|ctx| -> Result<(), Failure> {
@@ -395,6 +400,12 @@ fn settle<'js, T: rquickjs::FromJs<'js>>(
 
 /// A limit the watch saw, if any.
 fn limit_failure(interp: &Interpreter) -> Option<Failure> {
+    if interp.meter.refused() {
+        return Some(Failure::new(
+            ErrorCode::LimitMemory,
+            "the function ran out of memory",
+        ));
+    }
     if interp.watch.too_many_promises.load(Ordering::Relaxed) {
         return Some(Failure::new(
             ErrorCode::LimitPromises,

@@ -22,6 +22,7 @@
 pub mod check;
 mod engine;
 mod loader;
+mod meter;
 
 use std::collections::HashMap;
 use std::sync::Arc;

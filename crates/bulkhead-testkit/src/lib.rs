@@ -9,11 +9,14 @@
 //! With `cargo test` the cluster is shared by every test of a test binary; with nextest, which
 //! runs each test in its own process, each test gets its own cluster.
 //!
+//! [`browser`] runs a scenario in a real headless Chromium (Debian's, driven by playwright-core).
+//!
 //! `KEEP_TEST_DB=1` keeps the cluster running after the tests and prints how to connect.
 //!
 //! This crate never mocks PostgreSQL and never offers `trust` authentication: tests that make a
 //! claim about a less privileged role must connect as that role with its password.
 
+pub mod browser;
 pub mod garage;
 pub mod oidc;
 pub mod openbao;

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Drives the real `bulkhead` binary.
 
+mod browser;
 mod cli;
 mod functions;
 mod hostile;

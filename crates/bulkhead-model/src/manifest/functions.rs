@@ -10,6 +10,10 @@
 //! ```
 //!
 //! `function: notes.list` is the export `list` of `functions/notes.js`.
+//!
+//! `storage: { read: [agent], write: [admin] }` lets browsers (the SDK served at
+//! `/sdk/bulkhead.js`) read or write the tenant-wide storage directly with those roles; without
+//! it only functions reach it. A user's own storage (`storage.user`) is always theirs.
 
 use serde::{Deserialize, Serialize};
 
@@ -172,6 +176,28 @@ impl Route {
     }
 }
 
+/// Roles whose browsers may reach the tenant-wide storage directly (through the SDK); empty:
+/// nobody (functions always may, and decide for their callers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrowserStorage {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write: Vec<String>,
+}
+
+impl BrowserStorage {
+    /// Whether a caller with `roles` may read (`write == false`) or write tenant storage.
+    pub fn allows(&self, roles: &[String], write: bool) -> bool {
+        let allowed = if write { &self.write } else { &self.read };
+        allowed.iter().any(|r| roles.contains(r))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.read.is_empty() && self.write.is_empty()
+    }
+}
+
 /// The app's functions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Functions {
@@ -179,11 +205,15 @@ pub struct Functions {
     pub limits: FunctionLimits,
     #[serde(default)]
     pub routes: Vec<Route>,
+    #[serde(default, skip_serializing_if = "BrowserStorage::is_empty")]
+    pub storage: BrowserStorage,
 }
 
 impl Functions {
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty() && self.limits == FunctionLimits::default()
+        self.routes.is_empty()
+            && self.limits == FunctionLimits::default()
+            && self.storage.is_empty()
     }
 
     /// The route `method path` selects, with its parameters.
@@ -239,11 +269,27 @@ impl Validator {
     /// `functions: { limits: {...}, routes: [...] }`.
     pub(super) fn functions(&mut self, node: &Node) -> Functions {
         let mut out = Functions::default();
-        let Some(entries) = self.map(node, "functions", &["limits", "routes"]) else {
+        let Some(entries) = self.map(node, "functions", &["limits", "routes", "storage"]) else {
             return out;
         };
         if let Some(limits) = field_of(entries, "limits") {
             out.limits = self.limits(limits);
+        }
+        if let Some(storage) = field_of(entries, "storage")
+            && let Some(access) = self.map(storage, "functions.storage", &["read", "write"])
+        {
+            let mut roles = |key: &str| match field_of(access, key) {
+                Some(n) => self
+                    .ident_list(n, &join("functions.storage", key))
+                    .into_iter()
+                    .map(|(r, _)| r.as_str().to_owned())
+                    .collect(),
+                None => Vec::new(),
+            };
+            out.storage = BrowserStorage {
+                read: roles("read"),
+                write: roles("write"),
+            };
         }
         if let Some(routes) = field_of(entries, "routes") {
             match routes {
@@ -414,5 +460,29 @@ mod tests {
         assert!(path_ok("a").is_err());
         assert!(path_ok("/a//b").is_err());
         assert!(path_ok("/").is_ok());
+    }
+
+    #[test]
+    fn browser_storage_grants_only_the_listed_roles_and_typos_are_problems() {
+        let base = "app: notes\nentities:\n  t:\n    fields: { n: text }\n";
+        let m = crate::AppManifest::from_yaml(
+            &format!(
+                "{base}functions:\n  storage: {{ read: [agent, customer], write: [agent] }}\n"
+            ),
+            "m.yaml",
+        )
+        .unwrap();
+        let s = &m.functions.storage;
+        let roles = |r: &[&str]| r.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(s.allows(&roles(&["customer"]), false));
+        assert!(!s.allows(&roles(&["customer"]), true));
+        assert!(s.allows(&roles(&["agent"]), true));
+        assert!(!BrowserStorage::default().allows(&roles(&["agent"]), false));
+        let err = crate::AppManifest::from_yaml(
+            &format!("{base}functions:\n  storage: {{ reed: [agent] }}\n"),
+            "m.yaml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("reed"), "{err}");
     }
 }

@@ -43,7 +43,7 @@ use crate::ids::{AppId, Ident};
 pub use crate::values::ValueProblem;
 use crate::yaml::{self, Pos};
 
-pub use functions::{FunctionLimits, FunctionRef, Functions, ROUTE_METHODS, Route};
+pub use functions::{BrowserStorage, FunctionLimits, FunctionRef, Functions, ROUTE_METHODS, Route};
 pub use permissions::{ANONYMOUS_ROLE, Action, Effective, RolePermission, Scope};
 pub use types::{FieldType, TYPE_NAMES};
 pub(crate) use validate::Validator;

@@ -187,6 +187,69 @@ export function fine() { return "ok"; }
     );
 }
 
+/// Resident memory of this test process (nextest runs each test in its own), bytes.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::test]
+async fn sandbox_memory_returns_to_its_baseline_after_limits() {
+    let engine = Engine::new(1).unwrap();
+    let limits = FunctionLimits {
+        memory_mb: 32,
+        time_ms: 2000,
+        ..FunctionLimits::default()
+    };
+    let p = program(
+        &[(
+            "functions/main.js",
+            r#"
+export function big() { const keep = []; for (;;) keep.push(new Array(100000).fill(7)); }
+export function gib() { return "x".repeat(1024 * 1024 * 1024).length; }
+export function objects() { const keep = []; for (;;) keep.push({ a: [1, 2, 3], s: "s" + keep.length }); }
+export function storm() { for (let i = 0; i < 1e7; i++) Promise.resolve(i).then(() => {}); return 1; }
+export function fine() { return "ok"; }
+export function nothing() { throw null; }
+"#,
+        )],
+        limits,
+    );
+    // The allocator, not a guess from the thrown value, says a limit was hit: an app's own
+    // `throw null` is its exception (QuickJS's out-of-memory may surface as a thrown null).
+    let own = run(&engine, &p, "nothing").await.unwrap_err();
+    assert_eq!(own.code, ErrorCode::FunctionFailed, "{own:?}");
+    for _ in 0..20 {
+        run(&engine, &p, "fine").await.unwrap();
+    }
+    let baseline = resident_bytes();
+    // Each of these reaches its 32 MiB limit (or the promise limit): 40 × 32 MiB held on to
+    // would be 1.25 GiB.
+    for round in 0..10 {
+        for export in ["big", "gib", "objects", "storm"] {
+            let e = run(&engine, &p, export).await.unwrap_err();
+            assert!(e.code.is_limit(), "{export} in round {round}: {e:?}");
+        }
+    }
+    for _ in 0..20 {
+        assert_eq!(run(&engine, &p, "fine").await.unwrap().body, "ok");
+    }
+    let after = resident_bytes();
+    let grown = after.saturating_sub(baseline);
+    eprintln!(
+        "resident: baseline {} MiB, after 40 limit hits {} MiB",
+        baseline >> 20,
+        after >> 20
+    );
+    assert!(
+        grown < 48 << 20,
+        "resident memory grew by {} MiB (baseline {} MiB)",
+        grown >> 20,
+        baseline >> 20
+    );
+}
+
 #[tokio::test]
 async fn sandbox_imports_reach_only_bulkhead_and_the_bundle() {
     let engine = Engine::new(1).unwrap();
