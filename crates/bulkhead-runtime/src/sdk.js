@@ -35,7 +35,9 @@ async function failure(r) {
   let e = {};
   try {
     const body = await r.json();
-    e = body.error || { code: body.error_description ? body.error : undefined, message: body.error_description };
+    // The platform's `{error: {code, message, field}}`, or OAuth's `{error, error_description}`
+    // from the realm's sign-in.
+    e = typeof body.error === "string" ? { code: body.error, message: body.error_description } : body.error || {};
   } catch (_) {
     // Not JSON: the status says it.
   }

@@ -80,6 +80,15 @@ fn sandbox_browser_sdk_signs_in_per_tenant_and_a_page_reaches_no_other_tenant() 
     let pretty = serde_json::to_string_pretty(&seen).unwrap();
     assert_eq!(seen["page_errors"], serde_json::json!([]), "{pretty}");
 
+    // acme's realm refuses globex's password, and the page shows the realm's own error code.
+    assert!(
+        seen["wrong_password"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid_grant"),
+        "{pretty}"
+    );
+
     // The page of acme's agent shows acme's tickets (the newest five), signed in by the form.
     let acme = &seen["acme_first"];
     assert!(

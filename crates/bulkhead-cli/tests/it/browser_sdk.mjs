@@ -74,6 +74,18 @@ function probe(page) {
 }
 
 try {
+  // A wrong password: the realm's OAuth error reaches the page as its code.
+  {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(origin + "/t/acme/app/");
+    await page.fill("input[name=username]", "alice");
+    await page.fill("input[name=password]", "alice-at-globex");
+    await page.click("#login button");
+    await page.waitForFunction(() => document.getElementById("error").textContent !== "");
+    out.wrong_password = await page.textContent("#error");
+    await context.close();
+  }
   // acme by path: an agent signs in, posts the team message and picks a theme.
   const acme = await signedIn(origin + "/t/acme/app/", "alice", "alice-at-acme");
   out.acme_first = await seen(acme);
