@@ -34,6 +34,9 @@ fn bundle() -> anyhow::Result<(Bundle, Functions)> {
                 .map_err(|e| anyhow::anyhow!(e))?,
             roles: vec![],
             anonymous: false,
+            run_as: None,
+            body: vec![],
+            response: None,
         })
     };
     let functions = Functions {
@@ -57,6 +60,9 @@ pub(crate) async fn run(args: ScopingArgs) -> anyhow::Result<()> {
     )?));
     let (bundle, functions) = bundle()?;
     let engine_only = engine_empty(&deployments, &bundle, &functions).await?;
+    let fresh_context_us = bulkhead_sandbox::fresh_context_cost(5000)
+        .map(|d| (d.as_secs_f64() * 1e7).round() / 10.0)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     deployments.activate(Deployed::new(1, bundle, functions));
     let api = Arc::new(api.with_deployments(deployments));
     let addr = serve(app(api, &fixture)).await?;
@@ -161,6 +167,9 @@ pub(crate) async fn run(args: ScopingArgs) -> anyhow::Result<()> {
             "scenarios": results,
             "empty_p50_us_at_concurrency_1": empty_p50,
             "engine_empty": engine_only,
+            // A fresh context alone (created, dropped, collected), sequentially on an idle
+            // runtime: the floor under every invocation, whatever the rest of the path costs.
+            "fresh_context_us": fresh_context_us,
             "ratio": get_ratio.map(|w| (w * 1000.0).round() / 1000.0),
         })
     );

@@ -326,9 +326,7 @@ pub fn parse(text: &str, source: &str) -> Result<Vec<TenantSpec>, ManifestError>
                 .collect(),
         )
     })?;
-    let mut v = V {
-        problems: Vec::new(),
-    };
+    let mut v = V::default();
     let mut out = Vec::new();
     if let Some(entries) = v.map(&root, "", &["tenants"]) {
         match entries

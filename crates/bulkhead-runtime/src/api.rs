@@ -180,6 +180,24 @@ impl Api {
         Ok((ctx, principal))
     }
 
+    /// The same tenant, user and request acting with `role`'s permissions only: a function
+    /// route's declared service role (`run_as`).
+    pub(crate) fn run_as(
+        &self,
+        ctx: &TenantContext,
+        role: &str,
+    ) -> Result<TenantContext, ApiError> {
+        let actor = ctx.actor();
+        Ok(self.plane.context(
+            ctx.tenant(),
+            Actor {
+                user_id: actor.user_id.clone(),
+                request_id: actor.request_id.clone(),
+                roles: vec![role.to_owned()],
+            },
+        )?)
+    }
+
     pub(crate) fn entity(&self, name: &str) -> Result<&Entity, ApiError> {
         self.plane.manifest().entity(name).ok_or_else(|| {
             ApiError::new(ErrorCode::UnknownEntity, format!("unknown entity {name:?}"))

@@ -56,7 +56,7 @@ pub(crate) async fn invoke(
         .functions
         .route(method.as_str(), &path)
         .ok_or_else(not_found)?;
-    let (ctx, principal) = api.context(&resolved, &headers, !method.is_safe()).await?;
+    let (mut ctx, principal) = api.context(&resolved, &headers, !method.is_safe()).await?;
     if principal.is_anonymous() && !route.anonymous {
         return Err(ApiError::unauthorized());
     }
@@ -74,6 +74,12 @@ pub(crate) async fn invoke(
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
     let body = request_body(&headers, &body)?;
+    bulkhead_model::manifest::check_body(&route.body, &body)?;
+    if let Some(role) = &route.run_as {
+        // The route's service role: the data calls use its permissions, for the same tenant,
+        // user and request.
+        ctx = api.run_as(&ctx, role)?;
+    }
     let request = json!({
         "method": method.as_str(),
         "path": path,
@@ -95,9 +101,11 @@ pub(crate) async fn invoke(
     };
     let request_id = crate::request_id::current();
     let host = AppHost {
-        ctx: AppContext::new(ctx, principal, api.clone()),
+        calls: Arc::new(Calls {
+            ctx: AppContext::new(ctx, principal, api.clone()),
+            request_id: request_id.clone(),
+        }),
         handle: tokio::runtime::Handle::current(),
-        request_id: request_id.clone(),
         txs: Default::default(),
         next_tx: 0,
     };
@@ -249,12 +257,12 @@ pub(crate) async fn static_file(
 }
 
 /// The platform side of one invocation: the request's tenant-bound context. Called on the
-/// interpreter's thread; each call waits on the worker's runtime until the invocation's
-/// deadline.
+/// interpreter's thread; each call runs as a task on the worker's runtime (next to the
+/// database connections it talks to, so a call's statements do not each wake the interpreter
+/// thread) and the interpreter waits for its answer until the invocation's deadline.
 struct AppHost {
-    ctx: AppContext,
+    calls: Arc<Calls>,
     handle: tokio::runtime::Handle,
-    request_id: Option<String>,
     /// Open transactions by number (`db.transaction`).
     txs: std::collections::HashMap<u64, tokio::sync::mpsc::UnboundedSender<TxCommand>>,
     next_tx: u64,
@@ -397,7 +405,7 @@ impl AppHost {
         }
         let (commands, mut inbox) = tokio::sync::mpsc::unbounded_channel::<TxCommand>();
         let (ready, opened) = tokio::sync::oneshot::channel();
-        let ctx = self.ctx.clone();
+        let ctx = self.calls.ctx.clone();
         tokio::spawn(async move {
             let db = ctx.db();
             let mut tx = match db.begin().await {
@@ -453,21 +461,47 @@ impl AppHost {
         answer.await.map_err(|_| closed())?
     }
 
-    async fn dispatch(&mut self, op: &str, args: Value) -> Result<Value, HostError> {
-        if let Some(id) = args["tx"].as_u64() {
-            return match op {
-                "db.commit" => self.in_tx(id, |r| TxCommand::End(true, r), true).await,
-                "db.rollback" => self.in_tx(id, |r| TxCommand::End(false, r), true).await,
-                _ if op.starts_with("db.") => {
-                    let op = op.to_owned();
-                    self.in_tx(id, move |r| TxCommand::Op(op, args, r), false)
-                        .await
-                }
-                _ => Err(HostError::new(ErrorCode::BadRequest, "not a data call")),
-            };
-        }
-        if op == "db.begin" {
+    /// `db.begin` and the calls on an open transaction: sent to the transaction's task.
+    async fn transactional(&mut self, op: &str, args: Value) -> Result<Value, HostError> {
+        let Some(id) = args["tx"].as_u64() else {
             return self.begin().await;
+        };
+        match op {
+            "db.commit" => self.in_tx(id, |r| TxCommand::End(true, r), true).await,
+            "db.rollback" => self.in_tx(id, |r| TxCommand::End(false, r), true).await,
+            _ if op.starts_with("db.") => {
+                let op = op.to_owned();
+                self.in_tx(id, move |r| TxCommand::Op(op, args, r), false)
+                    .await
+            }
+            _ => Err(HostError::new(ErrorCode::BadRequest, "not a data call")),
+        }
+    }
+}
+
+/// The calls that need no state of the invocation beyond its context: run as tasks.
+struct Calls {
+    ctx: AppContext,
+    request_id: Option<String>,
+}
+
+impl Calls {
+    async fn dispatch(&self, op: &str, args: Value) -> Result<Value, HostError> {
+        if op == "db.cross_tenant" {
+            let mut read = self
+                .ctx
+                .cross_tenant(text_arg(&args, "entity")?, text_arg(&args, "reason")?)
+                .map_err(host_error)?;
+            for f in filters(&args["where"])? {
+                read = read.filter(f);
+            }
+            if !args["limit"].is_null() {
+                let n = args["limit"].as_i64().ok_or_else(|| {
+                    HostError::new(ErrorCode::BadQuery, "limit takes a whole number")
+                })?;
+                read = read.limit(n);
+            }
+            return read.fetch().await.map(Value::Array).map_err(host_error);
         }
         if op.starts_with("db.") {
             let db = self.ctx.db();
@@ -606,7 +640,7 @@ impl AppHost {
     }
 }
 
-impl AppHost {
+impl Calls {
     /// `http.fetch`: through the egress client with this tenant's allow-list (deny by
     /// default); the body as text.
     async fn fetch(&self, args: &Value) -> Result<Value, HostError> {
@@ -647,16 +681,33 @@ impl AppHost {
 
 impl Host for AppHost {
     fn call(&mut self, op: &str, args: Value, deadline: Instant) -> Result<Value, HostError> {
-        let handle = self.handle.clone();
         let deadline = tokio::time::Instant::from_std(deadline);
-        handle.block_on(async {
-            match tokio::time::timeout_at(deadline, self.dispatch(op, args)).await {
-                Ok(r) => r,
-                Err(_) => Err(HostError::new(
-                    ErrorCode::LimitTime,
-                    "the function ran out of time waiting for the platform",
-                )),
-            }
-        })
+        let out_of_time = || {
+            HostError::new(
+                ErrorCode::LimitTime,
+                "the function ran out of time waiting for the platform",
+            )
+        };
+        let handle = self.handle.clone();
+        if op == "db.begin" || args["tx"].is_u64() {
+            return handle.block_on(async {
+                tokio::time::timeout_at(deadline, self.transactional(op, args))
+                    .await
+                    .unwrap_or_else(|_| Err(out_of_time()))
+            });
+        }
+        let calls = self.calls.clone();
+        let op = op.to_owned();
+        let task = handle.spawn(async move {
+            tokio::time::timeout_at(deadline, calls.dispatch(&op, args)).await
+        });
+        match handle.block_on(task) {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(out_of_time()),
+            Err(e) => Err(HostError::new(
+                ErrorCode::Internal,
+                format!("the platform call failed: {e}"),
+            )),
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document of an app's REST API, generated from the same manifest the
 //! handlers validate against, so the document and the server cannot drift apart.
 
+use bulkhead_model::manifest::RouteResponse;
 use bulkhead_model::{AppManifest, Entity, Field, FieldType};
 use serde_json::{Map, Value, json};
 
@@ -233,10 +234,52 @@ fn search_paths(m: &AppManifest, paths: &mut Map<String, Value>) {
     );
 }
 
-/// The whole document.
-/// Adds a mini-app's function routes (`/fn/…`) to `doc`: path parameters, an optional JSON
-/// body for writes, and the function's answer as any JSON (a function decides its own
-/// shapes; errors from the platform keep the error schema's shape).
+/// The names of the required ones among `fields`.
+fn required(fields: &[Field]) -> Vec<&str> {
+    fields
+        .iter()
+        .filter(|f| f.required)
+        .map(|f| f.name.as_str())
+        .collect()
+}
+
+/// An object of declared fields as a request body takes it: the REST inputs' types, the
+/// required ones required, nothing else admitted (the platform checks the same before the
+/// function runs).
+fn fields_input(fields: &[Field]) -> Value {
+    let props: Map<String, Value> = fields
+        .iter()
+        .map(|f| (f.name.to_string(), input_type(f)))
+        .collect();
+    json!({"type": "object", "properties": props, "required": required(fields), "additionalProperties": false})
+}
+
+/// What a route declares it answers; any JSON when it declares nothing.
+fn route_response(response: Option<&RouteResponse>) -> Value {
+    let entity = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    match response {
+        None => json!({}),
+        Some(RouteResponse::Entity(e)) => entity(e.as_str()),
+        Some(RouteResponse::List(e)) => json!({"type": "array", "items": entity(e.as_str())}),
+        Some(RouteResponse::Fields(fields)) => {
+            let props: Map<String, Value> = fields
+                .iter()
+                .map(|f| {
+                    let out = output_type(&f.ty);
+                    (
+                        f.name.to_string(),
+                        if f.required { out } else { nullable(out) },
+                    )
+                })
+                .collect();
+            json!({"type": "object", "properties": props, "required": required(fields)})
+        }
+    }
+}
+
+/// Adds a mini-app's function routes (`/fn/…`) to `doc`: path parameters, the declared JSON
+/// body (or any JSON for writes that declare none), the declared answer (or any JSON), and
+/// the platform's errors in the error schema.
 pub fn add_function_routes(doc: &mut Value, functions: &bulkhead_model::manifest::Functions) {
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
@@ -247,22 +290,35 @@ pub fn add_function_routes(doc: &mut Value, functions: &bulkhead_model::manifest
             .filter_map(Result::err)
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        let any = json!({"content": {"application/json": {"schema": {}}}, "description": "the function's answer"});
+        let mut responses = errors(&[400, 401, 403, 404, 500]);
+        responses.insert(
+            "2XX".into(),
+            json!({"description": "the function's answer", "content": {"application/json": {"schema": route_response(route.response.as_ref())}}}),
+        );
+        responses.insert(
+            "default".into(),
+            json!({"description": "the function's own status and body", "content": {"application/json": {"schema": {}}}}),
+        );
         let mut op = json!({
             "operationId": format!("fn_{}_{}", route.method.to_ascii_lowercase(), route.function.name().replace(['.', '/', '-'], "_")),
             "summary": format!("the app's function {}", route.function.name()),
             "tags": ["functions"],
             "parameters": params,
-            "responses": {
-                "200": any.clone(),
-                "default": any,
-            },
+            "responses": responses,
         });
-        if !matches!(route.method.as_str(), "GET" | "DELETE") {
+        if !route.body.is_empty() {
+            op["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": fields_input(&route.body)}},
+            });
+        } else if !matches!(route.method.as_str(), "GET" | "DELETE") {
             op["requestBody"] = json!({
                 "required": false,
                 "content": {"application/json": {"schema": {}}},
             });
+        }
+        if let Some(role) = &route.run_as {
+            op["x-bulkhead-run-as"] = json!(role);
         }
         if route.anonymous {
             op["security"] = json!([{}, {"bearer": []}]);
@@ -273,6 +329,7 @@ pub fn add_function_routes(doc: &mut Value, functions: &bulkhead_model::manifest
     }
 }
 
+/// The whole document.
 pub fn document(m: &AppManifest) -> Value {
     let mut schemas = Map::new();
     schemas.insert(

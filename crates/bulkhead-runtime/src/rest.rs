@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bulkhead_model::{Entity, ErrorCode, FieldType};
+use bulkhead_pg::plane::KvScope;
 use bulkhead_pg::{Direction, Filter};
 use serde_json::{Value, json};
 
@@ -61,19 +62,27 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/sdk/bulkhead.js", get(crate::sdk::script))
         .route("/sdk/session", get(crate::sdk::session))
         .route("/me", get(crate::sdk::me))
-        .route("/storage", get(crate::storage::tenant_list))
+        .route(
+            "/storage",
+            get(crate::storage::list).layer(Extension(KvScope::Tenant)),
+        )
         .route(
             "/storage/{*key}",
-            get(crate::storage::tenant_get)
-                .put(crate::storage::tenant_put)
-                .delete(crate::storage::tenant_remove),
+            get(crate::storage::get)
+                .put(crate::storage::put)
+                .delete(crate::storage::remove)
+                .layer(Extension(KvScope::Tenant)),
         )
-        .route("/me/storage", get(crate::storage::user_list))
+        .route(
+            "/me/storage",
+            get(crate::storage::list).layer(Extension(KvScope::User)),
+        )
         .route(
             "/me/storage/{*key}",
-            get(crate::storage::user_get)
-                .put(crate::storage::user_put)
-                .delete(crate::storage::user_remove),
+            get(crate::storage::get)
+                .put(crate::storage::put)
+                .delete(crate::storage::remove)
+                .layer(Extension(KvScope::User)),
         )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Uploads stream under the files API's own limit.

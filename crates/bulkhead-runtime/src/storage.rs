@@ -10,7 +10,8 @@
 //! `/me/storage` is the signed-in user's own namespace. The tenant-wide `/storage` needs a role
 //! the active bundle's manifest lists in `functions.storage.read` / `write` (none by default:
 //! functions reach it and decide for their callers). Both go through `TenantKv`, so the tenant
-//! is the resolved one and a key is only ever a key.
+//! is the resolved one and a key is only ever a key. The scope comes from the route (an
+//! `Extension<KvScope>` layer in `rest.rs`), never from the request.
 
 use std::sync::Arc;
 
@@ -20,11 +21,11 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bulkhead_model::ErrorCode;
-use bulkhead_pg::plane::KvScope;
+use bulkhead_pg::plane::{KvScope, TenantContext};
 use serde_json::{Value, json};
 
 use crate::api::{Api, for_caller};
-use crate::context::AppContext;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{json_body, query_pairs};
 use crate::resolve::ResolvedTenant;
@@ -36,7 +37,7 @@ async fn open(
     headers: &HeaderMap,
     scope: KvScope,
     write: bool,
-) -> Result<AppContext, ApiError> {
+) -> Result<(TenantContext, Principal), ApiError> {
     let (ctx, principal) = api.context(resolved, headers, write).await?;
     if principal.is_anonymous() {
         return Err(ApiError::unauthorized());
@@ -57,15 +58,15 @@ async fn open(
             ));
         }
     }
-    Ok(AppContext::new(ctx, principal, api.clone()))
+    Ok((ctx, principal))
 }
 
-async fn list(
-    api: Arc<Api>,
-    resolved: ResolvedTenant,
+pub(crate) async fn list(
+    State(api): State<Arc<Api>>,
+    Extension(resolved): Extension<ResolvedTenant>,
+    Extension(scope): Extension<KvScope>,
     headers: HeaderMap,
-    raw: Option<String>,
-    scope: KvScope,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let mut prefix = String::new();
     for (k, v) in query_pairs(raw.as_deref())? {
@@ -78,12 +79,12 @@ async fn list(
             }
         }
     }
-    let ctx = open(&api, &resolved, &headers, scope, false).await?;
+    let (ctx, caller) = open(&api, &resolved, &headers, scope, false).await?;
     let entries = ctx
         .kv(scope)
         .list(&prefix)
         .await
-        .map_err(|e| for_caller(ctx.caller(), e))?;
+        .map_err(|e| for_caller(&caller, e))?;
     let entries: Vec<Value> = entries
         .into_iter()
         .map(|(key, value)| json!({"key": key, "value": value}))
@@ -91,19 +92,19 @@ async fn list(
     Ok(Json(json!({ "entries": entries })))
 }
 
-async fn get(
-    api: Arc<Api>,
-    resolved: ResolvedTenant,
+pub(crate) async fn get(
+    State(api): State<Arc<Api>>,
+    Extension(resolved): Extension<ResolvedTenant>,
+    Extension(scope): Extension<KvScope>,
     headers: HeaderMap,
-    key: String,
-    scope: KvScope,
+    Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let ctx = open(&api, &resolved, &headers, scope, false).await?;
+    let (ctx, caller) = open(&api, &resolved, &headers, scope, false).await?;
     match ctx
         .kv(scope)
         .get(&key)
         .await
-        .map_err(|e| for_caller(ctx.caller(), e))?
+        .map_err(|e| for_caller(&caller, e))?
     {
         Some(value) => Ok(Json(json!({"key": key, "value": value}))),
         None => Err(ApiError::new(
@@ -113,13 +114,13 @@ async fn get(
     }
 }
 
-async fn put(
-    api: Arc<Api>,
-    resolved: ResolvedTenant,
+pub(crate) async fn put(
+    State(api): State<Arc<Api>>,
+    Extension(resolved): Extension<ResolvedTenant>,
+    Extension(scope): Extension<KvScope>,
     headers: HeaderMap,
-    key: String,
+    Path(key): Path<String>,
     body: Bytes,
-    scope: KvScope,
 ) -> Result<Response, ApiError> {
     let value = json_body(&headers, &body)?;
     if value.is_null() {
@@ -128,27 +129,27 @@ async fn put(
             "a stored value is not null (DELETE removes one)",
         ));
     }
-    let ctx = open(&api, &resolved, &headers, scope, true).await?;
+    let (ctx, caller) = open(&api, &resolved, &headers, scope, true).await?;
     ctx.kv(scope)
         .set(&key, &value)
         .await
-        .map_err(|e| for_caller(ctx.caller(), e))?;
+        .map_err(|e| for_caller(&caller, e))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn remove(
-    api: Arc<Api>,
-    resolved: ResolvedTenant,
+pub(crate) async fn remove(
+    State(api): State<Arc<Api>>,
+    Extension(resolved): Extension<ResolvedTenant>,
+    Extension(scope): Extension<KvScope>,
     headers: HeaderMap,
-    key: String,
-    scope: KvScope,
+    Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let ctx = open(&api, &resolved, &headers, scope, true).await?;
+    let (ctx, caller) = open(&api, &resolved, &headers, scope, true).await?;
     let gone = ctx
         .kv(scope)
         .delete(&key)
         .await
-        .map_err(|e| for_caller(ctx.caller(), e))?;
+        .map_err(|e| for_caller(&caller, e))?;
     if gone {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
@@ -158,51 +159,3 @@ async fn remove(
         ))
     }
 }
-
-/// The handlers of one scope, as axum wants them (a scope per route, not per request).
-macro_rules! scoped {
-    ($list:ident, $get:ident, $put:ident, $remove:ident, $scope:expr) => {
-        pub(crate) async fn $list(
-            State(api): State<Arc<Api>>,
-            Extension(resolved): Extension<ResolvedTenant>,
-            headers: HeaderMap,
-            RawQuery(raw): RawQuery,
-        ) -> Result<Json<Value>, ApiError> {
-            list(api, resolved, headers, raw, $scope).await
-        }
-        pub(crate) async fn $get(
-            State(api): State<Arc<Api>>,
-            Extension(resolved): Extension<ResolvedTenant>,
-            headers: HeaderMap,
-            Path(key): Path<String>,
-        ) -> Result<Json<Value>, ApiError> {
-            get(api, resolved, headers, key, $scope).await
-        }
-        pub(crate) async fn $put(
-            State(api): State<Arc<Api>>,
-            Extension(resolved): Extension<ResolvedTenant>,
-            headers: HeaderMap,
-            Path(key): Path<String>,
-            body: Bytes,
-        ) -> Result<Response, ApiError> {
-            put(api, resolved, headers, key, body, $scope).await
-        }
-        pub(crate) async fn $remove(
-            State(api): State<Arc<Api>>,
-            Extension(resolved): Extension<ResolvedTenant>,
-            headers: HeaderMap,
-            Path(key): Path<String>,
-        ) -> Result<Response, ApiError> {
-            remove(api, resolved, headers, key, $scope).await
-        }
-    };
-}
-
-scoped!(
-    tenant_list,
-    tenant_get,
-    tenant_put,
-    tenant_remove,
-    KvScope::Tenant
-);
-scoped!(user_list, user_get, user_put, user_remove, KvScope::User);

@@ -128,6 +128,21 @@ impl Engine {
     }
 }
 
+/// What a fresh context alone costs, per context: created with the invocations' built-ins,
+/// dropped and collected on a runtime of its own, `iterations` times in a row. The floor
+/// under every invocation (the benchmark reports it next to the whole invocation).
+pub fn fresh_context_cost(iterations: u32) -> Result<Duration, Failure> {
+    let engine_error =
+        |e: rquickjs::Error| Failure::new(ErrorCode::Internal, format!("QuickJS: {e}"));
+    let runtime = Runtime::new().map_err(engine_error)?;
+    let start = Instant::now();
+    for _ in 0..iterations.max(1) {
+        drop(Context::custom::<Intrinsics>(&runtime).map_err(engine_error)?);
+        runtime.run_gc();
+    }
+    Ok(start.elapsed() / iterations.max(1))
+}
+
 /// What the interrupt handler and the promise hook watch, shared with the runtime's
 /// callbacks (which must be `Send`).
 #[derive(Default)]

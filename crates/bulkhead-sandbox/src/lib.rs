@@ -33,7 +33,7 @@ use bulkhead_model::bundle::Bundle;
 use bulkhead_model::manifest::{FunctionLimits, FunctionRef};
 use serde_json::Value;
 
-pub use engine::{Engine, EngineStats};
+pub use engine::{Engine, EngineStats, fresh_context_cost};
 
 /// One call from app code into the platform, served by the worker for the invocation's
 /// tenant and caller.

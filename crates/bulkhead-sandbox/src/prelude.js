@@ -103,6 +103,23 @@
           later("db.count", { tx, entity: text(entity, "entity"), where: where === undefined ? [] : [where] }),
       };
       if (tx === null) {
+        // The one explicit escape: granted per entity in the manifest, read-only, audited
+        // with `reason`; each record carries its tenant_id.
+        handle.crossTenant = (entity, reason) => {
+          const args = { entity: text(entity, "entity"), reason: text(reason, "reason"), where: [], limit: null };
+          const read = freeze({
+            where: (conditions) => {
+              args.where.push(conditions);
+              return read;
+            },
+            limit: (n) => {
+              args.limit = n;
+              return read;
+            },
+            fetch: () => later("db.cross_tenant", args),
+          });
+          return read;
+        };
         // Commits when `fn` resolves, rolls back when it throws: all or nothing.
         handle.transaction = async (fn) => {
           if (typeof fn !== "function") throw new TypeError("transaction takes an async function");

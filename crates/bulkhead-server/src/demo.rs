@@ -36,6 +36,10 @@ const BUNDLE: &[(&str, &[u8])] = &[
         include_bytes!("../../../examples/helpdesk/functions/notes.js"),
     ),
     (
+        "functions/requests.js",
+        include_bytes!("../../../examples/helpdesk/functions/requests.js"),
+    ),
+    (
         "functions/status.js",
         include_bytes!("../../../examples/helpdesk/functions/status.js"),
     ),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulkhead_egress::EgressSettings;
-use bulkhead_model::worker::{RUNTIME_PASSWORD, env};
+use bulkhead_model::worker::{CROSS_TENANT_PASSWORD, RUNTIME_PASSWORD, env};
 use bulkhead_model::{AppId, Secret};
 use bulkhead_pg::{DataPlane, DataPlaneConfig};
 use bulkhead_runtime::functions_store::Deployments;
@@ -140,6 +140,16 @@ pub async fn launch(
         }
         None => boot::read_with_retry(&*reader, RUNTIME_PASSWORD, vault_attempts).await?,
     };
+    // The one explicit escape (`cross_tenant(…)`, `db.crossTenant(…)`): its own role, only
+    // where the manifest grants reads, and never in a tenant's own worker (row and schema
+    // tenants alone are read across; a database tenant's database admits no other role).
+    let cross_tenant = match &tenant {
+        None if !config.manifest.cross_tenant_reads.is_empty() => Some((
+            bulkhead_model::names::cross_tenant_role(&config.manifest.app),
+            boot::read_with_retry(&*reader, CROSS_TENANT_PASSWORD, vault_attempts).await?,
+        )),
+        _ => None,
+    };
     let plane = DataPlane::new(
         config.manifest.clone(),
         DataPlaneConfig {
@@ -148,7 +158,7 @@ pub async fn launch(
             app_database: config.database.clone(),
             runtime_role: config.runtime_role.clone(),
             runtime_password: password,
-            cross_tenant: None,
+            cross_tenant,
             pools: Default::default(),
         },
     )?

@@ -165,6 +165,75 @@ fn sandbox_the_example_bundle_serves_row_schema_and_database_tenants_each_its_ow
     );
     let (status, _) = call(addr, "GET", "/t/acme/fn/status", "", None);
     assert_eq!(status, 401, "a path selector is not a host");
+
+    // The public request form: the declared body is checked before the function runs (the
+    // field at fault, nothing filed), then the ticket is filed as the route's `intake` service
+    // role — an anonymous caller may not create tickets itself — for the host's tenant only.
+    let on_acme = [("Host", "acme.localhost")];
+    let post = |body: &str| {
+        let (status, text) = request(
+            addr,
+            "POST",
+            "/fn/requests",
+            &on_acme,
+            Some(("application/json", body)),
+        );
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+        )
+    };
+    for (body, code, field) in [
+        ("{}", "missing_field", "title"),
+        (
+            r#"{"title":"x","status":"closed"}"#,
+            "unknown_field",
+            "status",
+        ),
+        (r#"{"title":7}"#, "wrong_type", "title"),
+        (
+            r#"{"title":"x","tenant_id":"globex"}"#,
+            "unknown_field",
+            "tenant_id",
+        ),
+    ] {
+        let (status, answer) = post(body);
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+    }
+    let (_, before) = call(addr, "GET", "/t/acme/api/ticket?limit=200", acme, None);
+    let (status, filed) = post(r#"{"title":"the printer is on fire"}"#);
+    assert_eq!(status, 201, "{filed}");
+    assert_eq!(filed["title"], "the printer is on fire");
+    let id = filed["id"].as_str().unwrap();
+    let (status, ticket) = call(addr, "GET", &format!("/t/acme/api/ticket/{id}"), acme, None);
+    assert_eq!(status, 200, "{ticket}");
+    assert_eq!(ticket["status"], "open");
+    let (_, after) = call(addr, "GET", "/t/acme/api/ticket?limit=200", acme, None);
+    assert_eq!(
+        after["records"].as_array().unwrap().len(),
+        before["records"].as_array().unwrap().len() + 1,
+        "the refused bodies filed nothing"
+    );
+    let globex = &tokens[1].1;
+    let (status, _) = call(
+        addr,
+        "GET",
+        &format!("/t/globex/api/ticket/{id}"),
+        globex,
+        None,
+    );
+    assert_eq!(status, 404, "filed at acme, not at globex");
+    // Without the service role, the same anonymous caller may not file a ticket.
+    let (status, _) = request(
+        addr,
+        "POST",
+        "/api/ticket",
+        &on_acme,
+        Some(("application/json", r#"{"title":"direct"}"#)),
+    );
+    assert_eq!(status, 401);
     let (status, _) = request(
         addr,
         "GET",
@@ -189,6 +258,16 @@ fn sandbox_the_example_bundle_serves_row_schema_and_database_tenants_each_its_ow
         "name"
     );
     assert!(doc["paths"]["/fn/status"]["get"]["security"].is_array());
+    let form = &doc["paths"]["/fn/requests"]["post"];
+    let schema = &form["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(schema["required"], json!(["title"]), "{form}");
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(schema["properties"]["title"]["maxLength"], 200);
+    assert_eq!(
+        form["responses"]["2XX"]["content"]["application/json"]["schema"]["properties"]["id"]["format"],
+        "uuid"
+    );
+    assert_eq!(form["x-bulkhead-run-as"], "intake");
 
     // The front-end, per tenant, with its headers.
     for tenant in ["acme", "globex", "initech"] {
@@ -357,6 +436,18 @@ export function storm() { for (let i = 0; i < 1e7; i++) Promise.resolve(i).then(
 export function huge() { return "y".repeat(2 * 1024 * 1024); }
 export function fails() { throw new Error("a deliberate failure in hostile.js"); }
 export function fine() { return "fine"; }
+export async function across() {
+  const rows = await db.crossTenant("ticket", "support case 4711").limit(500).fetch();
+  return { tenants: [...new Set(rows.map((r) => r.tenant_id))].sort() };
+}
+export async function acrossDenied() {
+  try {
+    await db.crossTenant("customer", "not granted").fetch();
+    return "read";
+  } catch (e) {
+    return e.code;
+  }
+}
 "#;
 
 const HOSTILE_ROUTES: &[&str] = &[
@@ -381,6 +472,8 @@ const HOSTILE_ROUTES: &[&str] = &[
     "{ method: GET, path: /huge, function: hostile.huge }",
     "{ method: GET, path: /fails, function: hostile.fails }",
     "{ method: GET, path: /fine, function: hostile.fine }",
+    "{ method: GET, path: /across, function: hostile.across, roles: [agent] }",
+    "{ method: GET, path: /across-denied, function: hostile.acrossDenied }",
 ];
 
 #[test]
@@ -404,6 +497,26 @@ fn sandbox_hostile_functions_find_no_other_tenant_and_their_limits_leave_the_wor
     let acme = login(addr, "acme", "alice");
     let globex = login(addr, "globex", "alice");
     wait_for(addr, "/t/acme/fn/fine", &acme, &json!("fine"));
+
+    // The one explicit escape, from a function: a read across tenants of an entity the
+    // manifest grants (`cross_tenant_reads: [ticket]`) sees row and schema tenants, never a
+    // database tenant; an entity it does not grant is refused.
+    let initech = login(addr, "initech", "alice");
+    for (tenant, token) in [("acme", &acme), ("globex", &globex), ("initech", &initech)] {
+        let (status, body) = call(
+            addr,
+            "POST",
+            &format!("/t/{tenant}/api/ticket"),
+            token,
+            Some(r#"{"title":"a ticket to read across"}"#),
+        );
+        assert_eq!(status, 201, "{tenant}: {body}");
+    }
+    let (status, body) = call(addr, "GET", "/t/acme/fn/across", &acme, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tenants"], json!(["acme", "globex"]), "{body}");
+    let (status, body) = call(addr, "GET", "/t/acme/fn/across-denied", &acme, None);
+    assert_eq!((status, body), (200, json!("cross_tenant_denied")));
 
     // Nothing reachable from inside names a tenant: no global, prototype, stack, error or
     // module internal carries the tenant id, and a filter on tenant_id is refused.

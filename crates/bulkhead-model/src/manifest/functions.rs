@@ -17,7 +17,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::validate::{Validator, field_of, join};
+use super::Field;
+use super::route_schema::RouteResponse;
+use super::validate::{Validator, field_of, join, role_name_ok};
 use crate::yaml::Node;
 
 /// The methods a route may answer.
@@ -121,7 +123,7 @@ impl FunctionRef {
 }
 
 /// One route: `method path` under `/fn` calls `function`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Route {
     pub method: String,
     /// `/notes/{id}`: literal segments and `{name}` parameters.
@@ -133,6 +135,17 @@ pub struct Route {
     /// Callers without credentials may call it on hosts that name the tenant.
     #[serde(default)]
     pub anonymous: bool,
+    /// The app's service role for this route: its data calls use this role's permissions
+    /// instead of the caller's (`user` still names the caller, and rows a caller owns stay
+    /// theirs). Only roles the manifest's permissions name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
+    /// The JSON body the route takes, checked before the function runs; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub body: Vec<Field>,
+    /// What the function answers (for the OpenAPI document).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<RouteResponse>,
 }
 
 impl Route {
@@ -199,7 +212,7 @@ impl BrowserStorage {
 }
 
 /// The app's functions.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Functions {
     #[serde(default)]
     pub limits: FunctionLimits,
@@ -361,7 +374,16 @@ impl Validator {
         let entries = self.map(
             node,
             path,
-            &["method", "path", "function", "roles", "anonymous"],
+            &[
+                "method",
+                "path",
+                "function",
+                "roles",
+                "anonymous",
+                "run_as",
+                "body",
+                "response",
+            ],
         )?;
         let mut ok = true;
         let need = |v: &mut Self, key: &str| -> Option<String> {
@@ -416,6 +438,36 @@ impl Validator {
         let anonymous = field_of(entries, "anonymous")
             .map(|n| self.bool(n, &join(path, "anonymous")))
             .unwrap_or(false);
+        let run_as = field_of(entries, "run_as").and_then(|n| {
+            let at = join(path, "run_as");
+            let role = self.string(n, &at)?.to_owned();
+            if !role_name_ok(&role) {
+                self.problem(n.pos(), &at, "role names match ^[a-z][a-z0-9_-]{0,62}$");
+                return None;
+            }
+            if role == super::ANONYMOUS_ROLE {
+                self.problem(n.pos(), &at, "a route cannot run as the anonymous role");
+                return None;
+            }
+            // Known roles are those the entities' permissions name: checked once all are read.
+            self.named_roles.push((role.clone(), n.pos(), at));
+            Some(role)
+        });
+        let body = field_of(entries, "body")
+            .map(|n| self.route_body(n, &join(path, "body")))
+            .unwrap_or_default();
+        if !body.is_empty() && method.as_deref() == Some("GET") {
+            self.problem(node.pos(), &join(path, "body"), "a GET route takes no body");
+        }
+        let response = field_of(entries, "response")
+            .and_then(|n| self.route_response(n, &join(path, "response")));
+        if let Some(r) = &response
+            && let Some(entity) = r.entity()
+        {
+            let at = field_of(entries, "response").map_or(node.pos(), Node::pos);
+            self.named_entities
+                .push((entity.as_str().to_owned(), at, join(path, "response")));
+        }
         if !ok {
             return None;
         }
@@ -425,6 +477,9 @@ impl Validator {
             function: function?,
             roles,
             anonymous,
+            run_as,
+            body,
+            response,
         })
     }
 }
@@ -448,6 +503,9 @@ mod tests {
             function: f,
             roles: vec![],
             anonymous: false,
+            run_as: None,
+            body: vec![],
+            response: None,
         };
         assert_eq!(
             r.matches("get", "/notes/7"),

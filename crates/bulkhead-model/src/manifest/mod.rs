@@ -29,6 +29,7 @@
 mod declarations;
 mod functions;
 mod permissions;
+mod route_schema;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -45,6 +46,7 @@ use crate::yaml::{self, Pos};
 
 pub use functions::{BrowserStorage, FunctionLimits, FunctionRef, Functions, ROUTE_METHODS, Route};
 pub use permissions::{ANONYMOUS_ROLE, Action, Effective, RolePermission, Scope};
+pub use route_schema::{BodyProblem, RouteResponse, check_body};
 pub use types::{FieldType, TYPE_NAMES};
 pub(crate) use validate::Validator;
 

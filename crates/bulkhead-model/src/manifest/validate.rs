@@ -13,6 +13,11 @@ pub(super) fn field_of<'n>(fields: &'n [(String, Pos, Node)], key: &str) -> Opti
 #[derive(Default)]
 pub(crate) struct Validator {
     pub(crate) problems: Vec<Problem>,
+    /// Roles named outside the entities (a route's `run_as`), checked against the roles the
+    /// permissions name once every entity is read.
+    pub(super) named_roles: Vec<(String, Pos, String)>,
+    /// Entities named outside `entities` (a route's `response`), checked the same way.
+    pub(super) named_entities: Vec<(String, Pos, String)>,
 }
 
 impl Validator {
@@ -205,6 +210,7 @@ impl Validator {
             );
         }
         self.cross_checks(&entities, &entity_positions, &reads);
+        self.named_checks(&entities);
         Some(AppManifest {
             app,
             entities,
@@ -364,12 +370,7 @@ impl Validator {
         let mut out = Vec::new();
         for (role, pos, rnode) in entries {
             let rpath = join(path, role);
-            let role_ok = role.len() <= 63
-                && role.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
-                && role.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-                });
-            if !role_ok {
+            if !role_name_ok(role) {
                 self.problem(*pos, &rpath, "role names match ^[a-z][a-z0-9_-]{0,62}$");
                 continue;
             }
@@ -418,7 +419,7 @@ impl Validator {
         out
     }
 
-    fn field(&mut self, name: Ident, node: &Node, path: &str) -> Option<Field> {
+    pub(super) fn field(&mut self, name: Ident, node: &Node, path: &str) -> Option<Field> {
         // Shorthand: `title: text`.
         if let Node::Scalar { value, .. } = node {
             let ty = self.simple_type(value, node.pos(), path)?;
@@ -667,6 +668,40 @@ impl Validator {
             }
         }
     }
+}
+
+impl Validator {
+    /// Roles and entities the functions name exist in the manifest.
+    fn named_checks(&mut self, entities: &[Entity]) {
+        for (role, pos, path) in std::mem::take(&mut self.named_roles) {
+            // An entity without permissions lets every authenticated role do everything.
+            let known = entities.iter().any(|e| match &e.permissions {
+                None => true,
+                Some(list) => list.iter().any(|p| p.role == role),
+            });
+            if !known {
+                self.problem(
+                    pos,
+                    &path,
+                    format!("no entity's permissions name the role \"{role}\""),
+                );
+            }
+        }
+        for (entity, pos, path) in std::mem::take(&mut self.named_entities) {
+            if !entities.iter().any(|e| e.name.as_str() == entity) {
+                self.problem(pos, &path, format!("unknown entity \"{entity}\""));
+            }
+        }
+    }
+}
+
+/// Role names: `^[a-z][a-z0-9_-]{0,62}$`.
+pub(super) fn role_name_ok(role: &str) -> bool {
+    role.len() <= 63
+        && role.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 pub(super) fn join(path: &str, key: &str) -> String {
