@@ -29,7 +29,10 @@ const PRELUDE: &str = concat!("export default ", include_str!("prelude.js"), ";\
 const PRELUDE_NAME: &str = "bulkhead:prelude";
 
 /// The built-ins of a context: the language, `Date` as the one clock, no `performance`, no
-/// `std`/`os` modules (rquickjs has none unless asked).
+/// `std`/`os` modules (rquickjs has none unless asked). No `WeakRef`/`FinalizationRegistry`
+/// either: a finalizer is scheduled by the collector, which runs after an invocation has
+/// ended, so its callback would run in a later invocation's time (nothing lives past one
+/// request that a weak reference could serve).
 type Intrinsics = (
     (
         intrinsic::Date,
@@ -43,7 +46,7 @@ type Intrinsics = (
         intrinsic::MapSet,
         intrinsic::TypedArrays,
     ),
-    (intrinsic::Promise, intrinsic::WeakRef),
+    intrinsic::Promise,
 );
 
 /// What the pool has done, for tests (and `/metrics` later).
@@ -264,12 +267,16 @@ fn serve(jobs: &Mutex<mpsc::Receiver<Job>>, stats: &EngineStats) {
             Some(c) => Ok(c),
             None => prepare(interp),
         };
-        let result = context.and_then(|c| invoke(interp, c, job.program, job.invocation, job.host));
-        // A limit (or an engine failure) may leave the heap in any state: start over.
-        let discard = match &result {
-            Err(f) => f.is_limit() || f.code == ErrorCode::Internal,
-            Ok(_) => false,
+        let (result, drained) = match context {
+            Ok(c) => invoke(interp, c, job.program, job.invocation, job.host),
+            Err(e) => (Err(e), true),
         };
+        // A limit (or an engine failure) may leave the heap in any state: start over.
+        let discard = !drained
+            || match &result {
+                Err(f) => f.is_limit() || f.code == ErrorCode::Internal,
+                Ok(_) => false,
+            };
         // Answer first; clean up and prepare the next context after.
         let _ = job.reply.send(result);
         if discard {
@@ -311,75 +318,126 @@ fn prepare(interp: &Interpreter) -> Result<Context, Failure> {
     Ok(context)
 }
 
+/// Runs one invocation in `context` (which is dropped after). The flag is `false` when the
+/// work the invocation left queued could not be run out within its limits: the runtime must
+/// then be discarded, whatever the answer.
 fn invoke(
     interp: &Interpreter,
     context: Context,
     program: Arc<Program>,
     invocation: Invocation,
     host: Box<dyn Host>,
-) -> Result<Answer, Failure> {
+) -> (Result<Answer, Failure>, bool) {
     let deadline = interp.arm(&program);
-    let limits = *program.limits();
     *interp.slot.borrow_mut() = Some(program.clone());
     let host_calls = Rc::new(RefCell::new((host, 0u32)));
-    let result = context.with(|ctx| -> Result<Answer, Failure> {
-        let fail = |e: rquickjs::Error| classify(&ctx, interp, e);
-        let calls = host_calls.clone();
-        let host_fn = Function::new(ctx.clone(), move |op: String, args: String| -> String {
-            let mut slot = calls.borrow_mut();
-            let (host, count) = &mut *slot;
-            *count += 1;
-            let out = if *count > limits.host_calls {
-                Err(HostError::new(
-                    ErrorCode::LimitHostCalls,
-                    format!("more than {} calls into the platform", limits.host_calls),
-                ))
-            } else {
-                let args = serde_json::from_str(&args).unwrap_or(Json::Null);
-                host.call(&op, args, deadline)
-            };
-            encode_host_result(out)
-        })
-        .map_err(fail)?;
-        let globals = ctx.globals();
-        let factory: Function = globals.get(FACTORY).map_err(fail)?;
-        globals.remove(FACTORY).map_err(fail)?;
-        let caller = serde_json::to_string(&invocation.caller).unwrap_or_else(|_| "{}".into());
-        let built: Object = factory.call((host_fn, caller)).map_err(fail)?;
-        let api: Value = built.get("api").map_err(fail)?;
-        let run: Function = built.get("run").map_err(fail)?;
-        globals.set(API_GLOBAL, api).map_err(fail)?;
-        let path = invocation.function.module_path();
-        if program.module(&path).is_none() {
-            return Err(Failure::new(
-                ErrorCode::FunctionNotFound,
-                format!("the bundle has no {path}"),
-            ));
-        }
-        let imported = Module::import(&ctx, path.as_str()).map_err(fail)?;
-        let namespace: Object = settle(&ctx, interp, &imported)?;
-        // The module read it if it imported `bulkhead`; no later code may find it.
-        let _ = globals.remove(API_GLOBAL);
-        let export: Value = namespace
-            .get(invocation.function.export.as_str())
-            .map_err(fail)?;
-        let request = serde_json::to_string(&invocation.request).unwrap_or_else(|_| "{}".into());
-        let answered: Promise = run.call((export, request)).map_err(fail)?;
-        let text: rquickjs::String = settle(&ctx, interp, &answered)?;
-        let text = text.to_string().map_err(fail)?;
-        if text.len() > limits.output_kb as usize * 1024 {
-            return Err(Failure::new(
-                ErrorCode::LimitOutput,
-                format!("the response is larger than {} KiB", limits.output_kb),
-            ));
-        }
-        decode_answer(&text, &invocation)
+    // Set once the invocation has its outcome: the platform answers no later call.
+    let ended = Rc::new(std::cell::Cell::new(false));
+    let (result, drained) = context.with(|ctx| {
+        let answer = call_function(
+            &ctx,
+            interp,
+            &program,
+            &invocation,
+            &host_calls,
+            &ended,
+            deadline,
+        );
+        ended.set(true);
+        (answer, drain(&ctx, interp))
     });
     *interp.slot.borrow_mut() = None;
     drop(context);
     // The context is gone: the bytecode it read in place may be released.
     interp.cache.borrow_mut().trim();
-    result
+    (result, drained)
+}
+
+/// Runs out the jobs an invocation left queued (promise reactions it did not await before
+/// answering), within its own limits and with the platform closed to it: the job queue
+/// belongs to the runtime, so anything left there would otherwise run during the next
+/// context's preparation (outside any invocation's limits) or in the next invocation's time,
+/// still holding this one's host. `false` when a limit ended the draining.
+fn drain(ctx: &Ctx<'_>, interp: &Interpreter) -> bool {
+    loop {
+        if limit_failure(interp).is_some() {
+            return false;
+        }
+        if !ctx.execute_pending_job() {
+            return limit_failure(interp).is_none();
+        }
+    }
+}
+
+/// The invocation proper: the `bulkhead` module built around the host, the function's
+/// module imported, its export called and its promise settled into an answer.
+fn call_function<'js>(
+    ctx: &Ctx<'js>,
+    interp: &Interpreter,
+    program: &Program,
+    invocation: &Invocation,
+    host_calls: &Rc<RefCell<(Box<dyn Host>, u32)>>,
+    ended: &Rc<std::cell::Cell<bool>>,
+    deadline: Instant,
+) -> Result<Answer, Failure> {
+    let limits = *program.limits();
+    let fail = |e: rquickjs::Error| classify(ctx, interp, e);
+    let calls = host_calls.clone();
+    let ended = ended.clone();
+    let host_fn = Function::new(ctx.clone(), move |op: String, args: String| -> String {
+        let mut slot = calls.borrow_mut();
+        let (host, count) = &mut *slot;
+        *count += 1;
+        let out = if ended.get() {
+            Err(HostError::new(
+                ErrorCode::FunctionFailed,
+                "the invocation has answered; the platform takes no more calls from it",
+            ))
+        } else if *count > limits.host_calls {
+            Err(HostError::new(
+                ErrorCode::LimitHostCalls,
+                format!("more than {} calls into the platform", limits.host_calls),
+            ))
+        } else {
+            let args = serde_json::from_str(&args).unwrap_or(Json::Null);
+            host.call(&op, args, deadline)
+        };
+        encode_host_result(out)
+    })
+    .map_err(fail)?;
+    let globals = ctx.globals();
+    let factory: Function = globals.get(FACTORY).map_err(fail)?;
+    globals.remove(FACTORY).map_err(fail)?;
+    let caller = serde_json::to_string(&invocation.caller).unwrap_or_else(|_| "{}".into());
+    let built: Object = factory.call((host_fn, caller)).map_err(fail)?;
+    let api: Value = built.get("api").map_err(fail)?;
+    let run: Function = built.get("run").map_err(fail)?;
+    globals.set(API_GLOBAL, api).map_err(fail)?;
+    let path = invocation.function.module_path();
+    if program.module(&path).is_none() {
+        return Err(Failure::new(
+            ErrorCode::FunctionNotFound,
+            format!("the bundle has no {path}"),
+        ));
+    }
+    let imported = Module::import(ctx, path.as_str()).map_err(fail)?;
+    let namespace: Object = settle(ctx, interp, &imported)?;
+    // The module read it if it imported `bulkhead`; no later code may find it.
+    let _ = globals.remove(API_GLOBAL);
+    let export: Value = namespace
+        .get(invocation.function.export.as_str())
+        .map_err(fail)?;
+    let request = serde_json::to_string(&invocation.request).unwrap_or_else(|_| "{}".into());
+    let answered: Promise = run.call((export, request)).map_err(fail)?;
+    let text: rquickjs::String = settle(ctx, interp, &answered)?;
+    let text = text.to_string().map_err(fail)?;
+    if text.len() > limits.output_kb as usize * 1024 {
+        return Err(Failure::new(
+            ErrorCode::LimitOutput,
+            format!("the response is larger than {} KiB", limits.output_kb),
+        ));
+    }
+    decode_answer(&text, invocation)
 }
 
 /// Drives the job queue until `promise` settles, within the invocation's limits.

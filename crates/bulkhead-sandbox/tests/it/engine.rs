@@ -3,6 +3,7 @@
 //! over HTTP) are in `bulkhead-cli/tests/it/functions.rs`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -369,5 +370,76 @@ async fn sandbox_a_full_pool_answers_unavailable_instead_of_queueing_without_bou
             .keys()
             .all(|c| *c == "unavailable" || *c == "limit_time"),
         "{codes:?}"
+    );
+}
+
+/// Work a function leaves queued when it answers (promise reactions it did not await) runs
+/// out inside its own invocation: within its limits, with the platform closed to it, and
+/// never in a later invocation (whose host, limits and time are another request's).
+#[tokio::test]
+async fn sandbox_work_left_after_the_answer_stays_in_its_invocation() {
+    let engine = Engine::new(1).unwrap();
+    let limits = FunctionLimits {
+        time_ms: 300,
+        memory_mb: 32,
+        ..FunctionLimits::default()
+    };
+    let p = program(
+        &[(
+            "functions/main.js",
+            r#"
+import { db } from "bulkhead";
+// Runs `f` a score of reactions later: after the answer has settled.
+const later = (f) => { let p = Promise.resolve(); for (let i = 0; i < 20; i++) p = p.then(() => 0); p.then(f); };
+export function late() { later(() => db.get("ticket", "late")); return "answered"; }
+export function spin() { later(() => { for (;;) {} }); return "answered"; }
+export function grow() {
+  later(() => { const a = []; for (;;) a.push(new Array(1e5).fill(1)); });
+  return "answered";
+}
+export function weak() { return [typeof WeakRef, typeof FinalizationRegistry]; }
+export function fine() { return "fine"; }
+"#,
+        )],
+        limits,
+    );
+    // A late platform call is refused: the first invocation's host sees only what came before
+    // its answer, and the next invocation's host nothing of the first one's.
+    let first = Memory::default();
+    let answer = engine
+        .invoke(p.clone(), call("late"), Box::new(first.clone()))
+        .await
+        .unwrap();
+    assert_eq!(answer.body, "answered");
+    let next = Memory::default();
+    let answer = engine
+        .invoke(p.clone(), call("fine"), Box::new(next.clone()))
+        .await
+        .unwrap();
+    assert_eq!(answer.body, "fine");
+    assert!(
+        first.calls.lock().unwrap().is_empty(),
+        "a call after the answer reached the host"
+    );
+    assert!(next.calls.lock().unwrap().is_empty());
+    assert_eq!(engine.stats().runtimes_discarded.load(Ordering::Relaxed), 0);
+
+    // Left-over work that would spin or grow without bound ends at the invocation's own
+    // limits (its runtime is discarded) instead of in the next context's preparation, where
+    // no invocation's limits apply.
+    for (n, export) in ["spin", "grow"].into_iter().enumerate() {
+        let answer = run(&engine, &p, export).await.unwrap();
+        assert_eq!(answer.body, "answered");
+        assert_eq!(run(&engine, &p, "fine").await.unwrap().body, "fine");
+        assert_eq!(
+            engine.stats().runtimes_discarded.load(Ordering::Relaxed),
+            n as u64 + 1,
+            "{export}: left-over work escaped the invocation's limits"
+        );
+    }
+    // Nothing the collector schedules after an invocation can run in a later one.
+    assert_eq!(
+        run(&engine, &p, "weak").await.unwrap().body,
+        json!(["undefined", "undefined"])
     );
 }
