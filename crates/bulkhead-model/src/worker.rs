@@ -29,6 +29,69 @@ pub fn bundle_path(digest: &str) -> String {
     format!("bundle/{}", digest.trim_start_matches("sha256:"))
 }
 
+/// Largest piece of a bundle's content kept in one vault entry. OpenBao's raft storage
+/// refuses entries over 1 MiB by default (`max_entry_size`), and a value is stored
+/// JSON-escaped inside the KV engine's own envelope; half of the bound leaves that room.
+pub const BUNDLE_PART_BYTES: usize = 512 * 1024;
+
+/// Most pieces a bundle is cut into: its largest content (`bundle::MAX_BYTES`, base64 in JSON)
+/// over [`BUNDLE_PART_BYTES`], with room to spare. A head naming more is refused as corrupt.
+pub const MAX_BUNDLE_PARTS: usize = 32;
+
+/// Vault path of piece `index` of a bundle whose content does not fit one entry.
+pub fn bundle_part_path(digest: &str, index: usize) -> String {
+    format!("{}/part/{index}", bundle_path(digest))
+}
+
+/// What [`bundle_path`] holds: the content itself when it fits one entry, or the number of
+/// pieces ([`bundle_part_path`]) it was cut into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleHead {
+    Whole(String),
+    Parts(usize),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartsHead {
+    bundle_parts: usize,
+}
+
+impl BundleHead {
+    /// The head and the pieces for `content`; pieces are written first, the head last, so a
+    /// worker that finds the head finds every piece.
+    pub fn split(content: &str) -> (String, Vec<String>) {
+        if content.len() <= BUNDLE_PART_BYTES {
+            return (content.to_owned(), Vec::new());
+        }
+        let mut parts = Vec::new();
+        let mut rest = content;
+        while !rest.is_empty() {
+            let mut end = rest.len().min(BUNDLE_PART_BYTES);
+            // Cut between characters (a bundle's JSON is ASCII but for its file names).
+            while !rest.is_char_boundary(end) {
+                end -= 1;
+            }
+            let (piece, tail) = rest.split_at(end);
+            parts.push(piece.to_owned());
+            rest = tail;
+        }
+        let head = serde_json::to_string(&PartsHead {
+            bundle_parts: parts.len(),
+        })
+        .unwrap_or_default();
+        (head, parts)
+    }
+
+    /// Reads what [`bundle_path`] held.
+    pub fn read(raw: &str) -> Self {
+        match serde_json::from_str::<PartsHead>(raw) {
+            Ok(h) => Self::Parts(h.bundle_parts),
+            Err(_) => Self::Whole(raw.to_owned()),
+        }
+    }
+}
+
 /// Vault path of a `database`-level tenant's login password.
 pub fn tenant_password_path(tenant: &TenantId) -> String {
     format!("db/tenant/{tenant}")
@@ -167,5 +230,50 @@ mod tests {
             Ready::parse("INFO worker listening on http://127.0.0.1:1"),
             None
         );
+    }
+
+    #[test]
+    fn a_large_bundle_is_cut_into_pieces_that_each_fit_an_entry() {
+        let bundle = crate::bundle::Bundle::new(
+            [
+                ("manifest.yaml".to_owned(), b"app: big\n".to_vec()),
+                ("public/big.bin".to_owned(), vec![7u8; 3 * 1024 * 1024]),
+            ]
+            .into(),
+        )
+        .unwrap();
+        let content = bundle.to_json();
+        let (head, parts) = BundleHead::split(&content);
+        assert!(parts.len() > 1 && parts.len() <= MAX_BUNDLE_PARTS);
+        assert!(parts.iter().all(|p| p.len() <= BUNDLE_PART_BYTES));
+        assert_eq!(BundleHead::read(&head), BundleHead::Parts(parts.len()));
+        let joined = parts.concat();
+        assert_eq!(
+            crate::bundle::Bundle::from_json(&joined).unwrap().digest(),
+            bundle.digest()
+        );
+        // A small one stays whole, and reads back as itself.
+        let (head, parts) = BundleHead::split("{\"files\":{}}");
+        assert!(parts.is_empty());
+        assert_eq!(BundleHead::read(&head), BundleHead::Whole(head.clone()));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cutting_any_text_keeps_it_whole(s in "\\PC{0,64}", repeat in 1usize..40_000) {
+            let content = s.repeat(repeat);
+            let (head, parts) = BundleHead::split(&content);
+            proptest::prop_assert!(parts.iter().all(|p| p.len() <= BUNDLE_PART_BYTES));
+            match BundleHead::read(&head) {
+                BundleHead::Parts(n) => {
+                    proptest::prop_assert_eq!(n, parts.len());
+                    proptest::prop_assert_eq!(parts.concat(), content);
+                }
+                BundleHead::Whole(w) => {
+                    proptest::prop_assert!(parts.is_empty());
+                    proptest::prop_assert_eq!(w, content);
+                }
+            }
+        }
     }
 }

@@ -734,23 +734,31 @@ fn sandbox_deploys_are_checked_versioned_and_rolled_back_while_requests_keep_suc
     };
     assert_eq!(versions(cwd.path()).len(), 1, "only the example's version");
 
-    // Two good versions, deployed and rolled back while requests keep arriving.
+    // Two good versions, deployed and rolled back while requests keep arriving (a third,
+    // below, carries a front-end file larger than one vault entry may hold — OpenBao raft:
+    // 1 MiB — so its bundle reaches the workers in pieces).
+    let big: String = (0..60_000)
+        .map(|i| format!("line {i:07} of a big front-end file\n"))
+        .collect();
+    assert!(big.len() > 2 * 1024 * 1024);
     let deploy = |n: u32| {
         let dir = cwd.path().join(format!("v{n}"));
         let slow_routes = [
             routes[0],
             "{ method: GET, path: /slow, function: version.slow }",
         ];
+        let version = format!(
+            "export function show() {{ return {n}; }}\n\
+             export function slow() {{ const end = Date.now() + 8000; while (Date.now() < end) {{}} return {n}; }}\n"
+        );
+        let mut files = vec![("functions/version.js", version.as_str())];
+        if n == 3 {
+            files.push(("public/big.txt", big.as_str()));
+        }
         write_bundle(
             &dir,
             &manifest_with(&slow_routes).replace("time_ms: 1000", "time_ms: 15000"),
-            &[(
-                "functions/version.js",
-                &format!(
-                    "export function show() {{ return {n}; }}\n\
-                     export function slow() {{ const end = Date.now() + 8000; while (Date.now() < end) {{}} return {n}; }}\n"
-                ),
-            )],
+            &files,
         );
         let out = bulkhead(cwd.path(), &["app", "deploy", dir.to_str().unwrap()]);
         assert!(
@@ -814,6 +822,21 @@ fn sandbox_deploys_are_checked_versioned_and_rolled_back_while_requests_keep_suc
     // Redeploying the same content reuses its version.
     deploy(2);
     assert_eq!(versions(cwd.path()).len(), 3);
+    // The pieces came together again: in the app's worker and in the database tenant's own
+    // worker, whose vault space got its copy piece by piece.
+    deploy(3);
+    wait_for(addr, "/t/acme/fn/version", &acme, &json!(3));
+    wait_for(addr, "/t/initech/fn/version", &initech, &json!(3));
+    for tenant in ["acme", "initech"] {
+        let (status, text) = request(addr, "GET", &format!("/t/{tenant}/app/big.txt"), &[], None);
+        assert_eq!(status, 200, "{tenant}");
+        assert!(
+            text == big,
+            "{tenant}: {} bytes instead of {}",
+            text.len(),
+            big.len()
+        );
+    }
     // Each deploy and rollback is in the audit log.
     let out = bulkhead(cwd.path(), &["audit", "list", "--json"]);
     let audit = String::from_utf8_lossy(&out.stdout);

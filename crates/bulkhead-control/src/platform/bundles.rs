@@ -4,7 +4,7 @@
 //! workers' configuration at it; workers switch on their next reload without a restart.
 
 use bulkhead_model::bundle::{Bundle, BundleRef};
-use bulkhead_model::worker::bundle_path;
+use bulkhead_model::worker::{BundleHead, MAX_BUNDLE_PARTS, bundle_part_path, bundle_path};
 use tokio_postgres::GenericClient;
 
 use super::*;
@@ -155,10 +155,7 @@ impl Platform {
         // Content first, then the pointer: a worker never reads a configuration naming a
         // bundle its space does not hold (dedicated tenant workers' spaces get their copy from
         // `place_dedicated`, through `copy_bundle`, before their configuration changes).
-        self.vault
-            .put(app, &bundle_path(&digest), &VaultSecret::new(content))
-            .await
-            .map_err(vault)?;
+        self.put_bundle(app, &digest, &content).await?;
         self.client
             .execute(
                 "INSERT INTO bulkhead_control.bundle_active (app, version) VALUES ($1, $2) \
@@ -185,6 +182,27 @@ impl Platform {
             .ok_or_else(|| Error::Internal("the activated version vanished".into()))
     }
 
+    /// Writes a bundle's content into `space` under its digest: in pieces when it is larger
+    /// than one vault entry may be (`BundleHead`), the pieces first and the head last.
+    async fn put_bundle(
+        &self,
+        space: &bulkhead_model::AppId,
+        digest: &str,
+        content: &str,
+    ) -> Result<()> {
+        let (head, parts) = BundleHead::split(content);
+        for (i, part) in parts.into_iter().enumerate() {
+            self.vault
+                .put(space, &bundle_part_path(digest, i), &VaultSecret::new(part))
+                .await
+                .map_err(vault)?;
+        }
+        self.vault
+            .put(space, &bundle_path(digest), &VaultSecret::new(head))
+            .await
+            .map_err(vault)
+    }
+
     /// Copies the active bundle's content into a tenant worker's space when its
     /// configuration names one the space does not hold yet.
     pub(super) async fn copy_bundle(
@@ -197,7 +215,17 @@ impl Platform {
         if self.vault.get(space, &path).await.is_ok() {
             return Ok(());
         }
-        let content = self.vault.get(app, &path).await.map_err(vault)?;
-        self.vault.put(space, &path, &content).await.map_err(vault)
+        let head = self.vault.get(app, &path).await.map_err(vault)?;
+        if let BundleHead::Parts(n) = BundleHead::read(head.expose()) {
+            for i in 0..n.min(MAX_BUNDLE_PARTS) {
+                let part_path = bundle_part_path(&bundle.digest, i);
+                let part = self.vault.get(app, &part_path).await.map_err(vault)?;
+                self.vault
+                    .put(space, &part_path, &part)
+                    .await
+                    .map_err(vault)?;
+            }
+        }
+        self.vault.put(space, &path, &head).await.map_err(vault)
     }
 }

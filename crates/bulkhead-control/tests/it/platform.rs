@@ -536,3 +536,45 @@ async fn tenant_flags_and_settings_are_validated_and_secrets_stay_in_the_vault()
             .is_err()
     );
 }
+
+/// A bundle larger than one vault entry may hold (OpenBao's raft storage refuses entries
+/// over 1 MiB by default) is written in pieces, each within the bound, and reads back whole.
+#[tokio::test]
+async fn a_large_bundle_is_kept_in_vault_entries_that_each_fit_raft() {
+    use bulkhead_model::worker::{BUNDLE_PART_BYTES, BundleHead, bundle_part_path, bundle_path};
+    use bulkhead_vault_admin::VaultAdmin;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, _, vault) = platform(dir.path()).await;
+    let app = unique("b");
+    let yaml = format!(
+        "app: {app}\nentities:\n  note:\n    fields:\n      text: {{ type: text, required: true }}\ncross_tenant_reads: [note]\n"
+    );
+    let m = AppManifest::from_yaml(&yaml, "manifest.yaml").unwrap();
+    p.create_app(&m, None).await.unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let bundle = bulkhead_model::bundle::Bundle::new(
+        [
+            ("manifest.yaml".to_owned(), yaml.into_bytes()),
+            ("public/big.bin".to_owned(), big),
+        ]
+        .into(),
+    )
+    .unwrap();
+    p.deploy_bundle(&bundle, &m).await.unwrap();
+    let digest = bundle.digest();
+    let head = vault.get(&m.app, &bundle_path(&digest)).await.unwrap();
+    let BundleHead::Parts(n) = BundleHead::read(head.expose()) else {
+        panic!("a {} byte bundle kept in one entry", bundle.to_json().len());
+    };
+    let mut content = String::new();
+    for i in 0..n {
+        let part = vault
+            .get(&m.app, &bundle_part_path(&digest, i))
+            .await
+            .unwrap();
+        assert!(part.expose().len() <= BUNDLE_PART_BYTES, "piece {i}");
+        content.push_str(part.expose());
+    }
+    let back = bulkhead_model::bundle::Bundle::from_json(&content).unwrap();
+    assert_eq!(back.digest(), digest);
+}
