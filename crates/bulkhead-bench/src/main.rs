@@ -102,7 +102,7 @@ CREATE INDEX IF NOT EXISTS ticket_created_idx ON baseline.ticket (tenant_id, cre
 const BASE_GET: &str = "SELECT id::text, created_at, updated_at, title, prio, status \
      FROM baseline.ticket WHERE tenant_id = $1 AND id = $2::text::uuid";
 const BASE_LIST: &str = "SELECT id::text, created_at, updated_at, title, prio, status \
-     FROM baseline.ticket WHERE tenant_id = $1 ORDER BY created_at, id LIMIT 20";
+     FROM baseline.ticket WHERE tenant_id = $1 ORDER BY ticket.created_at, ticket.id LIMIT 20";
 const BASE_INSERT: &str = "INSERT INTO baseline.ticket (tenant_id, title, prio) VALUES ($1, $2, $3) \
      RETURNING id::text, created_at, updated_at, title, prio, status";
 
@@ -191,7 +191,7 @@ enum Side {
 const SCOPED_GET: &str = "SELECT id::text, created_at, updated_at, title, prio, status \
      FROM public.ticket WHERE tenant_id = $1 AND id = $2::text::uuid";
 const SCOPED_LIST: &str = "SELECT id::text, created_at, updated_at, title, prio, status \
-     FROM public.ticket WHERE tenant_id = $1 ORDER BY created_at, id LIMIT 20";
+     FROM public.ticket WHERE tenant_id = $1 ORDER BY ticket.created_at, ticket.id LIMIT 20";
 const SCOPED_INSERT: &str = "INSERT INTO public.ticket (tenant_id, title, prio) VALUES ($1, $2, $3) \
      RETURNING id::text, created_at, updated_at, title, prio, status";
 

@@ -47,7 +47,7 @@ impl Scenario {
 const GET: &str = "SELECT id::text, created_at, updated_at, title, prio, status \
      FROM baseline.ticket WHERE tenant_id = $1 AND id = $2::text::uuid";
 const LIST: &str = "SELECT id::text, created_at, updated_at, title, prio, status \
-     FROM baseline.ticket WHERE tenant_id = $1 ORDER BY created_at, id LIMIT 20";
+     FROM baseline.ticket WHERE tenant_id = $1 ORDER BY ticket.created_at, ticket.id LIMIT 20";
 
 fn row_json(row: &tokio_postgres::Row) -> Value {
     let ts = |i: usize| bulkhead_pg::sql::rfc3339(row.get::<_, std::time::SystemTime>(i));
@@ -156,7 +156,7 @@ pub(crate) async fn measure(
                         target.base,
                         ids[(i * 7919 + worker * 104_729) % ids.len()]
                     ),
-                    Scenario::List20 => format!("{}/ticket", target.base),
+                    Scenario::List20 => format!("{}/ticket?limit=20", target.base),
                     Scenario::Empty => format!("{}/empty", target.base),
                 };
                 let mut req = client.get(&url).header("x-tenant", &fixture.tenants[t]);

@@ -374,16 +374,19 @@ pub fn select_sql(
         Direction::Asc => "ASC",
         Direction::Desc => "DESC",
     };
+    // The table's columns, qualified: the select list reads numbers, dates and ids as text
+    // under the columns' own names, and an unqualified ORDER BY name means the output column
+    // (so `10` would sort before `9`, and uuids by their text, which no index serves).
+    let from = table(schema, entity);
     let order = if spec.order_field == "id" {
-        format!("{id} {dir}")
+        format!("{from}.{id} {dir}")
     } else {
-        format!("{col} {dir}, {id} {dir}")
+        format!("{from}.{col} {dir}, {from}.{id} {dir}")
     };
     let limit = b.limit(spec.limit + 1);
     let sql = format!(
-        "SELECT {} FROM {} WHERE {} ORDER BY {order} LIMIT {limit}",
+        "SELECT {} FROM {from} WHERE {} ORDER BY {order} LIMIT {limit}",
         select_list(entity, false),
-        table(schema, entity),
         clauses.join(" AND ")
     );
     Ok((sql, b.params))
