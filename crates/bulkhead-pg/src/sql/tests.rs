@@ -125,6 +125,26 @@ fn times_format_as_rfc3339_utc() {
     assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000Z");
     let before = UNIX_EPOCH - Duration::from_micros(1);
     assert_eq!(rfc3339(before), "1969-12-31T23:59:59.999999Z");
+    let far = UNIX_EPOCH + Duration::from_secs(253_402_300_800); // 10000-01-01
+    assert_eq!(rfc3339(far), "10000-01-01T00:00:00.000000Z");
+}
+
+proptest::proptest! {
+    /// Any instant from year 1 to 9999 formats to the RFC 3339 text of the same instant, to
+    /// the microsecond, in the fixed width the API promises.
+    #[test]
+    fn any_time_formats_as_the_same_instant(micros in -62_135_596_800_000_000i64..253_402_300_800_000_000) {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = if micros >= 0 {
+            UNIX_EPOCH + Duration::from_micros(micros.unsigned_abs())
+        } else {
+            UNIX_EPOCH - Duration::from_micros(micros.unsigned_abs())
+        };
+        let text = rfc3339(t);
+        proptest::prop_assert_eq!(text.len(), 27, "{}", text);
+        let parsed = time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339).unwrap();
+        proptest::prop_assert_eq!(parsed.unix_timestamp_nanos(), i128::from(micros) * 1000, "{}", text);
+    }
 }
 
 #[test]
