@@ -45,9 +45,9 @@ pub fn bundle_part_path(digest: &str, index: usize) -> String {
 
 /// What [`bundle_path`] holds: the content itself when it fits one entry, or the number of
 /// pieces ([`bundle_part_path`]) it was cut into.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BundleHead {
-    Whole(String),
+    Whole,
     Parts(usize),
 }
 
@@ -83,11 +83,25 @@ impl BundleHead {
         (head, parts)
     }
 
-    /// Reads what [`bundle_path`] held.
+    /// Reads what [`bundle_path`] held (a whole bundle is its own head).
     pub fn read(raw: &str) -> Self {
         match serde_json::from_str::<PartsHead>(raw) {
             Ok(h) => Self::Parts(h.bundle_parts),
-            Err(_) => Self::Whole(raw.to_owned()),
+            Err(_) => Self::Whole,
+        }
+    }
+
+    /// The vault paths of the pieces this head names, in order; none for a whole bundle. A
+    /// head naming more than [`MAX_BUNDLE_PARTS`] is refused as corrupt.
+    pub fn part_paths(self, digest: &str) -> Result<Vec<String>, String> {
+        match self {
+            Self::Whole => Ok(Vec::new()),
+            Self::Parts(n) if n <= MAX_BUNDLE_PARTS => {
+                Ok((0..n).map(|i| bundle_part_path(digest, i)).collect())
+            }
+            Self::Parts(n) => Err(format!(
+                "bundle {digest}: {n} pieces, at most {MAX_BUNDLE_PARTS}"
+            )),
         }
     }
 }
@@ -247,6 +261,17 @@ mod tests {
         assert!(parts.len() > 1 && parts.len() <= MAX_BUNDLE_PARTS);
         assert!(parts.iter().all(|p| p.len() <= BUNDLE_PART_BYTES));
         assert_eq!(BundleHead::read(&head), BundleHead::Parts(parts.len()));
+        assert_eq!(
+            BundleHead::read(&head).part_paths("sha256:ab").unwrap(),
+            (0..parts.len())
+                .map(|i| format!("bundle/ab/part/{i}"))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            BundleHead::Parts(MAX_BUNDLE_PARTS + 1)
+                .part_paths("ab")
+                .is_err()
+        );
         let joined = parts.concat();
         assert_eq!(
             crate::bundle::Bundle::from_json(&joined).unwrap().digest(),
@@ -255,7 +280,8 @@ mod tests {
         // A small one stays whole, and reads back as itself.
         let (head, parts) = BundleHead::split("{\"files\":{}}");
         assert!(parts.is_empty());
-        assert_eq!(BundleHead::read(&head), BundleHead::Whole(head.clone()));
+        assert_eq!(BundleHead::read(&head), BundleHead::Whole);
+        assert_eq!(BundleHead::Whole.part_paths("ab"), Ok(Vec::new()));
     }
 
     proptest::proptest! {
@@ -269,9 +295,9 @@ mod tests {
                     proptest::prop_assert_eq!(n, parts.len());
                     proptest::prop_assert_eq!(parts.concat(), content);
                 }
-                BundleHead::Whole(w) => {
+                BundleHead::Whole => {
                     proptest::prop_assert!(parts.is_empty());
-                    proptest::prop_assert_eq!(w, content);
+                    proptest::prop_assert_eq!(head, content);
                 }
             }
         }

@@ -330,20 +330,15 @@ fn invoke(
 ) -> (Result<Answer, Failure>, bool) {
     let deadline = interp.arm(&program);
     *interp.slot.borrow_mut() = Some(program.clone());
-    let host_calls = Rc::new(RefCell::new((host, 0u32)));
-    // Set once the invocation has its outcome: the platform answers no later call.
-    let ended = Rc::new(std::cell::Cell::new(false));
+    let host = Rc::new(RefCell::new(HostSlot {
+        host: Some(host),
+        calls: 0,
+    }));
     let (result, drained) = context.with(|ctx| {
-        let answer = call_function(
-            &ctx,
-            interp,
-            &program,
-            &invocation,
-            &host_calls,
-            &ended,
-            deadline,
-        );
-        ended.set(true);
+        let answer = call_function(&ctx, interp, &program, &invocation, &host, deadline);
+        // The invocation has its outcome: its host goes now (with whatever it holds, an open
+        // transaction included), and no later call reaches the platform.
+        host.borrow_mut().host = None;
         (answer, drain(&ctx, interp))
     });
     *interp.slot.borrow_mut() = None;
@@ -351,6 +346,12 @@ fn invoke(
     // The context is gone: the bytecode it read in place may be released.
     interp.cache.borrow_mut().trim();
     (result, drained)
+}
+
+/// The invocation's host until it answers, and how many calls it made.
+struct HostSlot {
+    host: Option<Box<dyn Host>>,
+    calls: u32,
 }
 
 /// Runs out the jobs an invocation left queued (promise reactions it did not await before
@@ -376,31 +377,29 @@ fn call_function<'js>(
     interp: &Interpreter,
     program: &Program,
     invocation: &Invocation,
-    host_calls: &Rc<RefCell<(Box<dyn Host>, u32)>>,
-    ended: &Rc<std::cell::Cell<bool>>,
+    host: &Rc<RefCell<HostSlot>>,
     deadline: Instant,
 ) -> Result<Answer, Failure> {
     let limits = *program.limits();
     let fail = |e: rquickjs::Error| classify(ctx, interp, e);
-    let calls = host_calls.clone();
-    let ended = ended.clone();
+    let slot = host.clone();
     let host_fn = Function::new(ctx.clone(), move |op: String, args: String| -> String {
-        let mut slot = calls.borrow_mut();
-        let (host, count) = &mut *slot;
-        *count += 1;
-        let out = if ended.get() {
-            Err(HostError::new(
+        let mut slot = slot.borrow_mut();
+        slot.calls = slot.calls.saturating_add(1);
+        let calls = slot.calls;
+        let out = match slot.host.as_mut() {
+            None => Err(HostError::new(
                 ErrorCode::FunctionFailed,
                 "the invocation has answered; the platform takes no more calls from it",
-            ))
-        } else if *count > limits.host_calls {
-            Err(HostError::new(
+            )),
+            Some(_) if calls > limits.host_calls => Err(HostError::new(
                 ErrorCode::LimitHostCalls,
                 format!("more than {} calls into the platform", limits.host_calls),
-            ))
-        } else {
-            let args = serde_json::from_str(&args).unwrap_or(Json::Null);
-            host.call(&op, args, deadline)
+            )),
+            Some(host) => {
+                let args = serde_json::from_str(&args).unwrap_or(Json::Null);
+                host.call(&op, args, deadline)
+            }
         };
         encode_host_result(out)
     })

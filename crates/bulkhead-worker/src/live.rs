@@ -14,9 +14,9 @@ use bulkhead_identity::external::{ExternalRealm, ExternalRealms};
 use bulkhead_identity::jwt::Alg;
 use bulkhead_model::bundle::{Bundle, BundleRef};
 use bulkhead_model::tenants::IdentitySpec;
-use bulkhead_model::worker::{BundleHead, MAX_BUNDLE_PARTS, bundle_part_path, bundle_path};
 use bulkhead_model::worker::{
-    WORKER_CONFIG, WorkerConfig, WorkerTenant, setting_secret_path, tenant_password_path,
+    BundleHead, WORKER_CONFIG, WorkerConfig, WorkerTenant, bundle_path, setting_secret_path,
+    tenant_password_path,
 };
 use bulkhead_model::{AppId, IsolationLevel, TenantId};
 use bulkhead_pg::{DataPlane, TenantPlacement};
@@ -121,27 +121,21 @@ impl Live {
             return Ok(());
         };
         let head = read_with_retry(&*self.reader, &bundle_path(&wanted.digest), attempts).await?;
-        let content = match BundleHead::read(head.expose()) {
-            BundleHead::Whole(content) => content,
-            BundleHead::Parts(n) if n <= MAX_BUNDLE_PARTS => {
-                let mut content = String::new();
-                for i in 0..n {
-                    let path = bundle_part_path(&wanted.digest, i);
-                    content.push_str(
-                        read_with_retry(&*self.reader, &path, attempts)
-                            .await?
-                            .expose(),
-                    );
-                }
-                content
-            }
-            BundleHead::Parts(n) => {
-                return Err(crate::Error::Config(format!(
-                    "bundle {}: {n} pieces, at most {MAX_BUNDLE_PARTS}",
-                    wanted.digest
-                )));
-            }
+        let parts = BundleHead::read(head.expose())
+            .part_paths(&wanted.digest)
+            .map_err(crate::Error::Config)?;
+        let mut content = if parts.is_empty() {
+            head.expose().to_owned()
+        } else {
+            String::new()
         };
+        for path in parts {
+            content.push_str(
+                read_with_retry(&*self.reader, &path, attempts)
+                    .await?
+                    .expose(),
+            );
+        }
         let bundle = Bundle::from_json(&content)
             .map_err(|e| crate::Error::Config(format!("bundle {}: {e}", wanted.digest)))?;
         if bundle.digest() != wanted.digest {

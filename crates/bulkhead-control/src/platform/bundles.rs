@@ -4,7 +4,7 @@
 //! workers' configuration at it; workers switch on their next reload without a restart.
 
 use bulkhead_model::bundle::{Bundle, BundleRef};
-use bulkhead_model::worker::{BundleHead, MAX_BUNDLE_PARTS, bundle_part_path, bundle_path};
+use bulkhead_model::worker::{BundleHead, bundle_part_path, bundle_path};
 use tokio_postgres::GenericClient;
 
 use super::*;
@@ -216,15 +216,15 @@ impl Platform {
             return Ok(());
         }
         let head = self.vault.get(app, &path).await.map_err(vault)?;
-        if let BundleHead::Parts(n) = BundleHead::read(head.expose()) {
-            for i in 0..n.min(MAX_BUNDLE_PARTS) {
-                let part_path = bundle_part_path(&bundle.digest, i);
-                let part = self.vault.get(app, &part_path).await.map_err(vault)?;
-                self.vault
-                    .put(space, &part_path, &part)
-                    .await
-                    .map_err(vault)?;
-            }
+        let parts = BundleHead::read(head.expose())
+            .part_paths(&bundle.digest)
+            .map_err(Error::Internal)?;
+        for part_path in parts {
+            let part = self.vault.get(app, &part_path).await.map_err(vault)?;
+            self.vault
+                .put(space, &part_path, &part)
+                .await
+                .map_err(vault)?;
         }
         self.vault.put(space, &path, &head).await.map_err(vault)
     }

@@ -263,8 +263,8 @@ async fn values_at_the_edges_of_each_type() {
 
 /// A list ordered by a field follows the field's type, not its text: numbers by value (the
 /// select list reads them as text, and an ORDER BY naming the output column would sort
-/// `"10"` before `"9"`), and pages continued by cursor agree with that order, for every
-/// isolation level's table.
+/// `"10"` before `"9"`), and pages continued by cursor agree with that order, in a row
+/// tenant's shared table and a schema tenant's own (a database tenant's is the row shape).
 #[tokio::test]
 async fn lists_order_by_the_field_type_and_pages_follow_that_order() {
     let app = App::new(
