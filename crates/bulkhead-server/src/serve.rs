@@ -115,21 +115,26 @@ pub async fn run_gateway(
     result
 }
 
-/// Completes on Ctrl-C (SIGINT) or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
+/// Completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called
+/// (at start-up), not when the future is first polled (after the server says it listens): a
+/// signal sent right after the readiness line is then a graceful shutdown instead of the
+/// default action's death, which left the workers and the embedded database behind.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+        match s {
+            Ok(mut s) => {
+                s.recv().await;
             }
             Err(_) => std::future::pending::<()>().await,
         }
     };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("received Ctrl-C; shutting down"),
-        () = term => tracing::info!("received SIGTERM; shutting down"),
+    let ctrl_c = wait(signal(SignalKind::interrupt()));
+    let term = wait(signal(SignalKind::terminate()));
+    async move {
+        tokio::select! {
+            () = ctrl_c => tracing::info!("received Ctrl-C; shutting down"),
+            () = term => tracing::info!("received SIGTERM; shutting down"),
+        }
     }
 }
