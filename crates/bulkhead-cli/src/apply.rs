@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use bulkhead_control::reconcile::{Action, Step, plan};
+use bulkhead_control::reconcile::{Action, ApplyOptions, Step, plan};
 use bulkhead_control::registry;
 use bulkhead_model::tenants;
 use bulkhead_model::{AppId, AppManifest};
@@ -23,6 +23,9 @@ pub struct Args {
     /// data into storage shared with other tenants.
     #[arg(long)]
     allow_downgrade: bool,
+    /// How many tenants to provision at once.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
     #[command(flatten)]
     target: crate::app::Target,
 }
@@ -78,10 +81,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
                 )
             })
             .collect();
-        if args.dry_run || todo.is_empty() {
-            if todo.is_empty() && !args.target.json {
-                println!("nothing to do");
-            }
+        if args.dry_run {
             return Ok(true);
         }
         // The realm store (and the master key) only when a tenant signs in locally.
@@ -91,41 +91,63 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<bool> {
                 bulkhead_model::tenants::IdentitySpec::Local { .. }
             )
         });
-        let realms = if local {
+        let realms = if local && !todo.is_empty() {
             Some(bulkhead_server::platform::realm_store(&config)?)
         } else {
             None
         };
-        for step in todo {
-            let manifest = manifests
+        let options = ApplyOptions {
+            quiesce: crate::app::MOVE_QUIESCE,
+            realms: realms.as_ref(),
+            now: bulkhead_server::platform::now(),
+            parallel: args.parallel.max(1),
+        };
+        let bar = if args.target.json || todo.len() < 2 {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(todo.len() as u64)
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tenants {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        // Even with nothing to do, each app's worker configuration is published again when it
+        // lags the registry (a run cut short before publishing).
+        let applied = platform
+            .apply_plan(&manifests, &specs, &steps, &options, |_, done| {
+                if let Some(t) = done {
+                    bar.inc(1);
+                    bar.set_message(t.to_owned());
+                }
+            })
+            .await;
+        bar.finish_and_clear();
+        let applied = applied?;
+        if todo.is_empty() {
+            if !args.target.json {
+                println!("nothing to do");
+            }
+            return Ok(true);
+        }
+        for a in applied
+            .iter()
+            .filter(|a| a.moved.is_some() && !args.target.json)
+        {
+            let step = steps
                 .iter()
-                .find(|m| m.app.as_str() == step.app)
-                .context("manifest of a registered app")?;
-            let spec = specs
-                .iter()
-                .find(|s| s.id.as_str() == step.tenant)
-                .context("declared tenant")?;
-            let moved = platform
-                .apply_step(
-                    manifest,
-                    spec,
-                    &step.action,
-                    crate::app::MOVE_QUIESCE,
-                    realms.as_ref(),
-                    bulkhead_server::platform::now(),
-                )
-                .await
-                .with_context(|| {
-                    format!("{} of {} (run apply again to finish)", spec.id, step.app)
-                })?;
-            if let (Some(moved), Action::Move { from }) = (moved, &step.action)
-                && !args.target.json
+                .find(|s| s.app == a.app && s.tenant == a.tenant);
+            if let (
+                Some(moved),
+                Some(Step {
+                    action: Action::Move { from },
+                    isolation,
+                    ..
+                }),
+            ) = (a.moved, step)
             {
                 println!(
-                    "moved {} of {} from {from} to {} ({moved} records)",
-                    spec.id,
-                    step.app,
-                    spec.isolation.as_str()
+                    "moved {} of {} from {from} to {isolation} ({moved} records)",
+                    a.tenant, a.app
                 );
             }
         }

@@ -1,7 +1,7 @@
-//! Reconciling `tenants.yaml` with the registry: the plan `bulkhead apply` shows and then carries
-//! out. Pure: the registry records and the declared specs in, the steps out.
+//! Reconciling `tenants.yaml` with the registry: the plan `bulkhead apply` shows (pure: the
+//! registry records and the declared specs in, the steps out), and carrying it out.
 
-use bulkhead_model::tenants::TenantSpec;
+use bulkhead_model::tenants::{IdentitySpec, TenantSpec};
 use serde::Serialize;
 
 use crate::registry;
@@ -38,9 +38,13 @@ pub fn plan(
     allow_downgrade: bool,
 ) -> Vec<Step> {
     let mut steps = Vec::new();
+    // Looked up by id: planning N tenants is O(N).
+    let declared: std::collections::HashSet<&str> = specs.iter().map(|s| s.id.as_str()).collect();
     for (app, known) in apps {
+        let by_id: std::collections::HashMap<&str, &registry::TenantRecord> =
+            known.iter().map(|k| (k.id.as_str(), k)).collect();
         for spec in specs {
-            let action = match known.iter().find(|k| k.id == spec.id) {
+            let action = match by_id.get(spec.id.as_str()) {
                 None => Action::Create,
                 Some(k) if k.isolation != spec.isolation => {
                     let lower = spec.isolation < k.isolation;
@@ -75,7 +79,7 @@ pub fn plan(
             });
         }
         for k in known {
-            if !specs.iter().any(|s| s.id == k.id) {
+            if !declared.contains(k.id.as_str()) {
                 steps.push(Step {
                     app: app.clone(),
                     tenant: k.id.to_string(),
@@ -88,31 +92,177 @@ pub fn plan(
     steps
 }
 
+/// How [`Platform::apply_plan`](crate::platform::Platform::apply_plan) runs.
+#[derive(Debug)]
+pub struct ApplyOptions<'a> {
+    /// How long a moving tenant stays suspended before its data moves (longer than a worker's
+    /// reload interval).
+    pub quiesce: std::time::Duration,
+    /// Where tenants that sign in locally get their realm; `None` leaves realms alone.
+    pub realms: Option<&'a bulkhead_identity::store::RealmStore>,
+    /// Seconds since the epoch, for new realm keys.
+    pub now: u64,
+    /// Tenants provisioned at a time (each on connections of its own).
+    pub parallel: usize,
+}
+
+/// What a step that changed something did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub app: String,
+    pub tenant: String,
+    /// Records moved, for a move.
+    pub moved: Option<usize>,
+}
+
+/// Why `apply` stopped part-way: what was done before, and the first failure. Running it
+/// again finishes the rest.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} (run apply again to finish): {source}")]
+pub struct ApplyError {
+    /// What failed: `tenant T of A`, or `the worker configuration of A`.
+    pub what: String,
+    /// The steps that were carried out before it stopped.
+    pub done: Vec<Applied>,
+    #[source]
+    pub source: crate::Error,
+}
+
 impl crate::platform::Platform {
-    /// Carries out one step of a plan for `spec` in `manifest`'s app: a move first (suspended
-    /// meanwhile; resumable: run it again to finish), then the declaration (provisioned at its
-    /// level, registered, its realm in `realms`, the app's workers told). Returns how many
-    /// records moved; steps that change nothing do nothing.
-    pub async fn apply_step(
+    /// Carries out a plan's creations, updates and moves: moves one at a time (each suspends
+    /// its tenant meanwhile), then every tenant's provisioning (and realm) `parallel` at a time,
+    /// their registration and audit one by one, and last one worker-configuration publication
+    /// per app — also for apps with nothing to do, so a run cut short before publishing is
+    /// finished by the next. The cost per tenant does not grow with the number of tenants:
+    /// nothing here lists every tenant per tenant. `progress(total, done)` reports each
+    /// provisioned tenant. Idempotent and resumable: a second run has nothing to do.
+    pub async fn apply_plan(
         &mut self,
-        manifest: &bulkhead_model::AppManifest,
-        spec: &TenantSpec,
-        action: &Action,
-        quiesce: std::time::Duration,
-        realms: Option<&bulkhead_identity::store::RealmStore>,
-        now: u64,
-    ) -> crate::Result<Option<usize>> {
-        let moved = match action {
-            Action::Move { .. } => Some(
-                self.move_tenant(manifest, &spec.id, spec.isolation, quiesce, None)
-                    .await?,
-            ),
-            Action::Create | Action::Update => None,
-            Action::NoChange | Action::Drift | Action::Refused(_) => return Ok(None),
+        manifests: &[bulkhead_model::AppManifest],
+        specs: &[TenantSpec],
+        steps: &[Step],
+        options: &ApplyOptions<'_>,
+        progress: impl Fn(usize, Option<&str>) + Sync,
+    ) -> std::result::Result<Vec<Applied>, ApplyError> {
+        use futures_util::StreamExt;
+        let mut done = Vec::new();
+        let fail = |step: &Step, done: &mut Vec<Applied>, source| ApplyError {
+            what: format!("tenant {} of {}", step.tenant, step.app),
+            done: std::mem::take(done),
+            source,
         };
-        self.declare_tenant_with_realm(manifest, spec, realms, now)
-            .await?;
-        Ok(moved)
+        let manifest_of: std::collections::HashMap<&str, &bulkhead_model::AppManifest> =
+            manifests.iter().map(|m| (m.app.as_str(), m)).collect();
+        let spec_of: std::collections::HashMap<&str, &TenantSpec> =
+            specs.iter().map(|s| (s.id.as_str(), s)).collect();
+        let mut todo = Vec::new();
+        for step in steps {
+            if !matches!(
+                step.action,
+                Action::Create | Action::Update | Action::Move { .. }
+            ) {
+                continue;
+            }
+            let found = manifest_of
+                .get(step.app.as_str())
+                .zip(spec_of.get(step.tenant.as_str()));
+            match found {
+                Some((&m, &spec)) => todo.push((step, m, spec)),
+                None => {
+                    let why = crate::Error::Internal("a step of no declared app or tenant".into());
+                    return Err(fail(step, &mut done, why));
+                }
+            }
+        }
+        if let Some(store) = options.realms
+            && todo
+                .iter()
+                .any(|(_, _, s)| matches!(s.identity, IdentitySpec::Local { .. }))
+            && let Err(e) = store.migrate().await
+        {
+            let why = crate::Error::Internal(format!("the realm store: {e}"));
+            return Err(fail(todo[0].0, &mut done, why));
+        }
+        // Moves first, one at a time: each records its own steps and tells the workers.
+        let mut moved = std::collections::HashMap::new();
+        for (step, m, spec) in &todo {
+            if matches!(step.action, Action::Move { .. }) {
+                match self
+                    .move_tenant(m, &spec.id, spec.isolation, options.quiesce, None)
+                    .await
+                {
+                    Ok(n) => {
+                        moved.insert(step.tenant.as_str(), n);
+                    }
+                    Err(e) => return Err(fail(step, &mut done, e)),
+                }
+            }
+        }
+        // Provisioning, several at a time: each tenant's own roles, schema or database, and
+        // realm. Nothing in it is shared between tenants but the app's runtime role, which
+        // only gains memberships.
+        progress(todo.len(), None);
+        let this = &*self;
+        let progress = &progress;
+        let total = todo.len();
+        let provisioned: Vec<(usize, crate::Result<()>)> =
+            futures_util::stream::iter(todo.iter().enumerate())
+                .map(|(i, (_, m, spec))| async move {
+                    let mut r = this
+                        .ensure_tenant(m, &spec.id, spec.isolation, spec.dedicated())
+                        .await;
+                    if r.is_ok()
+                        && matches!(spec.identity, IdentitySpec::Local { .. })
+                        && let Some(store) = options.realms
+                    {
+                        r = store
+                            .create_realm(&spec.id, options.now)
+                            .await
+                            .map_err(|e| {
+                                crate::Error::Internal(format!("the realm of {}: {e}", spec.id))
+                            });
+                    }
+                    progress(total, Some(spec.id.as_str()));
+                    (i, r)
+                })
+                .buffer_unordered(options.parallel.max(1))
+                .collect()
+                .await;
+        let mut provisioned = provisioned;
+        provisioned.sort_by_key(|(i, _)| *i);
+        // Registration in plan order, then one publication per app — also after a failure,
+        // so what was registered is served.
+        let mut first_failure = None;
+        for (i, r) in provisioned {
+            let (step, m, spec) = todo[i];
+            let r = match r {
+                Ok(()) => self.register_tenant(m, spec).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => done.push(Applied {
+                    app: step.app.clone(),
+                    tenant: step.tenant.clone(),
+                    moved: moved.get(step.tenant.as_str()).copied(),
+                }),
+                Err(e) => {
+                    first_failure.get_or_insert((step, e));
+                }
+            }
+        }
+        for m in manifests {
+            if let Err(source) = self.sync_worker_config(&m.app).await {
+                return Err(ApplyError {
+                    what: format!("the worker configuration of {}", m.app),
+                    done,
+                    source,
+                });
+            }
+        }
+        match first_failure {
+            Some((step, e)) => Err(fail(step, &mut done, e)),
+            None => Ok(done),
+        }
     }
 }
 

@@ -433,13 +433,66 @@ fn unavailable() -> Response {
     .into_response()
 }
 
-/// Forwards a request to the app's worker, Host and all, and relays its answer.
+/// Request bodies up to this size are read whole before forwarding, so that an idempotent
+/// request can be sent again when a pooled connection turns out closed; larger ones, and those
+/// of unknown length, stream through.
+const BUFFERED_BODY: usize = 64 * 1024;
+
+/// A request body on its way to the worker.
+enum Outgoing {
+    /// Small and read whole: can be sent twice.
+    Whole(axum::body::Bytes),
+    /// Streamed, at most `limit` bytes; `exceeded` is set when the client sent more.
+    Streamed {
+        body: Body,
+        length: Option<u64>,
+        exceeded: Arc<std::sync::atomic::AtomicBool>,
+    },
+}
+
+impl Outgoing {
+    /// The body for reqwest: the bytes, or the client's stream cut off past `limit`.
+    fn take(&mut self, limit: usize) -> reqwest::Body {
+        use futures_util::StreamExt;
+        match self {
+            Outgoing::Whole(bytes) => reqwest::Body::from(bytes.clone()),
+            Outgoing::Streamed { body, exceeded, .. } => {
+                let exceeded = exceeded.clone();
+                let mut seen = 0usize;
+                let stream = std::mem::take(body).into_data_stream().map(move |chunk| {
+                    let chunk = chunk.map_err(std::io::Error::other)?;
+                    seen = seen.saturating_add(chunk.len());
+                    if seen > limit {
+                        exceeded.store(true, Ordering::SeqCst);
+                        return Err(std::io::Error::other("request body too large"));
+                    }
+                    Ok(chunk)
+                });
+                reqwest::Body::wrap_stream(stream)
+            }
+        }
+    }
+}
+
+fn too_large() -> Response {
+    bulkhead_runtime::error::ApiError::new(
+        bulkhead_model::ErrorCode::PayloadTooLarge,
+        "request body too large",
+    )
+    .into_response()
+}
+
+/// Forwards a request to the app's worker, Host and all, over a pooled keep-alive connection,
+/// and relays its answer. Neither body is held whole: a large upload streams to the worker as
+/// it arrives and a download streams back (small request bodies excepted, see
+/// [`BUFFERED_BODY`]).
 pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
+    use axum::body::HttpBody;
     let Some(addr) = worker.current() else {
         return unavailable();
     };
     let (parts, body) = req.into_parts();
-    // The worker applies each route's own limit; this bounds what the gateway buffers. Every
+    // The worker applies each route's own limit; this bounds what passes the gateway. Every
     // POST and PATCH route of a worker takes at most the REST body limit (uploads are PUT), so
     // a larger one is refused here, before the worker would have to cut the connection short.
     let limit = if matches!(parts.method, Method::POST | Method::PATCH) {
@@ -447,19 +500,27 @@ pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
     } else {
         bulkhead_runtime::files::DEFAULT_MAX_BYTES.max(bulkhead_runtime::rest::BODY_LIMIT)
     };
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return bulkhead_runtime::error::ApiError::new(
-            bulkhead_model::ErrorCode::PayloadTooLarge,
-            "request body too large",
-        )
-        .into_response();
+    let length = body.size_hint().exact();
+    if length.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let mut outgoing = match length {
+        Some(n) if n <= BUFFERED_BODY as u64 => match axum::body::to_bytes(body, limit).await {
+            Ok(bytes) => Outgoing::Whole(bytes),
+            Err(_) => return too_large(),
+        },
+        _ => Outgoing::Streamed {
+            body,
+            length,
+            exceeded: Arc::default(),
+        },
     };
     let path = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let send = || {
+    let send = |outgoing: &mut Outgoing| {
         let mut out = worker
             .http
             .request(parts.method.clone(), format!("http://{addr}{path}"));
@@ -468,16 +529,23 @@ pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
                 out = out.header(name, value);
             }
         }
-        out.body(bytes.clone()).send()
+        if let Outgoing::Streamed {
+            length: Some(n), ..
+        } = outgoing
+        {
+            // The worker learns the size up front (and refuses an oversized upload at once).
+            out = out.header(axum::http::header::CONTENT_LENGTH, *n);
+        }
+        out.body(outgoing.take(limit)).send()
     };
     // A pooled connection the worker has just closed (e.g. after refusing an oversized body)
-    // fails the next request before the worker sees it; an idempotent request is sent once
-    // more on a fresh connection.
-    let resp = match send().await {
+    // fails the next request before the worker sees it; an idempotent request whose body was
+    // read whole is sent once more on a fresh connection.
+    let resp = match send(&mut outgoing).await {
         Ok(r) => r,
-        Err(e) if parts.method.is_idempotent() => {
+        Err(e) if parts.method.is_idempotent() && matches!(outgoing, Outgoing::Whole(_)) => {
             tracing::debug!(error = %e, "forwarding to the worker failed; retrying once");
-            match send().await {
+            match send(&mut outgoing).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "forwarding to the worker failed");
@@ -486,24 +554,26 @@ pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
             }
         }
         Err(e) => {
+            if let Outgoing::Streamed { exceeded, .. } = &outgoing
+                && exceeded.load(Ordering::SeqCst)
+            {
+                return too_large();
+            }
             tracing::warn!(error = %e, "forwarding to the worker failed");
             return unavailable();
         }
     };
     let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = match resp.bytes().await {
-        Ok(b) => b,
-        Err(_) => return unavailable(),
-    };
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    for (name, value) in &headers {
-        if !skip(name) {
-            response.headers_mut().append(name, value.clone());
+    let mut response = Response::builder().status(status);
+    for (name, value) in resp.headers() {
+        // The body is relayed as it is, so its length stays true.
+        if !skip(name) || name == axum::http::header::CONTENT_LENGTH {
+            response = response.header(name, value.clone());
         }
     }
     response
+        .body(Body::from_stream(resp.bytes_stream()))
+        .unwrap_or_else(|_| unavailable())
 }
 
 /// What an app's worker reaches on disk: its files in the embedded vault (read only), its

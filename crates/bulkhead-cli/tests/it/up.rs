@@ -1110,3 +1110,145 @@ fn worker_logs_follow_the_servers_json_format() {
     up.signal("TERM");
     assert!(up.wait().success());
 }
+
+/// The server's peak resident memory, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap()
+}
+
+/// The gateway holds neither a large upload nor its download whole: both stream between the
+/// client and the app's worker. Seen in the server process's peak memory, which a 9 MiB body
+/// read whole on the way in (or out) would raise by at least that much.
+#[test]
+fn a_large_upload_and_its_download_stream_through_the_gateway() {
+    const SIZE: usize = 9 * 1024 * 1024;
+    let cwd = workdir();
+    let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
+    let addr = up.wait_listening();
+    assert!(up.wait_logged("example app `helpdesk` is ready"));
+    let token = login(addr, "acme", "alice");
+    let auth = format!("Bearer {token}");
+    let headers = [("Authorization", auth.as_str())];
+    // Warm: the paths, pools and buffers a first upload and download set up.
+    for _ in 0..2 {
+        let (status, body) = crate::support::request(
+            addr,
+            "PUT",
+            "/t/acme/files/warm.txt",
+            &headers,
+            Some(("text/plain", &"w".repeat(256 * 1024))),
+        );
+        assert!(status < 300, "{status} {body}");
+        let (status, _) =
+            crate::support::request(addr, "GET", "/t/acme/files/warm.txt", &headers, None);
+        assert_eq!(status, 200);
+    }
+    let content = "x".repeat(SIZE);
+    let before = peak_rss_kib(up.pid());
+    let (status, body) = crate::support::request(
+        addr,
+        "PUT",
+        "/t/acme/files/large.txt",
+        &headers,
+        Some(("text/plain", &content)),
+    );
+    assert!(status < 300, "{status} {body}");
+    let (status, body) =
+        crate::support::request(addr, "GET", "/t/acme/files/large.txt", &headers, None);
+    assert_eq!(status, 200);
+    assert_eq!(body.matches('x').count(), SIZE, "the whole file came back");
+    let grown = peak_rss_kib(up.pid()).saturating_sub(before);
+    assert!(
+        grown < 4 * 1024,
+        "the server's peak memory grew by {grown} KiB for a {} KiB upload and download",
+        SIZE / 1024
+    );
+    // Past the limit: a declared length is refused at once, a chunked body when it crosses
+    // it — both 413, and nothing is stored.
+    // The files limit of a worker route (`bulkhead_runtime::files::DEFAULT_MAX_BYTES`).
+    let over = "y".repeat(10 * 1024 * 1024 + 1);
+    let (status, body) = raw_put(
+        addr,
+        "/t/acme/files/over.txt",
+        &auth,
+        over.as_bytes(),
+        false,
+    );
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = raw_put(addr, "/t/acme/files/over.txt", &auth, over.as_bytes(), true);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("payload_too_large"), "{body}");
+    let (status, _) =
+        crate::support::request(addr, "GET", "/t/acme/files/over.txt", &headers, None);
+    assert_eq!(status, 404, "nothing of the refused uploads is stored");
+    up.signal("TERM");
+    assert!(up.wait().success());
+}
+
+/// A PUT whose body is sent in 1 MiB pieces — with its length declared, or `chunked` (length
+/// unknown); the status and text of the answer, read until the server closes (it may answer
+/// early and reset the connection while the body is still being sent).
+fn raw_put(
+    addr: std::net::SocketAddr,
+    path: &str,
+    auth: &str,
+    body: &[u8],
+    chunked: bool,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_owned()
+    } else {
+        format!("Content-Length: {}", body.len())
+    };
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: {auth}\r\nContent-Type: text/plain\r\n{framing}\r\n\r\n"
+    );
+    let mut sent = stream.write_all(head.as_bytes());
+    for piece in body.chunks(1024 * 1024) {
+        if sent.is_err() {
+            break;
+        }
+        sent = if chunked {
+            stream
+                .write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                .and_then(|()| stream.write_all(piece))
+                .and_then(|()| stream.write_all(b"\r\n"))
+        } else {
+            stream.write_all(piece)
+        };
+    }
+    if chunked {
+        let _ = sent.and_then(|()| stream.write_all(b"0\r\n\r\n"));
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no answer: {answer:?}"));
+    (status, answer)
+}

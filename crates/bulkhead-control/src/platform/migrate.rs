@@ -51,8 +51,23 @@ impl Platform {
             .map(|t| (t.id, t.isolation))
             .filter(|(_, level)| *level != IsolationLevel::Row)
             .collect();
+        // Schema tenants already at `m` are read in a few statements and skipped.
+        let schema_tenants: Vec<TenantId> = tenants
+            .iter()
+            .filter(|(_, level)| *level == IsolationLevel::Schema)
+            .map(|(t, _)| t.clone())
+            .collect();
+        let current = if schema_tenants.is_empty() {
+            Default::default()
+        } else {
+            self.provisioner
+                .current_schemas(m, &schema_tenants)
+                .await
+                .map_err(pg)?
+        };
         progress(tenants.len(), None);
         let prov = &self.provisioner;
+        let current = &current;
         let progress = &progress;
         let total = tenants.len();
         let results: Vec<(
@@ -60,6 +75,15 @@ impl Platform {
             std::result::Result<bulkhead_pg::migrate::MigrationReport, String>,
         )> = futures_util::stream::iter(tenants.iter().cloned())
             .map(|(t, level)| async move {
+                if let Some(&version) = current.get(&t) {
+                    progress(total, Some(t.as_str()));
+                    let report = bulkhead_pg::migrate::MigrationReport {
+                        target: bulkhead_pg::ddl::Target::TenantSchema(t.clone()).describe(),
+                        version,
+                        plan: bulkhead_pg::migrate::Plan { steps: Vec::new() },
+                    };
+                    return (t.to_string(), Ok(report));
+                }
                 let r = prov
                     .migrate_one(
                         m,

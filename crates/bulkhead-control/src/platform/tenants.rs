@@ -385,8 +385,7 @@ impl Platform {
         spec: &TenantSpec,
     ) -> Result<()> {
         let app = &manifest.app;
-        let known = registry::tenant(&self.client, app, spec.id.as_str()).await?;
-        if let Some(k) = &known
+        if let Some(k) = registry::tenant(&self.client, app, spec.id.as_str()).await?
             && k.isolation != spec.isolation
         {
             return Err(Error::Conflict(format!(
@@ -399,14 +398,30 @@ impl Platform {
         // Finishes provisioning a run cut short, even when the registry is already current.
         self.ensure_tenant(manifest, &spec.id, spec.isolation, spec.dedicated())
             .await?;
+        self.register_tenant(manifest, spec).await?;
+        self.sync_worker_config(app).await
+    }
+
+    /// Records a provisioned tenant's declaration in the registry and audits a creation or a
+    /// change; does nothing when the registry already has it so. The app's workers learn of
+    /// it at the next [`Platform::sync_worker_config`] (one per batch: `apply` declares all its
+    /// tenants, then publishes once). Returns whether anything changed.
+    pub(crate) async fn register_tenant(
+        &mut self,
+        manifest: &AppManifest,
+        spec: &TenantSpec,
+    ) -> Result<bool> {
+        let app = &manifest.app;
+        let known = registry::tenant(&self.client, app, spec.id.as_str()).await?;
         let unchanged = known.as_ref().is_some_and(|k| {
-            k.identity == spec.identity
+            k.isolation == spec.isolation
+                && k.identity == spec.identity
                 && k.network == spec.network
                 && k.residency == spec.residency
                 && k.dedicated_worker == spec.dedicated_worker
         });
         if unchanged {
-            return self.sync_worker_config(app).await;
+            return Ok(false);
         }
         registry::upsert_tenant(
             &self.client,
@@ -419,7 +434,6 @@ impl Platform {
             spec.dedicated_worker,
         )
         .await?;
-        self.sync_worker_config(app).await?;
         audit::append(
             &mut self.client,
             &Entry {
@@ -434,7 +448,7 @@ impl Platform {
             },
         )
         .await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Suspends or resumes a tenant; its app's workers refuse (or serve) it again within their

@@ -12,7 +12,7 @@ use bulkhead_vault::embedded::EmbeddedReader;
 use bulkhead_vault::{BootCredential, VaultReader};
 use bulkhead_vault_admin::embedded::{EmbeddedAdmin, MasterKey};
 
-fn manifest(app: &str) -> AppManifest {
+pub(crate) fn manifest(app: &str) -> AppManifest {
     AppManifest::from_yaml(
         &format!("app: {app}\nentities:\n  note:\n    fields:\n      text: {{ type: text, required: true }}\ncross_tenant_reads: [note]\n"),
         "t.yaml",
@@ -20,7 +20,7 @@ fn manifest(app: &str) -> AppManifest {
     .unwrap()
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}{}x{}", std::process::id(), rand_suffix())
 }
 
