@@ -40,6 +40,18 @@ impl Exec for TenantDb<'_> {
                 .await
         }
     }
+
+    async fn read(&mut self, entity: &Entity, stmt: &str, params: Vec<Param>) -> Result<Vec<Row>> {
+        if entity.cross_tenant {
+            self.ctx
+                .run_global(entity.name.as_str(), stmt, &params)
+                .await
+        } else {
+            self.ctx
+                .read_scoped(entity.name.as_str(), stmt, &params)
+                .await
+        }
+    }
 }
 
 impl<'c> TenantDb<'c> {

@@ -421,10 +421,37 @@ impl TenantContext {
         Ok(rows)
     }
 
+    /// Runs one read on tenant data. Row and database tenants: a single statement that sets
+    /// the tenant in a subquery its scan depends on ([`sql::self_scoped_read`]) — one
+    /// Bind/Execute/Sync where a transaction takes four; the setting is transaction-local and
+    /// ends with the statement. Schema tenants take [`TenantContext::run_scoped`]: their role
+    /// and `search_path` must be in force before the statement is planned, which a setting made
+    /// inside the statement is not.
+    async fn read_scoped(&self, entity: &str, stmt: &str, params: &[Param]) -> Result<Vec<Row>> {
+        let wrapped = match self.placement.level {
+            IsolationLevel::Schema => None,
+            IsolationLevel::Row | IsolationLevel::Database => sql::self_scoped_read(stmt),
+        };
+        let Some(wrapped) = wrapped else {
+            return self.run_scoped(entity, false, stmt, params).await;
+        };
+        let mut conn = self.tenant_conn().await?;
+        let client = conn.client()?;
+        let prepared = client
+            .prepare_cached(&wrapped)
+            .await
+            .map_err(|e| Error::from_db(e, entity, false))?;
+        let rows = client
+            .query(&prepared, &sql::param_refs(params))
+            .await
+            .map_err(|e| Error::from_db(e, entity, false));
+        // Its implicit transaction ended at the statement's Sync, committed or rolled back.
+        conn.finish();
+        rows
+    }
+
     /// Reads global reference data (no tenant column) with the runtime role.
     async fn run_global(&self, entity: &str, stmt: &str, params: &[Param]) -> Result<Vec<Row>> {
-        let wait = self.inner.router.settings.wait;
-        let _ = wait;
         let mut conn = self.main_conn().await?;
         let client = conn.client()?;
         let prepared = client

@@ -16,6 +16,12 @@ pub(super) trait Exec {
         stmt: &str,
         params: Vec<Param>,
     ) -> Result<Vec<Row>>;
+
+    /// Runs a read built by `sql::get_sql`, `select_sql` or `count_sql`: [`Exec::run`], unless
+    /// the executor has a cheaper way that scopes it as surely.
+    async fn read(&mut self, entity: &Entity, stmt: &str, params: Vec<Param>) -> Result<Vec<Row>> {
+        self.run(entity, false, stmt, params).await
+    }
 }
 
 fn tenant_arg(e: &Entity, ctx: &TenantContext) -> Option<TenantId> {
@@ -185,7 +191,7 @@ pub(super) async fn get(x: &mut impl Exec, entity: &str, id: &str) -> Result<Val
     let (eff, own) = permit(&ctx, e, Action::Read, "read")?;
     let schema = schema_for(&ctx, e);
     let (stmt, params) = sql::get_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), id, own.as_ref())?;
-    let rows = x.run(e, false, &stmt, params).await?;
+    let rows = x.read(e, &stmt, params).await?;
     match rows.first() {
         Some(row) => Ok(strip(sql::record_from_row(e, row, false)?, &eff.hidden)),
         None => Err(Error::NotFound {
@@ -287,7 +293,7 @@ pub(super) async fn fetch(x: &mut impl Exec, entity: &str, spec: &QuerySpec) -> 
     };
     let schema = schema_for(&ctx, e);
     let (stmt, params) = sql::select_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), &spec)?;
-    let rows = x.run(e, false, &stmt, params).await?;
+    let rows = x.read(e, &stmt, params).await?;
     let has_more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > spec.limit;
     let records = rows
         .iter()
@@ -319,7 +325,7 @@ pub(super) async fn count(x: &mut impl Exec, entity: &str, filter: Option<&Filte
     let filter = and(own, filter);
     let schema = schema_for(&ctx, e);
     let (stmt, params) = sql::count_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), filter.as_ref())?;
-    let rows = x.run(e, false, &stmt, params).await?;
+    let rows = x.read(e, &stmt, params).await?;
     rows.first()
         .map(|r| r.get::<_, i64>(0))
         .ok_or_else(|| Error::Internal("count returned no row".into()))

@@ -447,6 +447,29 @@ pub fn count_sql(
     Ok((sql, b.params))
 }
 
+/// How every read on a tenant entity ([`get_sql`], [`select_sql`], [`count_sql`]) begins its
+/// conditions: the tenant is always its first parameter.
+const TENANT_FIRST: &str = "\"tenant_id\" = $1::text";
+
+/// A read on a tenant entity made one statement that scopes itself: a subquery sets
+/// `bulkhead.tenant_id` to the tenant (`$1`) transaction-locally, and the read is a `LATERAL`
+/// subquery whose tenant condition is that subquery's column — so its scan is parameterised by
+/// the setting row and runs after it, and the RLS policy, evaluated in that scan, sees the
+/// setting. The subquery is a `MATERIALIZED` CTE: as a plain subquery (even with `OFFSET 0`)
+/// PostgreSQL copies the `set_config` call into the read's conditions, the read no longer
+/// depends on the row, and nothing would fix the join order. The setting ends with the
+/// statement's implicit transaction. Fails closed: were the scan ever to run first, the policy
+/// would see no tenant and yield no rows. `None` when `stmt` is not such a read.
+pub fn self_scoped_read(stmt: &str) -> Option<String> {
+    let (head, tail) = stmt.split_once(TENANT_FIRST)?;
+    Some(format!(
+        "WITH bulkhead_scope AS MATERIALIZED \
+         (SELECT set_config('bulkhead.tenant_id', $1::text, true) AS tenant) \
+         SELECT bulkhead_read.* FROM bulkhead_scope \
+         CROSS JOIN LATERAL ({head}\"tenant_id\" = bulkhead_scope.tenant{tail}) AS bulkhead_read"
+    ))
+}
+
 pub fn get_sql(
     schema: &str,
     entity: &Entity,

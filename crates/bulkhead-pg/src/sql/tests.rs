@@ -29,7 +29,19 @@ fn every_statement_filters_the_tenant_and_binds_values() {
     assert_eq!(params.len(), 4);
     let (sql, _) = count_sql("public", e, Some(&t), None).unwrap();
     assert!(sql.contains(r#""tenant_id" = $1::text"#));
+    // Every read on a tenant entity can be made one self-scoping statement, whose read takes
+    // its tenant from the setting subquery alone.
     let id = "0b6e6c1e-5a4f-4e4b-9c1e-000000000000";
+    let listed = select_sql("public", e, Some(&t), &spec).unwrap().0;
+    let got = get_sql("public", e, Some(&t), id, None).unwrap().0;
+    for read in [listed, sql, got] {
+        let wrapped = self_scoped_read(&read).unwrap_or_else(|| panic!("not self-scoping: {read}"));
+        let inner = wrapped.split_once("CROSS JOIN LATERAL").unwrap().1;
+        assert!(
+            inner.contains(r#""tenant_id" = bulkhead_scope.tenant"#) && !inner.contains("$1::"),
+            "{wrapped}"
+        );
+    }
     for (sql, _) in [
         get_sql("public", e, Some(&t), id, None).unwrap(),
         delete_sql("public", e, Some(&t), id, None).unwrap(),

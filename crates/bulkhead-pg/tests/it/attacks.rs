@@ -655,3 +655,102 @@ async fn after_a_rotation_new_connections_use_the_refreshed_password_and_no_requ
     );
     assert!(bulkhead_testkit::connect(&cfg).await.is_err());
 }
+
+/// Row and database tenants' reads are one statement that sets the tenant in a subquery its
+/// scan depends on. On a raw runtime connection: the statement sees its own tenant's rows only,
+/// and once it has run the connection carries no tenant — not for a bare read, not for the next
+/// self-scoped read of another tenant. Fails when the setting is made session-wide
+/// (`set_config(…, false)`) or the read is not scoped by the subquery.
+#[tokio::test]
+async fn a_self_scoped_read_sees_its_tenant_only_and_leaves_no_tenant_on_its_connection() {
+    use bulkhead_pg::sql::{self, QuerySpec};
+    let app = App::new(
+        HELPDESK,
+        &[("aa", IsolationLevel::Row), ("bb", IsolationLevel::Row)],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for t in ["aa", "aa", "bb"] {
+        let row = app
+            .ctx(t)
+            .db()
+            .insert("ticket", &json!({"title": t}))
+            .await
+            .unwrap();
+        ids.push(row["id"].as_str().unwrap().to_owned());
+    }
+    let ticket = app.manifest.entity("ticket").unwrap();
+    let raw = app.raw_runtime().await;
+    let carried = async |raw: &bulkhead_testkit::tokio_postgres::Client| {
+        let setting: Option<String> = raw
+            .query_one("SELECT current_setting('bulkhead.tenant_id', true)", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let visible: i64 = raw
+            .query_one("SELECT count(*) FROM public.ticket", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (setting.unwrap_or_default(), visible)
+    };
+    for (tenant, want) in [("aa", 2), ("bb", 1), ("aa", 2)] {
+        let t = tid(tenant);
+        let (list, params) =
+            sql::select_sql("public", ticket, Some(&t), &QuerySpec::default()).unwrap();
+        let list = sql::self_scoped_read(&list).expect("a read on a tenant entity");
+        let rows = raw
+            .query(list.as_str(), &sql::param_refs(&params))
+            .await
+            .unwrap();
+        let titles: Vec<String> = rows.iter().map(|r| r.get::<_, String>("title")).collect();
+        assert_eq!(titles, vec![tenant.to_owned(); want], "{tenant}");
+        assert_eq!(
+            carried(&raw).await,
+            (String::new(), 0),
+            "after {tenant}'s list"
+        );
+        // The read's scan takes its tenant from the setting row (a parameter of the join), so
+        // it cannot run before the row is made; `set_config` is nowhere else.
+        let plan: Vec<String> = raw
+            .query(
+                format!("EXPLAIN (COSTS OFF) {list}").as_str(),
+                &sql::param_refs(&params),
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("Cond: (tenant_id = bulkhead_scope.tenant)"))
+                && plan.iter().filter(|l| l.contains("set_config")).count() == 0,
+            "{plan:#?}"
+        );
+        let (count, params) = sql::count_sql("public", ticket, Some(&t), None).unwrap();
+        let count = sql::self_scoped_read(&count).unwrap();
+        let n: i64 = raw
+            .query_one(count.as_str(), &sql::param_refs(&params))
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, want as i64, "{tenant}");
+        // The other tenant's row by id: not there.
+        let other = if tenant == "aa" { &ids[2] } else { &ids[0] };
+        let (get, params) = sql::get_sql("public", ticket, Some(&t), other, None).unwrap();
+        let get = sql::self_scoped_read(&get).unwrap();
+        assert!(
+            raw.query(get.as_str(), &sql::param_refs(&params))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{tenant} reads another tenant's row by id"
+        );
+        assert_eq!(
+            carried(&raw).await,
+            (String::new(), 0),
+            "after {tenant}'s get"
+        );
+    }
+}
