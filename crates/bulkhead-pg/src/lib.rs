@@ -27,8 +27,8 @@ pub mod sql;
 
 pub use error::{Error, Result};
 pub use plane::{
-    Actor, CrossTenantQuery, DataPlane, DataPlaneConfig, Page, Query, TenantContext, TenantDb,
-    TenantPlacement, Tx,
+    Actor, CrossTenantQuery, DataPlane, DataPlaneConfig, JsonPage, Page, Query, TenantContext,
+    TenantDb, TenantPlacement, Tx,
 };
 pub use provision::{AppProvision, Provisioner, RoleCredential, Secret, TenantProvision};
 pub use router::PoolSettings;

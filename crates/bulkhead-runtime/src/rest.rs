@@ -219,7 +219,7 @@ async fn list(
     headers: HeaderMap,
     Path(entity): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (ctx, who) = api.context(&resolved, &headers, false).await?;
     let e = api.entity(&entity)?;
     let params = list_params(e, &query_pairs(raw.as_deref())?)?;
@@ -238,16 +238,42 @@ async fn list(
     if let Some(after) = &params.after {
         q = q.after(after);
     }
-    let page = q.fetch().await.map_err(|e| for_caller(&who, e))?;
-    let mut body = json!({ "records": page.records, "next_cursor": page.next_cursor });
-    if params.count {
+    // The records arrive as JSON text and pass through as they are (no value per record).
+    let page = q.fetch_json().await.map_err(|e| for_caller(&who, e))?;
+    let count = if params.count {
         let mut c = db.query(&entity);
         if let Some(f) = filter {
             c = c.filter(f);
         }
-        body["count"] = json!(c.count().await.map_err(|e| for_caller(&who, e))?);
+        Some(c.count().await.map_err(|e| for_caller(&who, e))?)
+    } else {
+        None
+    };
+    // `{"count":…,"next_cursor":…,"records":[…]}`: the keys in the order a JSON map of them
+    // would be written.
+    let mut body = Vec::with_capacity(page.records.len() + 96);
+    body.push(b'{');
+    if let Some(n) = count {
+        body.extend_from_slice(format!("\"count\":{n},").as_bytes());
     }
-    Ok(Json(body))
+    body.extend_from_slice(b"\"next_cursor\":");
+    serde_json::to_writer(&mut body, &page.next_cursor).map_err(|e| {
+        ApiError::new(
+            bulkhead_model::ErrorCode::Internal,
+            format!("writing a page: {e}"),
+        )
+    })?;
+    body.extend_from_slice(b",\"records\":");
+    body.extend_from_slice(&page.records);
+    body.push(b'}');
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 async fn create(

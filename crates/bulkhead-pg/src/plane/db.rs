@@ -12,6 +12,15 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// One page of a list query with its records as JSON text: what [`Query::fetch_json`] gives an
+/// HTTP handler that only passes the records on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonPage {
+    /// A JSON array of the records, byte for byte `serde_json`'s text of [`Page::records`].
+    pub records: Vec<u8>,
+    pub next_cursor: Option<String>,
+}
+
 /// The tenant's data, reached through its [`TenantContext`].
 #[derive(Debug, Clone, Copy)]
 pub struct TenantDb<'c> {
@@ -262,6 +271,12 @@ impl<X: Exec> Query<X> {
 
     pub async fn fetch(mut self) -> Result<Page> {
         ops::fetch(&mut self.x, &self.entity, &self.spec).await
+    }
+
+    /// [`Query::fetch`] with the records written as JSON text, without building a value per
+    /// record: for passing them on as they are.
+    pub async fn fetch_json(mut self) -> Result<JsonPage> {
+        ops::fetch_json(&mut self.x, &self.entity, &self.spec).await
     }
 
     pub async fn count(mut self) -> Result<i64> {

@@ -29,7 +29,7 @@ mod kv;
 mod ops;
 
 pub use cross::CrossTenantQuery;
-pub use db::{Page, Query, TenantDb, Tx};
+pub use db::{JsonPage, Page, Query, TenantDb, Tx};
 pub use kv::{KV_KEY_MAX, KV_LIST_MAX, KV_VALUE_MAX, KvScope, TenantKv};
 
 /// How the data plane reaches the app database.

@@ -281,7 +281,36 @@ pub(super) async fn delete(x: &mut impl Exec, entity: &str, id: &str) -> Result<
     Ok(())
 }
 
-pub(super) async fn fetch(x: &mut impl Exec, entity: &str, spec: &QuerySpec) -> Result<Page> {
+/// One page's rows (up to `limit + 1`: one more says there is a next page), read under the
+/// caller's permissions, with the fields hidden from it and the query as run.
+struct PageRows {
+    ctx: TenantContext,
+    hidden: Vec<String>,
+    spec: QuerySpec,
+    rows: Vec<Row>,
+}
+
+impl PageRows {
+    /// The rows of the page itself and whether more follow.
+    fn shown(&self) -> (&[Row], bool) {
+        let limit = usize::try_from(self.spec.limit).unwrap_or(usize::MAX);
+        (
+            &self.rows[..self.rows.len().min(limit)],
+            self.rows.len() > limit,
+        )
+    }
+
+    /// The cursor after `last`, the page's last row.
+    fn cursor_after(&self, e: &Entity, last: &Row) -> Result<String> {
+        let record = sql::record_from_row(e, last, false)?;
+        Ok(sql::encode_cursor(
+            &record[self.spec.order_field.as_str()],
+            &record["id"],
+        ))
+    }
+}
+
+async fn page_rows(x: &mut impl Exec, entity: &str, spec: &QuerySpec) -> Result<PageRows> {
     let ctx = x.ctx().clone();
     let e = ctx.entity(entity)?;
     let (eff, own) = permit(&ctx, e, Action::Read, "read")?;
@@ -294,21 +323,57 @@ pub(super) async fn fetch(x: &mut impl Exec, entity: &str, spec: &QuerySpec) -> 
     let schema = schema_for(&ctx, e);
     let (stmt, params) = sql::select_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), &spec)?;
     let rows = x.read(e, &stmt, params).await?;
-    let has_more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > spec.limit;
-    let records = rows
+    Ok(PageRows {
+        hidden: eff.hidden,
+        spec,
+        rows,
+        ctx,
+    })
+}
+
+pub(super) async fn fetch(x: &mut impl Exec, entity: &str, spec: &QuerySpec) -> Result<Page> {
+    let page = page_rows(x, entity, spec).await?;
+    let e = page.ctx.entity(entity)?;
+    let (shown, more) = page.shown();
+    let records = shown
         .iter()
-        .take(usize::try_from(spec.limit).unwrap_or(usize::MAX))
-        .map(|r| sql::record_from_row(e, r, false))
+        .map(|r| Ok(strip(sql::record_from_row(e, r, false)?, &page.hidden)))
         .collect::<Result<Vec<_>>>()?;
-    let next_cursor = match (has_more, records.last()) {
-        (true, Some(last)) => Some(sql::encode_cursor(
-            &last[spec.order_field.as_str()],
-            &last["id"],
-        )),
+    let next_cursor = match (more, shown.last()) {
+        (true, Some(last)) => Some(page.cursor_after(e, last)?),
         _ => None,
     };
     Ok(Page {
-        records: records.into_iter().map(|r| strip(r, &eff.hidden)).collect(),
+        records,
+        next_cursor,
+    })
+}
+
+/// [`fetch`], the records written as one JSON array (see [`sql::RecordWriter`]).
+pub(super) async fn fetch_json(
+    x: &mut impl Exec,
+    entity: &str,
+    spec: &QuerySpec,
+) -> Result<JsonPage> {
+    let page = page_rows(x, entity, spec).await?;
+    let e = page.ctx.entity(entity)?;
+    let (shown, more) = page.shown();
+    let writer = sql::RecordWriter::new(e, &page.hidden)?;
+    let mut records = Vec::with_capacity(2 + shown.len() * 256);
+    records.push(b'[');
+    for (n, row) in shown.iter().enumerate() {
+        if n > 0 {
+            records.push(b',');
+        }
+        writer.write(row, &mut records)?;
+    }
+    records.push(b']');
+    let next_cursor = match (more, shown.last()) {
+        (true, Some(last)) => Some(page.cursor_after(e, last)?),
+        _ => None,
+    };
+    Ok(JsonPage {
+        records,
         next_cursor,
     })
 }

@@ -15,12 +15,14 @@ use crate::error::{Error, Result};
 
 mod binder;
 mod cursor;
+mod record_writer;
 mod rows;
 
 pub use binder::Binder;
 use binder::problem;
 use cursor::decode_cursor;
 pub use cursor::encode_cursor;
+pub use record_writer::RecordWriter;
 pub use rows::{record_from_row, rfc3339, select_list};
 
 /// A bound parameter.

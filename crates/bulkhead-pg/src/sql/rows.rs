@@ -36,16 +36,19 @@ pub fn select_list(entity: &Entity, with_tenant: bool) -> String {
     cols.join(", ")
 }
 
+/// A column that did not decode as its field's type (the cause kept).
+pub(super) fn decode_error(e: tokio_postgres::Error) -> Error {
+    let cause = std::error::Error::source(&e)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    Error::Internal(format!("decoding a row: {e}: {cause}"))
+}
+
 /// Reads a row produced by [`select_list`] into a JSON record.
 pub fn record_from_row(entity: &Entity, row: &Row, with_tenant: bool) -> Result<Value> {
     let mut out = Map::new();
     let mut i = 0;
-    let bad = |e: tokio_postgres::Error| {
-        let cause = std::error::Error::source(&e)
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        Error::Internal(format!("decoding a row: {e}: {cause}"))
-    };
+    let bad = decode_error;
     if with_tenant {
         out.insert(
             "tenant_id".into(),
@@ -95,6 +98,15 @@ pub fn record_from_row(entity: &Entity, row: &Row, with_tenant: bool) -> Result<
 /// Timestamps are read in binary and formatted here rather than by `to_char` in SQL, which
 /// would run for every row a sort touches.
 pub fn rfc3339(t: SystemTime) -> String {
+    match rfc3339_fixed(t) {
+        // Only ASCII digits and separators were written.
+        Ok(fixed) => std::str::from_utf8(&fixed).unwrap_or_default().to_owned(),
+        Err(text) => text,
+    }
+}
+
+/// [`rfc3339`] in its fixed 27 bytes for years 0–9999 (no allocation), else the text.
+pub(crate) fn rfc3339_fixed(t: SystemTime) -> std::result::Result<[u8; 27], String> {
     let (secs, micros) = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => (
             i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
@@ -125,9 +137,9 @@ pub fn rfc3339(t: SystemTime) -> String {
     let year = yoe + era * 400 + i64::from(month <= 2);
     let (hour, minute, second) = (rem / 3600, (rem % 3600) / 60, rem % 60);
     if !(0..=9999).contains(&year) {
-        return format!(
+        return Err(format!(
             "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z"
-        );
+        ));
     }
     // Digits written by hand: `format!` with widths cost ~3,000 instructions per timestamp
     // (callgrind), two per row of every list; this is ~100.
@@ -146,6 +158,5 @@ pub fn rfc3339(t: SystemTime) -> String {
     put(14, 2, field(minute));
     put(17, 2, field(second));
     put(20, 6, u64::from(micros));
-    // Only ASCII digits and separators were written.
-    std::str::from_utf8(&out).unwrap_or_default().to_owned()
+    Ok(out)
 }

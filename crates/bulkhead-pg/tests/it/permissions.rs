@@ -169,6 +169,11 @@ async fn field_restrictions_hold_on_read_and_write() {
     let anon = app.ctx_as("acme", "", &["anonymous"]);
     let page = anon.db().query("ticket").fetch().await.unwrap();
     assert!(page.records[0].get("note").is_none());
+    // Written as JSON text too: the same records, the hidden field left out.
+    let text = anon.db().query("ticket").fetch_json().await.unwrap();
+    let text = String::from_utf8(text.records).unwrap();
+    assert_eq!(text, serde_json::to_string(&page.records).unwrap());
+    assert!(!text.contains("\"note\""), "{text}");
     assert_eq!(
         anon.db()
             .insert("ticket", &json!({"title": "spam"}))

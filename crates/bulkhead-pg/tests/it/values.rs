@@ -187,6 +187,14 @@ async fn one_case(
             }
         },
     }
+    // Written straight to JSON, a page is byte for byte the text of the records as values.
+    let page = db.query("v").limit(3).fetch().await.unwrap();
+    let text = db.query("v").limit(3).fetch_json().await.unwrap();
+    prop_assert_eq!(
+        String::from_utf8(text.records).unwrap(),
+        serde_json::to_string(&page.records).unwrap()
+    );
+    prop_assert_eq!(text.next_cursor, page.next_cursor);
     // The same value as every filter operator: a result or a client error, never the database's.
     let mut filters = vec![Filter::Contains(
         field.to_owned(),
