@@ -11,6 +11,7 @@
 //! queries (see its module); `tenants` measures declaring many tenants (see its module).
 
 mod functions;
+mod realms;
 mod rest;
 mod search;
 mod tenants;
@@ -55,6 +56,8 @@ enum Command {
     /// Declaring N tenants: `apply`'s batch, one declaration at a time, and the provisioner
     /// alone, in milliseconds per tenant at each count; a no-op migrate over them.
     Tenants(tenants::TenantsArgs),
+    /// Local realms at scale: login and token verification p50 with few and with many realms.
+    Realms(realms::RealmsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -563,5 +566,6 @@ fn main() -> anyhow::Result<()> {
         Command::Functions(args) => runtime.block_on(functions::run(args)),
         Command::Search(args) => runtime.block_on(search::run(args)),
         Command::Tenants(args) => runtime.block_on(tenants::run(args)),
+        Command::Realms(args) => runtime.block_on(realms::run(args)),
     }
 }
