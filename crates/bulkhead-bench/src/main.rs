@@ -14,6 +14,7 @@ mod functions;
 mod realms;
 mod rest;
 mod search;
+mod silos;
 mod tenants;
 
 use std::str::FromStr;
@@ -58,6 +59,9 @@ enum Command {
     Tenants(tenants::TenantsArgs),
     /// Local realms at scale: login and token verification p50 with few and with many realms.
     Realms(realms::RealmsArgs),
+    /// Many `database` tenants under a connection budget: get by id round-robin over all of
+    /// them against the same over as many as the budget holds pools for.
+    Silos(silos::SilosArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -567,5 +571,6 @@ fn main() -> anyhow::Result<()> {
         Command::Search(args) => runtime.block_on(search::run(args)),
         Command::Tenants(args) => runtime.block_on(tenants::run(args)),
         Command::Realms(args) => runtime.block_on(realms::run(args)),
+        Command::Silos(args) => runtime.block_on(silos::run(args)),
     }
 }

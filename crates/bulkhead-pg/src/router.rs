@@ -150,6 +150,8 @@ pub struct Router {
     main_endpoint: Mutex<Endpoint>,
     cross: Option<Pool>,
     tenants: Mutex<HashMap<TenantId, TenantPool>>,
+    /// Tenant pools opened so far (each beyond the budget's room closed another first).
+    opened: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Router {
@@ -169,6 +171,7 @@ impl Router {
                 .map(|ep| make_pool(ep, settings.app_pool_size.min(4), settings.wait))
                 .transpose()?,
             tenants: Mutex::new(HashMap::new()),
+            opened: Default::default(),
             settings,
         })
     }
@@ -241,6 +244,8 @@ impl Router {
             }
         }
         let pool = make_pool(ep, size, self.settings.wait)?;
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         pools.insert(
             tenant.clone(),
             TenantPool {
@@ -289,6 +294,11 @@ impl Router {
         {
             p.pool.close();
         }
+    }
+
+    /// How many tenant pools were opened so far.
+    pub fn tenant_pools_opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many tenant pools are open.

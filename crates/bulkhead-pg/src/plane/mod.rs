@@ -206,6 +206,11 @@ impl DataPlane {
     pub fn tenant_pools(&self) -> usize {
         self.inner.router.tenant_pools()
     }
+
+    /// `database`-tenant pools opened so far (those not open any more were evicted).
+    pub fn tenant_pools_opened(&self) -> u64 {
+        self.inner.router.tenant_pools_opened()
+    }
 }
 
 /// A resolved tenant, bound to a request. App code receives it and cannot make one: the only
