@@ -7,13 +7,15 @@
 //! The last line of output is one JSON object; `"ratio"` is the worst scenario's
 //! Bulkhead ops/s ÷ baseline ops/s.
 //!
-//! `rest` does the same through the HTTP stack; `search` measures per-tenant indexing and
+//! `rest` does the same through the HTTP stack, `served` through the `bulkhead` server and
+//! worker processes as deployed; `search` measures per-tenant indexing and
 //! queries (see its module); `tenants` measures declaring many tenants (see its module).
 
 mod functions;
 mod realms;
 mod rest;
 mod search;
+mod served;
 mod silos;
 mod tenants;
 
@@ -48,6 +50,9 @@ enum Command {
     /// GET by id and list-of-20 through the full HTTP stack (tenant resolution, token
     /// verification, permissions, TenantDb) vs a hand-written axum + tokio-postgres handler.
     Rest(ScopingArgs),
+    /// The same GET by id and list of 20 through `bulkhead up` as deployed (the server's
+    /// gateway and the app's worker process) vs a hand-written axum handler on the same table.
+    Served(served::ServedArgs),
     /// A mini-app function doing one `db.get` vs the generated REST GET of the same row, and
     /// an empty function (over HTTP and on the engine alone).
     Functions(ScopingArgs),
@@ -313,17 +318,106 @@ async fn measure(
     concurrency: usize,
     duration: Duration,
 ) -> anyhow::Result<Samples> {
+    let f = f.clone();
+    drive(concurrency, duration, move |worker, i| {
+        let f = f.clone();
+        async move { one_op(&f, side, scenario, worker, i).await }
+    })
+    .await
+}
+
+/// Each scenario's comparison, as the JSON lines a benchmark prints, and the worst ratio.
+#[derive(Default)]
+pub(crate) struct Report {
+    pub(crate) scenarios: Vec<serde_json::Value>,
+    worst: Option<f64>,
+}
+
+impl Report {
+    /// Records one scenario: `ours` (under the key `label`) against the baseline.
+    pub(crate) fn add(
+        &mut self,
+        scenario: &str,
+        concurrency: usize,
+        label: &str,
+        mut ours: Samples,
+        mut base: Samples,
+    ) {
+        let ratio = ours.ops_per_sec() / base.ops_per_sec().max(1e-9);
+        self.worst = Some(self.worst.map_or(ratio, |w| w.min(ratio)));
+        let mut line = json!({
+            "scenario": scenario,
+            "concurrency": concurrency,
+            "baseline": base.summary(),
+            "ratio": (ratio * 1000.0).round() / 1000.0,
+        });
+        line[label] = ours.summary();
+        eprintln!("{line}");
+        self.scenarios.push(line);
+    }
+
+    /// The worst scenario's ratio, rounded to three places.
+    pub(crate) fn ratio(&self) -> Option<f64> {
+        self.worst.map(|w| (w * 1000.0).round() / 1000.0)
+    }
+}
+
+/// Warms up both sides, then measures each `rounds` times for `duration`, alternating which
+/// goes first so that drift hits both alike; `measure(ours, duration)` measures one side.
+/// Returns our samples and the baseline's.
+pub(crate) async fn side_by_side<F, Fut>(
+    rounds: usize,
+    duration: Duration,
+    mut measure: F,
+) -> anyhow::Result<(Samples, Samples)>
+where
+    F: FnMut(bool, Duration) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Samples>>,
+{
+    for ours in [true, false] {
+        measure(ours, Duration::from_millis(300)).await?;
+    }
+    let (mut ours, mut base) = (Samples::default(), Samples::default());
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_ours in order {
+            let s = measure(is_ours, duration).await?;
+            if is_ours {
+                ours.merge(s);
+            } else {
+                base.merge(s);
+            }
+        }
+    }
+    Ok((ours, base))
+}
+
+/// Calls `op(worker, i)` from `concurrency` tasks, each in a loop until `duration` has
+/// passed, timing every call; the first error ends the measurement.
+pub(crate) async fn drive<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    op: F,
+) -> anyhow::Result<Samples>
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
-        let f = f.clone();
+        let op = op.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut i = 0;
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                one_op(&f, side, scenario, worker, i).await?;
+                op(worker, i).await?;
                 lat.push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
                 i += 1;
             }
@@ -567,6 +661,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Scoping(args) => runtime.block_on(scoping(args)),
         Command::Rest(args) => runtime.block_on(rest::run(args)),
+        Command::Served(args) => runtime.block_on(served::run(args)),
         Command::Functions(args) => runtime.block_on(functions::run(args)),
         Command::Search(args) => runtime.block_on(search::run(args)),
         Command::Tenants(args) => runtime.block_on(tenants::run(args)),

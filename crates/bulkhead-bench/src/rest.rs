@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -35,6 +35,18 @@ pub(crate) enum Scenario {
 }
 
 impl Scenario {
+    /// The URL under `base` for call `i` of concurrent client `worker`, over the tenant's `ids`.
+    pub(crate) fn url(self, base: &str, ids: &[String], worker: usize, i: usize) -> String {
+        match self {
+            Scenario::GetById => format!(
+                "{base}/ticket/{}",
+                ids[(i * 7919 + worker * 104_729) % ids.len()]
+            ),
+            Scenario::List20 => format!("{base}/ticket?limit=20"),
+            Scenario::Empty => format!("{base}/empty"),
+        }
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Scenario::GetById => "get_by_id",
@@ -69,47 +81,70 @@ fn tenant_of(headers: &HeaderMap) -> Result<String, StatusCode> {
         .ok_or(StatusCode::NOT_FOUND)
 }
 
+/// The hand-written side: a get by id and a list of 20, each one prepared statement (cached
+/// per connection) taking the tenant from `X-Tenant`, rows written by `record`.
+pub(crate) struct Baseline {
+    pub(crate) pool: Pool,
+    /// `$1` the tenant, `$2` the id.
+    pub(crate) get: &'static str,
+    /// `$1` the tenant.
+    pub(crate) list: &'static str,
+    pub(crate) record: fn(&tokio_postgres::Row) -> Value,
+}
+
+impl Baseline {
+    /// `GET /ticket/{id}` and `GET /ticket`.
+    pub(crate) fn router(self) -> Router {
+        Router::new()
+            .route("/ticket", get(base_list))
+            .route("/ticket/{id}", get(base_get))
+            .with_state(Arc::new(self))
+    }
+
+    async fn prepared(
+        &self,
+        sql: &str,
+    ) -> Result<(deadpool_postgres::Object, tokio_postgres::Statement), StatusCode> {
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+        let stmt = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        Ok((client, stmt))
+    }
+}
+
 async fn base_get(
-    State(pool): State<Pool>,
+    State(base): State<Arc<Baseline>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, StatusCode> {
     let tenant = tenant_of(&headers)?;
-    let client = pool
-        .get()
-        .await
-        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
-    let stmt = client
-        .prepare_cached(GET)
-        .await
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let (client, stmt) = base.prepared(base.get).await?;
     let row = client
         .query_opt(&stmt, &[&tenant, &id])
         .await
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
         .ok_or(StatusCode::NOT_FOUND)?;
-    Ok(axum::Json(row_json(&row)))
+    Ok(axum::Json((base.record)(&row)))
 }
 
 async fn base_list(
-    State(pool): State<Pool>,
+    State(base): State<Arc<Baseline>>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, StatusCode> {
     let tenant = tenant_of(&headers)?;
-    let client = pool
-        .get()
-        .await
-        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
-    let stmt = client
-        .prepare_cached(LIST)
-        .await
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let (client, stmt) = base.prepared(base.list).await?;
     let rows = client
         .query(&stmt, &[&tenant])
         .await
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     Ok(axum::Json(
-        json!({"records": rows.iter().map(row_json).collect::<Vec<_>>()}),
+        json!({"records": rows.iter().map(base.record).collect::<Vec<_>>()}),
     ))
 }
 
@@ -139,49 +174,26 @@ pub(crate) async fn measure(
     concurrency: usize,
     duration: Duration,
 ) -> anyhow::Result<Samples> {
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut tasks = Vec::new();
-    for worker in 0..concurrency {
-        let (client, target, fixture) = (client.clone(), target.clone(), fixture.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut i = 0usize;
-            while Instant::now() < deadline {
-                let t = (worker + i) % fixture.tenants.len();
-                let ids = &fixture.ids[t];
-                let url = match scenario {
-                    Scenario::GetById => format!(
-                        "{}/ticket/{}",
-                        target.base,
-                        ids[(i * 7919 + worker * 104_729) % ids.len()]
-                    ),
-                    Scenario::List20 => format!("{}/ticket?limit=20", target.base),
-                    Scenario::Empty => format!("{}/empty", target.base),
-                };
-                let mut req = client.get(&url).header("x-tenant", &fixture.tenants[t]);
-                if let Some(tok) = &target.tokens[t] {
-                    req = req.bearer_auth(tok);
-                }
-                let t0 = Instant::now();
-                let resp = req.send().await?;
-                let status = resp.status();
-                let body = resp.bytes().await?;
-                anyhow::ensure!(status.is_success(), "{url}: {status} {body:?}");
-                lat.push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
-                i += 1;
-            }
-            anyhow::Ok(lat)
-        }));
-    }
-    let mut samples = Samples::default();
-    for t in tasks {
-        let lat = t.await??;
-        samples.ops += lat.len() as u64;
-        samples.latencies_us.extend(lat);
-    }
-    samples.elapsed = start.elapsed();
-    Ok(samples)
+    let (client, target, fixture) = (client.clone(), target.clone(), fixture.clone());
+    crate::drive(concurrency, duration, move |worker, i| {
+        let t = (worker + i) % fixture.tenants.len();
+        let url = scenario.url(&target.base, &fixture.ids[t], worker, i);
+        let mut req = client.get(&url).header("x-tenant", &fixture.tenants[t]);
+        if let Some(tok) = &target.tokens[t] {
+            req = req.bearer_auth(tok);
+        }
+        fetch(url, req)
+    })
+    .await
+}
+
+/// Sends `req` and reads its whole body; a status other than success is an error.
+pub(crate) async fn fetch(url: String, req: reqwest::RequestBuilder) -> anyhow::Result<()> {
+    let resp = req.send().await?;
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    anyhow::ensure!(status.is_success(), "{url}: {status} {body:?}");
+    Ok(())
 }
 
 /// What both HTTP benchmarks serve from: the fixture, each tenant's token from its realm, and
@@ -288,10 +300,13 @@ pub(crate) async fn run(args: ScopingArgs) -> anyhow::Result<()> {
     } = stack(&args).await?;
     let bulkhead_app = app(Arc::new(api), &fixture);
     let bh_addr = serve(bulkhead_app).await?;
-    let base_app = Router::new()
-        .route("/ticket", get(base_list))
-        .route("/ticket/{id}", get(base_get))
-        .with_state(fixture.baseline.clone());
+    let base_app = Baseline {
+        pool: fixture.baseline.clone(),
+        get: GET,
+        list: LIST,
+        record: row_json,
+    }
+    .router();
     let base_addr = serve(base_app).await?;
     let bulkhead = Arc::new(Target {
         base: format!("http://{bh_addr}/api"),
@@ -307,50 +322,15 @@ pub(crate) async fn run(args: ScopingArgs) -> anyhow::Result<()> {
         .context("http client")?;
 
     let duration = Duration::from_secs_f64(args.seconds);
-    let mut results = Vec::new();
-    let mut worst: Option<f64> = None;
+    let mut report = crate::Report::default();
     for &concurrency in &args.concurrency {
         for scenario in [Scenario::GetById, Scenario::List20] {
-            for t in [&bulkhead, &baseline] {
-                measure(
-                    &client,
-                    t,
-                    &fixture,
-                    scenario,
-                    concurrency,
-                    Duration::from_millis(300),
-                )
-                .await?;
-            }
-            let (mut bh, mut base) = (Samples::default(), Samples::default());
-            for round in 0..args.rounds {
-                let order = if round % 2 == 0 {
-                    [true, false]
-                } else {
-                    [false, true]
-                };
-                for is_bh in order {
-                    let target = if is_bh { &bulkhead } else { &baseline };
-                    let s =
-                        measure(&client, target, &fixture, scenario, concurrency, duration).await?;
-                    if is_bh {
-                        bh.merge(s);
-                    } else {
-                        base.merge(s);
-                    }
-                }
-            }
-            let ratio = bh.ops_per_sec() / base.ops_per_sec().max(1e-9);
-            worst = Some(worst.map_or(ratio, |w: f64| w.min(ratio)));
-            let line = json!({
-                "scenario": scenario.name(),
-                "concurrency": concurrency,
-                "bulkhead": bh.summary(),
-                "baseline": base.summary(),
-                "ratio": (ratio * 1000.0).round() / 1000.0,
-            });
-            eprintln!("{line}");
-            results.push(line);
+            let (bh, base) = crate::side_by_side(args.rounds, duration, |is_bh, duration| {
+                let target = if is_bh { &bulkhead } else { &baseline };
+                measure(&client, target, &fixture, scenario, concurrency, duration)
+            })
+            .await?;
+            report.add(scenario.name(), concurrency, "bulkhead", bh, base);
         }
     }
     println!(
@@ -361,8 +341,8 @@ pub(crate) async fn run(args: ScopingArgs) -> anyhow::Result<()> {
             "rows_per_tenant": args.rows,
             "seconds_per_round": args.seconds,
             "rounds": args.rounds,
-            "scenarios": results,
-            "ratio": worst.map(|w| (w * 1000.0).round() / 1000.0),
+            "ratio": report.ratio(),
+            "scenarios": report.scenarios,
         })
     );
     Ok(())

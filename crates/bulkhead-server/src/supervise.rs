@@ -15,7 +15,7 @@ use bulkhead_model::worker::{Ready, env};
 use bulkhead_vault_admin::VaultAdmin;
 
 use axum::body::Body;
-use axum::http::{HeaderName, Method, Request};
+use axum::http::{Method, Request};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
@@ -26,11 +26,14 @@ pub struct WorkerHandle {
     app: String,
     /// The tenant a dedicated worker serves.
     tenant: Option<String>,
-    addr: Arc<RwLock<Option<SocketAddr>>>,
+    addr: Arc<RwLock<Option<(SocketAddr, axum::http::uri::Authority)>>>,
     /// The running worker's vault session, revoked when it is replaced.
     session: Arc<RwLock<Option<String>>>,
     stats: Arc<Stats>,
+    /// Health checks.
     http: reqwest::Client,
+    /// Forwarded requests.
+    upstream: Upstream,
 }
 
 /// Counters for `/metrics`.
@@ -45,12 +48,28 @@ struct Stats {
 
 impl WorkerHandle {
     fn current(&self) -> Option<SocketAddr> {
-        self.addr.read().ok().and_then(|a| *a)
+        self.addr
+            .read()
+            .ok()
+            .and_then(|a| a.as_ref().map(|(addr, _)| *addr))
+    }
+
+    /// Where requests go: the listening address as a URI authority.
+    fn authority(&self) -> Option<axum::http::uri::Authority> {
+        self.addr
+            .read()
+            .ok()
+            .and_then(|a| a.as_ref().map(|(_, authority)| authority.clone()))
     }
 
     fn set(&self, addr: Option<SocketAddr>) {
+        let entry = addr.and_then(|addr| {
+            axum::http::uri::Authority::try_from(addr.to_string())
+                .ok()
+                .map(|authority| (addr, authority))
+        });
         if let Ok(mut slot) = self.addr.write() {
-            *slot = addr;
+            *slot = entry;
         }
     }
 
@@ -197,6 +216,7 @@ pub fn spawn(
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
             .build()?,
+        upstream: upstream(),
     };
     let worker = handle.clone();
     tokio::spawn(async move {
@@ -406,6 +426,8 @@ async fn run_once(
     }
 }
 
+/// Headers that belong to one connection, or that only the gateway may set; neither passed
+/// to the worker nor back. `content-length` passes: a body is relayed as it is.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -415,14 +437,15 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "content-length",
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
 ];
 
-fn skip(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
+fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
 }
 
 fn unavailable() -> Response {
@@ -432,6 +455,25 @@ fn unavailable() -> Response {
     )
     .into_response()
 }
+
+/// The pooled keep-alive HTTP/1 client the gateway forwards with: hyper's own, so a request
+/// passes with its parsed head and its body as they are (no URL re-parsed, no header
+/// re-validated, no body re-wrapped).
+pub(crate) type Upstream =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
+
+pub(crate) fn upstream() -> Upstream {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+/// How long the worker has to answer with a response head; its body may take as long as it
+/// streams.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Request bodies up to this size are read whole before forwarding, so that an idempotent
 /// request can be sent again when a pooled connection turns out closed; larger ones, and those
@@ -445,18 +487,17 @@ enum Outgoing {
     /// Streamed, at most `limit` bytes; `exceeded` is set when the client sent more.
     Streamed {
         body: Body,
-        length: Option<u64>,
         exceeded: Arc<std::sync::atomic::AtomicBool>,
     },
 }
 
 impl Outgoing {
-    /// The body for reqwest: the bytes, or the client's stream cut off past `limit`.
-    fn take(&mut self, limit: usize) -> reqwest::Body {
+    /// The body to send: the bytes, or the client's stream cut off past `limit`.
+    fn take(&mut self, limit: usize) -> Body {
         use futures_util::StreamExt;
         match self {
-            Outgoing::Whole(bytes) => reqwest::Body::from(bytes.clone()),
-            Outgoing::Streamed { body, exceeded, .. } => {
+            Outgoing::Whole(bytes) => Body::from(bytes.clone()),
+            Outgoing::Streamed { body, exceeded } => {
                 let exceeded = exceeded.clone();
                 let mut seen = 0usize;
                 let stream = std::mem::take(body).into_data_stream().map(move |chunk| {
@@ -468,7 +509,7 @@ impl Outgoing {
                     }
                     Ok(chunk)
                 });
-                reqwest::Body::wrap_stream(stream)
+                Body::from_stream(stream)
             }
         }
     }
@@ -488,10 +529,10 @@ fn too_large() -> Response {
 /// [`BUFFERED_BODY`]).
 pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
     use axum::body::HttpBody;
-    let Some(addr) = worker.current() else {
+    let Some(authority) = worker.authority() else {
         return unavailable();
     };
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     // The worker applies each route's own limit; this bounds what passes the gateway. Every
     // POST and PATCH route of a worker takes at most the REST body limit (uploads are PUT), so
     // a larger one is refused here, before the worker would have to cut the connection short.
@@ -511,49 +552,41 @@ pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
         },
         _ => Outgoing::Streamed {
             body,
-            length,
             exceeded: Arc::default(),
         },
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let send = |outgoing: &mut Outgoing| {
-        let mut out = worker
-            .http
-            .request(parts.method.clone(), format!("http://{addr}{path}"));
-        for (name, value) in &parts.headers {
-            if !skip(name) {
-                out = out.header(name, value);
-            }
-        }
-        if let Outgoing::Streamed {
-            length: Some(n), ..
-        } = outgoing
-        {
-            // The worker learns the size up front (and refuses an oversized upload at once).
-            out = out.header(axum::http::header::CONTENT_LENGTH, *n);
-        }
-        out.body(outgoing.take(limit)).send()
+    strip_hop_by_hop(&mut parts.headers);
+    let mut uri = axum::http::uri::Parts::default();
+    uri.scheme = Some(axum::http::uri::Scheme::HTTP);
+    uri.authority = Some(authority);
+    uri.path_and_query = parts.uri.path_and_query().cloned();
+    let Ok(uri) = axum::http::Uri::from_parts(uri) else {
+        return unavailable();
     };
+    // A second attempt needs the head again; only a request that may have one keeps a copy.
+    let retry = (parts.method.is_idempotent() && matches!(outgoing, Outgoing::Whole(_)))
+        .then(|| (parts.method.clone(), parts.headers.clone()));
+    let request = |method, headers, outgoing: &mut Outgoing| {
+        let mut out = Request::new(outgoing.take(limit));
+        *out.method_mut() = method;
+        *out.uri_mut() = uri.clone();
+        *out.headers_mut() = headers;
+        tokio::time::timeout(ANSWER_TIMEOUT, worker.upstream.request(out))
+    };
+    let answer = request(parts.method, parts.headers, &mut outgoing).await;
     // A pooled connection the worker has just closed (e.g. after refusing an oversized body)
     // fails the next request before the worker sees it; an idempotent request whose body was
     // read whole is sent once more on a fresh connection.
-    let resp = match send(&mut outgoing).await {
-        Ok(r) => r,
-        Err(e) if parts.method.is_idempotent() && matches!(outgoing, Outgoing::Whole(_)) => {
+    let answer = match (answer, retry) {
+        (Ok(Err(e)), Some((method, headers))) => {
             tracing::debug!(error = %e, "forwarding to the worker failed; retrying once");
-            match send(&mut outgoing).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "forwarding to the worker failed");
-                    return unavailable();
-                }
-            }
+            request(method, headers, &mut outgoing).await
         }
-        Err(e) => {
+        (answer, _) => answer,
+    };
+    let mut response = match answer {
+        Ok(Ok(response)) => response.map(Body::new),
+        Ok(Err(e)) => {
             if let Outgoing::Streamed { exceeded, .. } = &outgoing
                 && exceeded.load(Ordering::SeqCst)
             {
@@ -562,18 +595,13 @@ pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
             tracing::warn!(error = %e, "forwarding to the worker failed");
             return unavailable();
         }
-    };
-    let status = resp.status();
-    let mut response = Response::builder().status(status);
-    for (name, value) in resp.headers() {
-        // The body is relayed as it is, so its length stays true.
-        if !skip(name) || name == axum::http::header::CONTENT_LENGTH {
-            response = response.header(name, value.clone());
+        Err(_) => {
+            tracing::warn!(timeout = ?ANSWER_TIMEOUT, "the worker did not answer in time");
+            return unavailable();
         }
-    }
+    };
+    strip_hop_by_hop(response.headers_mut());
     response
-        .body(Body::from_stream(resp.bytes_stream()))
-        .unwrap_or_else(|_| unavailable())
 }
 
 /// What an app's worker reaches on disk: its files in the embedded vault (read only), its
