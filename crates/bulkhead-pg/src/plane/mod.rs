@@ -27,6 +27,7 @@ mod cross;
 mod db;
 mod kv;
 mod ops;
+mod texts;
 
 pub use cross::CrossTenantQuery;
 pub use db::{JsonPage, Page, Query, TenantDb, Tx};
@@ -82,6 +83,8 @@ struct Inner {
     host: String,
     port: u16,
     tenants: RwLock<HashMap<TenantId, Arc<TenantPlacement>>>,
+    /// Statement texts built once (the manifest never changes under a plane).
+    texts: texts::Texts,
 }
 
 /// One app's data plane. The runtime holds it; app code never sees it, only the
@@ -124,6 +127,7 @@ impl DataPlane {
                 host: config.host,
                 port: config.port,
                 tenants: RwLock::new(HashMap::new()),
+                texts: texts::Texts::default(),
             }),
         })
     }
@@ -293,6 +297,11 @@ impl TenantContext {
     }
 
     /// The schema holding this tenant's tables.
+    /// The plane's statement texts built once.
+    fn texts(&self) -> &texts::Texts {
+        &self.inner.texts
+    }
+
     pub(crate) fn schema(&self) -> String {
         match self.placement.level {
             IsolationLevel::Schema => names::tenant_schema(&self.placement.tenant),
@@ -433,17 +442,34 @@ impl TenantContext {
     /// and `search_path` must be in force before the statement is planned, which a setting made
     /// inside the statement is not.
     async fn read_scoped(&self, entity: &str, stmt: &str, params: &[Param]) -> Result<Vec<Row>> {
-        let wrapped = match self.placement.level {
-            IsolationLevel::Schema => None,
-            IsolationLevel::Row | IsolationLevel::Database => sql::self_scoped_read(stmt),
+        let wrapped = if self.scopes_in_one_statement() {
+            self.inner.texts.self_scoped(stmt)
+        } else {
+            None
         };
         let Some(wrapped) = wrapped else {
             return self.run_scoped(entity, false, stmt, params).await;
         };
+        self.run_one(entity, &wrapped, params).await
+    }
+
+    /// Whether this tenant's statements may scope themselves in one statement: `row` and
+    /// `database` tenants. A `schema` tenant's role and `search_path` must be in force before
+    /// a statement is planned, which a setting made inside it is not.
+    fn scopes_in_one_statement(&self) -> bool {
+        match self.placement.level {
+            IsolationLevel::Schema => false,
+            IsolationLevel::Row | IsolationLevel::Database => true,
+        }
+    }
+
+    /// Runs one statement that scopes itself (one Bind/Execute/Sync): its implicit transaction
+    /// ends with it, and with it the setting it made.
+    async fn run_one(&self, entity: &str, stmt: &str, params: &[Param]) -> Result<Vec<Row>> {
         let mut conn = self.tenant_conn().await?;
         let client = conn.client()?;
         let prepared = client
-            .prepare_cached(&wrapped)
+            .prepare_cached(stmt)
             .await
             .map_err(|e| Error::from_db(e, entity, false))?;
         let rows = client

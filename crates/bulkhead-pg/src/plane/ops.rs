@@ -22,6 +22,23 @@ pub(super) trait Exec {
     async fn read(&mut self, entity: &Entity, stmt: &str, params: Vec<Param>) -> Result<Vec<Row>> {
         self.run(entity, false, stmt, params).await
     }
+
+    /// Whether an insert into `entity` is one statement that scopes itself
+    /// (`sql::self_scoped_insert_sql`, run by [`Exec::run_self_scoped`]) rather than a
+    /// statement for [`Exec::run`].
+    fn inserts_self_scoped(&self, _entity: &Entity) -> bool {
+        false
+    }
+
+    /// Runs a statement that scopes itself, on its own.
+    async fn run_self_scoped(
+        &mut self,
+        entity: &Entity,
+        stmt: &str,
+        params: Vec<Param>,
+    ) -> Result<Vec<Row>> {
+        self.run(entity, false, stmt, params).await
+    }
 }
 
 fn tenant_arg(e: &Entity, ctx: &TenantContext) -> Option<TenantId> {
@@ -190,7 +207,15 @@ pub(super) async fn get(x: &mut impl Exec, entity: &str, id: &str) -> Result<Val
     let e = ctx.entity(entity)?;
     let (eff, own) = permit(&ctx, e, Action::Read, "read")?;
     let schema = schema_for(&ctx, e);
-    let (stmt, params) = sql::get_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), id, own.as_ref())?;
+    let tenant = tenant_arg(e, &ctx);
+    let (stmt, params) = match &own {
+        // The same text for every id: built once.
+        None => ctx.texts().get(&schema, e, tenant.as_ref(), id)?,
+        Some(own) => {
+            let (stmt, params) = sql::get_sql(&schema, e, tenant.as_ref(), id, Some(own))?;
+            (stmt.into(), params)
+        }
+    };
     let rows = x.read(e, &stmt, params).await?;
     match rows.first() {
         Some(row) => Ok(strip(sql::record_from_row(e, row, false)?, &eff.hidden)),
@@ -207,15 +232,19 @@ pub(super) async fn insert(x: &mut impl Exec, entity: &str, record: &Value) -> R
     let hidden = hidden_for_read(&ctx, e);
     check_writable(e, &eff, &hidden, record, "create")?;
     let checks = ref_checks(&ctx, e, record)?;
-    let (stmt, params) = sql::insert_sql(
-        &ctx.schema(),
-        e,
-        record,
-        Some(&ctx.placement.tenant),
+    let (schema, tenant, owner) = (
+        ctx.schema(),
+        &ctx.placement.tenant,
         ctx.actor.user_id.as_deref(),
-        &checks,
-    )?;
-    let rows = x.run(e, false, &stmt, params).await?;
+    );
+    let rows = if x.inserts_self_scoped(e) {
+        let (stmt, params) =
+            sql::self_scoped_insert_sql(&schema, e, record, tenant, owner, &checks)?;
+        x.run_self_scoped(e, &stmt, params).await?
+    } else {
+        let (stmt, params) = sql::insert_sql(&schema, e, record, Some(tenant), owner, &checks)?;
+        x.run(e, false, &stmt, params).await?
+    };
     let row = rows.first().ok_or_else(|| {
         if checks.is_empty() {
             Error::Internal("insert returned no row".into())
@@ -321,7 +350,9 @@ async fn page_rows(x: &mut impl Exec, entity: &str, spec: &QuerySpec) -> Result<
         ..spec.clone()
     };
     let schema = schema_for(&ctx, e);
-    let (stmt, params) = sql::select_sql(&schema, e, tenant_arg(e, &ctx).as_ref(), &spec)?;
+    let (stmt, params) = ctx
+        .texts()
+        .list(&schema, e, tenant_arg(e, &ctx).as_ref(), &spec)?;
     let rows = x.read(e, &stmt, params).await?;
     Ok(PageRows {
         hidden: eff.hidden,

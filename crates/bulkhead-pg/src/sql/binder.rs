@@ -12,15 +12,39 @@ use crate::error::{Error, Result};
 #[allow(missing_debug_implementations)]
 pub struct Binder {
     pub params: Vec<Param>,
+    /// For a statement that scopes itself ([`super::self_scoped_insert_sql`]): its tenant
+    /// (parameter `$1`, set by the scope subquery) is named by the subquery's column.
+    scope: Option<TenantId>,
 }
 
+/// The scope subquery's column, as a self-scoped statement names its tenant.
+pub(crate) const SCOPE_TENANT: &str = "bulkhead_scope.tenant";
+
 impl Binder {
+    /// A binder for a statement that scopes itself to `tenant`: `$1` is the tenant, and the
+    /// tenant's conditions and values name [`SCOPE_TENANT`], so that each depends on the
+    /// setting having been made.
+    pub(crate) fn scoped(tenant: &TenantId) -> Self {
+        let mut b = Self::default();
+        b.push(Box::new(tenant.as_str().to_owned()));
+        b.scope = Some(tenant.clone());
+        b
+    }
+
     pub(crate) fn push(&mut self, p: Param) -> String {
         self.params.push(p);
         format!("${}", self.params.len())
     }
 
+    /// Whether this binder is [`Binder::scoped`].
+    pub(crate) fn is_scoped(&self) -> bool {
+        self.scope.is_some()
+    }
+
     pub fn tenant(&mut self, tenant: &TenantId) -> String {
+        if self.scope.as_ref() == Some(tenant) {
+            return SCOPE_TENANT.to_owned();
+        }
         format!("{}::text", self.push(Box::new(tenant.as_str().to_owned())))
     }
 

@@ -656,6 +656,39 @@ async fn after_a_rotation_new_connections_use_the_refreshed_password_and_no_requ
     assert!(bulkhead_testkit::connect(&cfg).await.is_err());
 }
 
+/// `EXPLAIN (COSTS OFF)` of `stmt` with `params`, a line each.
+async fn plan(
+    raw: &bulkhead_testkit::tokio_postgres::Client,
+    stmt: &str,
+    params: &[bulkhead_pg::sql::Param],
+) -> Vec<String> {
+    raw.query(
+        format!("EXPLAIN (COSTS OFF) {stmt}").as_str(),
+        &bulkhead_pg::sql::param_refs(params),
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// What a raw runtime connection carries after a statement: its tenant setting, and how many
+/// tickets a bare read sees through it (none, unless a tenant is still set).
+async fn carried(raw: &bulkhead_testkit::tokio_postgres::Client) -> (String, i64) {
+    let setting: Option<String> = raw
+        .query_one("SELECT current_setting('bulkhead.tenant_id', true)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let visible: i64 = raw
+        .query_one("SELECT count(*) FROM public.ticket", &[])
+        .await
+        .unwrap()
+        .get(0);
+    (setting.unwrap_or_default(), visible)
+}
+
 /// Row and database tenants' reads are one statement that sets the tenant in a subquery its
 /// scan depends on. On a raw runtime connection: the statement sees its own tenant's rows only,
 /// and once it has run the connection carries no tenant — not for a bare read, not for the next
@@ -681,19 +714,6 @@ async fn a_self_scoped_read_sees_its_tenant_only_and_leaves_no_tenant_on_its_con
     }
     let ticket = app.manifest.entity("ticket").unwrap();
     let raw = app.raw_runtime().await;
-    let carried = async |raw: &bulkhead_testkit::tokio_postgres::Client| {
-        let setting: Option<String> = raw
-            .query_one("SELECT current_setting('bulkhead.tenant_id', true)", &[])
-            .await
-            .unwrap()
-            .get(0);
-        let visible: i64 = raw
-            .query_one("SELECT count(*) FROM public.ticket", &[])
-            .await
-            .unwrap()
-            .get(0);
-        (setting.unwrap_or_default(), visible)
-    };
     for (tenant, want) in [("aa", 2), ("bb", 1), ("aa", 2)] {
         let t = tid(tenant);
         let (list, params) =
@@ -712,16 +732,7 @@ async fn a_self_scoped_read_sees_its_tenant_only_and_leaves_no_tenant_on_its_con
         );
         // The read's scan takes its tenant from the setting row (a parameter of the join), so
         // it cannot run before the row is made; `set_config` is nowhere else.
-        let plan: Vec<String> = raw
-            .query(
-                format!("EXPLAIN (COSTS OFF) {list}").as_str(),
-                &sql::param_refs(&params),
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let plan = plan(&raw, &list, &params).await;
         assert!(
             plan.iter()
                 .any(|l| l.contains("Cond: (tenant_id = bulkhead_scope.tenant)"))
@@ -752,5 +763,133 @@ async fn a_self_scoped_read_sees_its_tenant_only_and_leaves_no_tenant_on_its_con
             (String::new(), 0),
             "after {tenant}'s get"
         );
+    }
+}
+
+/// Row and database tenants' inserts are one statement that scopes itself: the row takes its
+/// tenant from the scope subquery and reference guards name that tenant too. On a raw runtime
+/// connection: the row lands in its own tenant only, a guard sees only its tenant's rows and
+/// runs per scope row (never as a one-time filter that could run before the setting), a row
+/// naming another tenant or written without the setting is refused, and afterwards the
+/// connection carries no tenant. Fails when the setting is made session-wide or the guard is
+/// an `EXISTS` (flattened into a semi-join on an `InitPlan` of the setting).
+#[tokio::test]
+async fn a_self_scoped_insert_writes_its_tenant_only_and_leaves_no_tenant_on_its_connection() {
+    use bulkhead_pg::sql::{self, Filter, RefCheck};
+    let app = App::new(
+        HELPDESK,
+        &[("aa", IsolationLevel::Row), ("bb", IsolationLevel::Row)],
+    )
+    .await;
+    let mut customers = Vec::new();
+    for t in ["aa", "bb"] {
+        let row = app
+            .ctx(t)
+            .db()
+            .insert("customer", &json!({"name": format!("{t} corp")}))
+            .await
+            .unwrap();
+        customers.push(row["id"].as_str().unwrap().to_owned());
+    }
+    let ticket = app.manifest.entity("ticket").unwrap();
+    let customer = app.manifest.entity("customer").unwrap();
+    let raw = app.raw_runtime().await;
+    let guard = |id: &str, name: &str| RefCheck {
+        schema: "public".into(),
+        target: customer,
+        id: id.to_owned(),
+        filter: Filter::eq("name", name),
+    };
+    for (i, tenant) in ["aa", "bb", "aa"].into_iter().enumerate() {
+        let t = tid(tenant);
+        let (own, other) = if tenant == "aa" {
+            (&customers[0], &customers[1])
+        } else {
+            (&customers[1], &customers[0])
+        };
+        let record = json!({"title": format!("{tenant} {i}"), "customer": own});
+        let checks = [guard(own, &format!("{tenant} corp"))];
+        let (insert, params) =
+            sql::self_scoped_insert_sql("public", ticket, &record, &t, None, &checks).unwrap();
+        let rows = raw
+            .query(insert.as_str(), &sql::param_refs(&params))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{tenant}: the guard saw its own customer");
+        let id: String = rows[0].get("id");
+        assert_eq!(
+            carried(&raw).await,
+            (String::new(), 0),
+            "after {tenant}'s insert"
+        );
+        // The row is the tenant's, and only the tenant's.
+        app.ctx(tenant).db().get("ticket", &id).await.unwrap();
+        let neighbour = if tenant == "aa" { "bb" } else { "aa" };
+        assert!(app.ctx(neighbour).db().get("ticket", &id).await.is_err());
+        // The guard's scan depends on the scope row: its condition is the row's tenant, it
+        // runs inside a nested loop under the scope, and no join it could precede.
+        let plan = plan(&raw, &insert, &params).await;
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("Cond: ((tenant_id = bulkhead_scope.tenant)"))
+                && !plan
+                    .iter()
+                    .any(|l| l.contains("Semi Join") || l.contains("Hash")),
+            "{plan:#?}"
+        );
+        // A guard on the other tenant's customer sees nothing: nothing is written.
+        let record = json!({"title": "crossed", "customer": other});
+        let checks = [guard(other, &format!("{neighbour} corp"))];
+        let (insert, params) =
+            sql::self_scoped_insert_sql("public", ticket, &record, &t, None, &checks).unwrap();
+        let rows = raw
+            .query(insert.as_str(), &sql::param_refs(&params))
+            .await
+            .unwrap();
+        assert!(
+            rows.is_empty(),
+            "{tenant} referenced another tenant's customer"
+        );
+        // A row naming another tenant than the scope is refused by the policy.
+        let (insert, params) = sql::self_scoped_insert_sql(
+            "public",
+            ticket,
+            &json!({"title": "forged"}),
+            &t,
+            None,
+            &[],
+        )
+        .unwrap();
+        assert!(insert.contains("SELECT bulkhead_scope.tenant,"), "{insert}");
+        let forged = insert.replace(
+            "SELECT bulkhead_scope.tenant,",
+            &format!("SELECT '{neighbour}'::text,"),
+        );
+        assert!(
+            raw.query(forged.as_str(), &sql::param_refs(&params))
+                .await
+                .is_err()
+        );
+        assert_eq!(carried(&raw).await, (String::new(), 0));
+    }
+    // Without the setting, the plain insert is refused: it fails closed.
+    let (plain, params) = sql::insert_sql(
+        "public",
+        ticket,
+        &json!({"title": "unscoped"}),
+        Some(&tid("aa")),
+        None,
+        &[],
+    )
+    .unwrap();
+    assert!(
+        raw.query(plain.as_str(), &sql::param_refs(&params))
+            .await
+            .is_err()
+    );
+    // Three inserts landed: two for aa, one for bb; the refused ones left nothing.
+    for (tenant, want) in [("aa", 2), ("bb", 1)] {
+        let n = app.ctx(tenant).db().query("ticket").count().await.unwrap();
+        assert_eq!(n, want, "{tenant}");
     }
 }
