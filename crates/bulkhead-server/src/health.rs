@@ -62,6 +62,11 @@ pub async fn launch(
     let service = router(state)
         .merge(app)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Responses go out as hyper writes them (head and a streamed body may be separate
+    // writes), not held back by Nagle's algorithm waiting for the client's ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await

@@ -211,6 +211,10 @@ pub async fn launch(
         listening: addr,
         vault_session: reader.session(),
     });
+    // Answers leave at once, not held back by Nagle's algorithm waiting for an ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
