@@ -334,7 +334,8 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    /// Records one scenario: `ours` (under the key `label`) against the baseline.
+    /// Records one scenario: `ours` (under the key `label`) against the baseline, with
+    /// `extra` keys of the caller's.
     pub(crate) fn add(
         &mut self,
         scenario: &str,
@@ -342,6 +343,7 @@ impl Report {
         label: &str,
         mut ours: Samples,
         mut base: Samples,
+        extra: serde_json::Map<String, serde_json::Value>,
     ) {
         let ratio = ours.ops_per_sec() / base.ops_per_sec().max(1e-9);
         self.worst = Some(self.worst.map_or(ratio, |w| w.min(ratio)));
@@ -349,51 +351,52 @@ impl Report {
             "scenario": scenario,
             "concurrency": concurrency,
             "baseline": base.summary(),
-            "ratio": (ratio * 1000.0).round() / 1000.0,
+            "ratio": round3(ratio),
         });
         line[label] = ours.summary();
+        if let Some(fields) = line.as_object_mut() {
+            fields.extend(extra);
+        }
         eprintln!("{line}");
         self.scenarios.push(line);
     }
 
     /// The worst scenario's ratio, rounded to three places.
     pub(crate) fn ratio(&self) -> Option<f64> {
-        self.worst.map(|w| (w * 1000.0).round() / 1000.0)
+        self.worst.map(round3)
     }
 }
 
-/// Warms up both sides, then measures each `rounds` times for `duration`, alternating which
-/// goes first so that drift hits both alike; `measure(ours, duration)` measures one side.
-/// Returns our samples and the baseline's.
+/// A ratio as printed: three decimal places.
+pub(crate) fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Warms up every side, then measures each `rounds` times for `duration`, rotating which goes
+/// first so that drift hits all alike; `measure(side, duration)` measures one side. Returns
+/// each side's samples, in side order.
 pub(crate) async fn side_by_side<F, Fut>(
+    sides: usize,
     rounds: usize,
     duration: Duration,
     mut measure: F,
-) -> anyhow::Result<(Samples, Samples)>
+) -> anyhow::Result<Vec<Samples>>
 where
-    F: FnMut(bool, Duration) -> Fut,
+    F: FnMut(usize, Duration) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Samples>>,
 {
-    for ours in [true, false] {
-        measure(ours, Duration::from_millis(300)).await?;
+    for side in 0..sides {
+        measure(side, Duration::from_millis(300)).await?;
     }
-    let (mut ours, mut base) = (Samples::default(), Samples::default());
+    let mut out: Vec<Samples> = (0..sides).map(|_| Samples::default()).collect();
     for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for is_ours in order {
-            let s = measure(is_ours, duration).await?;
-            if is_ours {
-                ours.merge(s);
-            } else {
-                base.merge(s);
-            }
+        for k in 0..sides {
+            let side = (round + k) % sides;
+            let s = measure(side, duration).await?;
+            out[side].merge(s);
         }
     }
-    Ok((ours, base))
+    Ok(out)
 }
 
 /// Calls `op(worker, i)` from `concurrency` tasks, each in a loop until `duration` has

@@ -325,12 +325,27 @@ pub(crate) async fn run(args: ScopingArgs) -> anyhow::Result<()> {
     let mut report = crate::Report::default();
     for &concurrency in &args.concurrency {
         for scenario in [Scenario::GetById, Scenario::List20] {
-            let (bh, base) = crate::side_by_side(args.rounds, duration, |is_bh, duration| {
-                let target = if is_bh { &bulkhead } else { &baseline };
-                measure(&client, target, &fixture, scenario, concurrency, duration)
+            let targets = [&bulkhead, &baseline];
+            let mut sides = crate::side_by_side(2, args.rounds, duration, |side, duration| {
+                measure(
+                    &client,
+                    targets[side],
+                    &fixture,
+                    scenario,
+                    concurrency,
+                    duration,
+                )
             })
             .await?;
-            report.add(scenario.name(), concurrency, "bulkhead", bh, base);
+            let (base, bh) = (sides.remove(1), sides.remove(0));
+            report.add(
+                scenario.name(),
+                concurrency,
+                "bulkhead",
+                bh,
+                base,
+                serde_json::Map::new(),
+            );
         }
     }
     println!(

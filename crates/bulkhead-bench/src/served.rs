@@ -1,6 +1,6 @@
 //! `served`: the REST API as deployed — the `bulkhead` server process (gateway) forwarding to
 //! the app's own worker process — against a hand-written axum + tokio-postgres handler over
-//! the same table.
+//! the same table, and the same API at the worker's own port (what the gateway's hop costs).
 //!
 //! The benchmark starts `bulkhead up --database-url …` (the example app `helpdesk`, tenant
 //! `acme` at row level) on a private cluster, learns its address from the readiness line on
@@ -8,8 +8,8 @@
 //! `GET /t/acme/api/ticket/{id}` and the list of 20 through the server, and the same reads by
 //! the baseline: `WHERE tenant_id = $1` with a cached prepared statement on the app database's
 //! `ticket` table, serialising the same fields. One keep-alive HTTP client drives both,
-//! alternating rounds. The last line of output is one JSON object; `"ratio"` is the worst
-//! scenario's server req/s ÷ baseline req/s.
+//! rotating rounds. The last line of output is one JSON object; `"ratio"` is the worst
+//! scenario's server req/s ÷ baseline req/s, `"hop"` the worst server req/s ÷ worker req/s.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -121,6 +121,87 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The listening address of the app's own worker (`bulkhead worker --app helpdesk`, no
+/// `--tenant`), a child of the server process: its socket inodes (`/proc/PID/fd`) matched
+/// against the listening sockets of `/proc/PID/net/tcp` — the kernel's word, not a log line.
+/// Read by hand: two fields of one table do not warrant a `procfs` dependency.
+fn worker_addr(server: u32) -> anyhow::Result<std::net::SocketAddr> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(addr) = find_worker(server) {
+            return Ok(addr);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no listening worker of the server within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn find_worker(server: u32) -> Option<std::net::SocketAddr> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(server) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_app_worker = args.contains(&b"worker".as_slice())
+            && args
+                .windows(2)
+                .any(|w| w == [b"--app".as_slice(), b"helpdesk".as_slice()])
+            && !args.contains(&b"--tenant".as_slice());
+        if !is_app_worker {
+            continue;
+        }
+        let sockets: std::collections::HashSet<String> =
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .ok()?
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter_map(|link| {
+                    let link = link.to_string_lossy().into_owned();
+                    link.strip_prefix("socket:[")
+                        .and_then(|l| l.strip_suffix(']'))
+                        .map(str::to_owned)
+                })
+                .collect();
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+        for line in table.lines().skip(1) {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            if *state != "0A" || !sockets.contains(*inode) {
+                continue;
+            }
+            let (ip, port) = local.split_once(':')?;
+            // IPv4 as the kernel prints it: the address's four bytes as one hex number in
+            // host (little-endian) order.
+            let ip = u32::from_str_radix(ip, 16).ok()?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            return Some(std::net::SocketAddr::from((ip.to_le_bytes(), port)));
+        }
+    }
+    None
 }
 
 fn record(row: &tokio_postgres::Row) -> Value {
@@ -296,17 +377,32 @@ pub(crate) async fn run(args: ServedArgs) -> anyhow::Result<()> {
         token: None,
     });
 
+    // The same API at the app worker's own port: what the gateway's hop costs.
+    let worker = Arc::new(Side {
+        base: format!("http://{}/t/{TENANT}/api", worker_addr(server.child.id())?),
+        token: served.token.clone(),
+    });
+
     let duration = Duration::from_secs_f64(args.seconds);
     let mut report = crate::Report::default();
+    let mut worst_hop: Option<f64> = None;
     for &concurrency in &args.concurrency {
         for scenario in [Scenario::GetById, Scenario::List20] {
-            let (through, base) =
-                crate::side_by_side(args.rounds, duration, |is_served, duration| {
-                    let side = if is_served { &served } else { &baseline };
-                    measure(&client, side, &ids, scenario, concurrency, duration)
+            let sides = [&served, &worker, &baseline];
+            let mut samples =
+                crate::side_by_side(sides.len(), args.rounds, duration, |side, duration| {
+                    measure(&client, sides[side], &ids, scenario, concurrency, duration)
                 })
                 .await?;
-            report.add(scenario.name(), concurrency, "served", through, base);
+            let (base, mut direct, through) =
+                (samples.remove(2), samples.remove(1), samples.remove(0));
+            // Served through the gateway ÷ at the worker itself.
+            let hop = through.ops_per_sec() / direct.ops_per_sec().max(1e-9);
+            worst_hop = Some(worst_hop.map_or(hop, |w| w.min(hop)));
+            let mut extra = serde_json::Map::new();
+            extra.insert("worker".into(), direct.summary());
+            extra.insert("hop".into(), json!(crate::round3(hop)));
+            report.add(scenario.name(), concurrency, "served", through, base, extra);
         }
     }
     drop(server);
@@ -319,6 +415,7 @@ pub(crate) async fn run(args: ServedArgs) -> anyhow::Result<()> {
             "seconds_per_round": args.seconds,
             "rounds": args.rounds,
             "ratio": report.ratio(),
+            "hop": worst_hop.map(crate::round3),
             "scenarios": report.scenarios,
         })
     );
