@@ -124,14 +124,25 @@ impl Drop for Server {
 }
 
 /// The listening address of the app's own worker (`bulkhead worker --app helpdesk`, no
-/// `--tenant`), a child of the server process: its socket inodes (`/proc/PID/fd`) matched
-/// against the listening sockets of `/proc/PID/net/tcp` — the kernel's word, not a log line.
-/// Read by hand: two fields of one table do not warrant a `procfs` dependency.
+/// `--tenant`), a child of the server process, from the kernel's socket tables
+/// (`bulkhead_verify::sockets`), not from a log line.
 fn worker_addr(server: u32) -> anyhow::Result<std::net::SocketAddr> {
+    use bulkhead_verify::sockets::{children, sockets_of};
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(addr) = find_worker(server) {
-            return Ok(addr);
+        let app_worker = children(server).into_iter().find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.windows(2)
+                .any(|w| w == [b"--app".as_slice(), b"helpdesk".as_slice()])
+                && !args.contains(&b"--tenant".as_slice())
+        });
+        if let Some(socket) = app_worker
+            .into_iter()
+            .flat_map(sockets_of)
+            .find(|s| s.listening)
+        {
+            return Ok(socket.local);
         }
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -139,69 +150,6 @@ fn worker_addr(server: u32) -> anyhow::Result<std::net::SocketAddr> {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn find_worker(server: u32) -> Option<std::net::SocketAddr> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid != Some(server) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let is_app_worker = args.contains(&b"worker".as_slice())
-            && args
-                .windows(2)
-                .any(|w| w == [b"--app".as_slice(), b"helpdesk".as_slice()])
-            && !args.contains(&b"--tenant".as_slice());
-        if !is_app_worker {
-            continue;
-        }
-        let sockets: std::collections::HashSet<String> =
-            std::fs::read_dir(format!("/proc/{pid}/fd"))
-                .ok()?
-                .flatten()
-                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-                .filter_map(|link| {
-                    let link = link.to_string_lossy().into_owned();
-                    link.strip_prefix("socket:[")
-                        .and_then(|l| l.strip_suffix(']'))
-                        .map(str::to_owned)
-                })
-                .collect();
-        let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
-        for line in table.lines().skip(1) {
-            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
-            else {
-                continue;
-            };
-            if *state != "0A" || !sockets.contains(*inode) {
-                continue;
-            }
-            let (ip, port) = local.split_once(':')?;
-            // IPv4 as the kernel prints it: the address's four bytes as one hex number in
-            // host (little-endian) order.
-            let ip = u32::from_str_radix(ip, 16).ok()?;
-            let port = u16::from_str_radix(port, 16).ok()?;
-            return Some(std::net::SocketAddr::from((ip.to_le_bytes(), port)));
-        }
-    }
-    None
 }
 
 fn record(row: &tokio_postgres::Row) -> Value {
