@@ -1,4 +1,6 @@
+use super::cursor::decode_cursor;
 use super::*;
+use bulkhead_model::AppManifest;
 
 fn entity() -> AppManifest {
     AppManifest::from_yaml(
