@@ -65,15 +65,6 @@ impl Exec for TenantDb<'_> {
     fn inserts_self_scoped(&self, entity: &Entity) -> bool {
         !entity.cross_tenant && self.ctx.scopes_in_one_statement()
     }
-
-    async fn run_self_scoped(
-        &mut self,
-        entity: &Entity,
-        stmt: &str,
-        params: Vec<Param>,
-    ) -> Result<Vec<Row>> {
-        self.ctx.run_one(entity.name.as_str(), stmt, &params).await
-    }
 }
 
 impl<'c> TenantDb<'c> {

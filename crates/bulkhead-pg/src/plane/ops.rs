@@ -23,21 +23,11 @@ pub(super) trait Exec {
         self.run(entity, false, stmt, params).await
     }
 
-    /// Whether an insert into `entity` is one statement that scopes itself
-    /// (`sql::self_scoped_insert_sql`, run by [`Exec::run_self_scoped`]) rather than a
-    /// statement for [`Exec::run`].
+    /// Whether an insert into `entity` may be one statement that scopes itself
+    /// (`sql::self_scoped_insert_sql`, run on its own by `TenantContext::run_one`) rather than
+    /// a statement for [`Exec::run`]. Not inside an open transaction, which is scoped already.
     fn inserts_self_scoped(&self, _entity: &Entity) -> bool {
         false
-    }
-
-    /// Runs a statement that scopes itself, on its own.
-    async fn run_self_scoped(
-        &mut self,
-        entity: &Entity,
-        stmt: &str,
-        params: Vec<Param>,
-    ) -> Result<Vec<Row>> {
-        self.run(entity, false, stmt, params).await
     }
 }
 
@@ -240,7 +230,7 @@ pub(super) async fn insert(x: &mut impl Exec, entity: &str, record: &Value) -> R
     let rows = if x.inserts_self_scoped(e) {
         let (stmt, params) =
             sql::self_scoped_insert_sql(&schema, e, record, tenant, owner, &checks)?;
-        x.run_self_scoped(e, &stmt, params).await?
+        ctx.run_one(entity, &stmt, &params).await?
     } else {
         let (stmt, params) = sql::insert_sql(&schema, e, record, Some(tenant), owner, &checks)?;
         x.run(e, false, &stmt, params).await?

@@ -14,19 +14,17 @@ use bulkhead_model::{Entity, TenantId};
 use crate::error::Result;
 use crate::sql::{self, Direction, Param, QuerySpec};
 
-/// How many texts of each kind are kept. Reads with filters differ in their text by the
-/// filter's shape, and each schema tenant has its own schema, so their number is not bounded
-/// by the manifest; past this, texts are built per use as before.
+/// How many texts of each kind (shapes, self-scoped forms) are kept. Reads with filters differ
+/// in their text by the filter's shape, and each schema tenant has its own schema, so their
+/// number is not bounded by the manifest; past this, texts are built per use as before.
 const MAX_TEXTS: usize = 4096;
 
 #[derive(Default)]
 pub(super) struct Texts {
-    /// schema → entity → [`sql::get_sql`]'s text without an extra filter.
-    gets: RwLock<HashMap<String, HashMap<String, Arc<str>>>>,
-    gets_len: std::sync::atomic::AtomicUsize,
-    /// `schema \0 entity \0 order field \0 direction` → [`sql::select_sql`]'s text for a
-    /// first page without a filter.
-    first_pages: RwLock<HashMap<String, Arc<str>>>,
+    /// A statement's shape (`get`/`list`, schema, entity, order, each ended by `\0`) → its
+    /// text: [`sql::get_sql`]'s without an extra filter, [`sql::select_sql`]'s for a first
+    /// page without a filter.
+    shapes: RwLock<HashMap<String, Arc<str>>>,
     /// A read's text → its self-scoped form (`None`: the text is not a tenant read).
     scoped: RwLock<HashMap<Box<str>, Option<Arc<str>>>>,
 }
@@ -41,27 +39,11 @@ impl Texts {
         tenant: Option<&TenantId>,
         id: &str,
     ) -> Result<(Arc<str>, Vec<Param>)> {
-        let name = entity.name.as_str();
-        let known = self
-            .gets
-            .read()
-            .ok()
-            .and_then(|m| m.get(schema).and_then(|e| e.get(name)).cloned());
-        if let Some(text) = known {
-            return Ok((text, sql::get_params(entity, tenant, id)?));
-        }
-        let (text, params) = sql::get_sql(schema, entity, tenant, id, None)?;
-        let text: Arc<str> = Arc::from(text);
-        use std::sync::atomic::Ordering;
-        if self.gets_len.load(Ordering::Relaxed) < MAX_TEXTS
-            && let Ok(mut m) = self.gets.write()
-        {
-            let slot = m.entry(schema.to_owned()).or_default();
-            if slot.insert(name.to_owned(), text.clone()).is_none() {
-                self.gets_len.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Ok((text, params))
+        self.shaped(
+            format!("get\0{schema}\0{}\0", entity.name),
+            || sql::get_params(entity, tenant, id),
+            || sql::get_sql(schema, entity, tenant, id, None),
+        )
     }
 
     /// A list of `entity` in `schema`: its text and parameters, exactly as
@@ -81,21 +63,33 @@ impl Texts {
             Direction::Asc => "asc",
             Direction::Desc => "desc",
         };
-        let key = format!("{schema}\0{}\0{}\0{dir}", entity.name, spec.order_field);
-        let known = self
-            .first_pages
-            .read()
-            .ok()
-            .and_then(|m| m.get(&key).cloned());
+        self.shaped(
+            format!(
+                "list\0{schema}\0{}\0{}\0{dir}\0",
+                entity.name, spec.order_field
+            ),
+            || sql::first_page_params(entity, tenant, spec.limit),
+            || sql::select_sql(schema, entity, tenant, spec),
+        )
+    }
+
+    /// The text kept for `shape` with `params()`, or `build()`'s, kept while there is room.
+    fn shaped(
+        &self,
+        shape: String,
+        params: impl FnOnce() -> Result<Vec<Param>>,
+        build: impl FnOnce() -> Result<(String, Vec<Param>)>,
+    ) -> Result<(Arc<str>, Vec<Param>)> {
+        let known = self.shapes.read().ok().and_then(|m| m.get(&shape).cloned());
         if let Some(text) = known {
-            return Ok((text, sql::first_page_params(entity, tenant, spec.limit)?));
+            return Ok((text, params()?));
         }
-        let (text, params) = sql::select_sql(schema, entity, tenant, spec)?;
+        let (text, params) = build()?;
         let text: Arc<str> = Arc::from(text);
-        if let Ok(mut m) = self.first_pages.write()
+        if let Ok(mut m) = self.shapes.write()
             && m.len() < MAX_TEXTS
         {
-            m.insert(key, text.clone());
+            m.insert(shape, text.clone());
         }
         Ok((text, params))
     }
@@ -295,10 +289,7 @@ mod tests {
             texts.get(&format!("t_{i}"), &e, Some(&a), ID).unwrap();
             texts.self_scoped(&format!("SELECT {i}"));
         }
-        assert_eq!(
-            texts.gets_len.load(std::sync::atomic::Ordering::Relaxed),
-            MAX_TEXTS
-        );
+        assert_eq!(texts.shapes.read().unwrap().len(), MAX_TEXTS);
         assert_eq!(texts.scoped.read().unwrap().len(), MAX_TEXTS);
         // Past the bound, texts are still right, only not kept.
         let (text, _) = texts.get("t_last", &e, Some(&a), ID).unwrap();
