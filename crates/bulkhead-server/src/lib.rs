@@ -17,6 +17,7 @@ mod demo;
 mod egress_proxy;
 mod embedded;
 pub mod error;
+mod forward;
 mod gateway;
 mod health;
 pub mod isolate;

@@ -3,7 +3,7 @@
 //! `/metrics`.
 
 use crate::egress_proxy::{EgressProxy, ProxyApp};
-use crate::supervise::{self, WorkerHandle};
+use crate::supervise::WorkerHandle;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Request, Uri};
@@ -82,9 +82,9 @@ pub(crate) async fn route(State(routes): State<Arc<Routes>>, mut req: Request<Bo
             .and_then(|s| s.tenant(&parts))
             .and_then(|t| routes.tenant_workers.worker(worker.app(), t.as_str()));
         let req = Request::from_parts(parts, body);
-        return supervise::forward(own.as_ref().unwrap_or(worker), req).await;
+        return crate::forward::forward(own.as_ref().unwrap_or(worker), req).await;
     }
-    supervise::forward(worker, req).await
+    crate::forward::forward(worker, req).await
 }
 
 /// Prometheus text: one family at a time, a sample per app.

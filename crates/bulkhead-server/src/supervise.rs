@@ -15,8 +15,6 @@ use bulkhead_model::worker::{Ready, env};
 use bulkhead_vault_admin::VaultAdmin;
 
 use axum::body::Body;
-use axum::http::{Method, Request};
-use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
@@ -33,7 +31,7 @@ pub struct WorkerHandle {
     /// Health checks.
     http: reqwest::Client,
     /// Forwarded requests.
-    upstream: Upstream,
+    pub(crate) upstream: Upstream,
 }
 
 /// Counters for `/metrics`.
@@ -55,11 +53,27 @@ impl WorkerHandle {
     }
 
     /// Where requests go: the listening address as a URI authority.
-    fn authority(&self) -> Option<axum::http::uri::Authority> {
+    pub(crate) fn authority(&self) -> Option<axum::http::uri::Authority> {
         self.addr
             .read()
             .ok()
             .and_then(|a| a.as_ref().map(|(_, authority)| authority.clone()))
+    }
+
+    /// A handle on a worker already listening at `addr` (for tests of the hop).
+    #[cfg(test)]
+    pub(crate) fn listening_at(app: &str, addr: SocketAddr) -> Self {
+        let handle = Self {
+            app: app.to_owned(),
+            tenant: None,
+            addr: Arc::default(),
+            session: Arc::default(),
+            stats: Arc::default(),
+            http: reqwest::Client::new(),
+            upstream: upstream(),
+        };
+        handle.set(Some(addr));
+        handle
     }
 
     fn set(&self, addr: Option<SocketAddr>) {
@@ -426,36 +440,6 @@ async fn run_once(
     }
 }
 
-/// Headers that belong to one connection, or that only the gateway may set; neither passed
-/// to the worker nor back. `content-length` passes: a body is relayed as it is.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-];
-
-fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
-}
-
-fn unavailable() -> Response {
-    bulkhead_runtime::error::ApiError::new(
-        bulkhead_model::ErrorCode::Unavailable,
-        "the app is starting or restarting",
-    )
-    .into_response()
-}
-
 /// The pooled keep-alive HTTP/1 client the gateway forwards with: hyper's own, so a request
 /// passes with its parsed head and its body as they are (no URL re-parsed, no header
 /// re-validated, no body re-wrapped).
@@ -469,139 +453,6 @@ pub(crate) fn upstream() -> Upstream {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .build(connector)
-}
-
-/// How long the worker has to answer with a response head; its body may take as long as it
-/// streams.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Request bodies up to this size are read whole before forwarding, so that an idempotent
-/// request can be sent again when a pooled connection turns out closed; larger ones, and those
-/// of unknown length, stream through.
-const BUFFERED_BODY: usize = 64 * 1024;
-
-/// A request body on its way to the worker.
-enum Outgoing {
-    /// Small and read whole: can be sent twice.
-    Whole(axum::body::Bytes),
-    /// Streamed, at most `limit` bytes; `exceeded` is set when the client sent more.
-    Streamed {
-        body: Body,
-        exceeded: Arc<std::sync::atomic::AtomicBool>,
-    },
-}
-
-impl Outgoing {
-    /// The body to send: the bytes, or the client's stream cut off past `limit`.
-    fn take(&mut self, limit: usize) -> Body {
-        use futures_util::StreamExt;
-        match self {
-            Outgoing::Whole(bytes) => Body::from(bytes.clone()),
-            Outgoing::Streamed { body, exceeded } => {
-                let exceeded = exceeded.clone();
-                let mut seen = 0usize;
-                let stream = std::mem::take(body).into_data_stream().map(move |chunk| {
-                    let chunk = chunk.map_err(std::io::Error::other)?;
-                    seen = seen.saturating_add(chunk.len());
-                    if seen > limit {
-                        exceeded.store(true, Ordering::SeqCst);
-                        return Err(std::io::Error::other("request body too large"));
-                    }
-                    Ok(chunk)
-                });
-                Body::from_stream(stream)
-            }
-        }
-    }
-}
-
-fn too_large() -> Response {
-    bulkhead_runtime::error::ApiError::new(
-        bulkhead_model::ErrorCode::PayloadTooLarge,
-        "request body too large",
-    )
-    .into_response()
-}
-
-/// Forwards a request to the app's worker, Host and all, over a pooled keep-alive connection,
-/// and relays its answer. Neither body is held whole: a large upload streams to the worker as
-/// it arrives and a download streams back (small request bodies excepted, see
-/// [`BUFFERED_BODY`]).
-pub async fn forward(worker: &WorkerHandle, req: Request<Body>) -> Response {
-    use axum::body::HttpBody;
-    let Some(authority) = worker.authority() else {
-        return unavailable();
-    };
-    let (mut parts, body) = req.into_parts();
-    // The worker applies each route's own limit; this bounds what passes the gateway. Every
-    // POST and PATCH route of a worker takes at most the REST body limit (uploads are PUT), so
-    // a larger one is refused here, before the worker would have to cut the connection short.
-    let limit = if matches!(parts.method, Method::POST | Method::PATCH) {
-        bulkhead_runtime::rest::BODY_LIMIT
-    } else {
-        bulkhead_runtime::files::DEFAULT_MAX_BYTES.max(bulkhead_runtime::rest::BODY_LIMIT)
-    };
-    let length = body.size_hint().exact();
-    if length.is_some_and(|n| n > limit as u64) {
-        return too_large();
-    }
-    let mut outgoing = match length {
-        Some(n) if n <= BUFFERED_BODY as u64 => match axum::body::to_bytes(body, limit).await {
-            Ok(bytes) => Outgoing::Whole(bytes),
-            Err(_) => return too_large(),
-        },
-        _ => Outgoing::Streamed {
-            body,
-            exceeded: Arc::default(),
-        },
-    };
-    strip_hop_by_hop(&mut parts.headers);
-    let mut uri = axum::http::uri::Parts::default();
-    uri.scheme = Some(axum::http::uri::Scheme::HTTP);
-    uri.authority = Some(authority);
-    uri.path_and_query = parts.uri.path_and_query().cloned();
-    let Ok(uri) = axum::http::Uri::from_parts(uri) else {
-        return unavailable();
-    };
-    // A second attempt needs the head again; only a request that may have one keeps a copy.
-    let retry = (parts.method.is_idempotent() && matches!(outgoing, Outgoing::Whole(_)))
-        .then(|| (parts.method.clone(), parts.headers.clone()));
-    let request = |method, headers, outgoing: &mut Outgoing| {
-        let mut out = Request::new(outgoing.take(limit));
-        *out.method_mut() = method;
-        *out.uri_mut() = uri.clone();
-        *out.headers_mut() = headers;
-        tokio::time::timeout(ANSWER_TIMEOUT, worker.upstream.request(out))
-    };
-    let answer = request(parts.method, parts.headers, &mut outgoing).await;
-    // A pooled connection the worker has just closed (e.g. after refusing an oversized body)
-    // fails the next request before the worker sees it; an idempotent request whose body was
-    // read whole is sent once more on a fresh connection.
-    let answer = match (answer, retry) {
-        (Ok(Err(e)), Some((method, headers))) => {
-            tracing::debug!(error = %e, "forwarding to the worker failed; retrying once");
-            request(method, headers, &mut outgoing).await
-        }
-        (answer, _) => answer,
-    };
-    let mut response = match answer {
-        Ok(Ok(response)) => response.map(Body::new),
-        Ok(Err(e)) => {
-            if let Outgoing::Streamed { exceeded, .. } = &outgoing
-                && exceeded.load(Ordering::SeqCst)
-            {
-                return too_large();
-            }
-            tracing::warn!(error = %e, "forwarding to the worker failed");
-            return unavailable();
-        }
-        Err(_) => {
-            tracing::warn!(timeout = ?ANSWER_TIMEOUT, "the worker did not answer in time");
-            return unavailable();
-        }
-    };
-    strip_hop_by_hop(response.headers_mut());
-    response
 }
 
 /// What an app's worker reaches on disk: its files in the embedded vault (read only), its
