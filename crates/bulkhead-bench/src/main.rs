@@ -122,6 +122,46 @@ const BASE_LIST: &str = "SELECT id::text, created_at, updated_at, title, prio, s
 const BASE_INSERT: &str = "INSERT INTO baseline.ticket (tenant_id, title, prio) VALUES ($1, $2, $3) \
      RETURNING id::text, created_at, updated_at, title, prio, status";
 
+/// A ticket as app code reads it. Every side decodes every field of every row it reads, as an
+/// app does: Bulkhead's into this type through `get_as` / `fetch_as` (timestamps arrive as
+/// RFC 3339 text), the hand-written sides into [`HandTicket`] with `Row::get`.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // only decoded
+struct Ticket {
+    id: String,
+    created_at: String,
+    updated_at: String,
+    title: String,
+    prio: i32,
+    status: Option<String>,
+}
+
+#[allow(dead_code)] // only decoded
+struct HandTicket {
+    id: String,
+    created_at: std::time::SystemTime,
+    updated_at: std::time::SystemTime,
+    title: String,
+    prio: i32,
+    status: Option<String>,
+}
+
+/// Rows of `BASE_*` / `SCOPED_*` decoded by hand.
+fn hand_tickets(rows: &[tokio_postgres::Row]) -> anyhow::Result<Vec<HandTicket>> {
+    rows.iter()
+        .map(|r| {
+            Ok(HandTicket {
+                id: r.try_get(0)?,
+                created_at: r.try_get(1)?,
+                updated_at: r.try_get(2)?,
+                title: r.try_get(3)?,
+                prio: r.try_get(4)?,
+                status: r.try_get(5)?,
+            })
+        })
+        .collect()
+}
+
 pub(crate) struct Fixture {
     plane: DataPlane,
     admin: tokio_postgres::Config,
@@ -252,6 +292,9 @@ async fn hand_scoped(
     let rows = r?;
     c?;
     anyhow::ensure!(!rows.is_empty());
+    if scenario != Scenario::Insert {
+        std::hint::black_box(hand_tickets(&rows)?);
+    }
     Ok(())
 }
 
@@ -272,16 +315,17 @@ async fn one_op(
         let db = f.contexts[t].db();
         match scenario {
             Scenario::GetById => {
-                db.get("ticket", id).await?;
+                std::hint::black_box(db.get_as::<Ticket>("ticket", id).await?);
             }
             Scenario::List20 => {
                 let page = db
                     .query("ticket")
                     .order_by("created_at", Direction::Asc)
                     .limit(20)
-                    .fetch()
+                    .fetch_as::<Ticket>()
                     .await?;
                 anyhow::ensure!(page.records.len() == 20);
+                std::hint::black_box(page);
             }
             Scenario::Insert => {
                 db.insert("ticket", &json!({"title": "bench", "prio": 1}))
@@ -296,11 +340,13 @@ async fn one_op(
                 let stmt = client.prepare_cached(BASE_GET).await?;
                 let rows = client.query(&stmt, &[tenant, id]).await?;
                 anyhow::ensure!(rows.len() == 1);
+                std::hint::black_box(hand_tickets(&rows)?);
             }
             Scenario::List20 => {
                 let stmt = client.prepare_cached(BASE_LIST).await?;
                 let rows = client.query(&stmt, &[tenant]).await?;
                 anyhow::ensure!(rows.len() == 20);
+                std::hint::black_box(hand_tickets(&rows)?);
             }
             Scenario::Insert => {
                 let stmt = client.prepare_cached(BASE_INSERT).await?;

@@ -10,9 +10,7 @@ use bulkhead_model::tenants::{IdentitySpec, TenantSpec};
 use bulkhead_model::{AppId, AppManifest, TenantId};
 
 use bulkhead_server::config::{Config, Overrides, Secret};
-pub(crate) use bulkhead_server::platform::{
-    app_bucket, declare_tenant, manifest_of, platform, write_private,
-};
+pub(crate) use bulkhead_server::platform::{app_bucket, manifest_of, platform, write_private};
 
 /// Where the platform database and the embedded vault are.
 #[derive(Debug, clap::Args)]
@@ -115,11 +113,14 @@ pub enum AppCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TenantCommand {
-    /// Create (or finish creating) one tenant of an app at an isolation level, with its own
-    /// local realm or its own OpenID provider. `bulkhead apply -f tenants.yaml` does the same
-    /// for many tenants at once.
+    /// Create (or finish creating) tenants of an app at an isolation level, each with its own
+    /// local realm or the given OpenID provider. Several ids are provisioned `--parallel` at a
+    /// time with a progress bar; a tenant that exists at another level is refused (`tenant
+    /// move` changes levels). `bulkhead apply -f tenants.yaml` declares tenants from a file.
     Create {
-        tenant: String,
+        /// The tenant ids (one or more).
+        #[arg(required = true, num_args = 1..)]
+        tenants: Vec<String>,
         #[arg(long)]
         app: String,
         /// row (shared tables), schema (own schema and role) or database (own database and
@@ -139,6 +140,9 @@ pub enum TenantCommand {
         /// its database credential (default true; ignored at the other levels).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         dedicated_worker: bool,
+        /// How many tenants to provision at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
         #[command(flatten)]
         target: Target,
     },
@@ -409,44 +413,61 @@ pub fn run_tenant(config_path: &Path, cmd: TenantCommand) -> anyhow::Result<()> 
                 }
             }
             TenantCommand::Create {
-                tenant,
+                tenants,
                 app,
                 isolation,
                 oidc_issuer,
                 audience,
                 residency,
                 dedicated_worker,
+                parallel,
                 target,
             } => {
-                let mut p = platform(&config(config_path, &target)?).await?;
-                let m = manifest_of(&p, &app).await?;
-                let identity = match (oidc_issuer, audience) {
-                    (Some(issuer), Some(audience)) => IdentitySpec::Oidc {
-                        issuer,
-                        audience,
-                        jwks_url: None,
-                        roles_claim: "roles".into(),
-                    },
-                    _ => IdentitySpec::Local {
-                        realm: tenant.clone(),
-                    },
-                };
                 let cfg = config(config_path, &target)?;
-                let spec = TenantSpec {
-                    id: TenantId::parse(&tenant)?,
-                    namespace: tenant.clone(),
-                    isolation: isolation.parse().map_err(anyhow::Error::msg)?,
-                    identity,
-                    network: Default::default(),
-                    residency: cfg.deployment.residency_or_default(residency),
-                    dedicated_worker,
-                    line: 0,
-                };
-                declare_tenant(&cfg, &mut p, &m, &spec).await?;
+                let mut p = platform(&cfg).await?;
+                let m = manifest_of(&p, &app).await?;
+                let isolation: bulkhead_model::IsolationLevel =
+                    isolation.parse().map_err(anyhow::Error::msg)?;
+                let specs = tenants
+                    .iter()
+                    .map(|tenant| {
+                        let identity = match (&oidc_issuer, &audience) {
+                            (Some(issuer), Some(audience)) => IdentitySpec::Oidc {
+                                issuer: issuer.clone(),
+                                audience: audience.clone(),
+                                jwks_url: None,
+                                roles_claim: "roles".into(),
+                            },
+                            _ => IdentitySpec::Local {
+                                realm: tenant.clone(),
+                            },
+                        };
+                        Ok(TenantSpec {
+                            id: TenantId::parse(tenant)?,
+                            namespace: tenant.clone(),
+                            isolation,
+                            identity,
+                            network: Default::default(),
+                            residency: cfg.deployment.residency_or_default(residency.clone()),
+                            dedicated_worker,
+                            line: 0,
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                create_tenants(&cfg, &mut p, &m, &specs, parallel, target.json).await?;
                 if target.json {
-                    println!("{}", serde_json::to_string(&spec)?);
+                    match specs.as_slice() {
+                        [one] => println!("{}", serde_json::to_string(one)?),
+                        many => println!("{}", serde_json::to_string(many)?),
+                    }
                 } else {
-                    println!("tenant {tenant} of {app} ready ({isolation})");
+                    for spec in &specs {
+                        println!(
+                            "tenant {} of {app} ready ({})",
+                            spec.id.as_str(),
+                            isolation.as_str()
+                        );
+                    }
                 }
             }
             TenantCommand::Move {
@@ -689,4 +710,91 @@ async fn migrate(
 
 /// How long a tenant stays suspended before its data moves: longer than a worker's reload
 /// interval, so no running worker still writes to the old level.
+/// `tenant create` of one or more tenants: planned like `apply` (so a second run has nothing
+/// to do), refused whole before any change when a tenant exists at another level or an id is
+/// given twice, then provisioned `parallel` at a time with one worker-configuration
+/// publication, a progress bar for two or more.
+async fn create_tenants(
+    cfg: &Config,
+    p: &mut Platform,
+    m: &AppManifest,
+    specs: &[TenantSpec],
+    parallel: usize,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    use bulkhead_control::reconcile::{Action, ApplyOptions, plan};
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = specs.iter().find(|s| !seen.insert(s.id.as_str())) {
+        anyhow::bail!("tenant {} is given twice", twice.id.as_str());
+    }
+    let app = AppId::parse(m.app.as_str())?;
+    let known = registry::tenants(&p.client, &app).await?;
+    let steps: Vec<_> = plan(&[(m.app.to_string(), known)], specs, false)
+        .into_iter()
+        .filter(|s| specs.iter().any(|t| t.id.as_str() == s.tenant))
+        .collect();
+    for step in &steps {
+        match &step.action {
+            Action::Move { from } => anyhow::bail!(
+                "tenant {} of {} exists at the {from} level; `bulkhead tenant move {} --app {} --to {}` changes it (nothing was created)",
+                step.tenant,
+                step.app,
+                step.tenant,
+                step.app,
+                step.isolation
+            ),
+            Action::Refused(why) => anyhow::bail!(
+                "tenant {} of {}: {why} (nothing was created)",
+                step.tenant,
+                step.app
+            ),
+            _ => {}
+        }
+    }
+    let local = specs
+        .iter()
+        .any(|s| matches!(s.identity, IdentitySpec::Local { .. }));
+    let realms = if local {
+        Some(bulkhead_server::platform::realm_store(cfg)?)
+    } else {
+        None
+    };
+    let options = ApplyOptions {
+        quiesce: MOVE_QUIESCE,
+        realms: realms.as_ref(),
+        now: bulkhead_server::platform::now(),
+        parallel: parallel.max(1),
+    };
+    let todo = steps
+        .iter()
+        .filter(|s| matches!(s.action, Action::Create | Action::Update))
+        .count();
+    let bar = if quiet || todo < 2 {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(todo as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tenants {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let applied = p
+        .apply_plan(
+            std::slice::from_ref(m),
+            specs,
+            &steps,
+            &options,
+            |_, done| {
+                if let Some(t) = done {
+                    bar.inc(1);
+                    bar.set_message(t.to_owned());
+                }
+            },
+        )
+        .await;
+    bar.finish_and_clear();
+    applied?;
+    Ok(())
+}
+
 pub const MOVE_QUIESCE: std::time::Duration = std::time::Duration::from_secs(3);

@@ -157,10 +157,18 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// The `tenant` claim of a token, read without verification. Used only to answer 403 rather
 /// than 401 when a token plainly belongs to another tenant; it never grants anything.
 pub fn claimed_tenant(token: &str) -> Option<String> {
+    /// Only the claim looked at: the others are skipped, not built (this runs per request).
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        tenant: Option<serde_json::Value>,
+    }
     let payload = token.split('.').nth(1)?;
     let bytes = B64.decode(payload).ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("tenant")?.as_str().map(str::to_owned)
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    match claims.tenant? {
+        serde_json::Value::String(t) => Some(t),
+        _ => None,
+    }
 }
 
 /// Authenticates a request for the resolved tenant. When a selector the client chose
@@ -239,6 +247,22 @@ fn session_token(headers: &HeaderMap, write: bool) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_claimed_tenant_is_the_payloads_tenant_string_or_nothing() {
+        let token = |payload: &str| format!("e30.{}.sig", B64.encode(payload));
+        let claimed = |payload: &str| claimed_tenant(&token(payload));
+        assert_eq!(
+            claimed(r#"{"sub":"a","tenant":"acme","roles":["x"],"n":{"tenant":"b"}}"#).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(claimed(r#"{"sub":"a"}"#), None);
+        assert_eq!(claimed(r#"{"tenant":7}"#), None);
+        assert_eq!(claimed(r#"{"tenant":null}"#), None);
+        assert_eq!(claimed("not json"), None);
+        assert_eq!(claimed_tenant("no-dots"), None);
+        assert_eq!(claimed_tenant("a.%%%.c"), None);
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

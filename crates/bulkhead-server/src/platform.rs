@@ -10,7 +10,6 @@ use crate::error::Context;
 use bulkhead_control::platform::Platform;
 use bulkhead_control::registry;
 use bulkhead_files::garage::GarageAdmin;
-use bulkhead_model::tenants::{IdentitySpec, TenantSpec};
 use bulkhead_model::{AppId, AppManifest};
 use bulkhead_vault_admin::VaultAdmin;
 use bulkhead_vault_admin::embedded::{EmbeddedAdmin, MasterKey};
@@ -206,23 +205,6 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Declares a tenant through the platform and, when its users sign in locally, makes sure its
-/// local realm (signing keys sealed under the master key) exists. Idempotent.
-pub async fn declare_tenant(
-    config: &Config,
-    p: &mut Platform,
-    manifest: &AppManifest,
-    spec: &TenantSpec,
-) -> crate::error::Result<()> {
-    let realms = match spec.identity {
-        IdentitySpec::Local { .. } => Some(realm_store(config)?),
-        IdentitySpec::Oidc { .. } => None,
-    };
-    p.declare_tenant_with_realm(manifest, spec, realms.as_ref(), now())
-        .await?;
-    Ok(())
 }
 
 /// Writes `text` to `path` with mode 0600, creating the parent directory.

@@ -629,12 +629,15 @@ fn app_and_tenant_commands_provision_rotate_and_audit() {
         "app: notes\nentities:\n  note:\n    fields:\n      text: text\n",
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(crate::support::BIN)
+    let exec = |args: &[&str]| {
+        Command::new(crate::support::BIN)
             .args(args)
             .current_dir(cwd.path())
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let run = |args: &[&str]| {
+        let out = exec(args);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -677,6 +680,55 @@ fn app_and_tenant_commands_provision_rotate_and_audit() {
         "{list}"
     );
     run(&["tenant", "resume", "acme", "--app", "helpdesk"]);
+    // Several tenants in one command; again, nothing changes; one at another level or an id
+    // given twice is refused before anything is created.
+    let fail = |args: &[&str]| {
+        let out = exec(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let many = [
+        "tenant",
+        "create",
+        "bulk-1",
+        "bulk-2",
+        "bulk-3",
+        "--app",
+        "notes",
+        "--isolation",
+        "schema",
+    ];
+    let out = run(&many);
+    assert_eq!(out.matches("ready (schema)").count(), 3, "{out}");
+    run(&many);
+    let err = fail(&[
+        "tenant",
+        "create",
+        "bulk-4",
+        "bulk-2",
+        "--app",
+        "notes",
+        "--isolation",
+        "database",
+    ]);
+    assert!(
+        err.contains("bulk-2") && err.contains("tenant move"),
+        "{err}"
+    );
+    let err = fail(&["tenant", "create", "bulk-5", "bulk-5", "--app", "notes"]);
+    assert!(err.contains("given twice"), "{err}");
+    let list = run(&["tenant", "list", "--app", "notes"]);
+    assert_eq!(
+        list.lines()
+            .filter(|l| l.starts_with("bulk-") && l.contains("schema"))
+            .count(),
+        3,
+        "{list}"
+    );
+    assert!(
+        !list.contains("bulk-4") && !list.contains("bulk-5"),
+        "{list}"
+    );
     // Export from a database-level tenant, then delete it.
     let addr = up_addr;
     let token = format!("Bearer {}", login(addr, "initech", "alice"));

@@ -1,13 +1,16 @@
 //! What app code holds: [`TenantDb`] (`ctx.db()`), [`Tx`] (a transaction on the tenant's data)
 //! and [`Query`] (a list or count).
 
+use serde::de::DeserializeOwned;
+
 use super::ops::{self, Exec};
 use super::*;
 
-/// One page of a list query.
+/// One page of a list query: its records as JSON values, or as the caller's own type with
+/// [`Query::fetch_as`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page {
-    pub records: Vec<Value>,
+pub struct Page<T = Value> {
+    pub records: Vec<T>,
     /// Pass to [`Query::after`] for the next page; `None` on the last page.
     pub next_cursor: Option<String>,
 }
@@ -75,6 +78,17 @@ impl<'c> TenantDb<'c> {
 
     pub async fn get(&self, entity: &str, id: &str) -> Result<Value> {
         ops::get(&mut self.clone(), entity, id).await
+    }
+
+    /// [`TenantDb::get`] read straight into `T` (see [`Query::fetch_as`]).
+    pub async fn get_as<T: DeserializeOwned>(&self, entity: &str, id: &str) -> Result<T> {
+        ops::get_as(&mut self.clone(), entity, id).await
+    }
+
+    /// [`TenantDb::get`] with the record written as JSON text, byte for byte `serde_json`'s
+    /// text of its value: for passing it on as it is (see [`Query::fetch_json`]).
+    pub async fn get_json(&self, entity: &str, id: &str) -> Result<Vec<u8>> {
+        ops::get_json(&mut self.clone(), entity, id).await
     }
 
     pub async fn insert(&self, entity: &str, record: &Value) -> Result<Value> {
@@ -210,6 +224,11 @@ impl<'c> Tx<'c> {
         ops::get(&mut &mut *self, entity, id).await
     }
 
+    /// [`Tx::get`] read straight into `T` (see [`Query::fetch_as`]).
+    pub async fn get_as<T: DeserializeOwned>(&mut self, entity: &str, id: &str) -> Result<T> {
+        ops::get_as(&mut &mut *self, entity, id).await
+    }
+
     pub async fn insert(&mut self, entity: &str, record: &Value) -> Result<Value> {
         ops::insert(&mut &mut *self, entity, record).await
     }
@@ -275,6 +294,15 @@ impl<X: Exec> Query<X> {
 
     pub async fn fetch(mut self) -> Result<Page> {
         ops::fetch(&mut self.x, &self.entity, &self.spec).await
+    }
+
+    /// [`Query::fetch`] with each record read straight from its row into `T`, any
+    /// `serde::Deserialize` type — a struct of the fields the caller needs, say — without a
+    /// JSON value in between. `T` sees what the JSON record holds: the same keys (hidden fields
+    /// absent), timestamps as RFC 3339 text, `null` for empty fields; a `T` that does not fit
+    /// is an [`Error::Internal`] naming serde's complaint.
+    pub async fn fetch_as<T: DeserializeOwned>(mut self) -> Result<Page<T>> {
+        ops::fetch_as(&mut self.x, &self.entity, &self.spec).await
     }
 
     /// [`Query::fetch`] with the records written as JSON text, without building a value per

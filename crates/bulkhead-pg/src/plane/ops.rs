@@ -3,6 +3,8 @@
 //! the caller's permissions (`permit`: scope, hidden and read-only fields, readable references)
 //! before it builds its statement.
 
+use serde::de::DeserializeOwned;
+
 use super::*;
 
 /// Executes the statements built by the operations below: either one pipelined transaction
@@ -192,7 +194,14 @@ fn hidden_for_read(ctx: &TenantContext, e: &Entity) -> Vec<String> {
     e.effective(&ctx.actor.roles, Action::Read).hidden
 }
 
-pub(super) async fn get(x: &mut impl Exec, entity: &str, id: &str) -> Result<Value> {
+/// A get's row (none or one) and what the caller may not see of it.
+struct GetRows {
+    ctx: TenantContext,
+    hidden: Vec<String>,
+    rows: Vec<Row>,
+}
+
+async fn get_rows(x: &mut impl Exec, entity: &str, id: &str) -> Result<GetRows> {
     let ctx = x.ctx().clone();
     let e = ctx.entity(entity)?;
     let (eff, own) = permit(&ctx, e, Action::Read, "read")?;
@@ -207,8 +216,50 @@ pub(super) async fn get(x: &mut impl Exec, entity: &str, id: &str) -> Result<Val
         }
     };
     let rows = x.read(e, &stmt, params).await?;
-    match rows.first() {
-        Some(row) => Ok(strip(sql::record_from_row(e, row, false)?, &eff.hidden)),
+    Ok(GetRows {
+        hidden: eff.hidden,
+        rows,
+        ctx,
+    })
+}
+
+pub(super) async fn get(x: &mut impl Exec, entity: &str, id: &str) -> Result<Value> {
+    let got = get_rows(x, entity, id).await?;
+    let e = got.ctx.entity(entity)?;
+    match got.rows.first() {
+        Some(row) => Ok(strip(sql::record_from_row(e, row, false)?, &got.hidden)),
+        None => Err(Error::NotFound {
+            entity: entity.to_owned(),
+        }),
+    }
+}
+
+/// [`get`], the record written as JSON text (see [`sql::RecordWriter`]).
+pub(super) async fn get_json(x: &mut impl Exec, entity: &str, id: &str) -> Result<Vec<u8>> {
+    let got = get_rows(x, entity, id).await?;
+    let e = got.ctx.entity(entity)?;
+    match got.rows.first() {
+        Some(row) => {
+            let mut out = Vec::with_capacity(256);
+            sql::RecordWriter::new(e, &got.hidden)?.write(row, &mut out)?;
+            Ok(out)
+        }
+        None => Err(Error::NotFound {
+            entity: entity.to_owned(),
+        }),
+    }
+}
+
+/// [`get`] read into the caller's type.
+pub(super) async fn get_as<T: DeserializeOwned>(
+    x: &mut impl Exec,
+    entity: &str,
+    id: &str,
+) -> Result<T> {
+    let got = get_rows(x, entity, id).await?;
+    let e = got.ctx.entity(entity)?;
+    match got.rows.first() {
+        Some(row) => sql::RecordReader::new(e, &got.hidden).read(row),
         None => Err(Error::NotFound {
             entity: entity.to_owned(),
         }),
@@ -310,22 +361,25 @@ struct PageRows {
 }
 
 impl PageRows {
-    /// The rows of the page itself and whether more follow.
-    fn shown(&self) -> (&[Row], bool) {
-        let limit = usize::try_from(self.spec.limit).unwrap_or(usize::MAX);
-        (
-            &self.rows[..self.rows.len().min(limit)],
-            self.rows.len() > limit,
-        )
+    fn limit(&self) -> usize {
+        usize::try_from(self.spec.limit).unwrap_or(usize::MAX)
     }
 
-    /// The cursor after `last`, the page's last row.
-    fn cursor_after(&self, e: &Entity, last: &Row) -> Result<String> {
-        let record = sql::record_from_row(e, last, false)?;
-        Ok(sql::encode_cursor(
-            &record[self.spec.order_field.as_str()],
-            &record["id"],
-        ))
+    /// The rows of the page itself (one more was read, to know whether more follow).
+    fn shown(&self) -> &[Row] {
+        &self.rows[..self.rows.len().min(self.limit())]
+    }
+
+    /// The cursor after the page's last row when more follow.
+    fn next_cursor(&self, e: &Entity) -> Result<Option<String>> {
+        let more = self.rows.len() > self.limit();
+        match (more, self.shown().last()) {
+            (true, Some(last)) => Ok(Some(sql::encode_cursor(
+                &sql::field_from_row(e, last, &self.spec.order_field)?,
+                &sql::field_from_row(e, last, "id")?,
+            ))),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -355,15 +409,33 @@ async fn page_rows(x: &mut impl Exec, entity: &str, spec: &QuerySpec) -> Result<
 pub(super) async fn fetch(x: &mut impl Exec, entity: &str, spec: &QuerySpec) -> Result<Page> {
     let page = page_rows(x, entity, spec).await?;
     let e = page.ctx.entity(entity)?;
-    let (shown, more) = page.shown();
+    let shown = page.shown();
     let records = shown
         .iter()
         .map(|r| Ok(strip(sql::record_from_row(e, r, false)?, &page.hidden)))
         .collect::<Result<Vec<_>>>()?;
-    let next_cursor = match (more, shown.last()) {
-        (true, Some(last)) => Some(page.cursor_after(e, last)?),
-        _ => None,
-    };
+    let next_cursor = page.next_cursor(e)?;
+    Ok(Page {
+        records,
+        next_cursor,
+    })
+}
+
+/// [`fetch`], each record read into the caller's type (see [`sql::RecordReader`]).
+pub(super) async fn fetch_as<T: DeserializeOwned>(
+    x: &mut impl Exec,
+    entity: &str,
+    spec: &QuerySpec,
+) -> Result<Page<T>> {
+    let page = page_rows(x, entity, spec).await?;
+    let e = page.ctx.entity(entity)?;
+    let shown = page.shown();
+    let reader = sql::RecordReader::new(e, &page.hidden);
+    let records = shown
+        .iter()
+        .map(|row| reader.read(row))
+        .collect::<Result<Vec<T>>>()?;
+    let next_cursor = page.next_cursor(e)?;
     Ok(Page {
         records,
         next_cursor,
@@ -378,7 +450,7 @@ pub(super) async fn fetch_json(
 ) -> Result<JsonPage> {
     let page = page_rows(x, entity, spec).await?;
     let e = page.ctx.entity(entity)?;
-    let (shown, more) = page.shown();
+    let shown = page.shown();
     let writer = sql::RecordWriter::new(e, &page.hidden)?;
     let mut records = Vec::with_capacity(2 + shown.len() * 256);
     records.push(b'[');
@@ -389,10 +461,7 @@ pub(super) async fn fetch_json(
         writer.write(row, &mut records)?;
     }
     records.push(b']');
-    let next_cursor = match (more, shown.last()) {
-        (true, Some(last)) => Some(page.cursor_after(e, last)?),
-        _ => None,
-    };
+    let next_cursor = page.next_cursor(e)?;
     Ok(JsonPage {
         records,
         next_cursor,

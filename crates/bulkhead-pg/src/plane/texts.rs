@@ -1,7 +1,8 @@
 //! Statement texts built once per data plane instead of once per operation: a get by id's text
 //! (the same for every id and every tenant sharing the schema), a first page's without a
-//! filter (the same for every limit), and the single-statement form of each read ([`sql::self_scoped_read`]). Building them took half of a get's instructions in the
-//! library (callgrind: 16,600 of 38,600 for `get_sql`, 2,200 for the self-scoped form).
+//! filter (one per order and limit: the limit is in the text, see [`sql::select_sql`]), and the
+//! single-statement form of each read ([`sql::self_scoped_read`]). Building them took half of a
+//! get's instructions in the library (callgrind: 16,600 of 38,600 for `get_sql`, 2,200 for the self-scoped form).
 //!
 //! Only texts are kept, never parameters: the tenant and every value are bound per use. A
 //! text names its schema, so the key does too.
@@ -47,7 +48,8 @@ impl Texts {
     }
 
     /// A list of `entity` in `schema`: its text and parameters, exactly as
-    /// [`sql::select_sql`] makes them; built once per order for a first page without a filter.
+    /// [`sql::select_sql`] makes them; built once per order and limit for a first page without a
+    /// filter.
     pub(super) fn list(
         &self,
         schema: &str,
@@ -65,8 +67,8 @@ impl Texts {
         };
         self.shaped(
             format!(
-                "list\0{schema}\0{}\0{}\0{dir}\0",
-                entity.name, spec.order_field
+                "list\0{schema}\0{}\0{}\0{dir}\0{}",
+                entity.name, spec.order_field, spec.limit
             ),
             || sql::first_page_params(entity, tenant, spec.limit),
             || sql::select_sql(schema, entity, tenant, spec),

@@ -52,10 +52,6 @@ impl Binder {
         format!("{}::text", self.push(Box::new(s)))
     }
 
-    pub(crate) fn limit(&mut self, n: i64) -> String {
-        format!("{}::int8", self.push(Box::new(n)))
-    }
-
     /// Binds a checked value of type `ty` (or NULL) and returns the cast placeholder.
     pub(crate) fn value(
         &mut self,

@@ -14,9 +14,11 @@ use tokio_postgres::types::ToSql;
 use crate::error::{Error, Result};
 
 mod binder;
+mod columns;
 mod cursor;
 mod query;
 mod read;
+mod record_reader;
 mod record_writer;
 mod rows;
 mod write;
@@ -28,8 +30,9 @@ pub use query::{Direction, Filter, OPERATORS, QuerySpec, filter_fields, order};
 pub use read::{
     count_sql, cross_branch, first_page_params, get_params, get_sql, select_sql, self_scoped_read,
 };
+pub use record_reader::RecordReader;
 pub use record_writer::RecordWriter;
-pub use rows::{record_from_row, rfc3339, select_list};
+pub use rows::{field_from_row, record_from_row, rfc3339, select_list};
 pub use write::{
     RefCheck, delete_order, delete_sql, insert_sql, self_scoped_insert_sql, update_sql,
 };

@@ -6,27 +6,13 @@
 
 use std::time::SystemTime;
 
-use bulkhead_model::{Entity, FieldType};
+use bulkhead_model::Entity;
 use serde::Serialize;
 use tokio_postgres::Row;
 
+use super::columns::{Kind, shown};
 use super::rows::{decode_error as bad, rfc3339_fixed};
 use crate::error::{Error, Result};
-
-#[derive(Clone, Copy)]
-enum Kind {
-    /// Non-null text (the id).
-    Id,
-    /// Non-null timestamp (`created_at`, `updated_at`).
-    Stamp,
-    Timestamp,
-    Int,
-    Bigint,
-    Bool,
-    Json,
-    /// Everything the select list reads as text.
-    Text,
-}
 
 /// Writes rows of [`super::select_list`] (without the tenant column) of one entity as JSON
 /// records, keys in the order a `serde_json` map keeps them (sorted), hidden fields left out.
@@ -62,30 +48,11 @@ fn put_time(out: &mut Vec<u8>, t: SystemTime) {
 
 impl RecordWriter {
     pub fn new(entity: &Entity, hidden: &[String]) -> Result<Self> {
-        let mut named: Vec<(&str, usize, Kind)> = vec![
-            ("id", 0, Kind::Id),
-            ("created_at", 1, Kind::Stamp),
-            ("updated_at", 2, Kind::Stamp),
-        ];
-        for (i, f) in entity.fields.iter().enumerate() {
-            let kind = match f.ty {
-                FieldType::Timestamp => Kind::Timestamp,
-                FieldType::Int => Kind::Int,
-                FieldType::Bigint => Kind::Bigint,
-                FieldType::Bool => Kind::Bool,
-                FieldType::Json => Kind::Json,
-                _ => Kind::Text,
-            };
-            named.push((f.name.as_str(), 3 + i, kind));
-        }
-        named.retain(|(name, _, _)| !hidden.iter().any(|h| h == name));
-        // A `serde_json` map (no `preserve_order`) keeps its keys sorted by their bytes.
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        let columns = named
+        let columns = shown(entity, hidden)
             .into_iter()
-            .map(|(name, i, kind)| {
-                let key = serde_json::to_string(name).map_err(internal)?;
-                Ok((format!("{key}:"), i, kind))
+            .map(|c| {
+                let key = serde_json::to_string(c.name).map_err(internal)?;
+                Ok((format!("{key}:"), c.index, c.kind))
             })
             .collect::<Result<_>>()?;
         Ok(Self { columns })

@@ -28,7 +28,9 @@ fn every_statement_filters_the_tenant_and_binds_values() {
         !sql.contains("DROP"),
         "values are never in the SQL text: {sql}"
     );
-    assert_eq!(params.len(), 4);
+    // The tenant and the two filter values; the limit is a checked integer in the text.
+    assert_eq!(params.len(), 3);
+    assert!(sql.ends_with(" LIMIT 51"), "{sql}");
     let (sql, _) = count_sql("public", e, Some(&t), None).unwrap();
     assert!(sql.contains(r#""tenant_id" = $1::text"#));
     // Every read on a tenant entity can be made one self-scoping statement, whose read takes

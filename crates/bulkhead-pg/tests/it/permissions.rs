@@ -174,6 +174,49 @@ async fn field_restrictions_hold_on_read_and_write() {
     let text = String::from_utf8(text.records).unwrap();
     assert_eq!(text, serde_json::to_string(&page.records).unwrap());
     assert!(!text.contains("\"note\""), "{text}");
+    // Read into the caller's own type: the same records, and the hidden field absent, so a type
+    // that requires it does not fit and one that allows it sees nothing.
+    let typed = anon
+        .db()
+        .query("ticket")
+        .fetch_as::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(typed, page);
+    #[derive(serde::Deserialize, Debug)]
+    struct Seen {
+        title: String,
+        status: Status,
+        note: Option<String>,
+    }
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "lowercase")]
+    enum Status {
+        Open,
+        Closed,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    struct Demands {
+        #[allow(dead_code)]
+        note: String,
+    }
+    let seen = anon.db().query("ticket").fetch_as::<Seen>().await.unwrap();
+    assert_eq!(seen.records.len(), page.records.len());
+    assert!(seen.records.iter().all(|r| r.note.is_none()), "{seen:?}");
+    assert_eq!(seen.records[0].title, page.records[0]["title"]);
+    assert_eq!(seen.records[0].status, Status::Closed);
+    let err = anon.db().get_as::<Demands>("ticket", id).await.unwrap_err();
+    assert!(format!("{err}").contains("note"), "{err}");
+    let agent_sees = agent.db().get_as::<Demands>("ticket", id).await.unwrap();
+    assert_eq!(agent_sees.note, "secret");
+    // One record as JSON text: the value's text, for each role.
+    for who in [&anon, &agent] {
+        let text = String::from_utf8(who.db().get_json("ticket", id).await.unwrap()).unwrap();
+        let value = who.db().get("ticket", id).await.unwrap();
+        assert_eq!(text, serde_json::to_string(&value).unwrap());
+    }
+    let text = anon.db().get_json("ticket", id).await.unwrap();
+    assert!(!String::from_utf8(text).unwrap().contains("note"));
     assert_eq!(
         anon.db()
             .insert("ticket", &json!({"title": "spam"}))
