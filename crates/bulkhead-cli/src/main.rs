@@ -4,6 +4,7 @@ mod app;
 mod apply;
 mod audit;
 mod bundle;
+mod init;
 mod manifest;
 mod options;
 mod serve;
@@ -35,6 +36,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a production install: write a commented bulkhead.toml (at --config) and a new
+    /// platform master key (mode 0600), then print the next steps. Never overwrites either.
+    Init(init::Args),
     /// Run Bulkhead on this machine with embedded defaults: the first-run command.
     ///
     /// Without --database-url, starts a private PostgreSQL cluster under <data-dir>/postgres
@@ -98,6 +102,7 @@ enum ManifestCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Init(args) => init::run(&cli.config, args),
         Command::Up(args) => up::run(&cli.config, args),
         Command::Serve(args) => serve::run(&cli.config, args),
         Command::App(cmd) => app::run_app(&cli.config, cmd),

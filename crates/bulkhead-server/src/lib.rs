@@ -21,6 +21,7 @@ mod forward;
 mod gateway;
 mod health;
 pub mod isolate;
+mod landing;
 pub mod platform;
 #[cfg(test)]
 mod reference;

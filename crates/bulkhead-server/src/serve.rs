@@ -67,6 +67,15 @@ pub async fn run_gateway(
         router = crate::admin::router(Arc::new(admin)).merge(router);
         tracing::info!("admin API enabled under /admin/v1/");
     }
+    let landing = if embedded {
+        crate::landing::Landing::Up {
+            pool: gateway.pool(),
+            example,
+        }
+    } else {
+        crate::landing::Landing::Serve
+    };
+    router = crate::landing::router(landing).merge(router);
     if example {
         crate::demo::print_help(&public_url);
     }

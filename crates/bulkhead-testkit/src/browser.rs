@@ -1,5 +1,5 @@
 //! A real browser for front-end tests: Debian's Chromium (`/usr/bin/chromium`, installed by
-//! scripts/deps), driven by npm `playwright-core` (installed by scripts/deps into
+//! scripts/test-deps), driven by npm `playwright-core` (installed by scripts/test-deps into
 //! `crates/bulkhead-testkit/browser/node_modules`; it downloads no browser).
 //!
 //! A test writes its scenario as a Node.js module that starts the browser with
@@ -31,12 +31,12 @@ pub fn run_scenario(
     let dir = driver_dir();
     if !dir.join("node_modules/playwright-core").exists() {
         bail!(
-            "npm playwright-core is not installed in {}: run scripts/deps",
+            "npm playwright-core is not installed in {}: run scripts/test-deps",
             dir.display()
         );
     }
     if !Path::new(CHROMIUM).exists() {
-        bail!("{CHROMIUM} is missing: run scripts/deps (Debian package chromium)");
+        bail!("{CHROMIUM} is missing: run scripts/test-deps (Debian package chromium)");
     }
     let mut child = Command::new("node")
         .arg(script)

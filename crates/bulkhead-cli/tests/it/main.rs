@@ -6,6 +6,7 @@ mod cli;
 mod functions;
 mod hostile;
 mod in_process;
+mod init;
 mod layout;
 mod packaging;
 mod serve;

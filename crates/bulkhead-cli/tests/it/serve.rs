@@ -129,6 +129,15 @@ async fn serve_runs_each_app_in_its_own_worker_routes_watches_and_follows_tenant
     let mut serve = Running::spawn(dir, &["serve", "--listen", "127.0.0.1:0"]);
     let addr = serve.wait_serving();
 
+    // The start page of a production server names no app and no tenant, as HTML or JSON.
+    for accept in ["text/html", "application/json"] {
+        let (status, body) = request(addr, "GET", "/", &[("Accept", accept)], None);
+        assert_eq!(status, 200, "{body}");
+        for name in ["acme", "partner", "helpdesk", "notes"] {
+            assert!(!body.contains(name), "{name} on the start page: {body}");
+        }
+    }
+
     // The OIDC tenant's own provider signs its users in; the token means nothing elsewhere.
     let token = idp.token(AUDIENCE).unwrap();
     let bearer = format!("Bearer {token}");

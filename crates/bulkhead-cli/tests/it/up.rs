@@ -384,7 +384,7 @@ fn up_serves_the_example_app_to_two_isolated_tenants() {
     assert!(up.wait().success());
 }
 
-/// schemathesis (installed by scripts/deps into .tools/venv) generates requests from the
+/// schemathesis (installed by scripts/test-deps into .tools/venv) generates requests from the
 /// served OpenAPI document with a bounded number of examples per operation: no response may be
 /// a server error or violate the document. Strings are drawn from all of UTF-8, NUL included;
 /// `BULKHEAD_SCHEMATHESIS_EXAMPLES` raises the examples per operation for long runs.
@@ -398,7 +398,7 @@ fn the_rest_api_conforms_to_its_openapi_document_schemathesis() {
         });
     assert!(
         st.exists(),
-        "schemathesis not found at {}: run scripts/deps",
+        "schemathesis not found at {}: run scripts/test-deps",
         st.display()
     );
     let cwd = workdir();
@@ -623,6 +623,45 @@ fn app_and_tenant_commands_provision_rotate_and_audit() {
     let cwd = workdir();
     let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
     let up_addr = up.wait_listening();
+    // A browser at `/` learns what runs and where: every demo tenant with its front-end, API
+    // document and sign-in, and the demo users; a client asking for JSON gets the same.
+    let (status, page) = crate::support::request(
+        up_addr,
+        "GET",
+        "/",
+        &[("Accept", "text/html,application/xhtml+xml")],
+        None,
+    );
+    assert_eq!(status, 200, "{page}");
+    assert!(page.starts_with("<!doctype html>"), "{page}");
+    for tenant in ["acme", "globex", "initech"] {
+        for want in [
+            format!("href=\"/t/{tenant}/app/\""),
+            format!("href=\"/t/{tenant}/openapi.json\""),
+            format!("href=\"/realms/{tenant}/.well-known/openid-configuration\""),
+        ] {
+            assert!(page.contains(&want), "{want} missing: {page}");
+        }
+    }
+    assert!(page.contains("alice-at-acme"), "{page}");
+    let (status, index) = crate::support::get(up_addr, "/");
+    assert_eq!(status, 200, "{index}");
+    let index: serde_json::Value = serde_json::from_str(&index).unwrap();
+    let helpdesk = &index["apps"][0];
+    assert_eq!(helpdesk["app"], "helpdesk");
+    // What the page links to is there.
+    let openapi = helpdesk["tenants"][0]["openapi"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = crate::support::get(up_addr, &openapi);
+    assert_eq!(status, 200, "{openapi}");
+    let sign_in = helpdesk["tenants"][0]["sign_in"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = crate::support::get(up_addr, &sign_in);
+    assert_eq!(status, 200, "{sign_in}");
     let manifest = cwd.path().join("notes.yaml");
     std::fs::write(
         &manifest,

@@ -1,4 +1,4 @@
-//! pgTAP tests of the generated policies and grants, run with `pg_prove` (from scripts/deps)
+//! pgTAP tests of the generated policies and grants, run with `pg_prove` (from scripts/test-deps)
 //! against a freshly provisioned app database.
 
 use std::process::Command;
@@ -53,7 +53,7 @@ async fn the_generated_policies_pass_their_pgtap_suite() {
         .arg(&file)
         .env("PGPASSWORD", app.cluster.superuser_password())
         .output()
-        .expect("pg_prove is installed by scripts/deps");
+        .expect("pg_prove is installed by scripts/test-deps");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
