@@ -497,7 +497,10 @@ pub(crate) async fn provision(
     manifest: &AppManifest,
     pools: PoolSettings,
 ) -> anyhow::Result<BenchApp> {
-    let prov = Provisioner::new(admin.clone());
+    let prov = Provisioner::new(bulkhead_pg::PgConfig::new(
+        admin.clone(),
+        Default::default(),
+    )?);
     let app = prov.ensure_app(manifest).await?;
     let runtime_password = match app.runtime.password.clone() {
         Some(p) => p,
@@ -513,6 +516,7 @@ pub(crate) async fn provision(
             runtime_password: runtime_password.clone(),
             cross_tenant: None,
             pools,
+            tls: Default::default(),
         },
     )?;
     Ok(BenchApp {

@@ -100,7 +100,10 @@ async fn platform(
     bulkhead_control::migrate(&client).await?;
     Ok(Platform {
         client,
-        provisioner: Provisioner::new(admin.clone()),
+        provisioner: Provisioner::new(bulkhead_pg::PgConfig::new(
+            admin.clone(),
+            Default::default(),
+        )?),
         vault: Arc::new(EmbeddedAdmin::open(vault_dir, MasterKey::generate())?),
         buckets: None,
         actor: "bench".into(),
@@ -115,6 +118,7 @@ async fn create_app(
 ) -> anyhow::Result<()> {
     p.create_app(m, None).await?;
     p.publish_worker_config(WorkerConfig {
+        db_tls: Default::default(),
         db_host: "127.0.0.1".into(),
         db_port: admin.get_ports().first().copied().unwrap_or(5432),
         database: bulkhead_model::names::app_database(&m.app),

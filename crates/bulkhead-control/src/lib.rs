@@ -90,12 +90,12 @@ const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// A small pool to the platform database with a bounded wait, so a stopped server makes
 /// `/readyz` answer 503 quickly instead of hanging.
 pub fn platform_pool(
-    config: tokio_postgres::Config,
+    config: bulkhead_pg::PgConfig,
 ) -> std::result::Result<deadpool_postgres::Pool, String> {
     use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
     let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
+        config.pg.clone(),
+        config.connector(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Verified,
         },

@@ -31,7 +31,14 @@ pub fn manifest(yaml: &str, app: &str) -> AppManifest {
 
 /// The cluster's provisioner (superuser: setup only, never for what a test asserts).
 pub fn admin(cluster: &TestCluster) -> Provisioner {
-    Provisioner::new(cluster.config("postgres", "postgres", cluster.superuser_password()))
+    Provisioner::new(
+        bulkhead_pg::PgConfig::local(cluster.config(
+            "postgres",
+            "postgres",
+            cluster.superuser_password(),
+        ))
+        .unwrap(),
+    )
 }
 
 pub fn tid(s: &str) -> TenantId {
@@ -245,6 +252,7 @@ fn plane_of(
                 .as_ref()
                 .map(|c| (c.role.clone(), c.password.clone().unwrap())),
             pools,
+            tls: Default::default(),
         },
     )
     .unwrap()

@@ -11,6 +11,7 @@ mod ids;
 pub mod manifest;
 pub mod names;
 pub mod options;
+pub mod pgtls;
 mod secret;
 pub mod tenants;
 pub mod values;

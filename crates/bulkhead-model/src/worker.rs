@@ -177,6 +177,10 @@ impl Ready {
 pub struct WorkerConfig {
     pub db_host: String,
     pub db_port: u16,
+    /// TLS to the cluster as the platform has it (`sslmode`, root certificates; never the
+    /// platform's client key).
+    #[serde(default)]
+    pub db_tls: crate::pgtls::PgTls,
     pub database: String,
     pub runtime_role: String,
     pub manifest: AppManifest,

@@ -57,6 +57,10 @@ pub enum Error {
     InvalidManifest(#[from] ManifestError),
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
+    /// A PostgreSQL connection description whose TLS part cannot be used (an unknown
+    /// `sslmode`, an unreadable or invalid certificate file). A configuration error.
+    #[error("PostgreSQL TLS: {0}")]
+    Tls(String),
     #[error("the transaction conflicted with a concurrent one and was rolled back; retry it")]
     Conflict(String),
     #[error("database error: {}", describe(.0))]
@@ -97,7 +101,7 @@ impl Error {
             Error::BadQuery(_) => ErrorCode::BadQuery,
             Error::DestructiveChange(_) => ErrorCode::DestructiveChange,
             Error::InvalidManifest(_) => ErrorCode::InvalidManifest,
-            Error::DatabaseUnavailable(_) => ErrorCode::DatabaseUnavailable,
+            Error::DatabaseUnavailable(_) | Error::Tls(_) => ErrorCode::DatabaseUnavailable,
             Error::Conflict(_) => ErrorCode::TransactionConflict,
             Error::Database(_) | Error::Internal(_) => ErrorCode::Internal,
         }

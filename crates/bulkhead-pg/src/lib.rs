@@ -11,6 +11,8 @@
 //!   rows), in one snapshot per read.
 //! - [`router`]: bounded pools per database with checkout timeouts and a budget for tenant
 //!   databases.
+//! - [`tls`]: [`PgConfig`], a connection description with its TLS (libpq's `sslmode` and
+//!   certificates, rustls), used for every connection.
 //!
 //! This crate must not depend on axum or any HTTP type, and must never accept SQL text from
 //! app code: identifiers come from the validated manifest, values are bound parameters.
@@ -24,6 +26,7 @@ pub mod provision;
 pub mod router;
 pub mod search;
 pub mod sql;
+pub mod tls;
 
 pub use error::{Error, Result};
 pub use plane::{
@@ -33,3 +36,4 @@ pub use plane::{
 pub use provision::{AppProvision, Provisioner, RoleCredential, Secret, TenantProvision};
 pub use router::PoolSettings;
 pub use sql::{Direction, Filter};
+pub use tls::{PgConfig, PgTls, SslMode};

@@ -14,7 +14,9 @@ use std::fmt;
 use bulkhead_model::names::{self, quote_ident as q, quote_literal};
 use bulkhead_model::{AppManifest, IsolationLevel, TenantId};
 use serde_json::Value;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::Client;
+
+use crate::tls::PgConfig;
 
 use crate::ddl::Target;
 use crate::error::{Error, Result};
@@ -58,7 +60,7 @@ pub struct TenantProvision {
 /// Creates and migrates app and tenant databases with admin credentials.
 #[derive(Clone)]
 pub struct Provisioner {
-    admin: Config,
+    admin: PgConfig,
     maintenance_db: String,
 }
 
@@ -71,9 +73,9 @@ impl fmt::Debug for Provisioner {
     }
 }
 
-async fn connect(config: &Config) -> Result<Client> {
+async fn connect(config: &PgConfig) -> Result<Client> {
     let (client, connection) = config
-        .connect(NoTls)
+        .connect()
         .await
         .map_err(|e| Error::DatabaseUnavailable(e.to_string()))?;
     tokio::spawn(async move {
@@ -95,7 +97,7 @@ fn verifier(password: &Secret) -> String {
 
 impl Provisioner {
     /// `admin` points at a maintenance database (usually `postgres`) of the cluster.
-    pub fn new(admin: Config) -> Self {
+    pub fn new(admin: PgConfig) -> Self {
         let maintenance_db = admin.get_dbname().unwrap_or("postgres").to_owned();
         Self {
             admin,

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use bulkhead_model::TenantId;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
-use tokio_postgres::NoTls;
 
 use crate::error::{Error, Result};
 use crate::provision::Secret;
@@ -57,6 +56,8 @@ pub struct Endpoint {
     pub database: String,
     pub role: String,
     pub password: Secret,
+    /// How the connection is secured (the same for every database of the cluster).
+    pub tls: crate::tls::Tls,
 }
 
 fn make_pool(ep: &Endpoint, size: usize, wait: Duration) -> Result<Pool> {
@@ -67,10 +68,11 @@ fn make_pool(ep: &Endpoint, size: usize, wait: Duration) -> Result<Pool> {
         .user(&ep.role)
         .password(ep.password.expose())
         .application_name("bulkhead")
-        .connect_timeout(wait);
+        .connect_timeout(wait)
+        .ssl_mode(ep.tls.wire_mode());
     let manager = Manager::from_config(
         cfg,
-        NoTls,
+        ep.tls.connector(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

@@ -34,8 +34,8 @@ pub(crate) async fn serve(
 ) -> crate::error::Result<()> {
     let (db_config, embedded) = match &config.database_url {
         Some(url) => {
-            let db_config = tokio_postgres::Config::from_str(url.expose())
-                .context("database_url is not a valid PostgreSQL URL")?;
+            let db_config = bulkhead_pg::PgConfig::from_str(url.expose())
+                .context("database_url is not a usable PostgreSQL URL")?;
             tracing::info!(host = ?db_config.get_hosts(), "using the configured PostgreSQL server");
             (db_config, None)
         }
@@ -115,7 +115,7 @@ fn start_embedded(dir: &Path) -> crate::error::Result<Embedded> {
 }
 
 /// Creates the platform database in the embedded cluster when missing; returns how to reach it.
-async fn ensure_platform_db(cluster: &Cluster) -> crate::error::Result<tokio_postgres::Config> {
+async fn ensure_platform_db(cluster: &Cluster) -> crate::error::Result<bulkhead_pg::PgConfig> {
     let mut admin = tokio_postgres::Config::new();
     admin
         .host(cluster.host())
@@ -146,5 +146,6 @@ async fn ensure_platform_db(cluster: &Cluster) -> crate::error::Result<tokio_pos
     drop(client);
     let _ = driver.await;
     admin.dbname(PLATFORM_DB);
-    Ok(admin)
+    // The cluster listens on the loopback interface only: plaintext.
+    Ok(bulkhead_pg::PgConfig::local(admin)?)
 }

@@ -23,7 +23,7 @@ pub struct Gateway {
     pub platform: Platform,
     pub realms: RealmStore,
     pub(crate) pool: Pool,
-    pub(crate) db: tokio_postgres::Config,
+    pub(crate) db: bulkhead_pg::PgConfig,
     pub(crate) public_url: String,
 }
 
@@ -40,7 +40,7 @@ impl Gateway {
     /// `create_master_key` (embedded `up` only) a missing master key is generated.
     pub async fn open(
         config: &Config,
-        db: tokio_postgres::Config,
+        db: bulkhead_pg::PgConfig,
         public_url: &str,
         create_master_key: bool,
     ) -> crate::error::Result<Self> {
@@ -156,6 +156,7 @@ impl Gateway {
                 .publish_worker_config(WorkerConfig {
                     db_host: db_host.clone(),
                     db_port,
+                    db_tls: self.db.tls().spec().for_worker(),
                     database: bulkhead_model::names::app_database(&manifest.app),
                     runtime_role: bulkhead_model::names::runtime_role(&manifest.app),
                     manifest: manifest.clone(),

@@ -18,12 +18,12 @@ use bulkhead_vault_admin::openbao::OpenBaoAdmin;
 use crate::config::{Config, FilesBackend, Secret, VaultBackend};
 
 /// Connection settings for the platform database: the configured URL or the embedded cluster.
-pub fn platform_db(config: &Config) -> crate::error::Result<tokio_postgres::Config> {
+pub fn platform_db(config: &Config) -> crate::error::Result<bulkhead_pg::PgConfig> {
     if let Some(url) = &config.database_url {
         return url
             .expose()
             .parse()
-            .context("database_url is not a valid PostgreSQL URL");
+            .context("database_url is not a usable PostgreSQL URL");
     }
     let dir = config.data_dir.join("postgres");
     crate::error::ensure!(
@@ -37,13 +37,16 @@ pub fn platform_db(config: &Config) -> crate::error::Result<tokio_postgres::Conf
         "the embedded cluster in {} is not running: start `bulkhead up`",
         dir.display()
     );
-    Ok(cluster.superuser_url("bulkhead").parse()?)
+    // The embedded cluster listens on the loopback interface only.
+    Ok(bulkhead_pg::PgConfig::local(
+        cluster.superuser_url("bulkhead").parse()?,
+    )?)
 }
 
 /// A connection to the platform database with the control-plane schema in place.
 pub async fn control_client(config: &Config) -> crate::error::Result<tokio_postgres::Client> {
     let (client, conn) = platform_db(config)?
-        .connect(tokio_postgres::NoTls)
+        .connect()
         .await
         .context("connecting to the platform database")?;
     tokio::spawn(conn);
@@ -60,11 +63,11 @@ pub async fn platform(config: &Config) -> crate::error::Result<Platform> {
 /// The platform handle for the platform database `db`, with the configured vault.
 pub async fn platform_at(
     config: &Config,
-    db: tokio_postgres::Config,
+    db: bulkhead_pg::PgConfig,
     master: [u8; 32],
 ) -> crate::error::Result<Platform> {
     let (client, conn) = db
-        .connect(tokio_postgres::NoTls)
+        .connect()
         .await
         .context("connecting to the platform database")?;
     tokio::spawn(conn);

@@ -27,7 +27,7 @@ pub enum Mode {
 /// then stops the workers.
 pub async fn run_gateway(
     config: &Config,
-    db: tokio_postgres::Config,
+    db: bulkhead_pg::PgConfig,
     mode: Mode,
     listener: TcpListener,
     hooks: &Hooks,

@@ -9,6 +9,8 @@
 //! With `cargo test` the cluster is shared by every test of a test binary; with nextest, which
 //! runs each test in its own process, each test gets its own cluster.
 //!
+//! [`pgtls`] starts a cluster that accepts only TLS, with a CA made for it.
+//!
 //! [`browser`] runs a scenario in a real headless Chromium (Debian's, driven by playwright-core).
 //!
 //! `KEEP_TEST_DB=1` keeps the cluster running after the tests and prints how to connect.
@@ -20,6 +22,7 @@ pub mod browser;
 pub mod garage;
 pub mod oidc;
 pub mod openbao;
+pub mod pgtls;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -6,7 +6,6 @@ use bulkhead_control::platform::{Platform, RUNTIME_PASSWORD, tenant_password_pat
 use bulkhead_control::registry;
 use bulkhead_model::names;
 use bulkhead_model::{AppId, AppManifest, IsolationLevel, TenantId};
-use tokio_postgres::NoTls;
 
 use crate::report::Checks;
 use crate::{Error, Result};
@@ -14,14 +13,14 @@ use crate::{Error, Result};
 /// How to reach the cluster: the platform database's address and admin credentials.
 #[derive(Clone)]
 pub(crate) struct Cluster {
-    pub(crate) admin: tokio_postgres::Config,
+    pub(crate) admin: bulkhead_pg::PgConfig,
 }
 
 impl Cluster {
     async fn connect(
-        cfg: tokio_postgres::Config,
+        cfg: bulkhead_pg::PgConfig,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, conn) = cfg.connect(NoTls).await?;
+        let (client, conn) = cfg.connect().await?;
         tokio::spawn(conn);
         Ok(client)
     }

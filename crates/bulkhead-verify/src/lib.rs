@@ -60,7 +60,7 @@ pub struct Deployment {
     /// The control plane: registry, vault (each app's credentials for the probes).
     pub platform: Platform,
     /// The platform database as the administrator (its host reaches every app database).
-    pub platform_db: tokio_postgres::Config,
+    pub platform_db: bulkhead_pg::PgConfig,
     /// The master key: opens the local realms' key store and derives the report's signing key.
     pub master_key: [u8; 32],
     pub profile: Profile,

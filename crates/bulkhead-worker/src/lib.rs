@@ -160,6 +160,7 @@ pub async fn launch(
             runtime_password: password,
             cross_tenant,
             pools: Default::default(),
+            tls: config.db_tls.clone(),
         },
     )?
     // After `bulkhead app rotate-credentials`, new logins need the password now in the vault.

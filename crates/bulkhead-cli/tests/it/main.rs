@@ -11,5 +11,6 @@ mod layout;
 mod packaging;
 mod serve;
 mod support;
+mod tls;
 mod up;
 mod verify;

@@ -108,11 +108,14 @@ async fn platform(dir: &std::path::Path) -> (Platform, Arc<Observed>, &'static T
     });
     let platform = Platform {
         client,
-        provisioner: Provisioner::new(cluster.config(
-            "postgres",
-            "postgres",
-            cluster.superuser_password(),
-        )),
+        provisioner: Provisioner::new(
+            bulkhead_pg::PgConfig::local(cluster.config(
+                "postgres",
+                "postgres",
+                cluster.superuser_password(),
+            ))
+            .unwrap(),
+        ),
         vault: vault.clone(),
         buckets: None,
         actor: "test".into(),
@@ -124,6 +127,7 @@ async fn platform(dir: &std::path::Path) -> (Platform, Arc<Observed>, &'static T
 async fn app_with_workers(p: &mut Platform, m: &AppManifest) {
     p.create_app(m, None).await.unwrap();
     p.publish_worker_config(WorkerConfig {
+        db_tls: Default::default(),
         db_host: "127.0.0.1".into(),
         db_port: 5432,
         database: names::app_database(&m.app),

@@ -47,11 +47,14 @@ async fn platform_with(
     let vault = EmbeddedAdmin::open(vault_root, MasterKey::generate()).unwrap();
     let platform = Platform {
         client,
-        provisioner: Provisioner::new(cluster.config(
-            "postgres",
-            "postgres",
-            cluster.superuser_password(),
-        )),
+        provisioner: Provisioner::new(
+            bulkhead_pg::PgConfig::local(cluster.config(
+                "postgres",
+                "postgres",
+                cluster.superuser_password(),
+            ))
+            .unwrap(),
+        ),
         vault: Arc::new(vault.clone()),
         buckets,
         actor: "test".into(),
@@ -416,6 +419,7 @@ async fn tenant_flags_and_settings_are_validated_and_secrets_stay_in_the_vault()
     .unwrap();
     p.create_app(&m, None).await.unwrap();
     p.publish_worker_config(WorkerConfig {
+        db_tls: Default::default(),
         db_host: "127.0.0.1".into(),
         db_port: 5432,
         database: names::app_database(&m.app),

@@ -45,6 +45,8 @@ pub struct DataPlaneConfig {
     /// The cross-tenant role, when the manifest grants cross-tenant reads.
     pub cross_tenant: Option<(String, Secret)>,
     pub pools: PoolSettings,
+    /// TLS to the cluster, for the app database and every tenant database.
+    pub tls: crate::tls::PgTls,
 }
 
 /// Where one tenant's data lives, as the runtime knows it.
@@ -82,6 +84,7 @@ struct Inner {
     refresher: Option<PasswordRefresher>,
     host: String,
     port: u16,
+    tls: crate::tls::Tls,
     tenants: RwLock<HashMap<TenantId, Arc<TenantPlacement>>>,
     /// Statement texts built once (the manifest never changes under a plane).
     texts: texts::Texts,
@@ -104,12 +107,14 @@ impl std::fmt::Debug for DataPlane {
 
 impl DataPlane {
     pub fn new(manifest: AppManifest, config: DataPlaneConfig) -> Result<Self> {
+        let tls = crate::tls::Tls::new(config.tls.clone())?;
         let main = Endpoint {
             host: config.host.clone(),
             port: config.port,
             database: config.app_database.clone(),
             role: config.runtime_role.clone(),
             password: config.runtime_password.clone(),
+            tls: tls.clone(),
         };
         let cross = config
             .cross_tenant
@@ -126,6 +131,7 @@ impl DataPlane {
                 refresher: None,
                 host: config.host,
                 port: config.port,
+                tls,
                 tenants: RwLock::new(HashMap::new()),
                 texts: texts::Texts::default(),
             }),
@@ -325,6 +331,7 @@ impl TenantContext {
                     database: names::tenant_database(app, tenant),
                     role: names::tenant_role(app, tenant),
                     password,
+                    tls: self.inner.tls.clone(),
                 };
                 let pool = self.inner.router.tenant(tenant, &ep)?;
                 router::checkout(&pool, wait).await

@@ -10,4 +10,5 @@ mod pgtap;
 mod scoping;
 mod storage;
 mod support;
+mod tls;
 mod values;

@@ -220,6 +220,7 @@ async fn helper_follows_until_killed() {
             runtime_password: bulkhead_pg::Secret::new(s("password")),
             cross_tenant: None,
             pools: bulkhead_pg::PoolSettings::default(),
+            tls: Default::default(),
         },
     )
     .unwrap();
