@@ -37,13 +37,39 @@ fn input_type(field: &Field) -> Value {
         other => output_type(other),
     };
     if !field.required {
-        schema = json!({"oneOf": [schema, {"type": "null"}]});
+        schema = nullable(schema);
     }
     schema
 }
 
-fn nullable(schema: Value) -> Value {
+/// `schema` or `null`, written so that `null` matches exactly once: `null` added to a single
+/// `type` (and to an `enum`), a schema that admits anything left as it is, and only a schema
+/// without a `type` of its own wrapped in `oneOf` with `null`.
+fn nullable(mut schema: Value) -> Value {
+    let Some(obj) = schema.as_object_mut() else {
+        return schema;
+    };
+    if obj.is_empty() {
+        return schema;
+    }
+    if let Some(Value::String(ty)) = obj.get("type").cloned() {
+        obj.insert("type".into(), json!([ty, "null"]));
+        if let Some(Value::Array(values)) = obj.get_mut("enum") {
+            values.push(Value::Null);
+        }
+        return schema;
+    }
     json!({"oneOf": [schema, {"type": "null"}]})
+}
+
+/// Fields some role of the manifest does not see: absent from that role's records, so not
+/// `required` in the record schema (which holds for every role).
+fn hidden_from_someone(e: &Entity) -> std::collections::BTreeSet<String> {
+    e.permissions
+        .iter()
+        .flatten()
+        .flat_map(|p| p.hidden.iter().map(ToString::to_string))
+        .collect()
 }
 
 fn entity_schemas(e: &Entity, schemas: &mut Map<String, Value>) {
@@ -77,8 +103,14 @@ fn entity_schemas(e: &Entity, schemas: &mut Map<String, Value>) {
             }
         }
     }
+    let hidden = hidden_from_someone(e);
     let mut all: Vec<String> = vec!["id".into(), "created_at".into(), "updated_at".into()];
-    all.extend(e.fields.iter().map(|f| f.name.to_string()));
+    all.extend(
+        e.fields
+            .iter()
+            .map(|f| f.name.to_string())
+            .filter(|f| !hidden.contains(f)),
+    );
     schemas.insert(
         name.to_owned(),
         json!({"type": "object", "properties": props, "required": all, "additionalProperties": false}),
@@ -108,7 +140,7 @@ fn entity_schemas(e: &Entity, schemas: &mut Map<String, Value>) {
             "type": "object",
             "properties": {
                 "records": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}},
-                "next_cursor": {"oneOf": [{"type": "string"}, {"type": "null"}]},
+                "next_cursor": {"type": ["string", "null"]},
                 "count": {"type": "integer"}
             },
             "required": ["records", "next_cursor"]
@@ -329,6 +361,75 @@ pub fn add_function_routes(doc: &mut Value, functions: &bulkhead_model::manifest
     }
 }
 
+/// The values `order` takes: every field a list can be sorted by, ascending or (`-`) descending.
+fn order_values(e: &Entity) -> Vec<String> {
+    let mut fields = vec!["id".to_owned(), "created_at".into(), "updated_at".into()];
+    fields.extend(
+        e.fields
+            .iter()
+            .filter(|f| !matches!(f.ty, FieldType::Json))
+            .map(|f| f.name.to_string()),
+    );
+    fields
+        .iter()
+        .flat_map(|f| [f.clone(), format!("-{f}")])
+        .collect()
+}
+
+/// A list's filters as query parameters: `field=value` (equality) and `field[op]=value` for
+/// each operator that applies to the field's type (`in`: comma-separated values; `null`:
+/// `true`/`false`; `contains`: a case-insensitive substring of text).
+fn filter_params(e: &Entity) -> Vec<Value> {
+    let mut out = Vec::new();
+    for f in e.fields.iter().filter(|f| !matches!(f.ty, FieldType::Json)) {
+        let name = f.name.as_str();
+        let value = output_type(&f.ty);
+        let param = |key: String, description: &str, schema: Value| json!({"name": key, "in": "query", "description": description, "schema": schema});
+        out.push(param(name.to_owned(), "equal to", value.clone()));
+        out.push(param(format!("{name}[eq]"), "equal to", value.clone()));
+        out.push(param(format!("{name}[ne]"), "not equal to", value.clone()));
+        if !matches!(f.ty, FieldType::Bool) {
+            for (op, what) in [
+                ("lt", "less than"),
+                ("lte", "at most"),
+                ("gt", "greater than"),
+                ("gte", "at least"),
+            ] {
+                out.push(param(format!("{name}[{op}]"), what, value.clone()));
+            }
+        }
+        out.push(param(
+            format!("{name}[in]"),
+            "one of these comma-separated values",
+            json!({"type": "string"}),
+        ));
+        out.push(param(
+            format!("{name}[null]"),
+            "`true`: empty; `false`: set",
+            json!({"type": "boolean"}),
+        ));
+        if matches!(f.ty, FieldType::Text { .. }) {
+            out.push(param(
+                format!("{name}[contains]"),
+                "contains this text, case-insensitively (`%` and `_` literal)",
+                json!({"type": "string"}),
+            ));
+        }
+    }
+    out
+}
+
+/// The document as served to a tenant: `servers` names the tenant's base, `/t/{tenant}`, with
+/// the requesting tenant as the variable's default, so generated clients call the right paths.
+pub fn for_tenant(mut doc: Value, tenant: &str) -> Value {
+    doc["servers"] = json!([{
+        "url": "/t/{tenant}",
+        "description": "the tenant's API on this server (a host that names the tenant serves the same paths at its root)",
+        "variables": {"tenant": {"default": tenant, "description": "the tenant id"}}
+    }]);
+    doc
+}
+
 /// The whole document.
 pub fn document(m: &AppManifest) -> Value {
     let mut schemas = Map::new();
@@ -350,18 +451,12 @@ pub fn document(m: &AppManifest) -> Value {
         entity_schemas(e, &mut schemas);
         let name = e.name.as_str();
         let mut params = vec![
-            json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}),
-            json!({"name": "after", "in": "query", "schema": {"type": "string"}}),
-            json!({"name": "count", "in": "query", "schema": {"type": "boolean"}}),
-            json!({"name": "order", "in": "query", "schema": {"type": "string"}}),
+            json!({"name": "limit", "in": "query", "description": "records per page (default 50)", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}),
+            json!({"name": "after", "in": "query", "description": "the previous page's next_cursor", "schema": {"type": "string"}}),
+            json!({"name": "count", "in": "query", "description": "also count every matching record", "schema": {"type": "boolean"}}),
+            json!({"name": "order", "in": "query", "description": "a field to sort by, `-` first for descending; ties broken by id", "schema": {"type": "string", "enum": order_values(e)}}),
         ];
-        for f in &e.fields {
-            if !matches!(f.ty, FieldType::Json) {
-                params.push(
-                    json!({"name": f.name.as_str(), "in": "query", "schema": output_type(&f.ty)}),
-                );
-            }
-        }
+        params.extend(filter_params(e));
         let mut list = json!({
             "operationId": format!("list_{name}"), "parameters": params,
             "responses": ok("200", &format!("{name}_page"), &common),
@@ -436,6 +531,58 @@ mod tests {
         assert!(
             input["properties"]["author"].is_null(),
             "the owner field is not writable"
+        );
+    }
+
+    #[test]
+    fn the_record_schema_holds_for_every_role_and_null_matches_once() {
+        let m = AppManifest::from_yaml(
+            "app: shop\nentities:\n  item:\n    fields:\n      name: { type: text, required: true }\n      note: text\n      data: json\n      state: { type: enum, values: [a, b] }\n    permissions:\n      agent: { read: all, create: all, update: all, delete: all }\n      customer: { read: all, create: none, update: none, delete: none, hidden: [note] }\n",
+            "t",
+        )
+        .unwrap();
+        let doc = for_tenant(document(&m), "acme");
+        let item = &doc["components"]["schemas"]["item"];
+        let required: Vec<&str> = item["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            required.contains(&"name") && !required.contains(&"note"),
+            "{required:?}"
+        );
+        // A json field admits null already; others add it to their one type (and enum).
+        assert_eq!(item["properties"]["data"], json!({}));
+        assert_eq!(
+            item["properties"]["note"]["type"],
+            json!(["string", "null"])
+        );
+        assert_eq!(item["properties"]["state"]["enum"], json!(["a", "b", null]));
+        assert!(!doc.to_string().contains(r#"{"oneOf":[{},"#), "{doc}");
+        assert_eq!(doc["servers"][0]["url"], "/t/{tenant}");
+        assert_eq!(doc["servers"][0]["variables"]["tenant"]["default"], "acme");
+        // Filters and orders are documented parameters.
+        let params = doc["paths"]["/api/item"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let names: Vec<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
+        for want in [
+            "name[contains]",
+            "name[gte]",
+            "state[in]",
+            "note[null]",
+            "order",
+        ] {
+            assert!(names.contains(&want), "{want} in {names:?}");
+        }
+        let order = params.iter().find(|p| p["name"] == "order").unwrap();
+        assert!(
+            order["schema"]["enum"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("-name"))
         );
     }
 }

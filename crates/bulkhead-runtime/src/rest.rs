@@ -95,11 +95,17 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-async fn openapi(State(api): State<Arc<Api>>) -> Json<Value> {
+async fn openapi(
+    State(api): State<Arc<Api>>,
+    resolved: Option<Extension<ResolvedTenant>>,
+) -> Json<Value> {
     let mut doc = api.openapi().clone();
     // The active bundle's function routes, as they are served now.
     if let Some(deployed) = api.deployments().and_then(|d| d.current()) {
         crate::openapi::add_function_routes(&mut doc, &deployed.functions);
+    }
+    if let Some(Extension(resolved)) = resolved {
+        doc = crate::openapi::for_tenant(doc, resolved.tenant.as_str());
     }
     Json(doc)
 }

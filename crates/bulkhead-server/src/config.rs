@@ -309,6 +309,14 @@ pub struct ServeConfig {
     /// `/metrics`, new failures in the audit log). 0: off. Default 300.
     #[serde(default = "default_canary_interval")]
     pub canary_interval_secs: u64,
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate first); needs
+    /// `tls_key_file`. Both files are read again on SIGHUP (a failed read keeps the old pair).
+    /// Unset: plain HTTP, for running behind a reverse proxy that terminates TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 fn default_canary_interval() -> u64 {
@@ -328,6 +336,8 @@ impl Default for ServeConfig {
             admin_token_file: None,
             isolate_network: false,
             canary_interval_secs: default_canary_interval(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }

@@ -52,9 +52,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves `app` beside the health routes until `shutdown` completes, then finishes in-flight
-/// requests. The peer address is recorded for trusted-proxy checks.
-pub async fn launch(
+/// requests, over TLS when `certs` is given (`[serve] tls_cert_file`). The peer address is
+/// recorded for trusted-proxy checks.
+pub(crate) async fn launch(
     listener: TcpListener,
+    certs: Option<std::sync::Arc<crate::https::Certs>>,
     state: AppState,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -62,6 +64,16 @@ pub async fn launch(
     let service = router(state)
         .merge(app)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Some(certs) = certs {
+        let listener = crate::https::TlsListener::new(listener, certs)
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        // Wrapped as axum's `TapIo` (doing nothing): axum gives the peer's address to a tapped
+        // listener of any kind.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+        return axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await;
+    }
     // Responses go out as hyper writes them (head and a streamed body may be separate
     // writes), not held back by Nagle's algorithm waiting for the client's ACK.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

@@ -20,6 +20,7 @@ pub mod error;
 mod forward;
 mod gateway;
 mod health;
+mod https;
 pub mod isolate;
 mod landing;
 pub mod platform;

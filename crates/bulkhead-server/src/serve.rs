@@ -34,11 +34,25 @@ pub async fn run_gateway(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::error::Result<()> {
     let addr = listener.local_addr()?;
+    let certs = match (&config.serve.tls_cert_file, &config.serve.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let certs = crate::https::Certs::load(cert.clone(), key.clone())?;
+            certs.reload_on_sighup()?;
+            Some(certs)
+        }
+        (None, None) => None,
+        _ => {
+            return Err(crate::error::Error::msg(
+                "invalid configuration: serve.tls_cert_file and serve.tls_key_file go together",
+            ));
+        }
+    };
+    let scheme = if certs.is_some() { "https" } else { "http" };
     let public_url = config
         .serve
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let embedded = matches!(mode, Mode::Up { .. });
     if embedded {
         std::fs::create_dir_all(&config.data_dir)?;
@@ -89,7 +103,7 @@ pub async fn run_gateway(
     );
     tracing::info!(
         apps = ?workers.iter().map(WorkerHandle::app).collect::<Vec<_>>(),
-        "{label}: listening on http://{addr}"
+        "{label}: listening on {scheme}://{addr}"
     );
     // For supervisors and tests: the address on stdout as the worker contract's readiness
     // line, so nothing has to read the log.
@@ -106,6 +120,7 @@ pub async fn run_gateway(
     }
     let result = crate::health::launch(
         listener,
+        certs,
         crate::health::AppState::new(gateway.pool()).with_compartments(compartments.report()),
         // Request ids (forwarded to the workers), caught panics, JSON refusals.
         bulkhead_runtime::edge::harden(router),

@@ -19,6 +19,7 @@
 //! claim about a less privileged role must connect as that role with its password.
 
 pub mod browser;
+pub mod certs;
 pub mod garage;
 pub mod oidc;
 pub mod openbao;

@@ -1,61 +1,22 @@
 //! A PostgreSQL cluster that accepts only TLS (`hostssl`, plaintext rejected), with a CA made
-//! for it: its server certificate names `localhost` only, so `verify-full` to `localhost`
-//! holds and to `127.0.0.1` fails on the name. Certificates are made with the `openssl`
-//! command (Debian's). A second, unrelated CA is there to be refused.
+//! for it ([`crate::certs`]): its server certificate names `localhost` only, so `verify-full`
+//! to `localhost` holds and to `127.0.0.1` fails on the name. A second, unrelated CA is there
+//! to be refused.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
 use bulkhead_pgcluster::{Cluster, Durability, Reaper};
+
+use crate::certs::TestCa;
 
 /// The running cluster and its certificates.
 #[derive(Debug)]
 pub struct TlsCluster {
     cluster: Cluster,
     _reaper: Reaper,
-    certs: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .context("running openssl (Debian package openssl)")?;
-    if !out.status.success() {
-        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
-/// A CA (`{name}.pem`, `{name}.key`) in `dir`.
-fn make_ca(dir: &Path, name: &str) -> anyhow::Result<()> {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    )
+    ca: TestCa,
+    other_ca: TestCa,
 }
 
 impl TlsCluster {
@@ -81,56 +42,15 @@ impl TlsCluster {
             .await?;
         // Certificates: the cluster's CA and server certificate, and a stranger's CA.
         let certs = dir.join("certs");
-        std::fs::create_dir_all(&certs)?;
-        make_ca(&certs, "ca")?;
-        make_ca(&certs, "other-ca")?;
-        openssl(
-            &certs,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-            ],
-        )?;
-        std::fs::write(
-            certs.join("server.ext"),
-            "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        )?;
-        openssl(
-            &certs,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-                "-out",
-                "server.crt",
-            ],
-        )?;
+        let ca = TestCa::new(&certs, "ca")?;
+        let other_ca = TestCa::new(&certs, "other-ca")?;
+        let (crt, key) = ca.issue("server", "DNS:localhost")?;
         // The server's copies, owned by the server's OS user, the key private.
         let data = cluster.data_dir();
         let owner = std::fs::metadata(&data)?;
-        for file in ["server.crt", "server.key"] {
+        for (from, file) in [(crt, "server.crt"), (key, "server.key")] {
             let to = data.join(file);
-            std::fs::copy(certs.join(file), &to)?;
+            std::fs::copy(from, &to)?;
             std::os::unix::fs::chown(&to, Some(owner.uid()), Some(owner.gid()))?;
             std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
         }
@@ -146,7 +66,8 @@ impl TlsCluster {
         Ok(Self {
             cluster,
             _reaper: reaper,
-            certs,
+            ca,
+            other_ca,
         })
     }
 
@@ -156,12 +77,12 @@ impl TlsCluster {
 
     /// The cluster's CA certificate (PEM file).
     pub fn ca_file(&self) -> PathBuf {
-        self.certs.join("ca.pem")
+        self.ca.pem()
     }
 
     /// A CA certificate that signed nothing of this cluster's.
     pub fn other_ca_file(&self) -> PathBuf {
-        self.certs.join("other-ca.pem")
+        self.other_ca.pem()
     }
 
     /// The superuser's URL to `database` on `host` (`localhost` or `127.0.0.1`), with `params`

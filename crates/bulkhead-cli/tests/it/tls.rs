@@ -89,3 +89,75 @@ async fn tls_the_platform_and_its_workers_reach_postgres_only_over_verified_tls(
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("UnknownIssuer"), "{err}");
 }
+
+/// A client that trusts only `ca` and reaches `localhost` at `addr`.
+fn client_trusting(ca: &std::path::Path, addr: std::net::SocketAddr) -> reqwest::Client {
+    let pem = std::fs::read(ca).unwrap();
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .resolve("localhost", addr)
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn healthz(client: &reqwest::Client, addr: std::net::SocketAddr) -> Result<u16, String> {
+    client
+        .get(format!("https://localhost:{}/healthz", addr.port()))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| format!("{e:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_the_https_listener_serves_its_certificate_and_takes_a_renewed_one_on_sighup() {
+    use bulkhead_testkit::certs::TestCa;
+    let cwd = workdir();
+    let dir = cwd.path();
+    let first = TestCa::new(&dir.join("ca"), "first-ca").unwrap();
+    let second = TestCa::new(&dir.join("ca"), "second-ca").unwrap();
+    let install = |(crt, key): (std::path::PathBuf, std::path::PathBuf)| {
+        std::fs::copy(crt, dir.join("server.crt")).unwrap();
+        std::fs::copy(key, dir.join("server.key")).unwrap();
+    };
+    install(first.issue("first", "DNS:localhost").unwrap());
+    std::fs::write(
+        dir.join("bulkhead.toml"),
+        "[serve]\ntls_cert_file = \"server.crt\"\ntls_key_file = \"server.key\"\n",
+    )
+    .unwrap();
+    let mut up = Running::spawn(dir, &["up", "--listen", "127.0.0.1:0", "--no-example"]);
+    let addr = up.wait_listening();
+    let trusts_first = client_trusting(&first.pem(), addr);
+    let trusts_second = client_trusting(&second.pem(), addr);
+    assert_eq!(healthz(&trusts_first, addr).await, Ok(200));
+    let err = healthz(&trusts_second, addr).await.unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    // Plain HTTP on the HTTPS port gets no answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+
+    // A renewed certificate (here from another CA), then SIGHUP: new handshakes use it.
+    install(second.issue("second", "DNS:localhost").unwrap());
+    up.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while healthz(&trusts_second, addr).await != Ok(200) {
+        assert!(std::time::Instant::now() < deadline, "not reloaded");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Connections already open keep the certificate they were made with; new ones do not.
+    assert_eq!(healthz(&trusts_first, addr).await, Ok(200));
+    let fresh = client_trusting(&first.pem(), addr);
+    assert!(healthz(&fresh, addr).await.is_err());
+    // A pair that does not load is refused and the served one stays.
+    std::fs::write(dir.join("server.crt"), "not a certificate").unwrap();
+    up.signal("HUP");
+    assert!(up.wait_logged("did not load"));
+    assert_eq!(healthz(&trusts_second, addr).await, Ok(200));
+}

@@ -387,7 +387,8 @@ fn up_serves_the_example_app_to_two_isolated_tenants() {
 /// schemathesis (installed by scripts/test-deps into .tools/venv) generates requests from the
 /// served OpenAPI document with a bounded number of examples per operation: no response may be
 /// a server error or violate the document. Strings are drawn from all of UTF-8, NUL included;
-/// `BULKHEAD_SCHEMATHESIS_EXAMPLES` raises the examples per operation for long runs.
+/// 50 examples per operation, as an agent and as a customer; `BULKHEAD_SCHEMATHESIS_EXAMPLES`
+/// changes the number.
 #[test]
 fn the_rest_api_conforms_to_its_openapi_document_schemathesis() {
     let st = std::env::var_os("BULKHEAD_SCHEMATHESIS")
@@ -404,32 +405,36 @@ fn the_rest_api_conforms_to_its_openapi_document_schemathesis() {
     let cwd = workdir();
     let mut up = Running::spawn(cwd.path(), &["up", "--listen", "127.0.0.1:0"]);
     let addr = up.wait_listening();
-    let token = login(addr, "acme", "alice");
-    let examples = std::env::var("BULKHEAD_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "5".into());
-    let out = std::process::Command::new(&st)
-        .arg("run")
-        .arg(format!("http://{addr}/t/acme/openapi.json"))
-        .args(["--url", &format!("http://{addr}/t/acme")])
-        .args(["--header", &format!("Authorization: Bearer {token}")])
-        .args(["--max-examples", &examples, "--seed", "20261123"])
-        .args([
-            "--checks",
-            "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
-        ])
-        .args(["--generation-allow-x00", "true", "--generation-codec", "utf-8"])
-        .arg("--no-color")
-        .env("SCHEMATHESIS_HOOKS", "")
-        .current_dir(cwd.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "schemathesis found problems:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("passed"), "{stdout}");
+    let examples = std::env::var("BULKHEAD_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "50".into());
+    // An agent sees every field; a customer's records lack the hidden ones and its writes are
+    // refused: the document must hold for both.
+    for user in ["alice", "bob"] {
+        let token = login(addr, "acme", user);
+        let out = std::process::Command::new(&st)
+            .arg("run")
+            .arg(format!("http://{addr}/t/acme/openapi.json"))
+            .args(["--url", &format!("http://{addr}/t/acme")])
+            .args(["--header", &format!("Authorization: Bearer {token}")])
+            .args(["--max-examples", &examples, "--seed", "20261123"])
+            .args([
+                "--checks",
+                "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+            ])
+            .args(["--generation-allow-x00", "true", "--generation-codec", "utf-8"])
+            .arg("--no-color")
+            .env("SCHEMATHESIS_HOOKS", "")
+            .current_dir(cwd.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("{user}: {stdout}");
+        assert!(
+            out.status.success(),
+            "schemathesis found problems as {user}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("passed"), "{stdout}");
+    }
     up.signal("TERM");
     assert!(up.wait().success());
 }
