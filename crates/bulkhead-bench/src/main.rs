@@ -517,6 +517,7 @@ pub(crate) async fn provision(
             cross_tenant: None,
             pools,
             tls: Default::default(),
+            reach: Default::default(),
         },
     )?;
     Ok(BenchApp {

@@ -119,6 +119,8 @@ async fn create_app(
     p.create_app(m, None).await?;
     p.publish_worker_config(WorkerConfig {
         db_tls: Default::default(),
+        db_more_hosts: Vec::new(),
+        db_read_write: false,
         db_host: "127.0.0.1".into(),
         db_port: admin.get_ports().first().copied().unwrap_or(5432),
         database: bulkhead_model::names::app_database(&m.app),

@@ -33,6 +33,10 @@ pub struct Args {
     /// The OpenBao namespace of the apps' secrets, if any.
     #[arg(long, env = env::VAULT_NAMESPACE)]
     vault_namespace: Option<String>,
+    /// The CA certificates (PEM text) the OpenBao server's certificate must lead to; the
+    /// system's roots are not trusted then.
+    #[arg(long, env = env::VAULT_CA_PEM, hide_env_values = true)]
+    vault_ca_pem: Option<String>,
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: std::net::SocketAddr,
@@ -87,6 +91,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         boot,
         vault_dir: args.vault_dir,
         vault_addr: args.vault_addr,
+        vault_ca_pem: args.vault_ca_pem,
         vault_location: bulkhead_worker::VaultLocation {
             mount: args.vault_mount,
             namespace: args.vault_namespace,

@@ -253,6 +253,7 @@ fn plane_of(
                 .map(|c| (c.role.clone(), c.password.clone().unwrap())),
             pools,
             tls: Default::default(),
+            reach: Default::default(),
         },
     )
     .unwrap()

@@ -134,6 +134,9 @@ pub mod env {
     pub const VAULT_MOUNT: &str = "BULKHEAD_VAULT_MOUNT";
     /// The OpenBao namespace, when the apps' secrets live in one.
     pub const VAULT_NAMESPACE: &str = "BULKHEAD_VAULT_NAMESPACE";
+    /// The CA certificates (PEM text, not a path: a worker's compartment cannot read the
+    /// platform's files) that the OpenBao server's certificate must lead to.
+    pub const VAULT_CA_PEM: &str = "BULKHEAD_VAULT_CA_PEM";
     /// In a network namespace: the relay host for the database, vault and S3.
     pub const UPSTREAM_HOST: &str = "BULKHEAD_UPSTREAM_HOST";
     /// The gateway's egress CONNECT proxy and this app's token for it.
@@ -181,6 +184,12 @@ pub struct WorkerConfig {
     /// platform's client key).
     #[serde(default)]
     pub db_tls: crate::pgtls::PgTls,
+    /// The platform URL's other hosts, tried in order after `db_host` (failover).
+    #[serde(default)]
+    pub db_more_hosts: Vec<(String, u16)>,
+    /// `target_session_attrs=read-write`: only a server that accepts writes will do.
+    #[serde(default)]
+    pub db_read_write: bool,
     pub database: String,
     pub runtime_role: String,
     pub manifest: AppManifest,

@@ -58,13 +58,36 @@ pub struct Endpoint {
     pub password: Secret,
     /// How the connection is secured (the same for every database of the cluster).
     pub tls: crate::tls::Tls,
+    /// Other hosts, failover, and the address to dial instead of `host`.
+    pub reach: Reach,
+}
+
+/// How to reach the cluster beyond its first host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// Hosts tried in order after the first (the platform URL's other `host:port` pairs).
+    pub more_hosts: Vec<(String, u16)>,
+    /// `target_session_attrs=read-write`: skip servers in recovery (standbys).
+    pub read_write: bool,
+    /// Dial this address for the first host while keeping its name for TLS (a worker in a
+    /// network namespace reaches the database through a relay on its link).
+    pub hostaddr: Option<std::net::IpAddr>,
 }
 
 fn make_pool(ep: &Endpoint, size: usize, wait: Duration) -> Result<Pool> {
     let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&ep.host)
-        .port(ep.port)
-        .dbname(&ep.database)
+    cfg.host(&ep.host).port(ep.port);
+    if let Some(addr) = ep.reach.hostaddr {
+        cfg.hostaddr(addr);
+    } else {
+        for (host, port) in &ep.reach.more_hosts {
+            cfg.host(host).port(*port);
+        }
+    }
+    if ep.reach.read_write {
+        cfg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    }
+    cfg.dbname(&ep.database)
         .user(&ep.role)
         .password(ep.password.expose())
         .application_name("bulkhead")

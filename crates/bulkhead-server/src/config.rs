@@ -196,6 +196,11 @@ pub struct VaultConfig {
     /// OpenBao: the namespace the mount, policies and AppRoles are in (`X-Vault-Namespace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// OpenBao over HTTPS with a private CA: a PEM file of the CA certificates the server's
+    /// certificate must lead to (the system's roots are then not trusted). Handed to the
+    /// workers as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -228,6 +233,17 @@ impl VaultConfig {
     }
     pub fn dir(&self, data_dir: &Path) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| data_dir.join("vault"))
+    }
+
+    /// The contents of `ca_file`, when set.
+    pub fn ca_pem(&self) -> crate::error::Result<Option<String>> {
+        self.ca_file
+            .as_deref()
+            .map(|f| {
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("reading vault.ca_file {}", f.display()))
+            })
+            .transpose()
     }
 
     pub fn master_key_file(&self, data_dir: &Path) -> PathBuf {

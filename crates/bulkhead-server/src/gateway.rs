@@ -108,6 +108,9 @@ impl Gateway {
         compartments: &Arc<crate::compartment::Compartments>,
     ) -> crate::error::Result<(Router, Vec<WorkerHandle>)> {
         let (db_host, db_port) = host_port(&self.db);
+        let more_hosts = more_hosts(&self.db);
+        let read_write = self.db.get_target_session_attrs()
+            == tokio_postgres::config::TargetSessionAttrs::ReadWrite;
         let domains = if config.serve.domains.is_empty() {
             vec!["127.0.0.1".to_owned(), "localhost".to_owned()]
         } else {
@@ -157,6 +160,8 @@ impl Gateway {
                     db_host: db_host.clone(),
                     db_port,
                     db_tls: self.db.tls().spec().for_worker(),
+                    db_more_hosts: more_hosts.clone(),
+                    db_read_write: read_write,
                     database: bulkhead_model::names::app_database(&manifest.app),
                     runtime_role: bulkhead_model::names::runtime_role(&manifest.app),
                     manifest: manifest.clone(),
@@ -198,6 +203,7 @@ impl Gateway {
                 vault: self.platform.vault.clone(),
                 vault_dir: std::path::absolute(config.vault.dir(&config.data_dir))?,
                 vault_addr: config.vault.address.clone(),
+                vault_ca_pem: config.vault.ca_pem()?,
                 vault_location: config.vault.location(),
                 health_interval: Duration::from_secs(config.serve.health_interval_secs.max(1)),
                 health_failures: config.serve.health_failures,
@@ -283,6 +289,25 @@ pub(crate) fn host_port(db: &tokio_postgres::Config) -> (String, u16) {
         })
         .unwrap_or_else(|| "127.0.0.1".into());
     (host, db.get_ports().first().copied().unwrap_or(5432))
+}
+
+/// The TCP hosts of a PostgreSQL configuration after the first, with their ports (one port
+/// for all hosts, or one each, as tokio-postgres reads them).
+pub(crate) fn more_hosts(db: &tokio_postgres::Config) -> Vec<(String, u16)> {
+    let ports = db.get_ports();
+    db.get_hosts()
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter_map(|(i, h)| match h {
+            tokio_postgres::config::Host::Tcp(h) => {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                Some((h.clone(), port))
+            }
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })
+        .collect()
 }
 
 /// The active tenants of every app, re-read from the registry every two seconds, so realm

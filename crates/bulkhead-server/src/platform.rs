@@ -154,10 +154,12 @@ fn vault_admin(config: &Config, master: [u8; 32]) -> crate::error::Result<Arc<dy
                 .context("vault.backend = \"openbao\" needs vault.token_file")?;
             let token = std::fs::read_to_string(token_file)
                 .with_context(|| format!("reading vault.token_file {}", token_file.display()))?;
-            Arc::new(
-                OpenBaoAdmin::new(address, Secret::new(token.trim().to_owned()))?
-                    .at(config.vault.location()),
-            )
+            let admin = OpenBaoAdmin::new(address, Secret::new(token.trim().to_owned()))?
+                .at(config.vault.location());
+            Arc::new(match config.vault.ca_pem()? {
+                Some(pem) => admin.trusting(&pem)?,
+                None => admin,
+            })
         }
     })
 }

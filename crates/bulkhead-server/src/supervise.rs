@@ -168,6 +168,8 @@ pub struct Launch {
     pub vault: Arc<dyn VaultAdmin>,
     pub vault_dir: PathBuf,
     pub vault_addr: Option<String>,
+    /// `[vault] ca_file`'s certificates (PEM), handed to the worker.
+    pub vault_ca_pem: Option<String>,
     /// Where the app's secrets are on OpenBao (mount, namespace), handed to the worker.
     pub vault_location: bulkhead_vault::openbao::Location,
     pub health_interval: Duration,
@@ -357,6 +359,9 @@ async fn run_once(
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true);
     cmd.env(env::VAULT_MOUNT, &launch.vault_location.mount);
+    if let Some(pem) = &launch.vault_ca_pem {
+        cmd.env(env::VAULT_CA_PEM, pem);
+    }
     if let Some(ns) = &launch.vault_location.namespace {
         cmd.env(env::VAULT_NAMESPACE, ns);
     }

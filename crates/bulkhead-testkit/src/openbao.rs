@@ -15,6 +15,8 @@ pub struct OpenBao {
     port: u16,
     root_token: String,
     _home: PathBuf,
+    /// With `-dev-tls`: the directory of its generated CA and certificate.
+    tls: Option<PathBuf>,
 }
 
 fn bao_binary() -> anyhow::Result<PathBuf> {
@@ -39,18 +41,35 @@ fn bao_binary() -> anyhow::Result<PathBuf> {
 
 impl OpenBao {
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// The dev server over HTTPS (`-dev-tls`): a CA it makes itself ([`OpenBao::ca_file`]),
+    /// a certificate for `127.0.0.1` and `localhost`.
+    pub fn start_tls() -> anyhow::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> anyhow::Result<Self> {
         let bin = bao_binary()?;
         let port = bulkhead_pgcluster::free_port()?;
         let root_token = format!("root-{:x}", rand_u64());
         let home = std::env::temp_dir().join(format!("bulkhead-bao-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&home)?;
+        let cert_dir = home.join("tls");
+        let mut args = vec![
+            "server".to_owned(),
+            "-dev".into(),
+            format!("-dev-root-token-id={root_token}"),
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+        ];
+        if tls {
+            std::fs::create_dir_all(&cert_dir)?;
+            args.push("-dev-tls".into());
+            args.push(format!("-dev-tls-cert-dir={}", cert_dir.display()));
+        }
         let child = Command::new(&bin)
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={root_token}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
+            .args(&args)
             .env("HOME", &home)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -62,6 +81,7 @@ impl OpenBao {
             port,
             root_token,
             _home: home,
+            tls: tls.then_some(cert_dir),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -79,7 +99,13 @@ impl OpenBao {
     }
 
     pub fn addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA certificate of a [`OpenBao::start_tls`] server.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|d| d.join("vault-ca.pem"))
     }
 
     pub fn root_token(&self) -> &str {

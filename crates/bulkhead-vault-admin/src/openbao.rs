@@ -26,8 +26,14 @@ impl OpenBaoAdmin {
             addr: addr.to_owned(),
             token,
             location: Location::default(),
-            http: client()?,
+            http: client(None)?,
         })
+    }
+
+    /// The same admin, trusting only the CA certificates `ca_pem` (`[vault] ca_file`).
+    pub fn trusting(mut self, ca_pem: &str) -> Result<Self> {
+        self.http = client(Some(ca_pem))?;
+        Ok(self)
     }
 
     /// The same admin for secrets at `location` (mount and namespace).

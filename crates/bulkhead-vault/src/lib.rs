@@ -159,6 +159,7 @@ pub fn open_reader(
     dir: &std::path::Path,
     addr: Option<&str>,
     location: &openbao::Location,
+    ca_pem: Option<&str>,
 ) -> Result<std::sync::Arc<dyn VaultReader>> {
     Ok(match credential {
         BootCredential::Embedded { .. } => {
@@ -168,9 +169,11 @@ pub fn open_reader(
             let addr = addr.ok_or_else(|| {
                 Error::BadCredential("an AppRole credential needs the OpenBao address".into())
             })?;
-            std::sync::Arc::new(
-                openbao::OpenBaoReader::new(addr, app, credential)?.at(location.clone()),
-            )
+            let reader = openbao::OpenBaoReader::new(addr, app, credential)?.at(location.clone());
+            std::sync::Arc::new(match ca_pem {
+                Some(pem) => reader.trusting(pem)?,
+                None => reader,
+            })
         }
     })
 }

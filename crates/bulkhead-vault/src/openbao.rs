@@ -28,12 +28,42 @@ pub const TOKEN_PERIOD: &str = "30m";
 /// How often a reader renews its token.
 pub const RENEW_EVERY: Duration = Duration::from_secs(10 * 60);
 
-pub fn client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// The HTTP client for OpenBao. With `ca_pem` (`[vault] ca_file`'s certificates) the server's
+/// certificate must lead to one of them, and to nothing else: the system's roots are not
+/// trusted then.
+pub fn client(ca_pem: Option<&str>) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(10));
+    if let Some(pem) = ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|e| Error::BadCredential(format!("the vault CA certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::BadCredential(
+                "the vault CA file holds no certificate".into(),
+            ));
+        }
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
         .build()
         .map_err(|e| Error::Unavailable(e.to_string()))
+}
+
+/// An error and its causes (reqwest's own message names none: "error sending request"; the
+/// cause says why, e.g. `invalid peer certificate: UnknownIssuer`).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 pub fn role(app: &AppId) -> String {
@@ -95,7 +125,7 @@ pub async fn call(
     let resp = req
         .send()
         .await
-        .map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
+        .map_err(|e| Error::Unavailable(format!("{url}: {}", with_causes(&e))))?;
     let status = resp.status();
     let bytes = resp
         .bytes()
@@ -155,7 +185,7 @@ impl OpenBaoReader {
                 token: Mutex::new(None),
                 accessor: std::sync::Mutex::new(None),
                 location: Location::default(),
-                http: client()?,
+                http: client(None)?,
             }),
             BootCredential::Embedded { .. } => Err(Error::BadCredential(
                 "an embedded key cannot log in to OpenBao".into(),
@@ -167,6 +197,12 @@ impl OpenBaoReader {
     pub fn at(mut self, location: Location) -> Self {
         self.location = location;
         self
+    }
+
+    /// The same reader, trusting only the CA certificates `ca_pem` (see [`client`]).
+    pub fn trusting(mut self, ca_pem: &str) -> Result<Self> {
+        self.http = client(Some(ca_pem))?;
+        Ok(self)
     }
 
     async fn login(&self) -> Result<Session> {

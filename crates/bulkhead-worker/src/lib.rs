@@ -72,6 +72,8 @@ pub struct WorkerSettings {
     pub vault_dir: PathBuf,
     /// The OpenBao / Vault server, for an AppRole boot credential.
     pub vault_addr: Option<String>,
+    /// The CA certificates (PEM) the OpenBao server's certificate must lead to.
+    pub vault_ca_pem: Option<String>,
     /// Where the app's secrets are on OpenBao (mount, namespace).
     pub vault_location: VaultLocation,
     /// How many times to try the vault before giving up (with exponential backoff).
@@ -98,6 +100,7 @@ pub async fn launch(
         boot,
         vault_dir,
         vault_addr,
+        vault_ca_pem,
         vault_location,
         vault_attempts,
         reload,
@@ -114,14 +117,26 @@ pub async fn launch(
         &vault_dir,
         vault_addr.as_deref(),
         &vault_location,
+        vault_ca_pem.as_deref(),
     )
     .map_err(|e| Error::Vault(format!("opening the app's vault space: {e}")))?;
     drop(boot);
-    let mut config = boot::load_config(&*reader, vault_attempts).await?;
-    // In a network namespace the database is reached through the relay on its link.
-    if let Ok(host) = std::env::var(env::UPSTREAM_HOST) {
-        config.db_host = host;
-    }
+    let config = boot::load_config(&*reader, vault_attempts).await?;
+    // In a network namespace the database is reached through the relay on its link (dialled
+    // by address; the host name stays, for TLS), and only the first host is relayed.
+    let reach = bulkhead_pg::router::Reach {
+        more_hosts: config.db_more_hosts.clone(),
+        read_write: config.db_read_write,
+        hostaddr: match std::env::var(env::UPSTREAM_HOST) {
+            Ok(relay) => Some(relay.parse().map_err(|_| {
+                Error::Config(format!(
+                    "{} is not an IP address: {relay}",
+                    env::UPSTREAM_HOST
+                ))
+            })?),
+            Err(_) => None,
+        },
+    };
     if config.manifest.app != app {
         return Err(Error::Config(
             "the vault holds another app's configuration".into(),
@@ -161,6 +176,7 @@ pub async fn launch(
             cross_tenant,
             pools: Default::default(),
             tls: config.db_tls.clone(),
+            reach,
         },
     )?
     // After `bulkhead app rotate-credentials`, new logins need the password now in the vault.

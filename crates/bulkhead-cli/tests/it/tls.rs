@@ -1,7 +1,8 @@
 //! The whole platform against a PostgreSQL that accepts only TLS: `bulkhead up` with a
 //! `verify-full` URL provisions the example (an app database, a schema tenant, a database
 //! tenant with a worker of its own), and every connection the server and its workers hold is
-//! encrypted; a wrong CA stops it with a clear error.
+//! encrypted; a wrong CA stops it with a clear error. The HTTPS listener, and OpenBao over
+//! HTTPS.
 
 use std::process::Command;
 
@@ -14,10 +15,13 @@ use crate::up::login;
 async fn tls_the_platform_and_its_workers_reach_postgres_only_over_verified_tls() {
     let pg = TlsCluster::start("bulkhead").await.unwrap();
     let ca = pg.ca_file().display().to_string();
+    // Two hosts, the first one down, and read-write servers only: the workers keep the list
+    // (they would find nothing at the first host alone).
+    let down = bulkhead_pgcluster::free_port().unwrap();
     let url = pg.url(
-        "localhost",
+        &format!("localhost:{down},localhost"),
         "bulkhead",
-        &format!("sslmode=verify-full&sslrootcert={ca}"),
+        &format!("sslmode=verify-full&sslrootcert={ca}&target_session_attrs=read-write"),
     );
     let cwd = workdir();
     let mut up = Running::spawn(
@@ -48,7 +52,12 @@ async fn tls_the_platform_and_its_workers_reach_postgres_only_over_verified_tls(
         assert!(body.contains("over tls"), "{body}");
     }
     // Every client session on the server, the workers' included, is encrypted.
-    let config: bulkhead_pg::PgConfig = url.parse().unwrap();
+    let direct = pg.url(
+        "localhost",
+        "bulkhead",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
+    let config: bulkhead_pg::PgConfig = direct.parse().unwrap();
     let (client, conn) = config.connect().await.unwrap();
     tokio::spawn(conn);
     let row = client
@@ -72,20 +81,28 @@ async fn tls_the_platform_and_its_workers_reach_postgres_only_over_verified_tls(
         "bulkhead",
         &format!("sslmode=verify-full&sslrootcert={other}"),
     );
-    let out = Command::new(BIN)
-        .args([
+    fails_for_an_unknown_issuer(
+        cwd.path(),
+        &[
             "up",
             "--listen",
             "127.0.0.1:0",
             "--no-example",
             "--database-url",
             &wrong,
-        ])
-        .current_dir(cwd.path())
+        ],
+    );
+}
+
+/// Runs `bulkhead args` in `dir` and expects it to fail naming the untrusted certificate.
+fn fails_for_an_unknown_issuer(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
         .env_remove("BULKHEAD_DATABASE_URL")
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert!(!out.status.success(), "{args:?} succeeded");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("UnknownIssuer"), "{err}");
 }
@@ -160,4 +177,52 @@ async fn tls_the_https_listener_serves_its_certificate_and_takes_a_renewed_one_o
     up.signal("HUP");
     assert!(up.wait_logged("did not load"));
     assert_eq!(healthz(&trusts_second, addr).await, Ok(200));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_openbao_over_https_is_reached_with_its_ca_by_the_platform_and_the_workers() {
+    use bulkhead_testkit::openbao::OpenBao;
+    let db = bulkhead_testkit::pg().unwrap().fresh_db().await.unwrap();
+    let bao = OpenBao::start_tls().unwrap();
+    let cwd = workdir();
+    let dir = cwd.path();
+    std::fs::write(dir.join("bao.token"), bao.root_token()).unwrap();
+    let key: String = (0..32).map(|i| format!("{:02x}", i * 5 + 1)).collect();
+    std::fs::write(dir.join("master.hex"), &key).unwrap();
+    let config = |ca: &str| {
+        format!(
+            "database_url = \"{}\"\n[vault]\nbackend = \"openbao\"\naddress = \"{}\"\ntoken_file = \"bao.token\"\nmaster_key_file = \"master.hex\"\n{ca}",
+            db.superuser_url(),
+            bao.addr(),
+        )
+    };
+    let helpdesk = std::fs::canonicalize(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/helpdesk/manifest.yaml"
+    ))
+    .unwrap();
+    let create = ["app", "create", "-m", helpdesk.to_str().unwrap()];
+    // Without its CA the server's certificate is refused, and the command says why.
+    std::fs::write(dir.join("bulkhead.toml"), config("")).unwrap();
+    fails_for_an_unknown_issuer(dir, &create);
+    // With it: the platform provisions, and the app's worker boots from the vault over HTTPS.
+    let ca = bao.ca_file().unwrap();
+    std::fs::write(
+        dir.join("bulkhead.toml"),
+        config(&format!("ca_file = \"{}\"\n", ca.display())),
+    )
+    .unwrap();
+    crate::support::run(dir, &create);
+    crate::support::run(dir, &["tenant", "create", "acme", "--app", "helpdesk"]);
+    let mut serve = Running::spawn(dir, &["serve", "--listen", "127.0.0.1:0"]);
+    let addr = serve.wait_serving();
+    let (status, body) = crate::support::get(addr, "/apps/helpdesk/t/acme/openapi.json");
+    assert_eq!(status, 200, "{body}");
+    let worker = serve.worker_pid(None);
+    let environ = std::fs::read(format!("/proc/{worker}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ.contains("BULKHEAD_VAULT_CA_PEM=-----BEGIN CERTIFICATE-----"),
+        "the worker trusts the CA it was given"
+    );
 }

@@ -128,6 +128,8 @@ async fn app_with_workers(p: &mut Platform, m: &AppManifest) {
     p.create_app(m, None).await.unwrap();
     p.publish_worker_config(WorkerConfig {
         db_tls: Default::default(),
+        db_more_hosts: Vec::new(),
+        db_read_write: false,
         db_host: "127.0.0.1".into(),
         db_port: 5432,
         database: names::app_database(&m.app),

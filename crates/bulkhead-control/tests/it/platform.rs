@@ -420,6 +420,8 @@ async fn tenant_flags_and_settings_are_validated_and_secrets_stay_in_the_vault()
     p.create_app(&m, None).await.unwrap();
     p.publish_worker_config(WorkerConfig {
         db_tls: Default::default(),
+        db_more_hosts: Vec::new(),
+        db_read_write: false,
         db_host: "127.0.0.1".into(),
         db_port: 5432,
         database: names::app_database(&m.app),

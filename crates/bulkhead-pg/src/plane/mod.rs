@@ -47,6 +47,8 @@ pub struct DataPlaneConfig {
     pub pools: PoolSettings,
     /// TLS to the cluster, for the app database and every tenant database.
     pub tls: crate::tls::PgTls,
+    /// The cluster's other hosts, failover, a relay address.
+    pub reach: crate::router::Reach,
 }
 
 /// Where one tenant's data lives, as the runtime knows it.
@@ -85,6 +87,7 @@ struct Inner {
     host: String,
     port: u16,
     tls: crate::tls::Tls,
+    reach: crate::router::Reach,
     tenants: RwLock<HashMap<TenantId, Arc<TenantPlacement>>>,
     /// Statement texts built once (the manifest never changes under a plane).
     texts: texts::Texts,
@@ -115,6 +118,7 @@ impl DataPlane {
             role: config.runtime_role.clone(),
             password: config.runtime_password.clone(),
             tls: tls.clone(),
+            reach: config.reach.clone(),
         };
         let cross = config
             .cross_tenant
@@ -132,6 +136,7 @@ impl DataPlane {
                 host: config.host,
                 port: config.port,
                 tls,
+                reach: config.reach,
                 tenants: RwLock::new(HashMap::new()),
                 texts: texts::Texts::default(),
             }),
@@ -332,6 +337,7 @@ impl TenantContext {
                     role: names::tenant_role(app, tenant),
                     password,
                     tls: self.inner.tls.clone(),
+                    reach: self.inner.reach.clone(),
                 };
                 let pool = self.inner.router.tenant(tenant, &ep)?;
                 router::checkout(&pool, wait).await

@@ -221,6 +221,7 @@ async fn helper_follows_until_killed() {
             cross_tenant: None,
             pools: bulkhead_pg::PoolSettings::default(),
             tls: Default::default(),
+            reach: Default::default(),
         },
     )
     .unwrap();

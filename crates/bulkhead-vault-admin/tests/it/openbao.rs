@@ -137,7 +137,7 @@ async fn spaces_live_in_the_configured_mount_and_namespace() {
     use bulkhead_vault::openbao::{Location, call, client, expect_ok};
     use reqwest::Method;
     let bao = OpenBao::start().unwrap();
-    let http = client().unwrap();
+    let http = client(None).unwrap();
     let root = Location::default();
     let (s, b) = call(
         &http,
