@@ -95,9 +95,9 @@ async fn platform(
     }
     let mut cfg = admin.clone();
     cfg.dbname(&platform_db);
-    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+    let (mut client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
-    bulkhead_control::migrate(&client).await?;
+    bulkhead_control::migrate(&mut client).await?;
     Ok(Platform {
         client,
         provisioner: Provisioner::new(bulkhead_pg::PgConfig::new(

@@ -4,6 +4,7 @@
 //! - [`registry`]: apps, tenants and credential metadata (never plaintext secrets), and the
 //!   provisioning steps that make provisioning resumable.
 //! - [`reconcile`]: the plan that reconciles `tenants.yaml` with the registry.
+//! - [`schema`]: the versions of this schema (refinery), a newer one refused.
 //! - [`platform`]: app creation, tenant declaration, suspension, moves between levels and
 //!   deletion, flags and settings, each step recorded, and each app's worker configuration in
 //!   its vault space.
@@ -14,6 +15,7 @@ pub mod audit;
 pub mod platform;
 pub mod reconcile;
 pub mod registry;
+pub mod schema;
 
 /// Control-plane errors.
 #[derive(Debug, thiserror::Error)]
@@ -72,16 +74,10 @@ pub(crate) fn db(e: tokio_postgres::Error) -> Error {
     Error::Database(e)
 }
 
-/// Creates the control-plane schema when missing (idempotent).
-pub async fn migrate(client: &tokio_postgres::Client) -> Result<()> {
-    client
-        .batch_execute(
-            "SET client_min_messages = warning; CREATE SCHEMA IF NOT EXISTS bulkhead_control",
-        )
-        .await
-        .map_err(db)?;
-    client.batch_execute(registry::SCHEMA).await.map_err(db)?;
-    client.batch_execute(audit::SCHEMA).await.map_err(db)
+/// Brings the control-plane schema to this binary's version (idempotent; one process at a
+/// time); refuses a database a newer Bulkhead has migrated ([`schema`]).
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<()> {
+    schema::migrate(client).await
 }
 
 /// How long a platform pool waits for, opens or recycles a connection.

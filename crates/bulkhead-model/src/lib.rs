@@ -5,6 +5,7 @@
 //! Pure: no I/O, no async, no database. It must not depend on any other Bulkhead crate.
 
 pub mod bundle;
+mod causes;
 mod codes;
 pub mod egress;
 mod ids;
@@ -18,6 +19,7 @@ pub mod values;
 pub mod worker;
 pub mod yaml;
 
+pub use causes::with_causes;
 pub use codes::{Coded, ErrorCode, error_chain};
 pub use ids::{AppId, IdError, Ident, PLATFORM_COLUMNS, TenantId};
 pub use manifest::{

@@ -45,12 +45,12 @@ pub fn platform_db(config: &Config) -> crate::error::Result<bulkhead_pg::PgConfi
 
 /// A connection to the platform database with the control-plane schema in place.
 pub async fn control_client(config: &Config) -> crate::error::Result<tokio_postgres::Client> {
-    let (client, conn) = platform_db(config)?
+    let (mut client, conn) = platform_db(config)?
         .connect()
         .await
         .context("connecting to the platform database")?;
     tokio::spawn(conn);
-    bulkhead_control::migrate(&client).await?;
+    bulkhead_control::migrate(&mut client).await?;
     Ok(client)
 }
 
@@ -66,12 +66,12 @@ pub async fn platform_at(
     db: bulkhead_pg::PgConfig,
     master: [u8; 32],
 ) -> crate::error::Result<Platform> {
-    let (client, conn) = db
+    let (mut client, conn) = db
         .connect()
         .await
         .context("connecting to the platform database")?;
     tokio::spawn(conn);
-    bulkhead_control::migrate(&client).await?;
+    bulkhead_control::migrate(&mut client).await?;
     let mut admin = db.clone();
     admin.dbname("postgres");
     Ok(Platform {

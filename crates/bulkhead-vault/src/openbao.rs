@@ -53,19 +53,6 @@ pub fn client(ca_pem: Option<&str>) -> Result<reqwest::Client> {
         .map_err(|e| Error::Unavailable(e.to_string()))
 }
 
-/// An error and its causes (reqwest's own message names none: "error sending request"; the
-/// cause says why, e.g. `invalid peer certificate: UnknownIssuer`).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 pub fn role(app: &AppId) -> String {
     format!("bulkhead-app-{app}")
 }
@@ -125,7 +112,7 @@ pub async fn call(
     let resp = req
         .send()
         .await
-        .map_err(|e| Error::Unavailable(format!("{url}: {}", with_causes(&e))))?;
+        .map_err(|e| Error::Unavailable(format!("{url}: {}", bulkhead_model::with_causes(&e))))?;
     let status = resp.status();
     let bytes = resp
         .bytes()

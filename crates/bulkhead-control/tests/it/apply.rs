@@ -98,8 +98,8 @@ impl VaultAdmin for Observed {
 async fn platform(dir: &std::path::Path) -> (Platform, Arc<Observed>, &'static TestCluster) {
     let cluster = pg().unwrap();
     let db = cluster.fresh_db().await.unwrap();
-    let client = db.superuser().await.unwrap();
-    bulkhead_control::migrate(&client).await.unwrap();
+    let mut client = db.superuser().await.unwrap();
+    bulkhead_control::migrate(&mut client).await.unwrap();
     let vault = Arc::new(Observed {
         inner: EmbeddedAdmin::open(dir, MasterKey::generate()).unwrap(),
         space: Default::default(),

@@ -5,9 +5,9 @@ use serde_json::json;
 
 async fn client() -> bulkhead_testkit::tokio_postgres::Client {
     let db = pg().unwrap().fresh_db().await.unwrap();
-    let c = db.superuser().await.unwrap();
-    bulkhead_control::migrate(&c).await.unwrap();
-    bulkhead_control::migrate(&c).await.unwrap(); // idempotent
+    let mut c = db.superuser().await.unwrap();
+    bulkhead_control::migrate(&mut c).await.unwrap();
+    bulkhead_control::migrate(&mut c).await.unwrap(); // idempotent
     c
 }
 

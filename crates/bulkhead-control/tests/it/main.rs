@@ -4,3 +4,4 @@
 mod apply;
 mod audit;
 mod platform;
+mod schema;

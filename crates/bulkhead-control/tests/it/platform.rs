@@ -42,8 +42,8 @@ async fn platform_with(
 ) -> (Platform, &'static TestCluster, EmbeddedAdmin) {
     let cluster = pg().unwrap();
     let db = cluster.fresh_db().await.unwrap();
-    let client = db.superuser().await.unwrap();
-    bulkhead_control::migrate(&client).await.unwrap();
+    let mut client = db.superuser().await.unwrap();
+    bulkhead_control::migrate(&mut client).await.unwrap();
     let vault = EmbeddedAdmin::open(vault_root, MasterKey::generate()).unwrap();
     let platform = Platform {
         client,
