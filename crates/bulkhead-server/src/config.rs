@@ -333,6 +333,12 @@ pub struct ServeConfig {
     /// The private key of `tls_cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key_file: Option<PathBuf>,
+    /// Reverse proxies in front of this server (addresses or networks, e.g. `["10.0.0.0/8"]`):
+    /// from them, `X-Forwarded-For` names the client's address (login throttling) and
+    /// `X-Forwarded-Host` its host (tenant resolution). From any other peer those headers are
+    /// ignored. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
 }
 
 fn default_canary_interval() -> u64 {
@@ -354,6 +360,7 @@ impl Default for ServeConfig {
             canary_interval_secs: default_canary_interval(),
             tls_cert_file: None,
             tls_key_file: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

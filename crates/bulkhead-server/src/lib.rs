@@ -24,6 +24,7 @@ mod https;
 pub mod isolate;
 mod landing;
 pub mod platform;
+mod proxies;
 #[cfg(test)]
 mod reference;
 mod routes;

@@ -9,6 +9,7 @@ mod in_process;
 mod init;
 mod layout;
 mod packaging;
+mod proxy;
 mod serve;
 mod support;
 mod tls;
