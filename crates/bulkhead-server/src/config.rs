@@ -339,6 +339,11 @@ pub struct ServeConfig {
     /// ignored. Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
+    /// A file holding a token (at least 32 characters) that `/metrics` then requires as
+    /// `Authorization: Bearer <token>`; unset, `/metrics` answers anyone who reaches the
+    /// listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 fn default_canary_interval() -> u64 {
@@ -361,6 +366,7 @@ impl Default for ServeConfig {
             tls_cert_file: None,
             tls_key_file: None,
             trusted_proxies: Vec::new(),
+            metrics_token_file: None,
         }
     }
 }

@@ -266,6 +266,7 @@ impl Gateway {
             hosts: config.serve.hosts.clone(),
             proxy: proxy.clone(),
             canary,
+            metrics_token: metrics_token(config)?,
         });
         let router = realms
             .route(
@@ -275,6 +276,22 @@ impl Gateway {
             .fallback_service(Router::new().fallback(route).with_state(routes));
         Ok((router, workers))
     }
+}
+
+/// `[serve] metrics_token_file`'s token, at least 32 characters.
+fn metrics_token(config: &Config) -> crate::error::Result<Option<bulkhead_model::Secret>> {
+    let Some(file) = &config.serve.metrics_token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(file)
+        .with_context(|| format!("reading serve.metrics_token_file {}", file.display()))?;
+    let token = token.trim();
+    crate::error::ensure!(
+        token.len() >= 32,
+        "serve.metrics_token_file {}: the token must have at least 32 characters",
+        file.display()
+    );
+    Ok(Some(bulkhead_model::Secret::new(token)))
 }
 
 /// The first host and port of a PostgreSQL configuration (where the apps' databases are).

@@ -25,6 +25,39 @@ pub(crate) struct Routes {
     pub(crate) proxy: Option<Arc<EgressProxy>>,
     /// The verify canary, for its last results.
     pub(crate) canary: Option<Arc<dyn crate::Canary>>,
+    /// What `/metrics` requires as its bearer token (`[serve] metrics_token_file`).
+    pub(crate) metrics_token: Option<bulkhead_model::Secret>,
+}
+
+/// A Prometheus label value, escaped as the text format requires (`\`, `"`, newline).
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether `headers` carry `token` as their bearer token (compared in constant time).
+fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let Some(sent) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    sent.len() == token.len()
+        && sent
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 impl Routes {
@@ -88,8 +121,16 @@ pub(crate) async fn route(State(routes): State<Arc<Routes>>, mut req: Request<Bo
 }
 
 /// Prometheus text: one family at a time, a sample per app.
-pub(crate) async fn metrics(State(routes): State<Arc<Routes>>) -> Response {
+pub(crate) async fn metrics(
+    State(routes): State<Arc<Routes>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     use std::fmt::Write;
+    if let Some(token) = &routes.metrics_token
+        && !bearer_matches(&headers, token.expose())
+    {
+        return bulkhead_runtime::error::ApiError::unauthorized().into_response();
+    }
     const FAMILIES: [(&str, &str, &str); 4] = [
         (
             "bulkhead_worker_up",
@@ -121,7 +162,7 @@ pub(crate) async fn metrics(State(routes): State<Arc<Routes>>) -> Response {
     for (i, (name, kind, help)) in FAMILIES.iter().enumerate() {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (app, values) in &samples {
-            let _ = writeln!(out, "{name}{{app=\"{app}\"}} {}", values[i].1);
+            let _ = writeln!(out, "{name}{{app=\"{}\"}} {}", label(app), values[i].1);
         }
     }
     let _ = writeln!(
@@ -132,8 +173,9 @@ pub(crate) async fn metrics(State(routes): State<Arc<Routes>>) -> Response {
         for (reason, n) in w.egress_denials() {
             let _ = writeln!(
                 out,
-                "bulkhead_egress_denials_total{{app=\"{}\",source=\"worker\",reason=\"{reason}\"}} {n}",
-                w.app()
+                "bulkhead_egress_denials_total{{app=\"{}\",source=\"worker\",reason=\"{}\"}} {n}",
+                label(w.app()),
+                label(&reason.to_string())
             );
         }
     }
@@ -144,7 +186,9 @@ pub(crate) async fn metrics(State(routes): State<Arc<Routes>>) -> Response {
         for (reason, n) in egress.denials() {
             let _ = writeln!(
                 out,
-                "bulkhead_egress_denials_total{{app=\"{app}\",source=\"proxy\",reason=\"{reason}\"}} {n}"
+                "bulkhead_egress_denials_total{{app=\"{}\",source=\"proxy\",reason=\"{}\"}} {n}",
+                label(app.as_str()),
+                label(&reason.to_string())
             );
         }
     }
@@ -156,4 +200,29 @@ pub(crate) async fn metrics(State(routes): State<Arc<Routes>>) -> Response {
         out,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_tokens_compared_whole() {
+        assert_eq!(label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        assert_eq!(label("helpdesk"), "helpdesk");
+        let mut h = axum::http::HeaderMap::new();
+        assert!(!bearer_matches(&h, "t0ken"));
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            "Bearer t0ken".parse().unwrap(),
+        );
+        assert!(bearer_matches(&h, "t0ken"));
+        assert!(!bearer_matches(&h, "t0ke"));
+        assert!(!bearer_matches(&h, "t0kenx"));
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            "Basic t0ken".parse().unwrap(),
+        );
+        assert!(!bearer_matches(&h, "t0ken"));
+    }
 }

@@ -8,6 +8,7 @@ mod hostile;
 mod in_process;
 mod init;
 mod layout;
+mod metrics;
 mod packaging;
 mod proxy;
 mod serve;
