@@ -124,7 +124,7 @@ impl PgConfig {
         Ok(Self::with_tls(pg, Tls::new(tls)?))
     }
 
-    pub fn with_tls(mut pg: tokio_postgres::Config, tls: Tls) -> Self {
+    fn with_tls(mut pg: tokio_postgres::Config, tls: Tls) -> Self {
         pg.ssl_mode(tls.wire_mode());
         Self { pg, tls }
     }
@@ -143,20 +143,13 @@ impl PgConfig {
         self.tls.connector()
     }
 
-    /// The same server and TLS, as another user or database (`edit` changes the copy).
-    pub fn with(&self, edit: impl FnOnce(&mut tokio_postgres::Config)) -> Self {
-        let mut copy = self.clone();
-        edit(&mut copy.pg);
-        copy
-    }
-
     /// Connects; the connection future must be spawned by the caller.
     pub async fn connect(
         &self,
     ) -> std::result::Result<
         (
             tokio_postgres::Client,
-            tokio_postgres::Connection<tokio_postgres::Socket, <Connector as TlsStreamOf>::Stream>,
+            tokio_postgres::Connection<tokio_postgres::Socket, Stream>,
         ),
         tokio_postgres::Error,
     > {
@@ -164,15 +157,9 @@ impl PgConfig {
     }
 }
 
-/// The stream type of [`Connector`]'s connections (named for [`PgConfig::connect`]).
-pub trait TlsStreamOf {
-    type Stream;
-}
-
-impl TlsStreamOf for MakeRustlsConnect {
-    type Stream =
-        <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream;
-}
+/// The stream of a [`Connector`]'s connections (its own type is private to the crate).
+pub type Stream =
+    <Connector as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream;
 
 /// The URL's own TLS options taken out, the rest left to tokio-postgres.
 fn parse_url(url: &str) -> Result<(tokio_postgres::Config, PgTls)> {

@@ -26,12 +26,11 @@ use bulkhead_model::options::FlagOverride;
 use bulkhead_model::{AppManifest, ErrorCode, TenantId};
 use bulkhead_runtime::error::ApiError;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-/// The admin API's state: its own platform connection and the token's digest.
+/// The admin API's state: its own platform connection and its token.
 pub struct AdminApi {
     platform: tokio::sync::Mutex<Platform>,
-    token: [u8; 32],
+    token: crate::bearer::BearerToken,
 }
 
 impl std::fmt::Debug for AdminApi {
@@ -43,36 +42,16 @@ impl std::fmt::Debug for AdminApi {
 impl AdminApi {
     /// `token` is the shared secret; only its SHA-256 digest is kept.
     pub fn new(mut platform: Platform, token: &str) -> crate::error::Result<Self> {
-        let token = token.trim();
-        crate::error::ensure!(
-            token.len() >= 32,
-            "the admin token must be at least 32 characters"
-        );
+        let token = crate::bearer::BearerToken::new(token, "the admin token")?;
         platform.actor = "admin-api".into();
         Ok(Self {
             platform: tokio::sync::Mutex::new(platform),
-            token: Sha256::digest(token.as_bytes()).into(),
+            token,
         })
     }
 
     fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let given = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        let digest: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
-        // Digests of equal length: the comparison's timing says nothing about the token.
-        if digest
-            .iter()
-            .zip(self.token)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-        {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized())
-        }
+        self.token.check(headers)
     }
 }
 

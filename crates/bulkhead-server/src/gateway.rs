@@ -107,8 +107,12 @@ impl Gateway {
         hooks: &crate::Hooks,
         compartments: &Arc<crate::compartment::Compartments>,
     ) -> crate::error::Result<(Router, Vec<WorkerHandle>)> {
-        let (db_host, db_port) = host_port(&self.db);
-        let more_hosts = more_hosts(&self.db);
+        let mut more_hosts = tcp_hosts(&self.db);
+        let (db_host, db_port) = if more_hosts.is_empty() {
+            ("127.0.0.1".to_owned(), 5432)
+        } else {
+            more_hosts.remove(0)
+        };
         let read_write = self.db.get_target_session_attrs()
             == tokio_postgres::config::TargetSessionAttrs::ReadWrite;
         let domains = if config.serve.domains.is_empty() {
@@ -278,44 +282,27 @@ impl Gateway {
     }
 }
 
-/// `[serve] metrics_token_file`'s token, at least 32 characters.
-fn metrics_token(config: &Config) -> crate::error::Result<Option<bulkhead_model::Secret>> {
+/// `[serve] metrics_token_file`'s token.
+fn metrics_token(config: &Config) -> crate::error::Result<Option<crate::bearer::BearerToken>> {
     let Some(file) = &config.serve.metrics_token_file else {
         return Ok(None);
     };
     let token = std::fs::read_to_string(file)
         .with_context(|| format!("reading serve.metrics_token_file {}", file.display()))?;
-    let token = token.trim();
-    crate::error::ensure!(
-        token.len() >= 32,
-        "serve.metrics_token_file {}: the token must have at least 32 characters",
-        file.display()
-    );
-    Ok(Some(bulkhead_model::Secret::new(token)))
+    crate::bearer::BearerToken::new(
+        &token,
+        &format!("serve.metrics_token_file {}", file.display()),
+    )
+    .map(Some)
 }
 
-/// The first host and port of a PostgreSQL configuration (where the apps' databases are).
-pub(crate) fn host_port(db: &tokio_postgres::Config) -> (String, u16) {
-    let host = db
-        .get_hosts()
-        .iter()
-        .find_map(|h| match h {
-            tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        })
-        .unwrap_or_else(|| "127.0.0.1".into());
-    (host, db.get_ports().first().copied().unwrap_or(5432))
-}
-
-/// The TCP hosts of a PostgreSQL configuration after the first, with their ports (one port
-/// for all hosts, or one each, as tokio-postgres reads them).
-pub(crate) fn more_hosts(db: &tokio_postgres::Config) -> Vec<(String, u16)> {
+/// The TCP hosts of a PostgreSQL configuration in order, with their ports (one port for all
+/// hosts, or one each, as tokio-postgres reads them): where the apps' databases are.
+pub(crate) fn tcp_hosts(db: &tokio_postgres::Config) -> Vec<(String, u16)> {
     let ports = db.get_ports();
     db.get_hosts()
         .iter()
         .enumerate()
-        .skip(1)
         .filter_map(|(i, h)| match h {
             tokio_postgres::config::Host::Tcp(h) => {
                 let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);

@@ -11,6 +11,7 @@
 //! - `serve`, `embedded`, `demo`: the run loop, the embedded cluster of `up`, the example app.
 
 pub mod admin;
+mod bearer;
 pub mod compartment;
 pub mod config;
 mod demo;

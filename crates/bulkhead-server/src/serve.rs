@@ -90,14 +90,15 @@ pub async fn run_gateway(
         crate::landing::Landing::Serve
     };
     router = crate::landing::router(landing).merge(router);
-    // Behind a reverse proxy: the client's address and host, from trusted proxies only.
-    let proxies = Arc::new(crate::proxies::TrustedProxies::parse(
-        &config.serve.trusted_proxies,
-    )?);
-    router = router.layer(axum::middleware::from_fn_with_state(
-        proxies,
-        crate::proxies::apply,
-    ));
+    // Behind a reverse proxy: the client's address and host, from trusted proxies only (no
+    // layer at all when none is trusted).
+    let proxies = crate::proxies::TrustedProxies::parse(&config.serve.trusted_proxies)?;
+    if !proxies.is_empty() {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(proxies),
+            crate::proxies::apply,
+        ));
+    }
     if example {
         crate::demo::print_help(&public_url);
     }

@@ -11,7 +11,6 @@ use bulkhead_control::reconcile::{Action, ApplyOptions, plan};
 use bulkhead_control::registry;
 use bulkhead_model::tenants::{IdentitySpec, TenantSpec};
 use bulkhead_model::{AppId, AppManifest, IsolationLevel, TenantId, names};
-use bulkhead_pg::Provisioner;
 use bulkhead_testkit::{TestCluster, pg};
 use bulkhead_vault::{BootCredential, BoxFuture, Secret};
 use bulkhead_vault_admin::VaultAdmin;
@@ -108,14 +107,7 @@ async fn platform(dir: &std::path::Path) -> (Platform, Arc<Observed>, &'static T
     });
     let platform = Platform {
         client,
-        provisioner: Provisioner::new(
-            bulkhead_pg::PgConfig::local(cluster.config(
-                "postgres",
-                "postgres",
-                cluster.superuser_password(),
-            ))
-            .unwrap(),
-        ),
+        provisioner: bulkhead_fixtures::admin(cluster),
         vault: vault.clone(),
         buckets: None,
         actor: "test".into(),

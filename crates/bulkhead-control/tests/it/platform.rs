@@ -6,7 +6,6 @@ use std::sync::Arc;
 use bulkhead_control::platform::{APP_STEPS, FILES_S3, Platform, RUNTIME_PASSWORD};
 use bulkhead_control::registry;
 use bulkhead_model::{AppManifest, names};
-use bulkhead_pg::Provisioner;
 use bulkhead_testkit::{TestCluster, pg, tokio_postgres};
 use bulkhead_vault::embedded::EmbeddedReader;
 use bulkhead_vault::{BootCredential, VaultReader};
@@ -47,14 +46,7 @@ async fn platform_with(
     let vault = EmbeddedAdmin::open(vault_root, MasterKey::generate()).unwrap();
     let platform = Platform {
         client,
-        provisioner: Provisioner::new(
-            bulkhead_pg::PgConfig::local(cluster.config(
-                "postgres",
-                "postgres",
-                cluster.superuser_password(),
-            ))
-            .unwrap(),
-        ),
+        provisioner: bulkhead_fixtures::admin(cluster),
         vault: Arc::new(vault.clone()),
         buckets,
         actor: "test".into(),

@@ -201,6 +201,17 @@ struct GetRows {
     rows: Vec<Row>,
 }
 
+impl GetRows {
+    /// The entity and the row got; none is `not_found`.
+    fn row(&self, entity: &str) -> Result<(&Entity, &Row)> {
+        let e = self.ctx.entity(entity)?;
+        let row = self.rows.first().ok_or_else(|| Error::NotFound {
+            entity: entity.to_owned(),
+        })?;
+        Ok((e, row))
+    }
+}
+
 async fn get_rows(x: &mut impl Exec, entity: &str, id: &str) -> Result<GetRows> {
     let ctx = x.ctx().clone();
     let e = ctx.entity(entity)?;
@@ -225,29 +236,17 @@ async fn get_rows(x: &mut impl Exec, entity: &str, id: &str) -> Result<GetRows> 
 
 pub(super) async fn get(x: &mut impl Exec, entity: &str, id: &str) -> Result<Value> {
     let got = get_rows(x, entity, id).await?;
-    let e = got.ctx.entity(entity)?;
-    match got.rows.first() {
-        Some(row) => Ok(strip(sql::record_from_row(e, row, false)?, &got.hidden)),
-        None => Err(Error::NotFound {
-            entity: entity.to_owned(),
-        }),
-    }
+    let (e, row) = got.row(entity)?;
+    Ok(strip(sql::record_from_row(e, row, false)?, &got.hidden))
 }
 
 /// [`get`], the record written as JSON text (see [`sql::RecordWriter`]).
 pub(super) async fn get_json(x: &mut impl Exec, entity: &str, id: &str) -> Result<Vec<u8>> {
     let got = get_rows(x, entity, id).await?;
-    let e = got.ctx.entity(entity)?;
-    match got.rows.first() {
-        Some(row) => {
-            let mut out = Vec::with_capacity(256);
-            sql::RecordWriter::new(e, &got.hidden)?.write(row, &mut out)?;
-            Ok(out)
-        }
-        None => Err(Error::NotFound {
-            entity: entity.to_owned(),
-        }),
-    }
+    let (e, row) = got.row(entity)?;
+    let mut out = Vec::with_capacity(256);
+    sql::RecordWriter::new(e, &got.hidden)?.write(row, &mut out)?;
+    Ok(out)
 }
 
 /// [`get`] read into the caller's type.
@@ -257,13 +256,8 @@ pub(super) async fn get_as<T: DeserializeOwned>(
     id: &str,
 ) -> Result<T> {
     let got = get_rows(x, entity, id).await?;
-    let e = got.ctx.entity(entity)?;
-    match got.rows.first() {
-        Some(row) => sql::RecordReader::new(e, &got.hidden).read(row),
-        None => Err(Error::NotFound {
-            entity: entity.to_owned(),
-        }),
-    }
+    let (e, row) = got.row(entity)?;
+    sql::RecordReader::new(e, &got.hidden).read(row)
 }
 
 pub(super) async fn insert(x: &mut impl Exec, entity: &str, record: &Value) -> Result<Value> {
